@@ -1,0 +1,1 @@
+//! Configuration: /etc/repeatr/config.toml (owned by the state/config work).

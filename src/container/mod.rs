@@ -1,0 +1,2 @@
+//! The container: rootfs, mounts, spawn, signals.
+pub mod tar;

@@ -1,0 +1,1 @@
+//! Safe, faithful unpacking of rootfs tars (owned by the tar work).

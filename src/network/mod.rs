@@ -1,0 +1,1 @@
+//! Bridge networking over synchronous netlink (owned by the network work).

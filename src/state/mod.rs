@@ -1,0 +1,1 @@
+//! The state store: flocked SQLite file, schema migrations, leases (owned by the state work).

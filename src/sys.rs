@@ -1,0 +1,260 @@
+//! The narrow syscall boundary: thin, safe wrappers over the Linux calls that
+//! neither std nor nix wraps (openat2, clone3, the new mount API, pidfds,
+//! close_range). Everything above this module works with `OwnedFd`,
+//! `io::Result` and plain Rust types, so the launch logic can be read (and
+//! unit-tested) without thinking about raw pointers.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Converts a path to a C string; a path with an interior NUL cannot name a file.
+pub fn cstr(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("path {path:?} contains a NUL byte"))
+    })
+}
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// How `openat2` may resolve a path (see openat2(2)).
+#[derive(Clone, Copy, Debug)]
+pub enum Resolve {
+    /// As if `dirfd` were `/`: absolute symlinks and `..` are clamped to it.
+    /// This is how a path inside an image must be read (CVE-2021-30465).
+    InRoot,
+    /// The path must stay below `dirfd`: any escape (absolute symlink, `..`
+    /// past the top) fails with EXDEV instead of being clamped.
+    Beneath,
+}
+
+/// `openat2(dirfd, path, flags, mode)` with magic links (/proc/*/fd/*)
+/// refused in every case: they are how a hostile image jumps out of a root.
+pub fn openat2(
+    dirfd: BorrowedFd<'_>,
+    path: &Path,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+    resolve: Resolve,
+) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { mode as u64 } else { 0 };
+    how.resolve = libc::RESOLVE_NO_MAGICLINKS
+        | match resolve {
+            Resolve::InRoot => libc::RESOLVE_IN_ROOT,
+            Resolve::Beneath => libc::RESOLVE_BENEATH,
+        };
+    loop {
+        // SAFETY: `c` is a valid NUL-terminated string and `how` a fully
+        // initialised open_how whose size we pass; the kernel copies both.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        match check(ret) {
+            // SAFETY: a non-negative return of openat2 is a new fd we own.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+            // openat2 returns EAGAIN when a concurrent rename races a
+            // RESOLVE_IN_ROOT / BENEATH walk; the kernel asks us to retry.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The `/proc/self/fd/N` path of an fd: how mount(2), which only takes
+/// paths, is pointed at an object we resolved safely ourselves.
+pub fn fd_path(fd: BorrowedFd<'_>) -> CString {
+    // A decimal number never contains a NUL byte.
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+/// A child created by [`clone3`], as seen from the parent.
+pub struct Child {
+    pub pid: libc::pid_t,
+    /// A pidfd: signals sent through it can never reach a recycled PID.
+    pub pidfd: OwnedFd,
+}
+
+/// fork(2) with namespace flags: `clone3` with no stack, so the child goes on
+/// from this same point, as after fork. Returns `None` in the child.
+///
+/// Call it only while the process is single-threaded: the child runs
+/// ordinary Rust code (allocation included) before it execs, which is only
+/// sound when no other thread can hold a lock at the moment of the clone.
+pub fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
+    let mut pidfd: libc::c_int = -1;
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = (namespaces | libc::CLONE_PIDFD) as u64;
+    args.pidfd = &mut pidfd as *mut libc::c_int as u64;
+    args.exit_signal = libc::SIGCHLD as u64;
+    // SAFETY: clone_args is fully initialised (zeroed, then set) and its
+    // size passed; without CLONE_VM/stack the child gets a copy of our
+    // memory, exactly as with fork(2). See the single-thread rule above.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    let pid = check(ret)? as libc::pid_t;
+    if pid == 0 {
+        return Ok(None);
+    }
+    // SAFETY: with CLONE_PIDFD the kernel stored a new fd we own in `pidfd`.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Some(Child { pid, pidfd }))
+}
+
+/// Sends `sig` to the process behind `pidfd`.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain integers; a null siginfo means "as kill(2) would".
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// Marks every fd from `first` up close-on-exec, so that nothing the runner
+/// inherited or opened reaches the job (runc CVE-2024-21626).
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: plain integers.
+    let ret = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
+    check(ret as libc::c_long).map(drop)
+}
+
+/// `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` on an fd: a detached copy of
+/// the mount tree at `fd`, ready to get attributes and be moved into place.
+pub fn clone_tree(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let empty = c"";
+    // SAFETY: `empty` is a valid C string; flags are constants.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC as libc::c_uint
+                | libc::AT_EMPTY_PATH as libc::c_uint
+                | libc::AT_RECURSIVE as libc::c_uint,
+        )
+    };
+    // SAFETY: a non-negative return is a new fd we own.
+    check(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sets mount attributes (`MOUNT_ATTR_*`) on the whole tree at `fd`. Unlike
+/// a remount, this reaches every submount too, so a read-only bind of a tree
+/// holding other mounts is read-only all the way down.
+pub fn set_mount_attrs(fd: BorrowedFd<'_>, attrs: u64) -> io::Result<()> {
+    let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
+    attr.attr_set = attrs;
+    let empty = c"";
+    // SAFETY: `attr` is initialised and its size passed; `empty` is valid.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &mut attr as *mut libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// Attaches the detached mount `tree` on top of the object `target` refers to.
+pub fn move_mount_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
+    let empty = c"";
+    // SAFETY: both paths are the valid empty C string; fds are borrowed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `pivot_root(".", ".")`: the trick from runc that avoids a temporary
+/// put_old directory; the old root ends up stacked on the new one.
+pub fn pivot_root_here() -> io::Result<()> {
+    let dot = c".";
+    // SAFETY: valid C strings.
+    let ret = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
+    check(ret).map(drop)
+}
+
+/// Reads this boot's id: leases recorded under another boot id are stale.
+pub fn boot_id() -> io::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?.trim().to_string())
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of
+/// /proc/PID/stat): with the pid it names one process for the whole boot.
+pub fn process_start_time(pid: libc::pid_t) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: fields
+    // after it are counted from the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace()
+        .nth(19)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("malformed /proc/{pid}/stat")))
+}
+
+/// `_exit(2)`: in a forked child, leave without running atexit handlers or
+/// flushing stdio buffers that belong to the parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Reads an environment-free C string array for execve.
+pub fn cstrings<I, S>(items: I) -> io::Result<Vec<CString>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<[u8]>,
+{
+    items
+        .into_iter()
+        .map(|s| {
+            CString::new(s.as_ref().to_vec())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte"))
+        })
+        .collect()
+}
+
+/// `execve` that returns only on failure.
+pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: both arrays are NULL-terminated and point into CStrings that
+    // outlive the call; execve only returns on error.
+    unsafe { libc::execve(path.as_ptr(), a.as_ptr(), e.as_ptr()) };
+    io::Error::last_os_error()
+}

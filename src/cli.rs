@@ -1,1 +1,125 @@
-//! cli
+//! Command line: argument parsing, logging set-up, and the one place where
+//! errors become a message and an exit code.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{EXIT_RUNNER_ERROR, Error};
+use crate::job;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "repeatr",
+    version,
+    about = "Run jobs in ephemeral containers, no daemon needed"
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Where leases and locks live (default /run/repeatr: they die with a reboot).
+    #[arg(
+        long,
+        env = "REPEATR_STATE_DIR",
+        global = true,
+        default_value = "/run/repeatr"
+    )]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run CMD in a new container; exits with the job's status.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The root filesystem: a directory, a .tar/.tar.gz file, or - for a tar on stdin.
+    #[arg(long, value_name = "PATH")]
+    pub rootfs: PathBuf,
+    /// Networking: none (only lo).
+    #[arg(long, value_name = "MODE", default_value = "none", value_parser = ["none"])]
+    pub net: String,
+    /// Bind a host path into the job: SRC:DST[:ro|:rw] (rw by default). Repeatable.
+    #[arg(long = "mount", value_name = "SRC:DST[:ro|:rw]")]
+    pub mounts: Vec<String>,
+    /// Set an environment variable in the job. Repeatable. The host's environment never leaks in.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the job (created if missing).
+    #[arg(long, short = 'w', value_name = "DIR", default_value = "/")]
+    pub workdir: String,
+    /// Hostname of the job (default: the job id).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// User and group to run as, numeric.
+    #[arg(long, short = 'u', value_name = "UID[:GID]", default_value = "0:0")]
+    pub user: String,
+    /// The job id (default: a short generated id).
+    #[arg(long, value_name = "ID")]
+    pub name: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        (false, 2) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level)
+        .format_timestamp_millis()
+        .target(env_logger::Target::Stderr);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    b.init();
+}
+
+/// Parses the command line, runs the command, and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return 0;
+            }
+            // clap's message spans several lines; a runner error is one.
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .next()
+                .unwrap_or("bad arguments")
+                .trim_start_matches("error: ");
+            eprintln!("repeatr: {first}; see 'repeatr --help'");
+            return EXIT_RUNNER_ERROR;
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let result = match &cli.command {
+        Command::Run(args) => job::run(&cli, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+fn report(e: &Error) -> i32 {
+    eprintln!("repeatr: {e}");
+    e.exit_code()
+}

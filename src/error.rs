@@ -1,1 +1,44 @@
-//! error
+//! Runner errors, mapped to exit codes in one place.
+//!
+//! The job's own status passes through untouched; everything that goes
+//! wrong in the runner before or around the job is 125, like docker and
+//! podman, so scripts can tell a broken job from a broken host. 126 and 127
+//! (command not executable / not found) come from the launch itself.
+
+use std::io;
+
+use crate::container::SpecError;
+
+/// The exit code of every runner error.
+pub const EXIT_RUNNER_ERROR: i32 = 125;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error(
+        "repeatr must run as root (it creates namespaces, mounts and network devices); run it with sudo"
+    )]
+    NotRoot,
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(
+        "state dir {path:?}: {err}; check that it is on a local, writable filesystem or pass --state-dir"
+    )]
+    StateDir {
+        path: std::path::PathBuf,
+        err: io::Error,
+    },
+    #[error("{what}: {err}")]
+    Io { what: &'static str, err: io::Error },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        EXIT_RUNNER_ERROR
+    }
+
+    pub fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |err| Error::Io { what, err }
+    }
+}

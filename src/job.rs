@@ -1,1 +1,102 @@
-//! job
+//! One job's life, top to bottom:
+//! validate -> (lease) -> launch -> (plug network) -> wait -> tear down -> (release).
+//!
+//! The runner is the job's parent for its whole life and the only owner of
+//! what the job holds on the host; everything inside the job's namespaces
+//! dies with the job.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Cli, RunArgs};
+use crate::container::{self, Exit, NetMode, Spec, spec};
+use crate::error::Error;
+use crate::sys;
+
+/// Runs one job and returns the exit status the runner should exit with.
+pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
+    // Before anything else: no fd the runner inherited may reach the job.
+    sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
+    let spec = validate(cli, args)?;
+
+    // Before the clone, so a signal that comes during the launch is seen.
+    let signals = container::signals::Forwarder::install()
+        .map_err(Error::io("installing signal handlers"))?;
+
+    let launched = container::spawn(&spec).map_err(Error::io("creating the job's namespaces"))?;
+    log::info!("job {} started as pid {}", spec.id, launched.pid());
+
+    let exit = launched
+        .go_and_wait(&signals)
+        .map_err(Error::io("waiting for the job"))?;
+    match &exit {
+        Exit::Failed(f) => eprintln!("repeatr: {}", f.message),
+        Exit::Aborted(sig) => {
+            log::warn!("job {} aborted by signal {sig} before it started", spec.id)
+        }
+        Exit::Code(_) | Exit::Signaled(_) => log::info!("job {} ended: {exit:?}", spec.id),
+    }
+    Ok(exit.status())
+}
+
+/// Turns the command line into a [`Spec`], opening every host object now.
+fn validate(cli: &Cli, args: &RunArgs) -> Result<Spec, Error> {
+    if args.command.is_empty() {
+        return Err(spec::SpecError::NoCommand.into());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::NotRoot);
+    }
+    let id = match &args.name {
+        Some(n) => n.clone(),
+        None => spec::generate_job_id().map_err(Error::io("generating a job id"))?,
+    };
+    spec::check_job_id(&id)?;
+    let hostname = args.hostname.clone().unwrap_or_else(|| id.clone());
+    spec::check_hostname(&hostname)?;
+    for kv in &args.env {
+        spec::check_env(kv)?;
+    }
+    let workdir = spec::clean_job_path(&args.workdir)
+        .ok_or_else(|| spec::SpecError::Workdir(args.workdir.clone()))?;
+    let user = spec::parse_user(&args.user)?;
+    let mounts = args
+        .mounts
+        .iter()
+        .map(|m| spec::parse_mount(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rootfs = spec::open_rootfs(&args.rootfs)?;
+    let mount_base = ensure_mount_base(&cli.state_dir)?;
+    Ok(Spec {
+        env: spec::build_env(&args.env, &hostname),
+        hosts: format!(
+            "127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        ),
+        resolv_conf: "# no network (--net none)\n".into(),
+        id,
+        rootfs,
+        argv: args.command.clone(),
+        workdir,
+        hostname,
+        user,
+        mounts,
+        net: NetMode::None,
+        mount_base,
+    })
+}
+
+/// `STATE_DIR/mnt`: one empty directory that every job's child mounts its
+/// private tmpfs on, inside its own mount namespace. It is never written
+/// to on the host, so no job can leave anything in it.
+fn ensure_mount_base(state_dir: &Path) -> Result<PathBuf, Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = state_dir.join("mnt");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&base)
+        .map_err(|err| Error::StateDir {
+            path: state_dir.to_path_buf(),
+            err,
+        })?;
+    Ok(base)
+}

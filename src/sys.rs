@@ -13,12 +13,19 @@ use std::path::Path;
 /// Converts a path to a C string; a path with an interior NUL cannot name a file.
 pub fn cstr(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("path {path:?} contains a NUL byte"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path {path:?} contains a NUL byte"),
+        )
     })
 }
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// How `openat2` may resolve a path (see openat2(2)).
@@ -44,7 +51,11 @@ pub fn openat2(
     let c = cstr(path)?;
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { mode as u64 } else { 0 };
+    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+        mode as u64
+    } else {
+        0
+    };
     how.resolve = libc::RESOLVE_NO_MAGICLINKS
         | match resolve {
             Resolve::InRoot => libc::RESOLVE_IN_ROOT,
@@ -137,7 +148,8 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<
 /// inherited or opened reaches the job (runc CVE-2024-21626).
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: plain integers.
-    let ret = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
+    let ret =
+        unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
     check(ret as libc::c_long).map(drop)
 }
 
@@ -151,7 +163,8 @@ pub fn clone_tree(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
             libc::SYS_open_tree,
             fd.as_raw_fd(),
             empty.as_ptr(),
-            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC as libc::c_uint
+            libc::OPEN_TREE_CLONE
+                | libc::OPEN_TREE_CLOEXEC as libc::c_uint
                 | libc::AT_EMPTY_PATH as libc::c_uint
                 | libc::AT_RECURSIVE as libc::c_uint,
         )
@@ -209,7 +222,9 @@ pub fn pivot_root_here() -> io::Result<()> {
 
 /// Reads this boot's id: leases recorded under another boot id are stale.
 pub fn boot_id() -> io::Result<String> {
-    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?.trim().to_string())
+    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_string())
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of
@@ -222,7 +237,12 @@ pub fn process_start_time(pid: libc::pid_t) -> io::Result<u64> {
     rest.split_whitespace()
         .nth(19)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("malformed /proc/{pid}/stat")))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("malformed /proc/{pid}/stat"),
+            )
+        })
 }
 
 /// `_exit(2)`: in a forked child, leave without running atexit handlers or
@@ -241,8 +261,9 @@ where
     items
         .into_iter()
         .map(|s| {
-            CString::new(s.as_ref().to_vec())
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte"))
+            CString::new(s.as_ref().to_vec()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte")
+            })
         })
         .collect()
 }

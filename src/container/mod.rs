@@ -1,2 +1,23 @@
-//! The container: rootfs, mounts, spawn, signals.
+//! The container: everything between "a validated job spec" and "the job's
+//! exit status". Named after the launch stages (as youki does):
+//!
+//! - `spec`: what to launch, validated and opened on the host *before* any
+//!   namespace exists, so bad input fails early and leaves nothing behind;
+//! - `spawn`: the clone into new namespaces and the runner<->child pipes;
+//! - `init`: the child's side, from clone to exec, step by step;
+//! - `rootfs`, `mounts`: building the job's root inside its mount namespace;
+//! - `security`: capabilities, no_new_privs, signal reset, fd hygiene;
+//! - `signals`: forwarding the runner's signals to the job;
+//! - `tar`: safe unpacking of rootfs tars.
+
+pub mod init;
+pub mod mounts;
+pub mod rootfs;
+pub mod security;
+pub mod signals;
+pub mod spawn;
+pub mod spec;
 pub mod tar;
+
+pub use spawn::{Exit, Launched, spawn};
+pub use spec::{BindMount, NetMode, Rootfs, Spec, SpecError, User};

@@ -1,0 +1,236 @@
+//! The child's side of the launch, from the clone to the exec, in order.
+//! It runs as pid 1 of the job's new pid namespace, inside new mount, uts,
+//! ipc and net namespaces. Every step says why it is where it is; the
+//! numbers refer to ../shared/notes/launch-checklist.md.
+//!
+//! Failures are reported to the runner over the report pipe and the child
+//! exits; since everything it built lives in its own namespaces, its death
+//! is the whole cleanup.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::mount::MsFlags;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use super::spawn::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER, LaunchFailure};
+use super::spec::{NetMode, Rootfs, Spec};
+use super::{mounts, rootfs, security};
+use crate::sys;
+
+/// Never returns: either execs the job or exits with a reported failure.
+pub fn child_main(spec: &Spec, go: OwnedFd, report: OwnedFd) -> ! {
+    let failure = match setup_and_exec(spec, go) {
+        Ok(f) | Err(f) => f,
+    };
+    let mut report = File::from(report);
+    let _ = report.write_all(&failure.encode());
+    sys::exit_now(failure.code)
+}
+
+fn setup_err(what: &str) -> impl Fn(io::Error) -> LaunchFailure + '_ {
+    move |e| LaunchFailure {
+        code: EXIT_RUNNER,
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// Returns only with the reason the job could not be started.
+fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailure> {
+    // 4. Die with the runner; setsid so the job never shares the runner's
+    //    session (a terminal's job control must not reach around us).
+    security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
+    let _ = nix::unistd::setsid();
+
+    // 5. Nothing mounted from here on may propagate back to the host.
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| setup_err("making / rslave")(e.into()))?;
+
+    // 6. The root, on a tmpfs that only this mount namespace sees.
+    let root =
+        rootfs::build(&spec.rootfs, &spec.mount_base).map_err(setup_err("building the rootfs"))?;
+
+    // 7-10. Kernel filesystems, /dev, the user's binds: each target
+    //       resolved inside the new root.
+    mounts::mount_proc_sys(root.as_fd()).map_err(setup_err("mounting /proc and /sys"))?;
+    mounts::mount_dev(root.as_fd()).map_err(setup_err("building /dev"))?;
+    mounts::mount_binds(root.as_fd(), &spec.mounts).map_err(setup_err("--mount"))?;
+
+    // 13. The job's identity files, in its own view only.
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| setup_err("sethostname")(e.into()))?;
+    for (name, contents) in [
+        ("hostname", format!("{}\n", spec.hostname)),
+        ("hosts", spec.hosts.clone()),
+        ("resolv.conf", spec.resolv_conf.clone()),
+    ] {
+        mounts::write_etc_file(root.as_fd(), name, &contents).map_err(setup_err("writing /etc"))?;
+    }
+
+    // 11-12. Into the new root for good; then hide and freeze what the
+    //        kernel exposes of the host.
+    mounts::pivot_into(root.as_fd()).map_err(setup_err("pivot_root"))?;
+    drop(root);
+    mounts::protect_kernel_paths().map_err(setup_err("masking kernel paths"))?;
+    if let Rootfs::Tar {
+        from_stdin: true, ..
+    } = spec.rootfs
+    {
+        // The tar used up our stdin; the job reads an empty one instead.
+        let null = File::open("/dev/null").map_err(setup_err("/dev/null"))?;
+        nix::unistd::dup2_stdin(null.as_fd()).map_err(|e| setup_err("stdin")(e.into()))?;
+    }
+
+    // 14. The working directory, created if missing, checked to be inside.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    std::fs::create_dir_all(&spec.workdir).map_err(setup_err("creating --workdir"))?;
+    std::env::set_current_dir(&spec.workdir).map_err(setup_err("entering --workdir"))?;
+    let cwd = nix::unistd::getcwd().map_err(|e| setup_err("getcwd")(e.into()))?;
+    if !cwd.is_absolute() {
+        return Err(setup_err("--workdir")(io::Error::other(
+            "it resolves outside the job's root",
+        )));
+    }
+
+    // The network is the runner's to plug in now that our netns exists; we
+    // wait for its word. EOF instead of a byte: the runner died.
+    if spec.net == NetMode::None {
+        crate::network::loopback_up()
+            .map_err(|e| setup_err("bringing up lo")(io::Error::other(e)))?;
+    }
+    wait_for_go(&go)?;
+
+    // 15-17. Identity, capabilities, no_new_privs.
+    security::drop_privileges(spec.user).map_err(setup_err("dropping privileges"))?;
+    security::no_new_privs().map_err(setup_err("PR_SET_NO_NEW_PRIVS"))?;
+    // A setuid clears the death signal: set it again, then make sure the
+    // runner did not die in the gap (POLLHUP on `go`).
+    security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
+    if runner_gone(&go) {
+        sys::exit_now(EXIT_RUNNER);
+    }
+
+    // 18-19. Clean signal state, nothing but 0-2 across the exec.
+    security::reset_signals().map_err(setup_err("resetting signals"))?;
+    sys::cloexec_from(3).map_err(setup_err("close_range"))?;
+
+    // 21. exec; the report pipe is O_CLOEXEC, so its EOF tells the runner
+    //     the exec worked.
+    Ok(exec(spec))
+}
+
+fn wait_for_go(go: &OwnedFd) -> Result<(), LaunchFailure> {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(go.as_fd(), &mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => sys::exit_now(EXIT_RUNNER),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(setup_err("waiting for the runner")(e.into())),
+        }
+    }
+}
+
+fn runner_gone(go: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(go.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(_) if fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)))
+}
+
+/// Finds the command in the job's PATH (inside the new root) and execs it.
+/// Returns only on failure: 127 when nothing was found, 126 when something
+/// was found but could not be executed (as a shell reports them).
+fn exec(spec: &Spec) -> LaunchFailure {
+    let fail = |code, message: String| LaunchFailure { code, message };
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        env.push(format!("HOME={}", home_of(&passwd, spec.user.uid)));
+    }
+    let (argv, envp) = match (sys::cstrings(&spec.argv), sys::cstrings(&env)) {
+        (Ok(a), Ok(e)) => (a, e),
+        _ => {
+            return fail(
+                EXIT_RUNNER,
+                "an argument or environment entry contains a NUL byte".into(),
+            );
+        }
+    };
+    let cmd = &spec.argv[0];
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(super::spec::DEFAULT_PATH);
+    let candidates: Vec<String> = if cmd.contains('/') {
+        vec![cmd.clone()]
+    } else {
+        path_var
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{cmd}"))
+            .collect()
+    };
+    let mut denied: Option<(String, io::Error)> = None;
+    for cand in &candidates {
+        let Ok(c) = CString::new(cand.as_bytes()) else {
+            continue;
+        };
+        let err = sys::execve(&c, &argv, &envp);
+        match err.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
+            _ => {
+                denied.get_or_insert((cand.clone(), err));
+            }
+        }
+    }
+    match denied {
+        Some((path, err)) => fail(
+            EXIT_CANNOT_EXEC,
+            format!("cannot execute {path:?} in the job: {err}"),
+        ),
+        None if cmd.contains('/') => fail(
+            EXIT_NOT_FOUND,
+            format!("{cmd:?} not found in the job's rootfs; check the path inside the image"),
+        ),
+        None => fail(
+            EXIT_NOT_FOUND,
+            format!(
+                "{cmd:?} not found in the job's PATH ({path_var}); give an absolute path or set --env PATH=..."
+            ),
+        ),
+    }
+}
+
+/// The uid's home directory from the image's /etc/passwd ("/root" for root
+/// when the image has none, "/" for others, as docker does).
+pub fn home_of(passwd: &str, uid: u32) -> String {
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
+        })
+        .next()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::home_of;
+
+    #[test]
+    fn home_comes_from_the_images_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n";
+        assert_eq!(home_of(passwd, 1000), "/home/bob");
+        assert_eq!(home_of(passwd, 0), "/root");
+        assert_eq!(home_of("", 0), "/root");
+        assert_eq!(home_of(passwd, 42), "/");
+    }
+}

@@ -1,0 +1,113 @@
+//! The last steps before exec: who the job runs as and what it may do.
+
+use std::collections::HashSet;
+use std::io;
+
+use caps::{CapSet, Capability};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, sigaction,
+};
+
+use super::spec::User;
+
+/// Docker's default capability set: what a job keeps even as root.
+pub const KEPT_CAPS: [Capability; 14] = [
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FSETID,
+    Capability::CAP_FOWNER,
+    Capability::CAP_MKNOD,
+    Capability::CAP_NET_RAW,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETUID,
+    Capability::CAP_SETFCAP,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_SYS_CHROOT,
+    Capability::CAP_KILL,
+    Capability::CAP_AUDIT_WRITE,
+];
+
+fn caps_err(e: caps::errors::CapsError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Shrinks the bounding set first (it needs CAP_SETPCAP, which a later
+/// setuid to a non-root user would take away), then switches identity, then
+/// sets the remaining sets for what is left.
+pub fn drop_privileges(user: User) -> io::Result<()> {
+    let kept: HashSet<Capability> = KEPT_CAPS.into_iter().collect();
+    for cap in caps::all() {
+        if !kept.contains(&cap) {
+            // EINVAL: the running kernel does not know this capability.
+            match caps::drop(None, CapSet::Bounding, cap) {
+                Ok(()) => {}
+                Err(e) if caps::has_cap(None, CapSet::Bounding, cap).ok() == Some(false) => {
+                    log::debug!("bounding drop of {cap}: {e}")
+                }
+                Err(e) => return Err(caps_err(e)),
+            }
+        }
+    }
+    // No supplementary groups: the runner's own must not leak in.
+    nix::unistd::setgroups(&[]).map_err(io::Error::from)?;
+    let gid = nix::unistd::Gid::from_raw(user.gid);
+    let uid = nix::unistd::Uid::from_raw(user.uid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(io::Error::from)?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(io::Error::from)?;
+    caps::clear(None, CapSet::Ambient).map_err(caps_err)?;
+    caps::clear(None, CapSet::Inheritable).map_err(caps_err)?;
+    if user.uid == 0 {
+        // Effective must shrink before permitted: it may never exceed it.
+        caps::set(None, CapSet::Effective, &kept).map_err(caps_err)?;
+        caps::set(None, CapSet::Permitted, &kept).map_err(caps_err)?;
+    }
+    // The kernel already emptied permitted/effective on a setuid away from
+    // root (no SECBIT_KEEP_CAPS): a non-root job has no capabilities.
+    Ok(())
+}
+
+/// PR_SET_NO_NEW_PRIVS: setuid binaries and file capabilities in the image
+/// cannot raise the job above what it was given.
+pub fn no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The job dies with its runner: SIGKILL from the kernel when the runner
+/// goes, however it goes. A setuid clears this setting, so it is set again
+/// after the identity switch.
+pub fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Resets every signal disposition to default and unblocks all signals.
+/// The runner ignores SIGPIPE (Rust's std does so at startup) and has
+/// signal-hook handlers installed; an exec'd job would inherit the ignore.
+pub fn reset_signals() -> io::Result<()> {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no code of ours in a handler.
+        unsafe { sigaction(sig, &dfl) }.map_err(io::Error::from)?;
+    }
+    // Real-time signals are not in nix's Signal enum; reset them by number.
+    for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: as above; failures for glibc-reserved numbers are harmless.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
+}

@@ -1,0 +1,299 @@
+//! The runner's side of the launch: clone the child into new namespaces,
+//! hold it at the "network may be plugged in now" point, let it go, then
+//! wait for it while forwarding signals.
+//!
+//! Two pipes join runner and child, both O_CLOEXEC:
+//! - `go` (runner -> child): the child blocks on it just before dropping
+//!   privileges, so the runner can set up the child's netns in between. The
+//!   runner keeps the write end open for the job's whole life: EOF (POLLHUP)
+//!   on it tells the child that the runner died before the exec.
+//! - `report` (child -> runner): EOF without a byte means the exec
+//!   succeeded (the write end closed on exec); otherwise one message says
+//!   why the launch failed and with which exit code (125, 126 or 127).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+
+use super::signals::Forwarder;
+use super::spec::Spec;
+use crate::sys;
+
+/// Exit codes of a launch that never became the job (documented in README).
+pub const EXIT_RUNNER: i32 = 125;
+pub const EXIT_CANNOT_EXEC: i32 = 126;
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// Why the child did not become the job, as reported over the pipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchFailure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl LaunchFailure {
+    /// Wire format: one byte of exit code, then the UTF-8 message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![self.code as u8];
+        v.extend_from_slice(self.message.as_bytes());
+        v
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let (&code, msg) = bytes.split_first()?;
+        Some(LaunchFailure {
+            code: code as i32,
+            message: String::from_utf8_lossy(msg).into_owned(),
+        })
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The job ran and exited with this code.
+    Code(i32),
+    /// The job ran and was killed by this signal.
+    Signaled(i32),
+    /// The child never exec'd the command.
+    Failed(LaunchFailure),
+    /// The runner got a terminating signal before the job was launched and
+    /// killed the half-built container.
+    Aborted(i32),
+}
+
+impl Exit {
+    /// The runner's own exit status, as a shell would report the job's.
+    pub fn status(&self) -> i32 {
+        match self {
+            Exit::Code(c) => *c,
+            Exit::Signaled(s) | Exit::Aborted(s) => 128 + s,
+            Exit::Failed(f) => f.code,
+        }
+    }
+}
+
+/// A child that exists in its namespaces but has not been let go yet.
+pub struct Launched {
+    pub child: sys::Child,
+    go: File,
+    report: File,
+}
+
+const NAMESPACES: libc::c_int = libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWNET;
+
+/// Clones the child into new mount, pid, uts, ipc and network namespaces.
+/// The child starts building its root at once; it waits for [`Launched::go`]
+/// before it drops privileges and execs.
+///
+/// Must be called while the runner is single-threaded (see `sys::clone3`).
+pub fn spawn(spec: &Spec) -> io::Result<Launched> {
+    let (go_r, go_w) = pipe()?;
+    let (report_r, report_w) = pipe()?;
+
+    // Every signal blocked across the clone: the child inherits the runner's
+    // signal-hook handlers, and one firing in the child before it resets
+    // them would write into the runner's self-pipe and be forwarded back.
+    let all = SigSet::all();
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old))
+        .map_err(io::Error::from)?;
+    let cloned = sys::clone3(NAMESPACES);
+    match cloned {
+        Ok(None) => {
+            drop(go_w);
+            drop(report_r);
+            super::init::child_main(spec, go_r, report_w)
+        }
+        Ok(Some(child)) => {
+            pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;
+            Ok(Launched {
+                child,
+                go: File::from(go_w),
+                report: File::from(report_r),
+            })
+        }
+        Err(e) => {
+            pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;
+            Err(e)
+        }
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+impl Launched {
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.pid
+    }
+
+    /// The child's network namespace, for plugging a veth into it.
+    pub fn netns(&self) -> io::Result<File> {
+        File::open(format!("/proc/{}/ns/net", self.child.pid))
+    }
+
+    /// Kills the child (and with it, as pid 1, its whole namespace) and
+    /// reaps it; for when setting up around it failed.
+    pub fn kill(self) {
+        let _ = sys::pidfd_send_signal(self.child.pidfd.as_fd(), libc::SIGKILL);
+        let _ = wait_pidfd(self.child.pidfd.as_fd());
+    }
+
+    /// Lets the child go on to exec, then waits for the job to end while
+    /// forwarding the runner's signals to it.
+    pub fn go_and_wait(mut self, signals: &Forwarder) -> io::Result<Exit> {
+        // EPIPE here means the child already died (it reports why below).
+        if let Err(e) = self.go.write_all(b"g") {
+            log::debug!("child gone before go: {e}");
+        }
+        let mut report = Vec::new();
+        let mut report_open = true;
+        let mut aborted: Option<i32> = None;
+        loop {
+            let mut fds = vec![
+                PollFd::new(self.child.pidfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(signals.fd(), PollFlags::POLLIN),
+            ];
+            if report_open {
+                fds.push(PollFd::new(self.report.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let (child_done, sig_ready, report_ready) = (ready(0), ready(1), ready(2));
+            if report_ready {
+                report_open = read_some(&mut self.report, &mut report)?;
+            }
+            if sig_ready {
+                for sig in signals.pending() {
+                    self.deliver(sig, report_open, &mut aborted);
+                }
+            }
+            if child_done {
+                break;
+            }
+        }
+        let status = wait_pidfd(self.child.pidfd.as_fd())?;
+        // The child is gone, so every byte it wrote is in the pipe now.
+        if report_open {
+            self.report.read_to_end(&mut report)?;
+        }
+        if let Some(f) = LaunchFailure::decode(&report) {
+            return Ok(Exit::Failed(f));
+        }
+        if let Some(sig) = aborted {
+            return Ok(Exit::Aborted(sig));
+        }
+        Ok(status)
+    }
+
+    /// A signal for the job. Before the exec there is no job yet: a
+    /// terminating signal then kills the half-built container (the user
+    /// wants out), and the others are dropped.
+    fn deliver(&self, sig: Signal, launching: bool, aborted: &mut Option<i32>) {
+        let terminating = matches!(
+            sig,
+            Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT
+        );
+        let pidfd = self.child.pidfd.as_fd();
+        let result = if launching {
+            if !terminating {
+                log::debug!("{sig} before the job started: dropped");
+                return;
+            }
+            aborted.get_or_insert(sig as i32);
+            sys::pidfd_send_signal(pidfd, libc::SIGKILL)
+        } else {
+            log::debug!("forwarding {sig} to the job");
+            sys::pidfd_send_signal(pidfd, sig as i32)
+        };
+        if let Err(e) = result {
+            // ESRCH: the job is exiting; its status comes next.
+            log::debug!("signal {sig} not delivered: {e}");
+        }
+    }
+}
+
+/// Reads what is available; false at EOF.
+fn read_some(f: &mut File, into: &mut Vec<u8>) -> io::Result<bool> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                into.extend_from_slice(&buf[..n]);
+                return Ok(true);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reaps the child behind a pidfd and turns its status into an [`Exit`].
+fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Exit> {
+    loop {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t; P_PIDFD takes the fd
+        // as the id. WEXITED reaps the child.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        if ret < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: waitid filled a CLD_* record, for which si_status is valid.
+        let status = unsafe { info.si_status() };
+        return Ok(match info.si_code {
+            libc::CLD_EXITED => Exit::Code(status),
+            _ => Exit::Signaled(status),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_round_trips() {
+        let f = LaunchFailure {
+            code: 127,
+            message: "not found".into(),
+        };
+        assert_eq!(LaunchFailure::decode(&f.encode()), Some(f));
+        assert_eq!(LaunchFailure::decode(b""), None);
+    }
+
+    #[test]
+    fn exit_statuses() {
+        assert_eq!(Exit::Code(14).status(), 14);
+        assert_eq!(Exit::Signaled(9).status(), 137);
+        assert_eq!(Exit::Aborted(15).status(), 143);
+    }
+}

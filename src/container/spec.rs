@@ -1,0 +1,403 @@
+//! What to launch. Everything here is parsed, validated and opened on the
+//! host before the clone: bad input then costs nothing to clean up, and the
+//! child only ever works from file descriptors, never from host paths that
+//! its own mounts could hide or an image could redirect.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+/// The default PATH every job gets unless `--env PATH=...` says otherwise.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "rootfs {0:?} does not exist; pass a directory, a .tar/.tar.gz file, or - for a tar on stdin"
+    )]
+    RootfsMissing(PathBuf),
+    #[error("rootfs {path:?} cannot be opened: {err}")]
+    RootfsOpen { path: PathBuf, err: io::Error },
+    #[error("rootfs {0:?} is neither a directory nor a file; pass a directory or a tar")]
+    RootfsKind(PathBuf),
+    #[error("bad --mount {spec:?}: {why}; expected SRC:DST[:ro|:rw] with an absolute DST")]
+    MountSyntax { spec: String, why: String },
+    #[error(
+        "bad --mount {spec:?}: source {src:?} cannot be opened: {err}; create it first or fix the path"
+    )]
+    MountSource {
+        spec: String,
+        src: PathBuf,
+        err: io::Error,
+    },
+    #[error("bad --env {0:?}: expected KEY=VALUE with a non-empty KEY without '='")]
+    Env(String),
+    #[error("bad --user {0:?}: expected UID[:GID] as numbers, e.g. 1000:1000")]
+    User(String),
+    #[error("bad --workdir {0:?}: it must be an absolute path without '..'")]
+    Workdir(String),
+    #[error("bad --hostname {0:?}: use 1-63 letters, digits, '-' or '.'")]
+    Hostname(String),
+    #[error(
+        "bad --name {0:?}: use 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit"
+    )]
+    Name(String),
+    #[error("no command given; usage: repeatr run [OPTIONS] -- CMD [ARGS...]")]
+    NoCommand,
+    #[error("argument {0:?} contains a NUL byte")]
+    Nul(String),
+}
+
+/// The job's root filesystem, opened on the host.
+#[derive(Debug)]
+pub enum Rootfs {
+    /// A directory: becomes the read-only lower layer of an overlay. Held as
+    /// a detached read-only copy of its mount tree (open_tree), made here
+    /// in the host's mount namespace: overlayfs refuses a lower layer that
+    /// is not a mount of the caller's namespace, and a detached tree is the
+    /// one kind the child can attach into its own.
+    Dir {
+        tree: OwnedFd,
+        owner: (u32, u32, u32),
+    },
+    /// A tar stream (plain or gzip), read by the child into a tmpfs.
+    /// `from_stdin` means the job's own stdin is used up and becomes /dev/null.
+    Tar { file: File, from_stdin: bool },
+}
+
+#[derive(Debug)]
+pub struct BindMount {
+    /// The host path as the user gave it, for messages.
+    pub source_path: PathBuf,
+    /// A detached copy of the source's mount tree (open_tree), with nosuid,
+    /// nodev and (if asked) read-only already set on every mount in it.
+    pub source: OwnedFd,
+    pub source_is_dir: bool,
+    /// Absolute, lexically clean path inside the job.
+    pub target: PathBuf,
+    pub readonly: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// How the job's network namespace is filled before it execs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetMode {
+    /// A fresh netns with only `lo` up.
+    None,
+    /// A veth on the bridge, plugged in by the runner (see `network`).
+    Bridge,
+}
+
+/// Everything the child needs, fixed before the clone.
+#[derive(Debug)]
+pub struct Spec {
+    pub id: String,
+    pub rootfs: Rootfs,
+    pub argv: Vec<String>,
+    /// KEY=VALUE strings: the whole environment; the host's never leaks in.
+    pub env: Vec<String>,
+    pub workdir: PathBuf,
+    pub hostname: String,
+    pub user: User,
+    pub mounts: Vec<BindMount>,
+    pub net: NetMode,
+    /// Contents written to the job's /etc/hosts and /etc/resolv.conf.
+    pub hosts: String,
+    pub resolv_conf: String,
+    /// An empty host directory the child mounts its private tmpfs on; the
+    /// mount only exists in the job's mount namespace.
+    pub mount_base: PathBuf,
+}
+
+/// Opens a rootfs argument: `-` for stdin, a directory, or a tar file.
+pub fn open_rootfs(arg: &Path) -> Result<Rootfs, SpecError> {
+    if arg == Path::new("-") {
+        // A dup, so that the child's reader is an fd it owns; O_CLOEXEC on
+        // the dup keeps it away from the job.
+        let file = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from)
+            .map_err(|err| SpecError::RootfsOpen {
+                path: arg.into(),
+                err,
+            })?;
+        return Ok(Rootfs::Tar {
+            file,
+            from_stdin: true,
+        });
+    }
+    let meta = match std::fs::metadata(arg) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(SpecError::RootfsMissing(arg.into()));
+        }
+        Err(err) => {
+            return Err(SpecError::RootfsOpen {
+                path: arg.into(),
+                err,
+            });
+        }
+    };
+    let open_err = |err| SpecError::RootfsOpen {
+        path: arg.into(),
+        err,
+    };
+    if meta.is_dir() {
+        let fd = open_path(arg).map_err(open_err)?;
+        let owner = dir_owner_mode(&fd).map_err(open_err)?;
+        let tree = detached_copy(&fd, libc::MOUNT_ATTR_RDONLY).map_err(open_err)?;
+        Ok(Rootfs::Dir { tree, owner })
+    } else if meta.is_file() {
+        Ok(Rootfs::Tar {
+            file: File::open(arg).map_err(open_err)?,
+            from_stdin: false,
+        })
+    } else {
+        Err(SpecError::RootfsKind(arg.into()))
+    }
+}
+
+/// O_PATH open of a host path (following symlinks: the host side is the
+/// user's own choice; only paths *inside* the image are untrusted).
+fn open_path(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)?;
+    Ok(f.into())
+}
+
+/// A detached, recursive copy of the mount tree at `fd` with `attrs` set on
+/// every mount in it (so read-only reaches submounts too, unlike a remount).
+fn detached_copy(fd: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
+    let tree = crate::sys::clone_tree(fd.as_fd())?;
+    crate::sys::set_mount_attrs(tree.as_fd(), attrs)?;
+    Ok(tree)
+}
+
+/// Parses `SRC:DST[:ro|:rw]` and opens SRC.
+pub fn parse_mount(spec: &str) -> Result<BindMount, SpecError> {
+    let bad = |why: &str| SpecError::MountSyntax {
+        spec: spec.into(),
+        why: why.into(),
+    };
+    let mut parts: Vec<&str> = spec.split(':').collect();
+    let readonly = match parts.last().copied() {
+        Some("ro") if parts.len() == 3 => true,
+        Some("rw") if parts.len() == 3 => false,
+        _ if parts.len() == 2 => false,
+        _ if parts.len() == 3 => return Err(bad("the mode must be ro or rw")),
+        _ => return Err(bad("wrong number of ':'-separated fields")),
+    };
+    parts.truncate(2);
+    let (src, dst) = (parts[0], parts[1]);
+    if src.is_empty() {
+        return Err(bad("empty source"));
+    }
+    let target = clean_job_path(dst)
+        .ok_or_else(|| bad("the destination must be absolute, without '.' or '..'"))?;
+    if target == Path::new("/") {
+        return Err(bad("the destination cannot be / (use --rootfs for that)"));
+    }
+    // A bind over /proc could hide the masked paths or replace the job's
+    // view of its own process; runc refuses it for the same reason.
+    if target.starts_with("/proc") {
+        return Err(bad("the destination cannot be under /proc"));
+    }
+    let src_path = PathBuf::from(src);
+    let open_err = |err| SpecError::MountSource {
+        spec: spec.into(),
+        src: src_path.clone(),
+        err,
+    };
+    let source = open_path(&src_path).map_err(open_err)?;
+    let meta = File::from(source.try_clone().map_err(open_err)?)
+        .metadata()
+        .map_err(open_err)?;
+    // nosuid and nodev always: a host path must not become a way to gain
+    // privilege or reach devices inside the job.
+    let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    if readonly {
+        attrs |= libc::MOUNT_ATTR_RDONLY;
+    }
+    let tree = detached_copy(&source, attrs).map_err(open_err)?;
+    Ok(BindMount {
+        source_path: src_path.clone(),
+        source: tree,
+        source_is_dir: meta.is_dir(),
+        target,
+        readonly,
+    })
+}
+
+/// An absolute path inside the job, with no `.`/`..` and no empty component.
+/// Symlinks are not resolved here: that happens inside the job's root.
+pub fn clean_job_path(p: &str) -> Option<PathBuf> {
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return None;
+    }
+    let mut clean = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => clean.push(n),
+            Component::CurDir | Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(clean)
+}
+
+pub fn parse_user(s: &str) -> Result<User, SpecError> {
+    let bad = || SpecError::User(s.into());
+    let (u, g) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    let uid: u32 = u.parse().map_err(|_| bad())?;
+    let gid: u32 = match g {
+        Some(g) => g.parse().map_err(|_| bad())?,
+        None => uid,
+    };
+    Ok(User { uid, gid })
+}
+
+/// Checks a `KEY=VALUE` environment entry.
+pub fn check_env(kv: &str) -> Result<(), SpecError> {
+    match kv.split_once('=') {
+        Some((k, _)) if !k.is_empty() && !kv.contains('\0') => Ok(()),
+        _ => Err(SpecError::Env(kv.into())),
+    }
+}
+
+/// The job environment: defaults first, then `--env` entries overriding by
+/// key. HOME is added by the child from the image's /etc/passwd unless set.
+pub fn build_env(user_env: &[String], hostname: &str) -> Vec<String> {
+    let mut env: Vec<String> = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={hostname}"),
+    ];
+    for kv in user_env {
+        let key = kv.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    env
+}
+
+pub fn check_hostname(h: &str) -> Result<(), SpecError> {
+    let ok = !h.is_empty()
+        && h.len() <= 63
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !h.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::Hostname(h.into()))
+    }
+}
+
+/// Job ids name leases, hostnames and log lines: keep them to a safe alphabet.
+pub fn check_job_id(id: &str) -> Result<(), SpecError> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        && id.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::Name(id.into()))
+    }
+}
+
+/// A short unique job id: 12 hex digits from the kernel's CSPRNG.
+pub fn generate_job_id() -> io::Result<String> {
+    let mut buf = [0u8; 6];
+    let mut f = File::open("/dev/urandom")?;
+    io::Read::read_exact(&mut f, &mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The owner and mode of a rootfs directory, so the job's root keeps them.
+fn dir_owner_mode(fd: &OwnedFd) -> io::Result<(u32, u32, u32)> {
+    let meta = File::from(fd.try_clone()?).metadata()?;
+    Ok((meta.uid(), meta.gid(), meta.mode() & 0o7777))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_paths_are_cleaned_or_refused() {
+        assert_eq!(clean_job_path("/a//b/"), Some(PathBuf::from("/a/b")));
+        assert_eq!(clean_job_path("a/b"), None);
+        assert_eq!(clean_job_path("/a/../b"), None);
+        assert_eq!(clean_job_path("/a/./b"), Some(PathBuf::from("/a/b")));
+    }
+
+    #[test]
+    fn mount_specs() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().to_str().unwrap();
+        let m = parse_mount(&format!("{src}:/data:ro")).unwrap();
+        assert!(m.readonly && m.source_is_dir && m.target == Path::new("/data"));
+        assert!(!parse_mount(&format!("{src}:/data")).unwrap().readonly);
+        for bad in [
+            format!("{src}:data"),
+            format!("{src}:/"),
+            format!("{src}:/proc/x"),
+            format!("{src}:/d:rx"),
+            src.to_string(),
+        ] {
+            assert!(
+                matches!(parse_mount(&bad), Err(SpecError::MountSyntax { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_mount("/nonexistent/x:/d"),
+            Err(SpecError::MountSource { .. })
+        ));
+    }
+
+    #[test]
+    fn users_and_env() {
+        assert_eq!(
+            parse_user("1000").unwrap(),
+            User {
+                uid: 1000,
+                gid: 1000
+            }
+        );
+        assert_eq!(parse_user("1:2").unwrap(), User { uid: 1, gid: 2 });
+        assert!(parse_user("bob").is_err() && parse_user("1:").is_err());
+        assert!(check_env("A=b").is_ok() && check_env("=b").is_err() && check_env("A").is_err());
+        let env = build_env(&["PATH=/x".into(), "FOO=bar".into()], "h");
+        assert_eq!(env, vec!["HOSTNAME=h", "PATH=/x", "FOO=bar"]);
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_job_id("job-1.a_b").is_ok());
+        assert!(
+            check_job_id("-x").is_err()
+                && check_job_id("a/b").is_err()
+                && check_job_id("").is_err()
+        );
+        assert!(check_hostname("my-host").is_ok() && check_hostname("a b").is_err());
+        assert_eq!(generate_job_id().unwrap().len(), 12);
+    }
+}

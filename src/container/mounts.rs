@@ -26,9 +26,24 @@ fn ctx(e: io::Error, what: impl std::fmt::Display) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// The kernel's own limit on symlinks followed in one lookup (MAXSYMLINKS).
+const MAX_SYMLINK_HOPS: u32 = 40;
+
 /// Opens `path` (absolute, clean) inside `root` as if `root` were `/`,
-/// creating what is missing. Returns an O_PATH fd of the object.
+/// creating what is missing. Returns an O_PATH fd of the object. A dangling
+/// symlink on the way is followed inside the root and its target created,
+/// as runc's securejoin does: the mount lands where the image points, but
+/// always within the image.
 pub fn resolve_in_root(root: BorrowedFd<'_>, path: &Path, create: Create) -> io::Result<OwnedFd> {
+    resolve_hops(root, path, create, 0)
+}
+
+fn resolve_hops(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    create: Create,
+    hops: u32,
+) -> io::Result<OwnedFd> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     if rel.as_os_str().is_empty() {
         return sys::openat2(root, Path::new("."), libc::O_PATH, 0, Resolve::InRoot);
@@ -37,7 +52,8 @@ pub fn resolve_in_root(root: BorrowedFd<'_>, path: &Path, create: Create) -> io:
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         other => return other,
     }
-    let parent = resolve_in_root(root, path.parent().unwrap_or(Path::new("/")), Create::Dir)?;
+    let parent_path = path.parent().unwrap_or(Path::new("/"));
+    let parent = resolve_hops(root, parent_path, Create::Dir, hops)?;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -56,16 +72,36 @@ pub fn resolve_in_root(root: BorrowedFd<'_>, path: &Path, create: Create) -> io:
         .map(drop),
     };
     match made {
-        // EEXIST: a dangling symlink sits there; we do not follow it out.
-        Err(nix::errno::Errno::EEXIST) => {
-            return Err(io::Error::other(format!(
-                "{path:?} in the image is a dangling symlink"
-            )));
+        Ok(()) => sys::openat2(root, rel, libc::O_PATH, 0, Resolve::InRoot),
+        // EEXIST although the lookup said ENOENT: a dangling symlink.
+        Err(nix::errno::Errno::EEXIST) if hops < MAX_SYMLINK_HOPS => {
+            let target = nix::fcntl::readlinkat(parent.as_fd(), name).map_err(io::Error::from)?;
+            let next = join_in_root(parent_path, Path::new(&target));
+            resolve_hops(root, &next, create, hops + 1)
         }
-        Err(e) => return Err(e.into()),
-        Ok(()) => {}
+        Err(nix::errno::Errno::EEXIST) => Err(io::Error::from_raw_os_error(libc::ELOOP)),
+        Err(e) => Err(e.into()),
     }
-    sys::openat2(root, rel, libc::O_PATH, 0, Resolve::InRoot)
+}
+
+/// `base` joined with a symlink target, `..` clamped at `/` exactly as
+/// RESOLVE_IN_ROOT clamps it.
+fn join_in_root(base: &Path, target: &Path) -> PathBuf {
+    let mut out = if target.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        base.to_path_buf()
+    };
+    for c in target.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Mounts a fresh filesystem of `fstype` onto the object `target` refers to.
@@ -381,5 +417,26 @@ fn open_existing(root: BorrowedFd<'_>, path: &str) -> io::Result<Option<OwnedFd>
         Ok(fd) => Ok(Some(fd)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ctx(e, path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_targets_are_joined_inside_the_root() {
+        assert_eq!(
+            join_in_root(Path::new("/a"), Path::new("/host/x")),
+            PathBuf::from("/host/x")
+        );
+        assert_eq!(
+            join_in_root(Path::new("/a/b"), Path::new("../c")),
+            PathBuf::from("/a/c")
+        );
+        assert_eq!(
+            join_in_root(Path::new("/a"), Path::new("../../../../etc")),
+            PathBuf::from("/etc")
+        );
     }
 }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need on a fresh Debian
+# machine, then runs the whole suite as root. CI calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || need+=(busybox-static)
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v setpriv >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "the tests create namespaces, mounts and bridges: run them as root" >&2
+  exit 1
+fi
+export CI=${CI:-true}
+cargo build --all-targets
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"

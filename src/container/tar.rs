@@ -675,3 +675,55 @@ fn resolve_err(name: &str, source: io::Error) -> TarError {
         _ => write_err(name, "open the parent directory", source),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_normalises_and_refuses_escapes() {
+        assert_eq!(clean(b"./").unwrap(), b"");
+        assert_eq!(clean(b".").unwrap(), b"");
+        assert_eq!(clean(b"./etc//hosts").unwrap(), b"etc/hosts");
+        assert_eq!(clean(b"usr/./lib/").unwrap(), b"usr/lib");
+        assert_eq!(clean(b"..foo/x..").unwrap(), b"..foo/x..");
+        assert!(clean(b"/etc/passwd").is_err());
+        assert!(clean(b"../evil").is_err());
+        assert!(clean(b"a/../../evil").is_err());
+        assert!(clean(b"a/..").is_err());
+        assert!(clean(b"").is_err());
+    }
+
+    #[test]
+    fn split_gives_parent_and_name() {
+        assert_eq!(split(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
+        assert_eq!(split(b"c"), (&b""[..], &b"c"[..]));
+    }
+
+    #[test]
+    fn pax_times_parse_with_fractions_and_signs() {
+        assert_eq!(
+            pax_time(b"1500000000"),
+            Some(TimeSpec::new(1_500_000_000, 0))
+        );
+        assert_eq!(
+            pax_time(b"1500000000.25"),
+            Some(TimeSpec::new(1_500_000_000, 250_000_000))
+        );
+        assert_eq!(pax_time(b"-1.5"), Some(TimeSpec::new(-2, 500_000_000)));
+        assert_eq!(
+            pax_time(b"1.1234567899"),
+            Some(TimeSpec::new(1, 123_456_789))
+        );
+        assert_eq!(pax_time(b"12x"), None);
+        assert_eq!(pax_time(b"1.-5"), None);
+    }
+
+    #[test]
+    fn messages_are_one_line_and_name_the_entry() {
+        let err = unsafe_path(&display(b"a\n/../../evil"), "contains a `..` component");
+        let msg = err.to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(msg.contains("a\\n/../../evil"), "{msg}");
+    }
+}

@@ -482,3 +482,21 @@ fn garbage_is_a_read_error() {
     let err = t.unpack(&[0x55; 1024]).unwrap_err();
     assert!(matches!(err, TarError::Read(_)), "{err}");
 }
+
+/// Smoke test against a real tar, e.g. `docker export` output or
+/// `tar --xattrs --numeric-owner -C / -cpf /tmp/etc.tar etc`:
+/// `REPEATR_SMOKE_TAR=/tmp/etc.tar REPEATR_SMOKE_OUT=/tmp/out cargo test --test tar_unpack -- --ignored`
+#[test]
+#[ignore]
+fn smoke_real_tar() {
+    let (Ok(tar), Ok(out)) = (
+        std::env::var("REPEATR_SMOKE_TAR"),
+        std::env::var("REPEATR_SMOKE_OUT"),
+    ) else {
+        eprintln!("set REPEATR_SMOKE_TAR and REPEATR_SMOKE_OUT (an empty directory)");
+        return;
+    };
+    let reader = decompressed(Box::new(File::open(tar).unwrap())).unwrap();
+    let fd = OwnedFd::from(File::open(out).unwrap());
+    eprintln!("{:?}", unpack(reader, fd.as_fd()).unwrap());
+}

@@ -79,7 +79,13 @@ pub fn fsetxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()
     // SAFETY: `name` is NUL-terminated and `value` a valid slice whose length
     // we pass; the kernel only reads both during the call.
     let ret = unsafe {
-        libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
     };
     check(ret as libc::c_long).map(drop)
 }

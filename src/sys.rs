@@ -84,6 +84,23 @@ pub fn openat2(
     }
 }
 
+/// `fsetxattr(fd, name, value, 0)`: the attribute lands on the object the fd
+/// refers to, never on whatever a path happens to name by the time we get there.
+pub fn fsetxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated and `value` a valid slice whose length
+    // we pass; the kernel only reads both during the call.
+    let ret = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    check(ret as libc::c_long).map(drop)
+}
+
 /// The `/proc/self/fd/N` path of an fd: how mount(2), which only takes
 /// paths, is pointed at an object we resolved safely ourselves.
 pub fn fd_path(fd: BorrowedFd<'_>) -> CString {

@@ -494,3 +494,129 @@ fn a_non_executable_workdir_parent_or_file_reports_clearly() {
         stderr(&out)
     );
 }
+
+/// A tar entry with its name and link bytes written raw, as a hostile tar has them.
+fn raw_entry(out: &mut Vec<u8>, kind: tar::EntryType, name: &str, link: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+#[test]
+fn hostile_tars_fail_whole_and_leave_the_host_untouched() {
+    if !require_root() {
+        return;
+    }
+    let r = Repeatr::new();
+    let outside = tempfile::Builder::new()
+        .prefix("rpt-outside-")
+        .tempdir()
+        .unwrap();
+    let o = outside.path().to_str().unwrap().trim_start_matches('/');
+    std::fs::write(outside.path().join("secret"), "secret").unwrap();
+    let up = "../../../../../../../../../../";
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    let cases: Vec<(&str, Vec<(tar::EntryType, String, String)>)> = vec![
+        (
+            "traversal",
+            vec![(Regular, format!("{up}{o}/evil"), String::new())],
+        ),
+        (
+            "absolute",
+            vec![(Regular, format!("/{o}/evil"), String::new())],
+        ),
+        (
+            "symlink escape",
+            vec![
+                (Symlink, "link".into(), format!("/{o}")),
+                (Regular, "link/evil".into(), String::new()),
+            ],
+        ),
+        (
+            "relative symlink escape",
+            vec![
+                (Symlink, "link".into(), format!("{up}{o}")),
+                (Regular, "link/evil".into(), String::new()),
+            ],
+        ),
+        (
+            "hardlink escape",
+            vec![
+                (Directory, "bin".into(), String::new()),
+                (Link, "bin/evil".into(), format!("{up}{o}/secret")),
+            ],
+        ),
+    ];
+    for (what, entries) in cases {
+        let mut tar = Vec::new();
+        for (kind, name, link) in &entries {
+            raw_entry(
+                &mut tar,
+                *kind,
+                name,
+                link,
+                if *kind == Regular { b"pwned" } else { b"" },
+            );
+        }
+        tar.extend_from_slice(&[0u8; 1024]);
+        let file = tempfile::Builder::new()
+            .prefix("rpt-evil-")
+            .suffix(".tar")
+            .tempfile()
+            .unwrap();
+        std::fs::write(file.path(), &tar).unwrap();
+        let out = r.run(file.path(), &[], &["/bin/true"]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 125, "{what}: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        let names: Vec<_> = std::fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["secret"], "{what} wrote outside");
+        let secret = std::fs::metadata(outside.path().join("secret")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::nlink(&secret),
+            1,
+            "{what} linked the host file"
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+            "secret"
+        );
+    }
+}
+
+#[test]
+fn docker_export_quirks_work() {
+    if !require_root() {
+        return;
+    }
+    let r = Repeatr::new();
+    let rootfs = Rootfs::busybox();
+    std::fs::write(rootfs.path().join(".dockerenv"), "").unwrap();
+    std::fs::create_dir(rootfs.path().join("dev")).unwrap();
+    std::fs::write(rootfs.path().join("dev/console"), "").unwrap();
+    std::fs::write(rootfs.path().join("etc/hosts"), "").unwrap();
+    std::os::unix::fs::symlink("/proc/mounts", rootfs.path().join("etc/mtab")).unwrap();
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        rootfs.path().join("etc/resolv.conf"),
+    )
+    .unwrap();
+    let tar = rootfs.to_tar(false);
+    let out = r.sh(tar.path(), &["--name", "quirky"], "grep -c quirky /etc/hosts; test -L /etc/resolv.conf || echo resolv-is-file; head -1 /etc/mtab | cut -d' ' -f3");
+    assert_eq!(
+        stdout(&out),
+        "1\nresolv-is-file\ntmpfs\n",
+        "{}",
+        stderr(&out)
+    );
+}

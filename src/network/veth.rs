@@ -13,7 +13,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::bridge::add_address;
-use super::link::{delete_link_with, get_link, host_socket, loopback_up_with};
+use super::link::{delete_link_with, get_link, host_socket, loopback_up_with, set_up};
 use super::netlink::{Netlink, NlError};
 use super::{NetworkError, check_ifname, mac_for_ip};
 
@@ -64,8 +64,8 @@ fn check_spec(spec: &VethSpec) -> Result<(), NetworkError> {
 
 /// Plugs the job's netns `netns` (e.g. an fd of `/proc/PID/ns/net`) into
 /// the bridge: one RTM_NEWLINK creates the veth with its peer already inside
-/// the netns as `eth0` (MAC from the IP, MTU, up) and the host end enslaved
-/// and up; then, inside the netns, the address, `lo` up and the default
+/// the netns as `eth0` (MAC from the IP, MTU) and the host end enslaved
+/// and up; then, inside the netns, the address, `eth0` and `lo` up, the default
 /// route. On failure, the veth is removed again (which removes both ends).
 ///
 /// A leftover host link of the same name (a runner killed before its
@@ -123,9 +123,10 @@ fn create_veth(
     bridge: u32,
     netns: BorrowedFd<'_>,
 ) -> Result<(), NlError> {
+    // No IFF_UP here: veth_newlink configures the peer before it links the
+    // two ends, and veth_open of an unlinked end fails with ENOTCONN. The
+    // job side brings it up once it has its address.
     let mut peer = LinkMessage::default();
-    peer.header.flags = LinkFlags::Up;
-    peer.header.change_mask = LinkFlags::Up;
     peer.attributes
         .push(LinkAttribute::IfName(JOB_IFNAME.to_string()));
     // Derived from the IP so a reused address keeps its MAC and neighbours'
@@ -175,6 +176,8 @@ fn configure_job_side(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<(), Netw
             e,
         )
     })?;
+    set_up(&mut nl, index)
+        .map_err(|e| NetworkError::netlink(format!("bring {JOB_IFNAME} up in the job netns"), e))?;
     loopback_up_with(&mut nl)?;
     add_default_route(&mut nl, index, spec.gateway).map_err(|e| {
         NetworkError::netlink(

@@ -79,15 +79,18 @@ impl Netlink {
     /// short-lived thread that setns()es into it. The calling thread's own
     /// namespace never changes, so a failure cannot leave it in a job's netns.
     pub fn in_netns(netns: BorrowedFd<'_>) -> io::Result<Self> {
-        let fd = netns.try_clone_to_owned()?;
         std::thread::scope(|s| {
-            s.spawn(move || {
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(io::Error::from)?;
-                Netlink::new()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")))
+            std::thread::Builder::new()
+                .name("netns-socket".into())
+                .spawn_scoped(s, move || {
+                    // setns of a thread (not the process) is allowed for
+                    // CLONE_NEWNET; the thread then dies with it.
+                    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(io::Error::from)?;
+                    Netlink::new()
+                })?
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("netns socket thread panicked")))
         })
     }
 
@@ -263,4 +266,49 @@ fn ext_ack_msg(payload: &[u8]) -> Option<String> {
                 String::from_utf8_lossy(&v[..end]).into_owned()
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+    use netlink_packet_route::AddressFamily;
+    use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn kernel_errors_carry_errno_and_ext_ack() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "needs root (CI=true)"
+            );
+            eprintln!("skipping: needs root");
+            return;
+        }
+        // In a private netns, so a bug here cannot touch the host's lo.
+        let result = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            let mut nl = Netlink::new()?;
+            let mut msg = AddressMessage::default();
+            msg.header.family = AddressFamily::Inet;
+            msg.header.prefix_len = 33;
+            msg.header.index = 1;
+            msg.attributes
+                .push(AddressAttribute::Local(IpAddr::V4(Ipv4Addr::new(
+                    198, 18, 0, 1,
+                ))));
+            Ok::<_, io::Error>(nl.request(
+                RouteNetlinkMessage::NewAddress(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+            ))
+        })
+        .join()
+        .expect("thread")
+        .expect("netns + socket");
+        let e = result.expect_err("prefix 33 must be refused");
+        assert_eq!(e.raw(), Some(libc::EINVAL));
+        let text = e.ext_ack.expect("the kernel explains EINVAL here");
+        assert!(text.contains("prefix"), "{text}");
+    }
 }

@@ -535,3 +535,67 @@ fn attach_job_timing() {
         delete / N
     );
 }
+
+/// The runner's real situation: a child process in its own netns, reached
+/// through /proc/PID/ns/net; teardown after the child (and netns) died.
+#[test]
+fn attach_to_a_child_process_netns_and_tear_down_after_it_died() {
+    if !need_root("attach_to_a_child_process_netns_and_tear_down_after_it_died") {
+        return;
+    }
+    let (br, net) = names(9);
+    let mut g = Guard::new(&br);
+    ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let s = spec(&br, net, 4, 1500);
+    g.veth(&s.host_name);
+
+    let mut cmd = Command::new("sleep");
+    cmd.arg("30");
+    // SAFETY: unshare is a plain syscall, fine between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let ns = OwnedFd::from(
+        std::fs::File::open(format!("/proc/{}/ns/net", child.id())).expect("open netns"),
+    );
+    attach_job(&s, ns.as_fd()).expect("attach");
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &child.id().to_string(),
+            "-n",
+            "ping",
+            "-c1",
+            "-W2",
+            &s.gateway.to_string(),
+        ])
+        .output()
+        .expect("nsenter");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The job dies and nobody holds its netns any more: the kernel tears
+    // the veth down on its own, asynchronously; delete_link must not mind.
+    drop(ns);
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let deleted = delete_link(&s.host_name).expect("delete after death");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !links_with_prefix(&format!("{br}-"))
+        .expect("list")
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "veth outlived its netns");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("delete_link after the netns died returned {deleted}");
+}

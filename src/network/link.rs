@@ -2,7 +2,7 @@
 //! name, bring one up, delete one, list them.
 
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 
 use super::netlink::{Netlink, NlError};
 use super::{NetworkError, check_ifname};
@@ -67,9 +67,6 @@ pub(crate) fn link_name(msg: &LinkMessage) -> Option<&str> {
 pub(crate) fn get_link(nl: &mut Netlink, name: &str) -> Result<Option<LinkMessage>, NlError> {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-    // Statistics are most of a link message and we never read them.
-    msg.attributes
-        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
     match nl.get(RouteNetlinkMessage::GetLink(msg)) {
         Ok(RouteNetlinkMessage::NewLink(m)) => Ok(Some(m)),
         Ok(_) => Err(NlError::from(std::io::Error::new(
@@ -113,9 +110,7 @@ pub(crate) fn delete_link_with(nl: &mut Netlink, name: &str) -> Result<bool, Net
 /// leftover `{bridge}-*` veths with it).
 pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
     let mut nl = host_socket()?;
-    let mut req = LinkMessage::default();
-    req.attributes
-        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    let req = LinkMessage::default();
     let links = nl
         .dump(RouteNetlinkMessage::GetLink(req))
         .map_err(|e| NetworkError::netlink("list links", e))?;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use ipnet::Ipv4Net;
-use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
+use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -17,9 +17,7 @@ use super::link::{host_socket, link_name};
 pub fn host_ipv4_routes() -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
     let mut nl = host_socket()?;
 
-    let mut req = LinkMessage::default();
-    req.attributes
-        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    let req = LinkMessage::default();
     let names: HashMap<u32, String> = nl
         .dump(RouteNetlinkMessage::GetLink(req))
         .map_err(|e| NetworkError::netlink("list host links", e))?

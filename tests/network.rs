@@ -468,17 +468,22 @@ fn twenty_concurrent_attaches_on_one_bridge() {
             std::thread::spawn(move || {
                 let ns = new_netns();
                 barrier.wait();
+                let t = Instant::now();
                 ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
                 attach_job(&s, ns.as_fd()).expect("attach");
                 ok.fetch_add(1, Ordering::SeqCst);
-                ns
+                (ns, t.elapsed())
             })
         })
         .collect();
+    let mut slowest = Duration::ZERO;
     for h in handles {
-        g.netns.push(h.join().expect("thread"));
+        let (ns, d) = h.join().expect("thread");
+        slowest = slowest.max(d);
+        g.netns.push(ns);
     }
     assert_eq!(ok.load(Ordering::SeqCst), N);
+    eprintln!("{N} concurrent ensure_bridge + attach_job: slowest {slowest:?}");
     let listed = links_with_prefix(&format!("{br}-")).expect("list");
     assert_eq!(listed.len(), N as usize, "{listed:?}");
     let master = host_json(&["-j", "link", "show", "master", &br]);

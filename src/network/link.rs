@@ -1,0 +1,143 @@
+//! Link-level requests shared by the bridge and veth code: look a link up by
+//! name, bring one up, delete one, list them.
+
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+
+use super::netlink::{Netlink, NlError};
+use super::{NetworkError, check_ifname};
+
+/// Every netns gets its loopback device first, so it is always ifindex 1
+/// (LOOPBACK_IFINDEX in the kernel).
+const LOOPBACK_IFINDEX: u32 = 1;
+
+pub(crate) fn host_socket() -> Result<Netlink, NetworkError> {
+    Netlink::new().map_err(|source| NetworkError::Socket {
+        place: "in the host netns".into(),
+        source,
+    })
+}
+
+/// What we read back about a link.
+#[derive(Debug)]
+pub(crate) struct LinkInfo {
+    pub index: u32,
+    pub up: bool,
+    pub kind: Option<String>,
+    pub mac: Option<Vec<u8>>,
+    pub mtu: Option<u32>,
+    pub master: Option<u32>,
+}
+
+pub(crate) fn link_info(msg: &LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        index: msg.header.index,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        kind: None,
+        mac: None,
+        mtu: None,
+        master: None,
+    };
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::Address(m) => info.mac = Some(m.clone()),
+            LinkAttribute::Mtu(m) => info.mtu = Some(*m),
+            LinkAttribute::Controller(m) => info.master = Some(*m),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let netlink_packet_route::link::LinkInfo::Kind(k) = i {
+                        info.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    info
+}
+
+pub(crate) fn link_name(msg: &LinkMessage) -> Option<&str> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+/// The link called `name`, or None if there is none (ENODEV).
+pub(crate) fn get_link(nl: &mut Netlink, name: &str) -> Result<Option<LinkMessage>, NlError> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    match nl.get(RouteNetlinkMessage::GetLink(msg)) {
+        Ok(RouteNetlinkMessage::NewLink(m)) => Ok(Some(m)),
+        Ok(_) => Err(NlError::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "GETLINK answered with something other than a link",
+        ))),
+        Err(e) if e.raw() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets IFF_UP on one link, touching no other flag (the change mask).
+pub(crate) fn set_up(nl: &mut Netlink, index: u32) -> Result<(), NlError> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    nl.request(RouteNetlinkMessage::SetLink(msg), 0)
+}
+
+/// Deletes a link by name; Ok(false) if it did not exist (teardown and gc
+/// call it on names that may already be gone). Deleting either end of a veth
+/// deletes the pair.
+pub fn delete_link(name: &str) -> Result<bool, NetworkError> {
+    check_ifname(name)?;
+    let mut nl = host_socket()?;
+    delete_link_with(&mut nl, name)
+}
+
+pub(crate) fn delete_link_with(nl: &mut Netlink, name: &str) -> Result<bool, NetworkError> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    match nl.request(RouteNetlinkMessage::DelLink(msg), 0) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw() == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(NetworkError::netlink(format!("delete link {name}"), e)),
+    }
+}
+
+/// Names of the host links whose name starts with `prefix` (gc lists
+/// leftover `{bridge}-*` veths with it).
+pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
+    let mut nl = host_socket()?;
+    let req = LinkMessage::default();
+    let links = nl
+        .dump(RouteNetlinkMessage::GetLink(req))
+        .map_err(|e| NetworkError::netlink("list links", e))?;
+    let mut names: Vec<String> = links
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => link_name(l),
+            _ => None,
+        })
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Brings `lo` up in the calling thread's netns. For `--net none`: the job
+/// child calls it in its own fresh netns before exec (where `lo` starts down).
+pub fn loopback_up() -> Result<(), NetworkError> {
+    let mut nl = Netlink::new().map_err(|source| NetworkError::Socket {
+        place: "in the job netns".into(),
+        source,
+    })?;
+    loopback_up_with(&mut nl)
+}
+
+pub(crate) fn loopback_up_with(nl: &mut Netlink) -> Result<(), NetworkError> {
+    set_up(nl, LOOPBACK_IFINDEX)
+        .map_err(|e| NetworkError::netlink("bring lo up in the job netns", e))
+}

@@ -1,0 +1,314 @@
+//! A small synchronous rtnetlink socket: send one request, read its ACK or
+//! its dump, turn NLMSG_ERROR into an errno. One request is in flight at a
+//! time, so replies are matched by sequence number only.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// The kernel sizes a dump skb by the reader's buffer, up to 32 KiB
+/// (netlink_dump); twice that leaves room and never truncates.
+const RECV_BUF: usize = 64 * 1024;
+
+/// A dump that raced a change (NLM_F_DUMP_INTR) is inconsistent and must be
+/// re-run; a few tries are plenty since only link churn can cause it.
+const DUMP_RETRIES: usize = 5;
+
+/// `NLMSGERR_ATTR_MSG` in the extended ACK TLVs: the kernel's text reason.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// What the kernel refused, with its own words when it gave some.
+#[derive(Debug)]
+pub struct NlError {
+    pub errno: io::Error,
+    /// The extended ACK message (e.g. "Master device not found").
+    pub ext_ack: Option<String>,
+}
+
+impl NlError {
+    pub fn raw(&self) -> Option<i32> {
+        self.errno.raw_os_error()
+    }
+}
+
+impl From<io::Error> for NlError {
+    fn from(errno: io::Error) -> Self {
+        NlError {
+            errno,
+            ext_ack: None,
+        }
+    }
+}
+
+fn invalid(msg: String) -> NlError {
+    NlError::from(io::Error::new(io::ErrorKind::InvalidData, msg))
+}
+
+pub struct Netlink {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Netlink {
+    /// A socket in the caller's current network namespace. A netlink socket
+    /// stays bound to the netns it was created in, whatever the thread does
+    /// later, which is how we talk to a job's netns from the host.
+    pub fn new() -> io::Result<Self> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        // Best effort: older kernels lack these and we work without them.
+        let _ = sock.set_ext_ack(true);
+        // Capped ACKs do not echo our request back: smaller error replies.
+        let _ = sock.set_cap_ack(true);
+        Ok(Netlink {
+            sock,
+            seq: 0,
+            buf: vec![0; RECV_BUF],
+        })
+    }
+
+    /// A socket inside the network namespace `netns`, created on a
+    /// short-lived thread that setns()es into it. The calling thread's own
+    /// namespace never changes, so a failure cannot leave it in a job's netns.
+    pub fn in_netns(netns: BorrowedFd<'_>) -> io::Result<Self> {
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("netns-socket".into())
+                .spawn_scoped(s, move || {
+                    // setns of a thread (not the process) is allowed for
+                    // CLONE_NEWNET; the thread then dies with it.
+                    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(io::Error::from)?;
+                    Netlink::new()
+                })?
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("netns socket thread panicked")))
+        })
+    }
+
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<u32, NlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        packet.finalize();
+        let mut out = vec![0u8; packet.header.length as usize];
+        packet.serialize(&mut out);
+        loop {
+            match self.sock.send(&out, 0) {
+                Ok(_) => return Ok(self.seq),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn recv(&mut self) -> Result<usize, NlError> {
+        loop {
+            match self.sock.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) if n > self.buf.len() => {
+                    return Err(invalid(format!("netlink datagram of {n} bytes truncated")));
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends a request that changes something and waits for its ACK.
+    pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<(), NlError> {
+        let seq = self.send(msg, flags | NLM_F_REQUEST | NLM_F_ACK)?;
+        loop {
+            let n = self.recv()?;
+            let mut done = false;
+            self.walk(n, seq, |m| {
+                match m {
+                    Reply::Error(e) => return Err(e),
+                    Reply::Ack | Reply::Done => done = true,
+                    Reply::Msg(_, _) => {}
+                }
+                Ok(())
+            })?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A GET for one object (e.g. a link by name): its single reply.
+    pub fn get(&mut self, msg: RouteNetlinkMessage) -> Result<RouteNetlinkMessage, NlError> {
+        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK)?;
+        let mut found = None;
+        loop {
+            let n = self.recv()?;
+            let mut done = false;
+            self.walk(n, seq, |m| {
+                match m {
+                    Reply::Error(e) => return Err(e),
+                    Reply::Ack | Reply::Done => done = true,
+                    Reply::Msg(m, _) => found = Some(m),
+                }
+                Ok(())
+            })?;
+            // The ACK follows the reply; without it we would leave it queued
+            // and the next request would read it.
+            if done {
+                return found.ok_or_else(|| invalid("GET answered without a message".into()));
+            }
+        }
+    }
+
+    /// Dumps every object of a kind, re-running the dump if the kernel
+    /// flags it as interrupted by a concurrent change.
+    pub fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        for _ in 0..DUMP_RETRIES {
+            let seq = self.send(msg.clone(), NLM_F_REQUEST | NLM_F_DUMP)?;
+            let mut out = Vec::new();
+            let mut interrupted = false;
+            loop {
+                let n = self.recv()?;
+                let mut done = false;
+                self.walk(n, seq, |m| {
+                    match m {
+                        Reply::Error(e) => return Err(e),
+                        Reply::Ack | Reply::Done => done = true,
+                        Reply::Msg(m, flags) => {
+                            interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                            out.push(m);
+                        }
+                    }
+                    Ok(())
+                })?;
+                if done {
+                    break;
+                }
+            }
+            if !interrupted {
+                return Ok(out);
+            }
+        }
+        Err(NlError::from(io::Error::from_raw_os_error(libc::EINTR)))
+    }
+
+    /// Parses the `n` bytes just received and hands every message of
+    /// sequence `seq` to `f` (older replies, e.g. of an abandoned request,
+    /// are skipped).
+    fn walk(
+        &self,
+        n: usize,
+        seq: u32,
+        mut f: impl FnMut(Reply) -> Result<(), NlError>,
+    ) -> Result<(), NlError> {
+        let mut off = 0;
+        while off + 16 <= n {
+            let bytes = &self.buf[off..n];
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
+                .map_err(|e| invalid(format!("malformed netlink reply: {e}")))?;
+            let len = msg.header.length as usize;
+            if len < 16 {
+                return Err(invalid(format!("netlink message length {len}")));
+            }
+            off += (len + 3) & !3;
+            if msg.header.sequence_number != seq {
+                continue;
+            }
+            let flags = msg.header.flags;
+            let reply = match msg.payload {
+                NetlinkPayload::Error(e) if e.code.is_none() => Reply::Ack,
+                NetlinkPayload::Error(e) => {
+                    let ext_ack = if flags & NLM_F_ACK_TLVS != 0 {
+                        ext_ack_msg(&e.header)
+                    } else {
+                        None
+                    };
+                    Reply::Error(NlError {
+                        errno: e.to_io(),
+                        ext_ack,
+                    })
+                }
+                NetlinkPayload::Done(_) => Reply::Done,
+                NetlinkPayload::InnerMessage(m) => Reply::Msg(m, flags),
+                _ => continue,
+            };
+            f(reply)?;
+        }
+        Ok(())
+    }
+}
+
+enum Reply {
+    Ack,
+    Done,
+    Error(NlError),
+    Msg(RouteNetlinkMessage, u16),
+}
+
+/// With NETLINK_CAP_ACK the error payload is the request's 16-byte header
+/// followed by the extended-ACK TLVs; we only want the text.
+fn ext_ack_msg(payload: &[u8]) -> Option<String> {
+    let tlvs = payload.get(16..)?;
+    NlasIterator::new(tlvs)
+        .filter_map(Result::ok)
+        .find_map(|nla: NlaBuffer<&[u8]>| {
+            (nla.kind() == NLMSGERR_ATTR_MSG).then(|| {
+                let v = nla.value();
+                let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+                String::from_utf8_lossy(&v[..end]).into_owned()
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+    use netlink_packet_route::AddressFamily;
+    use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn kernel_errors_carry_errno_and_ext_ack() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "needs root (CI=true)"
+            );
+            eprintln!("skipping: needs root");
+            return;
+        }
+        // In a private netns, so a bug here cannot touch the host's lo.
+        let result = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            let mut nl = Netlink::new()?;
+            let mut msg = AddressMessage::default();
+            msg.header.family = AddressFamily::Inet;
+            msg.header.prefix_len = 33;
+            msg.header.index = 1;
+            msg.attributes
+                .push(AddressAttribute::Local(IpAddr::V4(Ipv4Addr::new(
+                    198, 18, 0, 1,
+                ))));
+            Ok::<_, io::Error>(nl.request(
+                RouteNetlinkMessage::NewAddress(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+            ))
+        })
+        .join()
+        .expect("thread")
+        .expect("netns + socket");
+        let e = result.expect_err("prefix 33 must be refused");
+        assert_eq!(e.raw(), Some(libc::EINVAL));
+        let text = e.ext_ack.expect("the kernel explains EINVAL here");
+        assert!(text.contains("prefix"), "{text}");
+    }
+}

@@ -1,0 +1,89 @@
+//! Reading the host's routes, for the "subnet overlaps a host route" check.
+
+use std::collections::HashMap;
+
+use ipnet::Ipv4Net;
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use super::NetworkError;
+use super::link::{host_socket, link_name};
+
+/// The IPv4 routes of the host's main table as (destination, device name),
+/// without the default route (it overlaps every subnet, so it says nothing).
+/// Routes without a device (blackhole, unreachable) have an empty name; a
+/// multipath route is listed with its first next hop's device.
+pub fn host_ipv4_routes() -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
+    let mut nl = host_socket()?;
+
+    let req = LinkMessage::default();
+    let names: HashMap<u32, String> = nl
+        .dump(RouteNetlinkMessage::GetLink(req))
+        .map_err(|e| NetworkError::netlink("list host links", e))?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => {
+                link_name(&l).map(|n| (l.header.index, n.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+
+    let mut req = RouteMessage::default();
+    req.header.address_family = AddressFamily::Inet;
+    let routes = nl
+        .dump(RouteNetlinkMessage::GetRoute(req))
+        .map_err(|e| NetworkError::netlink("list host IPv4 routes", e))?;
+
+    let mut out = Vec::new();
+    for m in routes {
+        let RouteNetlinkMessage::NewRoute(r) = m else {
+            continue;
+        };
+        if let Some(entry) = main_table_entry(&r) {
+            let name = entry
+                .1
+                .and_then(|i| names.get(&i).cloned())
+                .unwrap_or_default();
+            out.push((entry.0, name));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// (destination, output ifindex) of a non-default IPv4 route in the main table.
+fn main_table_entry(r: &RouteMessage) -> Option<(Ipv4Net, Option<u32>)> {
+    if r.header.address_family != AddressFamily::Inet || r.header.destination_prefix_length == 0 {
+        return None;
+    }
+    // Table ids above 255 only fit in RTA_TABLE; the header byte then says
+    // RT_TABLE_COMPAT, so the attribute wins when present.
+    let table = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table));
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    let mut dst = None;
+    let mut oif = None;
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::MultiPath(hops) if oif.is_none() => {
+                oif = hops.first().map(|h| h.interface_index)
+            }
+            _ => {}
+        }
+    }
+    let net = Ipv4Net::new(dst?, r.header.destination_prefix_length).ok()?;
+    Some((net.trunc(), oif))
+}

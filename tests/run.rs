@@ -620,3 +620,14 @@ fn docker_export_quirks_work() {
         stderr(&out)
     );
 }
+
+#[test]
+fn net_none_has_only_loopback_and_it_is_up() {
+    if !require_root() {
+        return;
+    }
+    let r = Repeatr::new();
+    let rootfs = Rootfs::busybox();
+    let out = r.sh(rootfs.path(), &["--net", "none"], "ls /sys/class/net; ip -o link show lo | grep -c LOWER_UP; ping -c1 -W2 127.0.0.1 >/dev/null && echo lo-ok");
+    assert_eq!(stdout(&out), "lo\n1\nlo-ok\n", "{}", stderr(&out));
+}

@@ -17,10 +17,17 @@ pub const REBUILD_HINT: &str = "run `repeatr gc --rebuild` to rebuild it from th
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot {action} {}: {source}{}", path.display(), IoHint(source))]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 
     #[error("state database {}: {source}{}", path.display(), DbHint(source))]
-    Db { path: PathBuf, source: rusqlite::Error },
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
 
     #[error("state database {} is corrupt ({detail}); {REBUILD_HINT}", path.display())]
     Corrupt { path: PathBuf, detail: String },
@@ -30,13 +37,21 @@ pub enum StateError {
         db.display(),
         sidecar.display()
     )]
-    LostLeases { db: PathBuf, sidecar: PathBuf, job: String },
+    LostLeases {
+        db: PathBuf,
+        sidecar: PathBuf,
+        job: String,
+    },
 
     #[error(
         "state database {} has schema version {found}, newer than this repeatr knows ({known}); upgrade repeatr",
         path.display()
     )]
-    SchemaTooNew { path: PathBuf, found: i64, known: i64 },
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
 
     // The exact shape is part of the interface: scripts match on it.
     #[error("no free address in {subnet}: {leased} leased")]
@@ -48,7 +63,11 @@ pub enum StateError {
     NoFreeSlot { bridge: String, leased: usize },
 
     #[error("--ip {ip} is the {role} of {subnet}; pick a host address or leave --ip out")]
-    IpReserved { ip: Ipv4Addr, role: &'static str, subnet: Ipv4Net },
+    IpReserved {
+        ip: Ipv4Addr,
+        role: &'static str,
+        subnet: Ipv4Net,
+    },
 
     #[error("--ip {ip} is outside the subnet {subnet}; pick an address in it or leave --ip out")]
     IpOutside { ip: Ipv4Addr, subnet: Ipv4Net },
@@ -56,7 +75,9 @@ pub enum StateError {
     #[error("--ip {ip} is taken by job {job}; pick another address or leave --ip out")]
     IpTaken { ip: Ipv4Addr, job: String },
 
-    #[error("job {job} is already running (ip {ip}, pid {pid}); pick another job id or stop that job first")]
+    #[error(
+        "job {job} is already running (ip {ip}, pid {pid}); pick another job id or stop that job first"
+    )]
     DuplicateJob { job: String, ip: Ipv4Addr, pid: u32 },
 
     #[error("invalid lease request: {0}")]
@@ -69,7 +90,11 @@ pub enum StateError {
 impl StateError {
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
         let path = path.to_path_buf();
-        move |source| StateError::Io { action, path, source }
+        move |source| StateError::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     /// Classifies an SQLite failure: a damaged file is told apart from
@@ -77,14 +102,17 @@ impl StateError {
     pub(crate) fn db(path: &Path) -> impl FnOnce(rusqlite::Error) -> StateError {
         let path = path.to_path_buf();
         move |source| match source.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-                StateError::Corrupt { path, detail: source.to_string() }
-            }
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StateError::Corrupt {
+                path,
+                detail: source.to_string(),
+            },
             _ => match source {
                 // A row whose text is no address can only come from damage.
-                rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
-                    StateError::Corrupt { path, detail: source.to_string() }
-                }
+                rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::InvalidColumnType(..) => StateError::Corrupt {
+                    path,
+                    detail: source.to_string(),
+                },
                 source => StateError::Db { path, source },
             },
         }

@@ -11,8 +11,8 @@ use std::fs::{File, TryLockError};
 use std::io::ErrorKind;
 use std::path::Path;
 
-use super::error::StateError;
 use super::LeaseRecord;
+use super::error::StateError;
 use crate::sys;
 
 /// Whether someone holds the lock file at `path`; `None` when that cannot
@@ -22,7 +22,9 @@ use crate::sys;
 pub(crate) fn lock_held(path: &Path) -> Result<Option<bool>, StateError> {
     let file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => return Ok(None),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => {
+            return Ok(None);
+        }
         Err(e) => return Err(StateError::io("open lock file", path)(e)),
     };
     // Taken and dropped at once: holding it longer would make a concurrent
@@ -35,7 +37,11 @@ pub(crate) fn lock_held(path: &Path) -> Result<Option<bool>, StateError> {
 }
 
 /// Whether the lease's runner is alive.
-pub(crate) fn is_live(record: &LeaseRecord, lock_path: &Path, boot_id: &str) -> Result<bool, StateError> {
+pub(crate) fn is_live(
+    record: &LeaseRecord,
+    lock_path: &Path,
+    boot_id: &str,
+) -> Result<bool, StateError> {
     if record.boot_id != boot_id {
         return Ok(false);
     }

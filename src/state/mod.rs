@@ -163,17 +163,26 @@ impl StateDir {
     /// jobs' sidecars exist means it was lost: starting empty would hand
     /// their addresses out again.
     fn init_db(&self) -> Result<(), StateError> {
-        if !self.db.try_exists().map_err(StateError::io("look up", &self.db))? {
-            if let Some(live) = self.live_sidecars()?.into_iter().next() {
-                return Err(StateError::LostLeases {
-                    db: self.db.clone(),
-                    job: live.record.map_or_else(|| "(unreadable record)".to_string(), |r| r.job),
-                    sidecar: live.path,
-                });
-            }
+        let exists = self
+            .db
+            .try_exists()
+            .map_err(StateError::io("look up", &self.db))?;
+        if !exists && let Some(live) = self.live_sidecars()?.into_iter().next() {
+            return Err(self.lost_lease(live));
         }
         let mut conn = schema::connect(&self.db, true)?;
         schema::migrate(&mut conn, &self.db)
+    }
+
+    /// The error for a live job the database does not know.
+    fn lost_lease(&self, live: sidecar::Sidecar) -> StateError {
+        StateError::LostLeases {
+            db: self.db.clone(),
+            job: live
+                .record
+                .map_or_else(|| "(unreadable record)".to_string(), |r| r.job),
+            sidecar: live.path,
+        }
     }
 
     /// Sidecars of live jobs.
@@ -193,7 +202,10 @@ impl StateDir {
     fn sidecar_live(&self, found: &sidecar::Sidecar) -> Result<bool, StateError> {
         match &found.record {
             Some(record) => self.is_live(record),
-            None => Ok(liveness::lock_held(&self.slot_paths(&found.bridge, found.slot).lock)?.unwrap_or(false)),
+            None => Ok(
+                liveness::lock_held(&self.slot_paths(&found.bridge, found.slot).lock)?
+                    .unwrap_or(false),
+            ),
         }
     }
 
@@ -237,9 +249,13 @@ impl StateDir {
 /// Bridge names become path components and slot numbers file names: refuse
 /// anything that could step outside `slots/`.
 fn check_slot(bridge: &str, slot: u16) -> Result<(), StateError> {
-    crate::config::check_bridge(bridge).map_err(|p| StateError::Request(format!("bridge {bridge:?} {p}")))?;
+    crate::config::check_bridge(bridge)
+        .map_err(|p| StateError::Request(format!("bridge {bridge:?} {p}")))?;
     if slot >= MAX_SLOTS {
-        return Err(StateError::Request(format!("slot {slot} is out of range 0..={}", MAX_SLOTS - 1)));
+        return Err(StateError::Request(format!(
+            "slot {slot} is out of range 0..={}",
+            MAX_SLOTS - 1
+        )));
     }
     Ok(())
 }

@@ -7,9 +7,9 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::LeaseRecord;
+use super::MAX_SLOTS;
 use super::error::StateError;
 use super::lock::SlotPaths;
-use super::MAX_SLOTS;
 use crate::config::check_bridge;
 
 /// Writes the record atomically (temp file + rename), so a reader never sees
@@ -46,7 +46,11 @@ pub(crate) struct Sidecar {
 pub(crate) fn scan(slots_dir: &Path) -> Result<Vec<Sidecar>, StateError> {
     let mut found = Vec::new();
     for bridge_dir in read_dir(slots_dir)? {
-        let Some(bridge) = bridge_dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+        let Some(bridge) = bridge_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
             continue;
         };
         if check_bridge(&bridge).is_err() || !bridge_dir.is_dir() {
@@ -67,7 +71,12 @@ pub(crate) fn scan(slots_dir: &Path) -> Result<Vec<Sidecar>, StateError> {
                 Err(e) => return Err(StateError::io("read", &path)(e)),
             };
             let record = record.filter(|r| r.bridge == bridge && r.slot == slot);
-            found.push(Sidecar { bridge: bridge.clone(), slot, path, record });
+            found.push(Sidecar {
+                bridge: bridge.clone(),
+                slot,
+                path,
+                record,
+            });
         }
     }
     found.sort_by(|a, b| (&a.bridge, a.slot).cmp(&(&b.bridge, b.slot)));

@@ -1,1 +1,531 @@
-//! Configuration: /etc/repeatr/config.toml (owned by the state/config work).
+//! Configuration: `/etc/repeatr/config.toml`.
+//!
+//! Loading turns the file into concrete values (defaults filled in) and runs
+//! every check that needs nothing but the file itself, so a `Config` in hand
+//! is well-formed. The one check that needs the host (does the subnet collide
+//! with a route?) is [`NetworkConfig::validate`], which the caller runs with
+//! the routes it read over netlink.
+//!
+//! The same checks serve the state store, which refuses a malformed lease
+//! request with them rather than with a second copy of the rules.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::Deserialize;
+
+/// Where the configuration lives unless `--config` names another file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/repeatr/config.toml";
+/// Where the default nameservers come from.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+pub const DEFAULT_BRIDGE: &str = "repeatr0";
+pub const DEFAULT_SUBNET: &str = "10.209.0.0/22";
+pub const DEFAULT_MTU: u32 = 1500;
+/// Host veths are `{bridge}-{slot}` with slot up to 4 digits: 10 + 1 + 4 = 15
+/// bytes, the kernel's limit for an interface name (IFNAMSIZ - 1).
+pub const MAX_BRIDGE_NAME: usize = 10;
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+
+/// Every way the configuration can be wrong. Each message is one line: what
+/// is wrong, where, and what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}; create it or pass another --config", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}{}: {message}; fix or remove that key", path.display(), Line(*line))]
+    Syntax {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("{key} = {value:?} in {}: {problem}", path.display())]
+    Value {
+        key: &'static str,
+        value: String,
+        problem: String,
+        path: PathBuf,
+    },
+    #[error(
+        "network.subnet {subnet} overlaps the host route {route} on {dev}; pick a free range and set network.subnet in {}",
+        path.display()
+    )]
+    RouteOverlap {
+        subnet: Ipv4Net,
+        route: Ipv4Net,
+        dev: String,
+        path: PathBuf,
+    },
+}
+
+/// Renders `:LINE` after a file name when the parser told us the line.
+struct Line(Option<usize>);
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, ":{n}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub network: NetworkConfig,
+}
+
+/// `[network]`, with defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkConfig {
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    /// IPv4 only: jobs get an IPv4 address and nothing else, so an IPv6
+    /// nameserver would be unreachable from inside.
+    pub dns: Vec<Ipv4Addr>,
+    /// The file the values came from (or would have), named in messages so
+    /// the user knows which file to edit.
+    pub source: PathBuf,
+}
+
+/// The file as written: everything optional, strings parsed by us so that a
+/// bad value gets a message naming the key and saying what to do.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    network: RawNetwork,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    bridge: Option<String>,
+    subnet: Option<String>,
+    gateway: Option<String>,
+    mtu: Option<i64>,
+    dns: Option<Vec<String>>,
+}
+
+impl Config {
+    /// Loads `explicit`, or the default file. A missing default file means
+    /// "all defaults"; a missing file the user named is an error.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
+                String::new()
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        // resolv.conf is only a source of defaults: unreadable means none.
+        let resolv = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+        Config::parse(&text, path, &resolv)
+    }
+
+    /// Parses configuration text; `source` is the file named in messages and
+    /// `resolv_conf` the text the default nameservers are taken from.
+    pub fn parse(text: &str, source: &Path, resolv_conf: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: source.to_path_buf(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            message: e.message().trim().to_string(),
+        })?;
+        let network = NetworkConfig::from_raw(raw.network, source, resolv_conf)?;
+        Ok(Config { network })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
+}
+
+impl NetworkConfig {
+    fn from_raw(
+        raw: RawNetwork,
+        source: &Path,
+        resolv_conf: &str,
+    ) -> Result<NetworkConfig, ConfigError> {
+        let bad = |key, value: &str, problem: String| ConfigError::Value {
+            key,
+            value: value.to_string(),
+            problem,
+            path: source.to_path_buf(),
+        };
+        let bridge = raw.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
+        let subnet_text = raw.subnet.as_deref().unwrap_or(DEFAULT_SUBNET);
+        let subnet =
+            parse_subnet(subnet_text).map_err(|p| bad("network.subnet", subnet_text, p))?;
+        let gateway = match raw.gateway.as_deref() {
+            Some(g) => parse_ipv4(g).map_err(|p| bad("network.gateway", g, p))?,
+            // A /31 or /32 has no first host; check_subnet reports that below.
+            None => first_host(subnet).unwrap_or(subnet.network()),
+        };
+        let mtu = match raw.mtu {
+            Some(m) => {
+                u32::try_from(m).map_err(|_| bad("network.mtu", &m.to_string(), mtu_problem()))?
+            }
+            None => DEFAULT_MTU,
+        };
+        let dns = match raw.dns {
+            Some(list) => list
+                .iter()
+                .map(|d| parse_ipv4(d).map_err(|p| bad("network.dns", d, p)))
+                .collect::<Result<_, _>>()?,
+            None => nameservers(resolv_conf),
+        };
+        let net = NetworkConfig {
+            bridge,
+            subnet,
+            gateway,
+            mtu,
+            dns,
+            source: source.to_path_buf(),
+        };
+        net.check_local()?;
+        Ok(net)
+    }
+
+    /// Every check: the file-only ones again (the struct may have been built
+    /// by hand) and the subnet against the host's routes, given as
+    /// `(destination, device)`.
+    pub fn validate(&self, host_routes: &[(Ipv4Net, String)]) -> Result<(), ConfigError> {
+        self.check_local()?;
+        for (route, dev) in host_routes {
+            // The bridge's own connected route is ours, and a default route
+            // (prefix 0) "overlaps" everything without being a conflict:
+            // more specific routes win over it.
+            if *dev == self.bridge || route.prefix_len() == 0 {
+                continue;
+            }
+            if route.contains(&self.subnet) || self.subnet.contains(route) {
+                return Err(ConfigError::RouteOverlap {
+                    subnet: self.subnet,
+                    route: *route,
+                    // Blackhole and unreachable routes have no device.
+                    dev: if dev.is_empty() {
+                        "no device (blackhole or unreachable)".into()
+                    } else {
+                        dev.clone()
+                    },
+                    path: self.source.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_local(&self) -> Result<(), ConfigError> {
+        let bad = |key, value: String, problem: String| ConfigError::Value {
+            key,
+            value,
+            problem,
+            path: self.source.clone(),
+        };
+        check_bridge(&self.bridge).map_err(|p| bad("network.bridge", self.bridge.clone(), p))?;
+        check_subnet(self.subnet).map_err(|p| bad("network.subnet", self.subnet.to_string(), p))?;
+        check_gateway(self.subnet, self.gateway)
+            .map_err(|p| bad("network.gateway", self.gateway.to_string(), p))?;
+        if !MTU_RANGE.contains(&self.mtu) {
+            return Err(bad("network.mtu", self.mtu.to_string(), mtu_problem()));
+        }
+        Ok(())
+    }
+}
+
+fn mtu_problem() -> String {
+    format!(
+        "must be {}..={}; 1500 suits most networks",
+        MTU_RANGE.start(),
+        MTU_RANGE.end()
+    )
+}
+
+/// A bridge name that leaves room for `-{slot}` in an interface name and is
+/// safe as a path component (the state dir keeps `slots/{bridge}/`).
+/// Returns the problem, phrased to follow "key = value in file: ".
+pub fn check_bridge(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_BRIDGE_NAME {
+        return Err(format!(
+            "must be 1..={MAX_BRIDGE_NAME} bytes, so that host veths named {{bridge}}-{{slot}} fit the kernel's 15-byte limit"
+        ));
+    }
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !ok_chars || name == "." || name == ".." {
+        return Err(
+            "use only letters, digits, '_', '.' and '-' (and not \".\" or \"..\")".to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// An IPv4 subnet we can lease from: canonical, with at least two hosts.
+pub fn check_subnet(subnet: Ipv4Net) -> Result<(), String> {
+    if subnet.trunc() != subnet {
+        return Err(format!("has host bits set; write it as {}", subnet.trunc()));
+    }
+    if subnet.prefix_len() > 30 {
+        return Err(format!(
+            "/{} leaves no room for a gateway and a job; use /30 or larger (e.g. /24)",
+            subnet.prefix_len()
+        ));
+    }
+    Ok(())
+}
+
+/// The gateway must be a host address of the subnet.
+pub fn check_gateway(subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<(), String> {
+    if !subnet.contains(&gateway) {
+        return Err(format!(
+            "is outside {subnet}; use a host address of the subnet or leave it out"
+        ));
+    }
+    if let Some(what) = reserved_role(subnet, gateway) {
+        return Err(format!(
+            "is the {what} of {subnet}; use a host address or leave it out"
+        ));
+    }
+    Ok(())
+}
+
+/// Names the role of an address that can never be a host's.
+pub fn reserved_role(subnet: Ipv4Net, ip: Ipv4Addr) -> Option<&'static str> {
+    if ip == subnet.network() {
+        Some("network address")
+    } else if ip == subnet.broadcast() {
+        Some("broadcast address")
+    } else {
+        None
+    }
+}
+
+fn first_host(subnet: Ipv4Net) -> Option<Ipv4Addr> {
+    let first = u32::from(subnet.network())
+        .checked_add(1)
+        .map(Ipv4Addr::from)?;
+    (subnet.prefix_len() <= 30).then_some(first)
+}
+
+fn parse_subnet(text: &str) -> Result<Ipv4Net, String> {
+    match text.trim().parse::<IpNet>() {
+        Ok(IpNet::V4(net)) => Ok(net),
+        Ok(IpNet::V6(_)) => {
+            Err("is IPv6; jobs get IPv4 addresses, give an IPv4 subnet like 10.209.0.0/22".into())
+        }
+        Err(_) => Err("is not a subnet; write it as ADDRESS/PREFIX, like 10.209.0.0/22".into()),
+    }
+}
+
+fn parse_ipv4(text: &str) -> Result<Ipv4Addr, String> {
+    match text.trim().parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => Ok(ip),
+        Ok(IpAddr::V6(_)) => Err("is IPv6; jobs get IPv4 only, give an IPv4 address".into()),
+        Err(_) => Err("is not an IPv4 address; write it like 10.209.0.1".into()),
+    }
+}
+
+/// The host's usable nameservers: a loopback one (systemd-resolved's
+/// 127.0.0.53, a local dnsmasq) would point at the job's own loopback.
+pub fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
+        })
+        .filter_map(|w| w.parse::<Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESOLV: &str = "# comment\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nnameserver 2001:db8::1\nsearch x\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/repeatr/config.toml"), RESOLV)
+    }
+
+    fn err(text: &str) -> String {
+        let e = parse(text)
+            .expect_err("config should be refused")
+            .to_string();
+        assert!(!e.contains('\n'), "error is not one line: {e}");
+        e
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.network.bridge, "repeatr0");
+        assert_eq!(
+            c.network.subnet,
+            "10.209.0.0/22".parse::<Ipv4Net>().unwrap()
+        );
+        assert_eq!(c.network.gateway, Ipv4Addr::new(10, 209, 0, 1));
+        assert_eq!(c.network.mtu, 1500);
+        assert_eq!(c.network.dns, vec![Ipv4Addr::new(192, 0, 2, 53)]);
+    }
+
+    #[test]
+    fn explicit_values() {
+        let c = parse(
+            "[network]\nbridge = \"rp_1.a-b\"\nsubnet = \"198.18.4.0/24\"\ngateway = \"198.18.4.254\"\nmtu = 9000\ndns = [\"198.18.0.53\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.network.bridge, "rp_1.a-b");
+        assert_eq!(c.network.gateway, Ipv4Addr::new(198, 18, 4, 254));
+        assert_eq!(c.network.mtu, 9000);
+        assert_eq!(c.network.dns, vec![Ipv4Addr::new(198, 18, 0, 53)]);
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_named_file_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let e = Config::load(Some(&missing)).unwrap_err().to_string();
+        assert!(e.contains("nope.toml") && e.contains("cannot read"), "{e}");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[network]\nmtu = 1400\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap().network.mtu, 1400);
+    }
+
+    #[test]
+    fn non_canonical_subnet() {
+        let e = err("[network]\nsubnet = \"198.18.0.5/24\"\n");
+        assert!(
+            e.contains("network.subnet") && e.contains("198.18.0.0/24"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ipv6_subnet() {
+        let e = err("[network]\nsubnet = \"fd00::/64\"\n");
+        assert!(e.contains("network.subnet") && e.contains("IPv6"), "{e}");
+    }
+
+    #[test]
+    fn slash_31_and_32() {
+        for p in ["198.18.0.0/31", "198.18.0.1/32"] {
+            let e = err(&format!("[network]\nsubnet = \"{p}\"\n"));
+            assert!(
+                e.contains("network.subnet") && e.contains("/30 or larger"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_subnet() {
+        let e = err("[network]\nsubnet = \"ten.0/8\"\n");
+        assert!(e.contains("ADDRESS/PREFIX"), "{e}");
+    }
+
+    #[test]
+    fn bad_gateway() {
+        for (gw, what) in [
+            ("198.18.1.1", "outside"),
+            ("198.18.0.0", "network address"),
+            ("198.18.0.255", "broadcast address"),
+            ("fd00::1", "IPv6"),
+        ] {
+            let e = err(&format!(
+                "[network]\nsubnet = \"198.18.0.0/24\"\ngateway = \"{gw}\"\n"
+            ));
+            assert!(e.contains("network.gateway") && e.contains(what), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_bridge_name() {
+        for name in ["", "waytoolongname", "br/0", "br 0", "..", "brü"] {
+            let e = err(&format!("[network]\nbridge = \"{name}\"\n"));
+            assert!(e.contains("network.bridge"), "{e}");
+        }
+    }
+
+    #[test]
+    fn mtu_out_of_range() {
+        for mtu in ["67", "65536", "-1"] {
+            let e = err(&format!("[network]\nmtu = {mtu}\n"));
+            assert!(e.contains("network.mtu") && e.contains("68..=65535"), "{e}");
+        }
+        parse("[network]\nmtu = 68\n").unwrap();
+        parse("[network]\nmtu = 65535\n").unwrap();
+    }
+
+    #[test]
+    fn unknown_key() {
+        let e = err("[network]\nbrige = \"x\"\n");
+        assert!(e.contains("brige") && e.contains("config.toml:2"), "{e}");
+        let e = err("[netwrk]\n");
+        assert!(e.contains("netwrk"), "{e}");
+    }
+
+    #[test]
+    fn route_overlap() {
+        let c = parse("[network]\nsubnet = \"192.0.2.0/25\"\n").unwrap();
+        let routes = vec![
+            ("0.0.0.0/0".parse().unwrap(), "eth0".to_string()),
+            ("192.0.2.0/24".parse().unwrap(), "eth0".to_string()),
+        ];
+        let e = c.network.validate(&routes).unwrap_err().to_string();
+        assert!(!e.contains('\n'));
+        assert!(
+            e.contains("192.0.2.0/24")
+                && e.contains("eth0")
+                && e.contains("network.subnet in /etc/repeatr/config.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn own_bridge_route_and_default_route_are_fine() {
+        let c = parse("[network]\nsubnet = \"198.18.0.0/24\"\n").unwrap();
+        let routes = vec![
+            ("0.0.0.0/0".parse().unwrap(), "eth0".to_string()),
+            ("198.18.0.0/24".parse().unwrap(), "repeatr0".to_string()),
+            ("192.0.2.0/24".parse().unwrap(), "eth0".to_string()),
+        ];
+        c.network.validate(&routes).unwrap();
+    }
+
+    #[test]
+    fn validate_rechecks_hand_built_config() {
+        let mut c = parse("").unwrap().network;
+        c.mtu = 10;
+        assert!(
+            c.validate(&[])
+                .unwrap_err()
+                .to_string()
+                .contains("network.mtu")
+        );
+    }
+
+    #[test]
+    fn dns_ipv6_refused() {
+        let e = err("[network]\ndns = [\"2001:db8::1\"]\n");
+        assert!(e.contains("network.dns"), "{e}");
+    }
+}

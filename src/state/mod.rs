@@ -1,1 +1,276 @@
-//! The state store: flocked SQLite file, schema migrations, leases (owned by the state work).
+//! The state store: one SQLite file shared by every `repeatr run`, guarded
+//! by a sidecar flock, with a per-slot lock file that tells live jobs from
+//! dead ones. `state-layout.md` at the repo root documents every file.
+//!
+//! No connection is kept between calls: each operation opens its own and
+//! closes it before returning. So a runner holds no SQLite fd while its job
+//! runs (nothing to carry across fork), and every operation sees the
+//! database that is there now, even after a `rebuild` moved the old one.
+
+mod alloc;
+mod error;
+mod leases;
+mod liveness;
+mod lock;
+mod rebuild;
+mod schema;
+mod sidecar;
+mod time;
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+pub use error::{REBUILD_HINT, StateError};
+pub use lock::{SlotLock, iface_name};
+pub use rebuild::RebuildReport;
+
+use lock::{SlotPaths, StateLock};
+
+/// Where the state lives unless told otherwise: /run is a tmpfs, so a
+/// reboot starts from nothing, and it is local (flock is unreliable on NFS).
+pub const DEFAULT_STATE_DIR: &str = "/run/repeatr";
+/// Slots per bridge, 0..=1022: the kernel's BR_MAX_PORTS is 1024 and the
+/// numbering stays within the 4 digits that `{bridge}-{slot}` has room for.
+pub const MAX_SLOTS: u16 = 1023;
+
+/// An open state dir. Holds paths only; see the module comment.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+    db: PathBuf,
+    lock: PathBuf,
+    slots: PathBuf,
+    boot_id: String,
+}
+
+/// What a runner asks for.
+#[derive(Clone, Debug)]
+pub struct LeaseRequest {
+    pub job: String,
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// `--ip`: this address or an error, never another one.
+    pub ip: Option<Ipv4Addr>,
+    /// For display (`repeatr ps`); not interpreted.
+    pub command: String,
+    /// The runner's pid: the process that holds the slot lock.
+    pub pid: u32,
+}
+
+/// One lease as stored: a row of `leases` and the content of its sidecar.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub job: String,
+    pub bridge: String,
+    #[serde(with = "cidr")]
+    pub subnet: Ipv4Net,
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub slot: u16,
+    /// Host-side veth: `{bridge}-{slot}`.
+    pub iface: String,
+    pub pid: u32,
+    /// Field 22 of /proc/PID/stat (clock ticks since boot).
+    pub start_time: u64,
+    pub boot_id: String,
+    pub command: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+}
+
+/// A lease held by this process. Dropping it without [`StateDir::release`]
+/// frees the slot lock, which makes the row stale: the next allocation
+/// reclaims it, exactly as after a crash.
+#[derive(Debug)]
+pub struct Lease {
+    pub record: LeaseRecord,
+    /// Slots on this bridge whose dead owners' leases this allocation
+    /// reclaimed. A host veth `{bridge}-{slot}` may be left over for each:
+    /// delete it only while holding [`StateDir::try_lock_slot`] for it.
+    pub reclaimed: Vec<u16>,
+    slot_lock: SlotLock,
+}
+
+impl Lease {
+    pub fn slot_lock(&self) -> &SlotLock {
+        &self.slot_lock
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    Running,
+    Stale,
+}
+
+/// A lease as `repeatr ps` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeaseInfo {
+    #[serde(flatten)]
+    pub lease: LeaseRecord,
+    pub state: LeaseState,
+}
+
+/// What `gc` reclaimed (or, with `dry_run`, would reclaim). For each lease,
+/// `bridge`/`slot`/`iface` name a host veth that may be left over: delete it
+/// while holding [`StateDir::try_lock_slot`] for that slot.
+#[derive(Clone, Debug, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub reclaimed: Vec<LeaseRecord>,
+    /// Sidecars of dead jobs that had no row (a crash between writing the
+    /// sidecar and committing).
+    pub sidecars_removed: Vec<PathBuf>,
+}
+
+impl StateDir {
+    /// Opens the state dir at `root`, creating it (0700) and its database on
+    /// first use, and brings the schema up to date.
+    pub fn open(root: &Path) -> Result<StateDir, StateError> {
+        let dir = StateDir::layout(root)?;
+        let _lock = StateLock::acquire(&dir.lock)?;
+        dir.init_db()?;
+        Ok(dir)
+    }
+
+    /// Paths, directories and the boot id, without touching the database.
+    fn layout(root: &Path) -> Result<StateDir, StateError> {
+        let slots = root.join("slots");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&slots)
+            .map_err(StateError::io("create state dir", &slots))?;
+        let boot_id_path = Path::new("/proc/sys/kernel/random/boot_id");
+        let boot_id = crate::sys::boot_id().map_err(StateError::io("read", boot_id_path))?;
+        Ok(StateDir {
+            root: root.to_path_buf(),
+            db: root.join("state.db"),
+            lock: root.join("state.lock"),
+            slots,
+            boot_id,
+        })
+    }
+
+    /// Creates or migrates state.db. Caller holds the state lock, so two
+    /// first runs cannot race on the schema. A missing database while live
+    /// jobs' sidecars exist means it was lost: starting empty would hand
+    /// their addresses out again.
+    fn init_db(&self) -> Result<(), StateError> {
+        let exists = self
+            .db
+            .try_exists()
+            .map_err(StateError::io("look up", &self.db))?;
+        if !exists && let Some(live) = self.live_sidecars()?.into_iter().next() {
+            return Err(self.lost_lease(live));
+        }
+        let mut conn = schema::connect(&self.db, true)?;
+        schema::migrate(&mut conn, &self.db)
+    }
+
+    /// The error for a live job the database does not know.
+    fn lost_lease(&self, live: sidecar::Sidecar) -> StateError {
+        StateError::LostLeases {
+            db: self.db.clone(),
+            job: live
+                .record
+                .map_or_else(|| "(unreadable record)".to_string(), |r| r.job),
+            sidecar: live.path,
+        }
+    }
+
+    /// Sidecars of live jobs.
+    fn live_sidecars(&self) -> Result<Vec<sidecar::Sidecar>, StateError> {
+        let mut live = Vec::new();
+        for found in sidecar::scan(&self.slots)? {
+            if self.sidecar_live(&found)? {
+                live.push(found);
+            }
+        }
+        Ok(live)
+    }
+
+    /// A sidecar that parses is judged like its lease; one that does not
+    /// can only be judged by its lock (and without a lock file, nobody can
+    /// be shown to hold it).
+    fn sidecar_live(&self, found: &sidecar::Sidecar) -> Result<bool, StateError> {
+        match &found.record {
+            Some(record) => self.is_live(record),
+            None => Ok(
+                liveness::lock_held(&self.slot_paths(&found.bridge, found.slot).lock)?
+                    .unwrap_or(false),
+            ),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db
+    }
+
+    /// Takes the lock of a slot if nobody holds it: the caller then owns the
+    /// slot and may delete a leftover host veth `{bridge}-{slot}`. `None`
+    /// means a live job (or another cleaner) has it.
+    pub fn try_lock_slot(&self, bridge: &str, slot: u16) -> Result<Option<SlotLock>, StateError> {
+        check_slot(bridge, slot)?;
+        let paths = self.slot_paths(bridge, slot);
+        self.create_bridge_dir(bridge)?;
+        lock::try_lock_slot_file(&paths.lock, bridge, slot)
+    }
+
+    fn slot_paths(&self, bridge: &str, slot: u16) -> SlotPaths {
+        SlotPaths::new(&self.slots, bridge, slot)
+    }
+
+    fn create_bridge_dir(&self, bridge: &str) -> Result<(), StateError> {
+        let dir = self.slots.join(bridge);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(StateError::io("create", &dir))
+    }
+
+    fn is_live(&self, record: &LeaseRecord) -> Result<bool, StateError> {
+        let path = self.slot_paths(&record.bridge, record.slot).lock;
+        liveness::is_live(record, &path, &self.boot_id)
+    }
+}
+
+/// Bridge names become path components and slot numbers file names: refuse
+/// anything that could step outside `slots/`.
+fn check_slot(bridge: &str, slot: u16) -> Result<(), StateError> {
+    crate::config::check_bridge(bridge)
+        .map_err(|p| StateError::Request(format!("bridge {bridge:?} {p}")))?;
+    if slot >= MAX_SLOTS {
+        return Err(StateError::Request(format!(
+            "slot {slot} is out of range 0..={}",
+            MAX_SLOTS - 1
+        )));
+    }
+    Ok(())
+}
+
+/// Ipv4Net as its CIDR text (ipnet's serde support is an optional feature).
+mod cidr {
+    use ipnet::Ipv4Net;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(net: &Ipv4Net, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(net)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Net, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,158 @@
+//! What can go wrong with the state dir. Every message is one line saying
+//! what is wrong (naming the file) and what to do about it.
+
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use rusqlite::ErrorCode;
+
+use crate::config::ConfigError;
+
+/// The command that repairs a damaged or lost state.db.
+pub const REBUILD_HINT: &str = "run `repeatr gc --rebuild` to rebuild it from the live jobs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot {action} {}: {source}{}", path.display(), IoHint(source))]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    #[error("state database {}: {source}{}", path.display(), DbHint(source))]
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+
+    #[error("state database {} is corrupt ({detail}); {REBUILD_HINT}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+
+    #[error(
+        "state database {} has no record of live job {job} (its lease is in {}); {REBUILD_HINT}",
+        db.display(),
+        sidecar.display()
+    )]
+    LostLeases {
+        db: PathBuf,
+        sidecar: PathBuf,
+        job: String,
+    },
+
+    #[error(
+        "state database {} has schema version {found}, newer than this repeatr knows ({known}); upgrade repeatr",
+        path.display()
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+
+    // The exact shape is part of the interface: scripts match on it.
+    #[error("no free address in {subnet}: {leased} leased")]
+    Exhausted { subnet: Ipv4Net, leased: usize },
+
+    #[error(
+        "no free slot on bridge {bridge}: {leased} leased (a bridge takes at most 1023 jobs); wait for jobs to end or use another bridge"
+    )]
+    NoFreeSlot { bridge: String, leased: usize },
+
+    #[error("--ip {ip} is the {role} of {subnet}; pick a host address or leave --ip out")]
+    IpReserved {
+        ip: Ipv4Addr,
+        role: &'static str,
+        subnet: Ipv4Net,
+    },
+
+    #[error("--ip {ip} is outside the subnet {subnet}; pick an address in it or leave --ip out")]
+    IpOutside { ip: Ipv4Addr, subnet: Ipv4Net },
+
+    #[error("--ip {ip} is taken by job {job}; pick another address or leave --ip out")]
+    IpTaken { ip: Ipv4Addr, job: String },
+
+    #[error(
+        "job {job} is already running (ip {ip}, pid {pid}); pick another job id or stop that job first"
+    )]
+    DuplicateJob { job: String, ip: Ipv4Addr, pid: u32 },
+
+    #[error("invalid lease request: {0}")]
+    Request(String),
+
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl StateError {
+    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
+        let path = path.to_path_buf();
+        move |source| StateError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// Classifies an SQLite failure: a damaged file is told apart from
+    /// other failures because its remedy (a rebuild) is different.
+    pub(crate) fn db(path: &Path) -> impl FnOnce(rusqlite::Error) -> StateError {
+        let path = path.to_path_buf();
+        move |source| match source.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StateError::Corrupt {
+                path,
+                detail: source.to_string(),
+            },
+            _ => match source {
+                // A row whose text is no address can only come from damage.
+                rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::InvalidColumnType(..) => StateError::Corrupt {
+                    path,
+                    detail: source.to_string(),
+                },
+                source => StateError::Db { path, source },
+            },
+        }
+    }
+}
+
+/// What to do about an I/O error, by its kind.
+struct IoHint<'a>(&'a io::Error);
+
+impl fmt::Display for IoHint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0.kind() {
+            io::ErrorKind::ReadOnlyFilesystem => {
+                "; the state dir must be writable: remount it read-write or use another state dir"
+            }
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                "; the state dir's filesystem is full: free some space"
+            }
+            io::ErrorKind::PermissionDenied => "; run repeatr as root or fix the permissions",
+            _ => "",
+        })
+    }
+}
+
+struct DbHint<'a>(&'a rusqlite::Error);
+
+impl fmt::Display for DbHint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0.sqlite_error_code() {
+            Some(ErrorCode::ReadOnly) => {
+                "; the state dir must be writable: remount it read-write or use another state dir"
+            }
+            Some(ErrorCode::DiskFull) => "; the state dir's filesystem is full: free some space",
+            Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+                "; check that the state dir exists and is writable by root"
+            }
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                "; another repeatr held it too long: retry"
+            }
+            _ => "",
+        })
+    }
+}

@@ -1,0 +1,416 @@
+//! Taking, giving back, listing and reclaiming leases.
+//!
+//! Every write happens under the state lock and inside one BEGIN IMMEDIATE
+//! transaction, so two runners can never pick the same address or slot, nor
+//! reclaim the same stale lease twice.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::error::StateError;
+use super::lock::{SlotLock, StateLock};
+use super::{
+    GcReport, Lease, LeaseInfo, LeaseRecord, LeaseRequest, LeaseState, MAX_SLOTS, StateDir, alloc,
+    check_slot, schema, sidecar, time,
+};
+use crate::config::{check_gateway, check_subnet, reserved_role};
+use crate::sys;
+
+const COLUMNS: &str =
+    "job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at";
+
+impl StateDir {
+    /// Leases an address and a bridge slot for `req.job`, reclaiming the
+    /// leases of dead runners on that bridge first. The returned [`Lease`]
+    /// holds the slot lock; keep it for the job's whole life.
+    pub fn acquire(&self, req: &LeaseRequest) -> Result<Lease, StateError> {
+        check_request(req)?;
+        let _lock = StateLock::acquire(&self.lock)?;
+        let mut conn = schema::connect(&self.db, false)?;
+        let tx = schema::write_tx(&mut conn, &self.db)?;
+        let mut rows = load(&tx, &self.db)?;
+        let reclaimed = self.reclaim(&tx, &mut rows, Some(&req.bridge))?;
+        self.check_sidecars(&rows)?;
+
+        if let Some(i) = rows.iter().position(|r| r.job == req.job) {
+            let holder = &rows[i];
+            if self.is_live(holder)? {
+                return Err(StateError::DuplicateJob {
+                    job: req.job.clone(),
+                    ip: holder.ip,
+                    pid: holder.pid,
+                });
+            }
+            // A dead job of the same id on another bridge.
+            let dead = rows.swap_remove(i);
+            self.forget(&tx, &dead)?;
+        }
+
+        let taken: HashMap<Ipv4Addr, &str> = rows.iter().map(|r| (r.ip, r.job.as_str())).collect();
+        let ip = match req.ip {
+            Some(ip) => check_static_ip(req, ip, &taken)?,
+            None => {
+                let last = last_ip(&tx, &req.bridge, &self.db)?;
+                alloc::next_ip(
+                    req.subnet,
+                    req.gateway,
+                    last,
+                    &taken.keys().copied().collect(),
+                )?
+            }
+        };
+        let used: HashSet<u16> = rows
+            .iter()
+            .filter(|r| r.bridge == req.bridge)
+            .map(|r| r.slot)
+            .collect();
+        let slot_lock = self.take_free_slot(&req.bridge, &used)?;
+
+        let record = LeaseRecord {
+            job: req.job.clone(),
+            bridge: req.bridge.clone(),
+            subnet: req.subnet,
+            ip,
+            gateway: req.gateway,
+            slot: slot_lock.slot(),
+            iface: slot_lock.iface(),
+            pid: req.pid,
+            start_time: start_time(req.pid),
+            boot_id: self.boot_id.clone(),
+            command: req.command.clone(),
+            started_at: time::rfc3339_now(),
+        };
+        insert(&tx, &record, &self.db)?;
+        if req.ip.is_none() {
+            // A static address leaves the round-robin position alone: the
+            // next automatic pick goes on where the previous one left off.
+            set_last_ip(&tx, &req.bridge, ip, &self.db)?;
+        }
+        let paths = self.slot_paths(&record.bridge, record.slot);
+        sidecar::write(&paths, &record)?;
+        if let Err(e) = tx.commit() {
+            // Best effort: a sidecar left behind is ignored once the slot
+            // lock (dropped with `slot_lock` on return) is free.
+            let _ = sidecar::remove(&paths.json);
+            return Err(StateError::db(&self.db)(e));
+        }
+        Ok(Lease {
+            record,
+            reclaimed: reclaimed.iter().map(|r| r.slot).collect(),
+            slot_lock,
+        })
+    }
+
+    /// Gives a lease back: the row, then the sidecar, then (by dropping the
+    /// lease) the slot lock. In that order so that at no moment is the slot
+    /// free while a record still claims it for a live job.
+    pub fn release(&self, lease: Lease) -> Result<(), StateError> {
+        let _lock = StateLock::acquire(&self.lock)?;
+        let mut conn = schema::connect(&self.db, false)?;
+        let tx = schema::write_tx(&mut conn, &self.db)?;
+        // Matching the slot too: after a rebuild the job id may have been
+        // restored with the same slot; anything else is not ours to delete.
+        tx.execute(
+            "DELETE FROM leases WHERE job = ?1 AND bridge = ?2 AND slot = ?3",
+            params![lease.record.job, lease.record.bridge, lease.record.slot],
+        )
+        .map_err(StateError::db(&self.db))?;
+        tx.commit().map_err(StateError::db(&self.db))?;
+        sidecar::remove(
+            &self
+                .slot_paths(&lease.record.bridge, lease.record.slot)
+                .json,
+        )?;
+        drop(lease);
+        Ok(())
+    }
+
+    /// Every lease with its state. A plain WAL read: it takes the state lock
+    /// only shared, for the duration of the read, which waits for a writer's
+    /// few milliseconds at most and keeps `rebuild` from moving the file
+    /// while it is open.
+    pub fn list(&self) -> Result<Vec<LeaseInfo>, StateError> {
+        let rows = {
+            let _lock = StateLock::acquire_shared(&self.lock)?;
+            let conn = schema::connect(&self.db, false)?;
+            load(&conn, &self.db)?
+        };
+        rows.into_iter()
+            .map(|lease| {
+                let state = if self.is_live(&lease)? {
+                    LeaseState::Running
+                } else {
+                    LeaseState::Stale
+                };
+                Ok(LeaseInfo { lease, state })
+            })
+            .collect()
+    }
+
+    /// Reclaims the leases of dead runners on every bridge, and removes
+    /// sidecars that dead runners left without a row. With `dry_run`,
+    /// changes nothing and reports what would go.
+    pub fn gc(&self, dry_run: bool) -> Result<GcReport, StateError> {
+        if dry_run {
+            let reclaimed = self
+                .list()?
+                .into_iter()
+                .filter(|i| i.state == LeaseState::Stale)
+                .map(|i| i.lease)
+                .collect();
+            return Ok(GcReport {
+                dry_run,
+                reclaimed,
+                sidecars_removed: Vec::new(),
+            });
+        }
+        let _lock = StateLock::acquire(&self.lock)?;
+        let mut conn = schema::connect(&self.db, false)?;
+        let tx = schema::write_tx(&mut conn, &self.db)?;
+        let mut rows = load(&tx, &self.db)?;
+        let reclaimed = self.reclaim(&tx, &mut rows, None)?;
+        let sidecars_removed = self.check_sidecars(&rows)?;
+        tx.commit().map_err(StateError::db(&self.db))?;
+        Ok(GcReport {
+            dry_run,
+            reclaimed,
+            sidecars_removed,
+        })
+    }
+
+    /// Deletes the dead leases among `rows` (of one bridge, or all), takes
+    /// them out of `rows` and returns them.
+    fn reclaim(
+        &self,
+        conn: &Connection,
+        rows: &mut Vec<LeaseRecord>,
+        bridge: Option<&str>,
+    ) -> Result<Vec<LeaseRecord>, StateError> {
+        let mut dead = Vec::new();
+        let mut kept = Vec::with_capacity(rows.len());
+        for row in rows.drain(..) {
+            if bridge.is_none_or(|b| b == row.bridge) && !self.is_live(&row)? {
+                dead.push(row);
+            } else {
+                kept.push(row);
+            }
+        }
+        *rows = kept;
+        for row in &dead {
+            self.forget(conn, row)?;
+        }
+        Ok(dead)
+    }
+
+    /// Deletes a dead lease's row and sidecar.
+    fn forget(&self, conn: &Connection, row: &LeaseRecord) -> Result<(), StateError> {
+        conn.execute("DELETE FROM leases WHERE job = ?1", params![row.job])
+            .map_err(StateError::db(&self.db))?;
+        sidecar::remove(&self.slot_paths(&row.bridge, row.slot).json)
+    }
+
+    /// Compares the sidecars on disk with the rows (live ones, after
+    /// reclaiming). A live sidecar the database does not match means the
+    /// database lost leases (rebuilt from an old copy, deleted, replaced):
+    /// allocating from it could hand out a live job's address, so refuse.
+    /// Dead sidecars without a row are removed and returned.
+    fn check_sidecars(&self, rows: &[LeaseRecord]) -> Result<Vec<std::path::PathBuf>, StateError> {
+        let by_slot: HashMap<(&str, u16), &LeaseRecord> = rows
+            .iter()
+            .map(|r| ((r.bridge.as_str(), r.slot), r))
+            .collect();
+        let mut removed = Vec::new();
+        for found in sidecar::scan(&self.slots)? {
+            let matches = match (
+                &found.record,
+                by_slot.get(&(found.bridge.as_str(), found.slot)),
+            ) {
+                (Some(rec), Some(row)) => rec.job == row.job && rec.ip == row.ip,
+                _ => false,
+            };
+            if matches {
+                continue;
+            }
+            if self.sidecar_live(&found)? {
+                return Err(self.lost_lease(found));
+            }
+            sidecar::remove(&found.path)?;
+            removed.push(found.path);
+        }
+        Ok(removed)
+    }
+
+    /// The lowest slot of `bridge` that no row uses and nobody holds. A
+    /// held lock without a row is skipped too: someone is cleaning up that
+    /// slot's veth, or a live job the database does not know.
+    fn take_free_slot(&self, bridge: &str, used: &HashSet<u16>) -> Result<SlotLock, StateError> {
+        for slot in (0..MAX_SLOTS).filter(|s| !used.contains(s)) {
+            if let Some(lock) = self.try_lock_slot(bridge, slot)? {
+                return Ok(lock);
+            }
+        }
+        Err(StateError::NoFreeSlot {
+            bridge: bridge.to_string(),
+            leased: used.len(),
+        })
+    }
+}
+
+fn check_request(req: &LeaseRequest) -> Result<(), StateError> {
+    let bad = |what: &str, p: String| StateError::Request(format!("{what} {p}"));
+    if req.job.is_empty() {
+        return Err(StateError::Request(
+            "the job id is empty; give the job a name".into(),
+        ));
+    }
+    check_slot(&req.bridge, 0)?;
+    check_subnet(req.subnet).map_err(|p| bad(&format!("subnet {}", req.subnet), p))?;
+    check_gateway(req.subnet, req.gateway)
+        .map_err(|p| bad(&format!("gateway {}", req.gateway), p))?;
+    Ok(())
+}
+
+/// `--ip`: a host of the subnet, not the gateway, not leased.
+fn check_static_ip(
+    req: &LeaseRequest,
+    ip: Ipv4Addr,
+    taken: &HashMap<Ipv4Addr, &str>,
+) -> Result<Ipv4Addr, StateError> {
+    let subnet = req.subnet;
+    if !subnet.contains(&ip) {
+        return Err(StateError::IpOutside { ip, subnet });
+    }
+    if ip == req.gateway {
+        return Err(StateError::IpReserved {
+            ip,
+            role: "gateway",
+            subnet,
+        });
+    }
+    if let Some(role) = reserved_role(subnet, ip) {
+        return Err(StateError::IpReserved { ip, role, subnet });
+    }
+    if let Some(job) = taken.get(&ip) {
+        return Err(StateError::IpTaken {
+            ip,
+            job: job.to_string(),
+        });
+    }
+    Ok(ip)
+}
+
+/// The runner's start time; 0 (never a real one: init starts after boot)
+/// if /proc cannot tell, which only weakens the display-only fallback.
+fn start_time(pid: u32) -> u64 {
+    libc::pid_t::try_from(pid)
+        .ok()
+        .and_then(|p| sys::process_start_time(p).ok())
+        .unwrap_or(0)
+}
+
+pub(crate) fn load(
+    conn: &Connection,
+    db: &std::path::Path,
+) -> Result<Vec<LeaseRecord>, StateError> {
+    let sql = format!("SELECT {COLUMNS} FROM leases ORDER BY bridge, slot");
+    let mut stmt = conn.prepare(&sql).map_err(StateError::db(db))?;
+    let rows = stmt.query_map([], from_row).map_err(StateError::db(db))?;
+    rows.collect::<Result<_, _>>().map_err(StateError::db(db))
+}
+
+pub(crate) fn insert(
+    conn: &Connection,
+    r: &LeaseRecord,
+    db: &std::path::Path,
+) -> Result<(), StateError> {
+    let sql = format!(
+        "INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    );
+    conn.execute(
+        &sql,
+        params![
+            r.job,
+            r.bridge,
+            r.subnet.to_string(),
+            r.ip.to_string(),
+            r.gateway.to_string(),
+            r.slot,
+            r.iface,
+            r.pid,
+            // Clock ticks since boot: centuries away from i64::MAX.
+            i64::try_from(r.start_time).unwrap_or(i64::MAX),
+            r.boot_id,
+            r.command,
+            r.started_at
+        ],
+    )
+    .map(drop)
+    .map_err(StateError::db(db))
+}
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<LeaseRecord> {
+    Ok(LeaseRecord {
+        job: row.get(0)?,
+        bridge: row.get(1)?,
+        subnet: parsed(row, 2)?,
+        ip: parsed(row, 3)?,
+        gateway: parsed(row, 4)?,
+        slot: row.get(5)?,
+        iface: row.get(6)?,
+        pid: row.get(7)?,
+        start_time: {
+            let ticks: i64 = row.get(8)?;
+            u64::try_from(ticks).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(8, Type::Integer, Box::new(e))
+            })?
+        },
+        boot_id: row.get(9)?,
+        command: row.get(10)?,
+        started_at: row.get(11)?,
+    })
+}
+
+/// A text column parsed with `FromStr`; a failure reads as damage.
+fn parsed<T>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.get(idx)?;
+    text.parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+}
+
+fn last_ip(
+    conn: &Connection,
+    bridge: &str,
+    db: &std::path::Path,
+) -> Result<Option<Ipv4Addr>, StateError> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT ip FROM last_ip WHERE bridge = ?1",
+            params![bridge],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(StateError::db(db))?;
+    // An unparsable position only costs the round-robin its place.
+    Ok(text.and_then(|t| t.parse().ok()))
+}
+
+pub(crate) fn set_last_ip(
+    conn: &Connection,
+    bridge: &str,
+    ip: Ipv4Addr,
+    db: &std::path::Path,
+) -> Result<(), StateError> {
+    conn.execute(
+        "INSERT INTO last_ip (bridge, ip) VALUES (?1, ?2) ON CONFLICT (bridge) DO UPDATE SET ip = excluded.ip",
+        params![bridge, ip.to_string()],
+    )
+    .map(drop)
+    .map_err(StateError::db(db))
+}

@@ -1,0 +1,118 @@
+//! flock(2)-based locks: the state lock that serialises critical sections,
+//! and the per-slot locks that tell live jobs from dead ones.
+//!
+//! flock locks belong to an open file description, and the kernel drops
+//! them when the last fd to it closes, which includes every kind of death.
+//! std opens files with O_CLOEXEC, so an exec'd child never inherits one.
+//! Lock files are never unlinked: a process waiting on an unlinked file
+//! would lock an inode nobody else can find.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::error::StateError;
+
+/// Opens (creating if needed) a lock file, readable and writable by root only.
+fn open_lock_file(path: &Path) -> Result<File, StateError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(StateError::io("open lock file", path))
+}
+
+/// Exclusive hold on `state.lock`; released on drop.
+#[derive(Debug)]
+pub(crate) struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    /// Blocks until no other repeatr is inside a critical section. Each one
+    /// is a few milliseconds, so waiting is always short.
+    pub(crate) fn acquire(path: &Path) -> Result<StateLock, StateError> {
+        let file = open_lock_file(path)?;
+        file.lock().map_err(StateError::io("lock", path))?;
+        Ok(StateLock { _file: file })
+    }
+
+    /// Shared hold for readers: waits out a writer, excludes `rebuild`
+    /// (which moves state.db), and lets other readers in.
+    pub(crate) fn acquire_shared(path: &Path) -> Result<StateLock, StateError> {
+        let file = open_lock_file(path)?;
+        file.lock_shared().map_err(StateError::io("lock", path))?;
+        Ok(StateLock { _file: file })
+    }
+}
+
+/// An exclusive hold on one bridge slot's lock file. While it exists the
+/// slot (and the host veth `{bridge}-{slot}`) belongs to its holder; dropping
+/// it frees the slot.
+#[derive(Debug)]
+pub struct SlotLock {
+    _file: File,
+    bridge: String,
+    slot: u16,
+}
+
+impl SlotLock {
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    pub fn slot(&self) -> u16 {
+        self.slot
+    }
+
+    /// The host-side veth name this slot owns.
+    pub fn iface(&self) -> String {
+        iface_name(&self.bridge, self.slot)
+    }
+}
+
+pub fn iface_name(bridge: &str, slot: u16) -> String {
+    format!("{bridge}-{slot}")
+}
+
+/// Takes the lock at `path` without waiting: `None` when someone holds it.
+pub(crate) fn try_lock_slot_file(
+    path: &Path,
+    bridge: &str,
+    slot: u16,
+) -> Result<Option<SlotLock>, StateError> {
+    let file = open_lock_file(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(SlotLock {
+            _file: file,
+            bridge: bridge.to_string(),
+            slot,
+        })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(StateError::io("lock", path)(e)),
+    }
+}
+
+/// `slots/{bridge}/{slot}.lock` and its JSON sidecar, relative to the root.
+#[derive(Clone, Debug)]
+pub(crate) struct SlotPaths {
+    pub lock: PathBuf,
+    pub json: PathBuf,
+    pub tmp: PathBuf,
+}
+
+impl SlotPaths {
+    pub(crate) fn new(slots_dir: &Path, bridge: &str, slot: u16) -> SlotPaths {
+        let dir = slots_dir.join(bridge);
+        SlotPaths {
+            lock: dir.join(format!("{slot}.lock")),
+            json: dir.join(format!("{slot}.json")),
+            // Dot-named so that a scan for `{slot}.json` never sees a
+            // half-written record.
+            tmp: dir.join(format!(".{slot}.json.tmp")),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Connections to state.db and its schema migrations.
+//!
+//! Migrations are the SQL files in `migrations/`, embedded at build time and
+//! applied in order; `PRAGMA user_version` counts how many have run. They
+//! run inside BEGIN IMMEDIATE (and under the state lock, see `StateDir::open`)
+//! so that two first runs cannot both see version 0 and both apply 0001.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use super::error::StateError;
+
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_init.sql",
+    include_str!("../../migrations/0001_init.sql"),
+)];
+
+/// The `user_version` of a database with every migration applied.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Writers wait for each other under the state lock, so SQLite's own busy
+/// wait only covers readers that run without it and checkpoints: generous,
+/// because giving up means a failed job.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection with the settings every user needs. Only `open` and
+/// `rebuild` pass `create`: anywhere else a missing file means someone
+/// removed it, which must not silently yield an empty allocator.
+pub(crate) fn connect(db: &Path, create: bool) -> Result<Connection, StateError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    } else if !db.try_exists().map_err(StateError::io("look up", db))? {
+        return Err(StateError::Corrupt {
+            path: db.to_path_buf(),
+            detail: "the file is missing".into(),
+        });
+    }
+    let err = StateError::db;
+    let conn = Connection::open_with_flags(db, flags).map_err(err(db))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err(db))?;
+    // WAL + NORMAL: a commit costs no fsync. A power cut may lose the last
+    // commits, which is harmless here: every lease of the old boot is stale.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err(db))?;
+    if !create {
+        let version = user_version(&conn, db)?;
+        if version != SCHEMA_VERSION {
+            check_version(db, version)?;
+            // Older than this binary's: `open` would have migrated it, so
+            // the file was replaced behind our back.
+            let detail = format!("schema version {version}, expected {SCHEMA_VERSION}");
+            return Err(StateError::Corrupt {
+                path: db.to_path_buf(),
+                detail,
+            });
+        }
+    }
+    Ok(conn)
+}
+
+/// Puts the database in WAL mode and applies the migrations it lacks.
+/// Reading the header is also what exposes a file that is no database.
+pub(crate) fn migrate(conn: &mut Connection, db: &Path) -> Result<(), StateError> {
+    let err = StateError::db;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(err(db))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StateError::Corrupt {
+            path: db.to_path_buf(),
+            detail: format!(
+                "cannot switch it to WAL mode (still {mode}); keep the state dir on a local filesystem"
+            ),
+        });
+    }
+    if user_version(conn, db)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = write_tx(conn, db)?;
+    // Read again inside the write transaction: another first run may have
+    // migrated between the check above and BEGIN IMMEDIATE.
+    let version = user_version(&tx, db)?;
+    check_version(db, version)?;
+    for (_name, sql) in MIGRATIONS
+        .iter()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        tx.execute_batch(sql).map_err(err(db))?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(err(db))?;
+    tx.commit().map_err(err(db))
+}
+
+/// BEGIN IMMEDIATE: takes SQLite's write lock up front, because in WAL mode
+/// a transaction that read first and writes later fails with SQLITE_BUSY
+/// instead of waiting when another writer got in between.
+pub(crate) fn write_tx<'c>(
+    conn: &'c mut Connection,
+    db: &Path,
+) -> Result<Transaction<'c>, StateError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StateError::db(db))
+}
+
+fn user_version(conn: &Connection, db: &Path) -> Result<i64, StateError> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(StateError::db(db))
+}
+
+fn check_version(db: &Path, found: i64) -> Result<(), StateError> {
+    if found > SCHEMA_VERSION {
+        return Err(StateError::SchemaTooNew {
+            path: db.to_path_buf(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, (name, _)) in MIGRATIONS.iter().enumerate() {
+            assert!(
+                name.starts_with(&format!("{:04}_", i + 1)),
+                "{name} out of order"
+            );
+        }
+    }
+
+    #[test]
+    fn migrate_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let mut conn = connect(&db, true).unwrap();
+        migrate(&mut conn, &db).unwrap();
+        migrate(&mut conn, &db).unwrap();
+        assert_eq!(user_version(&conn, &db).unwrap(), SCHEMA_VERSION);
+        drop(conn);
+        connect(&db, false).unwrap();
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let mut conn = connect(&db, true).unwrap();
+        migrate(&mut conn, &db).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        let e = migrate(&mut conn, &db).unwrap_err().to_string();
+        assert!(
+            e.contains("schema version 99") && e.contains("upgrade repeatr"),
+            "{e}"
+        );
+    }
+}

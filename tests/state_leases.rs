@@ -1,0 +1,679 @@
+//! The lease store against real SQLite files and real flocks, with real
+//! processes where concurrency or death matters. Each test has its own temp
+//! state dir; addresses come from 198.18.0.0/15 (RFC 2544 benchmarking).
+//!
+//! Child processes re-run this test binary with `child_runner` as the only
+//! test and REPEATR_TEST_CHILD_DIR set: the child waits for a go file (so
+//! that all children start together), opens the state dir, acquires a lease,
+//! prints `LEASE <ip> <slot>`, and holds it until its stdin closes.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use repeatr::state::{LeaseRequest, LeaseState, StateDir, StateError};
+use rusqlite::{Connection, params};
+
+const BRIDGE: &str = "rtest0";
+
+fn subnet(s: &str) -> Ipv4Net {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// A request on `net` with the first host as gateway.
+fn req(job: &str, net: &str) -> LeaseRequest {
+    let subnet = subnet(net);
+    LeaseRequest {
+        job: job.to_string(),
+        bridge: BRIDGE.to_string(),
+        subnet,
+        gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
+        ip: None,
+        command: format!("sleep {job}"),
+        pid: std::process::id(),
+    }
+}
+
+fn fresh() -> (tempfile::TempDir, StateDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(&tmp.path().join("state")).unwrap();
+    (tmp, dir)
+}
+
+// ---- child processes -------------------------------------------------------
+
+#[test]
+fn child_runner() {
+    let Ok(dir) = std::env::var("REPEATR_TEST_CHILD_DIR") else {
+        return;
+    };
+    let job = std::env::var("REPEATR_TEST_CHILD_JOB").unwrap();
+    let net = std::env::var("REPEATR_TEST_CHILD_NET").unwrap();
+    let go = PathBuf::from(std::env::var("REPEATR_TEST_CHILD_GO").unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !go.exists() {
+        assert!(Instant::now() < deadline, "go file never appeared");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let state = StateDir::open(Path::new(&dir)).unwrap();
+    let lease = state.acquire(&req(&job, &net)).unwrap();
+    println!("LEASE {} {}", lease.record.ip, lease.record.slot);
+    std::io::stdout().flush().unwrap();
+    let mut sink = Vec::new();
+    std::io::stdin().read_to_end(&mut sink).unwrap();
+    state.release(lease).unwrap();
+}
+
+struct Runner {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+fn spawn_runner(dir: &Path, job: &str, net: &str, go: &Path) -> Runner {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_runner", "--exact", "--nocapture", "--test-threads=1"])
+        .env("REPEATR_TEST_CHILD_DIR", dir)
+        .env("REPEATR_TEST_CHILD_JOB", job)
+        .env("REPEATR_TEST_CHILD_NET", net)
+        .env("REPEATR_TEST_CHILD_GO", go)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    Runner { child, out }
+}
+
+impl Runner {
+    /// Reads up to the `LEASE` line. The harness prints its own output too,
+    /// and `test child_runner ... ` has no newline before the test runs.
+    fn lease(&mut self) -> (Ipv4Addr, u16) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                self.out.read_line(&mut line).unwrap() > 0,
+                "child exited without a lease"
+            );
+            if let Some((_, rest)) = line.split_once("LEASE ") {
+                let (ip, slot) = rest.trim().split_once(' ').unwrap();
+                return (ip.parse().unwrap(), slot.parse().unwrap());
+            }
+        }
+    }
+
+    /// Closes stdin: the child releases and exits.
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn twenty_first_runs_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let go = tmp.path().join("go");
+    let mut runners: Vec<Runner> = (0..20)
+        .map(|i| spawn_runner(&dir, &format!("job{i}"), "198.18.0.0/24", &go))
+        .collect();
+    std::fs::write(&go, "").unwrap();
+    let leases: Vec<(Ipv4Addr, u16)> = runners.iter_mut().map(Runner::lease).collect();
+
+    let ips: HashSet<_> = leases.iter().map(|l| l.0).collect();
+    let slots: HashSet<_> = leases.iter().map(|l| l.1).collect();
+    assert_eq!(ips.len(), 20, "{leases:?}");
+    assert_eq!(slots.len(), 20, "{leases:?}");
+    assert_eq!(slots, (0..20).collect(), "lowest slots first");
+    assert!(!ips.contains(&ip("198.18.0.1")), "gateway handed out");
+
+    let conn = Connection::open(dir.join("state.db")).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+    drop(conn);
+
+    let state = StateDir::open(&dir).unwrap();
+    let listed = state.list().unwrap();
+    assert_eq!(listed.len(), 20);
+    assert!(listed.iter().all(|l| l.state == LeaseState::Running));
+
+    runners.into_iter().for_each(Runner::finish);
+    assert!(state.list().unwrap().is_empty());
+    assert_eq!(sidecars(&dir), 0, "every sidecar removed on release");
+}
+
+#[test]
+fn killed_runner_is_reclaimed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let go = tmp.path().join("go");
+    std::fs::write(&go, "").unwrap();
+    let mut runner = spawn_runner(&dir, "victim", "198.18.1.0/24", &go);
+    let (victim_ip, victim_slot) = runner.lease();
+
+    let state = StateDir::open(&dir).unwrap();
+    assert_eq!(state.list().unwrap()[0].state, LeaseState::Running);
+    runner.child.kill().unwrap(); // SIGKILL: no release, no cleanup
+    runner.child.wait().unwrap();
+
+    let listed = state.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, LeaseState::Stale);
+
+    let lease = state.acquire(&req("next", "198.18.1.0/24")).unwrap();
+    assert_eq!(lease.reclaimed, vec![victim_slot]);
+    assert_eq!(
+        lease.record.slot, victim_slot,
+        "the freed slot is the lowest"
+    );
+    assert_ne!(
+        lease.record.ip, victim_ip,
+        "round-robin does not hand the address straight back"
+    );
+    let listed = state.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].lease.job, "next");
+}
+
+fn sidecars(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("slots").join(BRIDGE))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+// ---- allocation ------------------------------------------------------------
+
+#[test]
+fn slash_29_exhausts_after_five() {
+    let (_tmp, state) = fresh();
+    let held: Vec<_> = (0..5)
+        .map(|i| {
+            state
+                .acquire(&req(&format!("j{i}"), "198.18.2.0/29"))
+                .unwrap()
+        })
+        .collect();
+    let got: Vec<_> = held.iter().map(|l| l.record.ip).collect();
+    assert_eq!(
+        got,
+        (2..=6)
+            .map(|i| Ipv4Addr::new(198, 18, 2, i))
+            .collect::<Vec<_>>()
+    );
+    let e = state.acquire(&req("j5", "198.18.2.0/29")).unwrap_err();
+    assert_eq!(e.to_string(), "no free address in 198.18.2.0/29: 5 leased");
+    // A failed acquisition leaves nothing behind.
+    assert_eq!(state.list().unwrap().len(), 5);
+}
+
+#[test]
+fn round_robin_after_release() {
+    let (_tmp, state) = fresh();
+    let a = state.acquire(&req("a", "198.18.3.0/24")).unwrap();
+    assert_eq!(a.record.ip, ip("198.18.3.2"));
+    assert_eq!(a.record.iface, format!("{BRIDGE}-0"));
+    state.release(a).unwrap();
+    let b = state.acquire(&req("b", "198.18.3.0/24")).unwrap();
+    assert_eq!(b.record.ip, ip("198.18.3.3"));
+    assert_eq!(b.record.slot, 0, "slots are reused lowest first");
+}
+
+#[test]
+fn saved_position_outside_a_new_subnet_is_ignored() {
+    let (_tmp, state) = fresh();
+    let a = state.acquire(&req("a", "198.18.4.0/24")).unwrap();
+    state.release(a).unwrap();
+    let b = state.acquire(&req("b", "198.18.5.0/24")).unwrap();
+    assert_eq!(b.record.ip, ip("198.18.5.2"));
+}
+
+#[test]
+fn duplicate_live_job_is_refused() {
+    let (_tmp, state) = fresh();
+    let _a = state.acquire(&req("same", "198.18.6.0/24")).unwrap();
+    let e = state.acquire(&req("same", "198.18.6.0/24")).unwrap_err();
+    assert!(matches!(e, StateError::DuplicateJob { .. }), "{e}");
+    assert!(e.to_string().contains("job same is already running"), "{e}");
+}
+
+#[test]
+fn static_ip_conflicts() {
+    let (_tmp, state) = fresh();
+    let net = "198.18.7.0/24";
+    let with_ip = |job: &str, addr: &str| LeaseRequest {
+        ip: Some(ip(addr)),
+        ..req(job, net)
+    };
+    let held = state.acquire(&with_ip("holder", "198.18.7.50")).unwrap();
+    assert_eq!(held.record.ip, ip("198.18.7.50"));
+
+    let cases = [
+        ("198.18.7.1", "is the gateway of 198.18.7.0/24"),
+        ("198.18.7.0", "is the network address of 198.18.7.0/24"),
+        ("198.18.7.255", "is the broadcast address of 198.18.7.0/24"),
+        ("198.18.8.9", "is outside the subnet 198.18.7.0/24"),
+        ("198.18.7.50", "is taken by job holder"),
+    ];
+    for (addr, want) in cases {
+        let e = state
+            .acquire(&with_ip("other", addr))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want) && e.contains("--ip"), "{addr}: {e}");
+        assert!(!e.contains('\n'));
+    }
+    // A static address does not move the round-robin position.
+    let auto = state.acquire(&req("auto", net)).unwrap();
+    assert_eq!(auto.record.ip, ip("198.18.7.2"));
+}
+
+// ---- liveness --------------------------------------------------------------
+
+/// Writes a lease row as a runner that has died would have left it: the
+/// slot lock file exists, nobody holds it.
+fn insert_row(
+    dir: &Path,
+    job: &str,
+    addr: &str,
+    slot: u16,
+    pid: u32,
+    start_time: i64,
+    boot_id: &str,
+) {
+    insert_row_without_lock_file(dir, job, addr, slot, pid, start_time, boot_id);
+    let state = StateDir::open(dir).unwrap();
+    drop(state.try_lock_slot(BRIDGE, slot).unwrap().unwrap());
+}
+
+fn insert_row_without_lock_file(
+    dir: &Path,
+    job: &str,
+    addr: &str,
+    slot: u16,
+    pid: u32,
+    start_time: i64,
+    boot_id: &str,
+) {
+    let conn = Connection::open(dir.join("state.db")).unwrap();
+    conn.execute(
+        "INSERT INTO leases (job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at)
+         VALUES (?1, ?2, '198.18.9.0/24', ?3, '198.18.9.1', ?4, ?5, ?6, ?7, ?8, 'true', '2026-01-01T00:00:00Z')",
+        params![job, BRIDGE, addr, slot, format!("{BRIDGE}-{slot}"), pid, start_time, boot_id],
+    )
+    .unwrap();
+}
+
+fn own_start_time() -> i64 {
+    let pid = libc::pid_t::try_from(std::process::id()).unwrap();
+    i64::try_from(repeatr::sys::process_start_time(pid).unwrap()).unwrap()
+}
+
+#[test]
+fn lease_whose_pid_is_alive_but_lock_free_is_stale() {
+    let (_tmp, state) = fresh();
+    let me = std::process::id();
+    // The pid now belongs to a live process (ours): a pid check would keep
+    // this lease forever. The free slot lock says its runner is gone.
+    insert_row(
+        state.root(),
+        "reused",
+        "198.18.9.2",
+        0,
+        me,
+        own_start_time() + 1,
+        &current_boot_id(),
+    );
+    // Even pid + start time of a live process do not beat the lock.
+    insert_row(
+        state.root(),
+        "same",
+        "198.18.9.3",
+        1,
+        me,
+        own_start_time(),
+        &current_boot_id(),
+    );
+    let listed = state.list().unwrap();
+    assert!(
+        listed.iter().all(|l| l.state == LeaseState::Stale),
+        "{listed:?}"
+    );
+
+    let lease = state.acquire(&req("fresh", "198.18.9.0/24")).unwrap();
+    assert_eq!(lease.reclaimed, vec![0, 1]);
+    assert_eq!(lease.record.slot, 0);
+    assert_eq!(state.list().unwrap().len(), 1);
+}
+
+#[test]
+fn lease_from_another_boot_is_stale_even_if_its_slot_is_locked() {
+    let (_tmp, state) = fresh();
+    insert_row(
+        state.root(),
+        "old",
+        "198.18.9.2",
+        0,
+        1,
+        1,
+        "00000000-0000-0000-0000-000000000000",
+    );
+    // Someone holds slot 0 without a row (e.g. cleaning up its veth).
+    let cleaner = state.try_lock_slot(BRIDGE, 0).unwrap().unwrap();
+    assert_eq!(cleaner.iface(), format!("{BRIDGE}-0"));
+    assert_eq!(state.list().unwrap()[0].state, LeaseState::Stale);
+
+    let lease = state.acquire(&req("new", "198.18.9.0/24")).unwrap();
+    assert_eq!(lease.reclaimed, vec![0]);
+    assert_eq!(
+        lease.record.slot, 1,
+        "a held slot lock is skipped even without a row"
+    );
+    assert!(
+        state.try_lock_slot(BRIDGE, 1).unwrap().is_none(),
+        "the lease holds its slot"
+    );
+    drop(cleaner);
+    assert!(state.try_lock_slot(BRIDGE, 0).unwrap().is_some());
+}
+
+#[test]
+fn without_a_lock_file_pid_and_start_time_decide() {
+    let (_tmp, state) = fresh();
+    let me = std::process::id();
+    let boot = current_boot_id();
+    insert_row_without_lock_file(
+        state.root(),
+        "alive",
+        "198.18.9.2",
+        0,
+        me,
+        own_start_time(),
+        &boot,
+    );
+    insert_row_without_lock_file(
+        state.root(),
+        "reused",
+        "198.18.9.3",
+        1,
+        me,
+        own_start_time() + 1,
+        &boot,
+    );
+    let states: Vec<_> = state
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.lease.job, l.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("alive".to_string(), LeaseState::Running),
+            ("reused".to_string(), LeaseState::Stale)
+        ]
+    );
+}
+
+fn current_boot_id() -> String {
+    repeatr::sys::boot_id().unwrap()
+}
+
+#[test]
+fn gc_reclaims_and_dry_run_only_reports() {
+    let (_tmp, state) = fresh();
+    let live = state.acquire(&req("live", "198.18.9.0/24")).unwrap();
+    insert_row(
+        state.root(),
+        "dead",
+        "198.18.9.77",
+        5,
+        1,
+        1,
+        &current_boot_id(),
+    );
+    // A dead runner's sidecar without a row (killed before its commit).
+    let orphan = state.root().join("slots").join(BRIDGE).join("7.json");
+    std::fs::write(&orphan, "{}").unwrap();
+
+    let report = state.gc(true).unwrap();
+    assert!(report.dry_run);
+    assert_eq!(
+        report
+            .reclaimed
+            .iter()
+            .map(|r| r.job.as_str())
+            .collect::<Vec<_>>(),
+        ["dead"]
+    );
+    assert_eq!(state.list().unwrap().len(), 2, "dry run changes nothing");
+
+    let report = state.gc(false).unwrap();
+    assert_eq!(report.reclaimed.len(), 1);
+    assert_eq!(report.reclaimed[0].iface, format!("{BRIDGE}-5"));
+    assert_eq!(report.sidecars_removed, vec![orphan.clone()]);
+    assert!(!orphan.exists());
+    let listed = state.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].lease.job, "live");
+    // The caller now takes the slot to delete the leftover veth.
+    assert!(state.try_lock_slot(BRIDGE, 5).unwrap().is_some());
+    state.release(live).unwrap();
+}
+
+// ---- list ------------------------------------------------------------------
+
+#[test]
+fn list_while_held_and_after_release() {
+    let (_tmp, state) = fresh();
+    let lease = state
+        .acquire(&LeaseRequest {
+            command: "echo hi".into(),
+            ..req("shown", "198.18.10.0/24")
+        })
+        .unwrap();
+    let listed = state.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    let json = serde_json::to_value(&listed[0]).unwrap();
+    assert_eq!(json["job"], "shown");
+    assert_eq!(json["ip"], "198.18.10.2");
+    assert_eq!(json["slot"], 0);
+    assert_eq!(json["iface"], format!("{BRIDGE}-0"));
+    assert_eq!(json["bridge"], BRIDGE);
+    assert_eq!(json["pid"], std::process::id());
+    assert_eq!(json["state"], "running");
+    assert_eq!(json["command"], "echo hi");
+    let started = json["started_at"].as_str().unwrap();
+    assert!(
+        started.len() == 20 && started.ends_with('Z') && started.as_bytes()[10] == b'T',
+        "{started}"
+    );
+
+    let sidecar = state.root().join("slots").join(BRIDGE).join("0.json");
+    assert!(sidecar.exists());
+    state.release(lease).unwrap();
+    assert!(state.list().unwrap().is_empty());
+    assert!(!sidecar.exists());
+    assert!(
+        state.try_lock_slot(BRIDGE, 0).unwrap().is_some(),
+        "release frees the slot lock"
+    );
+}
+
+// ---- damage ----------------------------------------------------------------
+
+fn remove_db(root: &Path) {
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(root.join(f));
+    }
+}
+
+#[test]
+fn corrupt_db_is_refused_then_rebuilt_from_live_jobs() {
+    let (tmp, state) = fresh();
+    let root = tmp.path().join("state");
+    let live = state.acquire(&req("live", "198.18.11.0/24")).unwrap();
+    let dead = state.acquire(&req("dead", "198.18.11.0/24")).unwrap();
+    let dead_slot = dead.record.slot;
+    drop(dead); // runner died: its sidecar stays, its lock is free
+
+    remove_db(&root);
+    std::fs::write(root.join("state.db"), vec![0x5a; 8192]).unwrap();
+
+    let e = StateDir::open(&root).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, StateError::Corrupt { .. }), "{msg}");
+    assert!(
+        msg.contains("state.db") && msg.contains("repeatr gc --rebuild") && !msg.contains('\n'),
+        "{msg}"
+    );
+    let e = state
+        .acquire(&req("new", "198.18.11.0/24"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("state.db") && e.contains("repeatr gc --rebuild"),
+        "{e}"
+    );
+
+    let report = StateDir::rebuild(&root).unwrap();
+    let aside = report.moved_aside.clone().unwrap();
+    assert!(
+        aside
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("state.db.corrupt-")
+    );
+    assert_eq!(
+        std::fs::read(&aside).unwrap(),
+        vec![0x5a; 8192],
+        "damaged file kept"
+    );
+    assert_eq!(report.restored.len(), 1);
+    assert_eq!(report.restored[0], live.record);
+    assert_eq!(
+        report.dropped,
+        vec![
+            root.join("slots")
+                .join(BRIDGE)
+                .join(format!("{dead_slot}.json"))
+        ]
+    );
+
+    let state = StateDir::open(&root).unwrap();
+    let listed = state.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].lease.job.as_str(), listed[0].state),
+        ("live", LeaseState::Running)
+    );
+    let next = state.acquire(&req("new", "198.18.11.0/24")).unwrap();
+    assert_ne!(next.record.ip, live.record.ip);
+    assert_ne!(next.record.slot, live.record.slot);
+    state.release(live).unwrap();
+}
+
+#[test]
+fn missing_db_with_live_jobs_is_refused() {
+    let (tmp, state) = fresh();
+    let root = tmp.path().join("state");
+    let live = state.acquire(&req("live", "198.18.12.0/24")).unwrap();
+    remove_db(&root);
+
+    let e = StateDir::open(&root).unwrap_err();
+    assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("live job live")
+            && msg.contains("0.json")
+            && msg.contains("repeatr gc --rebuild"),
+        "{msg}"
+    );
+    assert!(
+        state.acquire(&req("x", "198.18.12.0/24")).is_err(),
+        "never allocate from an empty stand-in"
+    );
+
+    let report = StateDir::rebuild(&root).unwrap();
+    assert!(report.moved_aside.is_none());
+    assert_eq!(report.restored, vec![live.record.clone()]);
+    let state = StateDir::open(&root).unwrap();
+    let next = state.acquire(&req("x", "198.18.12.0/24")).unwrap();
+    assert_eq!(
+        next.record.ip,
+        ip("198.18.12.3"),
+        "round-robin resumes after the restored lease"
+    );
+}
+
+#[test]
+fn db_that_forgot_a_live_job_blocks_allocation() {
+    let (tmp, state) = fresh();
+    let root = tmp.path().join("state");
+    let live = state.acquire(&req("live", "198.18.13.0/24")).unwrap();
+    // An old copy of the database put back: the row is gone, the job lives.
+    let conn = Connection::open(root.join("state.db")).unwrap();
+    conn.execute("DELETE FROM leases", []).unwrap();
+    drop(conn);
+    let e = state.acquire(&req("x", "198.18.13.0/24")).unwrap_err();
+    assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
+    StateDir::rebuild(&root).unwrap();
+    let next = state.acquire(&req("x", "198.18.13.0/24")).unwrap();
+    assert_ne!(next.record.ip, live.record.ip);
+}
+
+#[test]
+fn unusable_state_dir_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let e = StateDir::open(&file).unwrap_err().to_string();
+    assert!(e.contains("not-a-dir") && !e.contains('\n'), "{e}");
+}
+
+#[test]
+fn bad_requests_are_refused() {
+    let (_tmp, state) = fresh();
+    let cases = [
+        LeaseRequest {
+            bridge: "../etc".into(),
+            ..req("a", "198.18.14.0/24")
+        },
+        LeaseRequest {
+            job: String::new(),
+            ..req("a", "198.18.14.0/24")
+        },
+        LeaseRequest {
+            subnet: subnet("198.18.14.0/31"),
+            ..req("a", "198.18.14.0/24")
+        },
+        LeaseRequest {
+            gateway: ip("198.18.15.1"),
+            ..req("a", "198.18.14.0/24")
+        },
+    ];
+    for r in cases {
+        let e = state.acquire(&r).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+    }
+}

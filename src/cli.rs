@@ -5,8 +5,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::container::NetMode;
 use crate::error::{EXIT_RUNNER_ERROR, Error};
-use crate::job;
+use crate::{admin, job};
+
+fn parse_net(s: &str) -> Result<NetMode, String> {
+    match s {
+        "bridge" => Ok(NetMode::Bridge),
+        "none" => Ok(NetMode::None),
+        _ => Err("expected bridge or none".into()),
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,13 +31,11 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// Where leases and locks live (default /run/repeatr: they die with a reboot).
-    #[arg(
-        long,
-        env = "REPEATR_STATE_DIR",
-        global = true,
-        default_value = "/run/repeatr"
-    )]
+    #[arg(long, env = "REPEATR_STATE_DIR", global = true, default_value = crate::state::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Configuration file (default /etc/repeatr/config.toml; every key optional).
+    #[arg(long, env = "REPEATR_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,6 +44,23 @@ pub struct Cli {
 pub enum Command {
     /// Run CMD in a new container; exits with the job's status.
     Run(RunArgs),
+    /// Show who holds which address and slot; stale leases are marked.
+    Leases {
+        /// An array of JSON objects instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// After a crash or reboot: reclaim stale leases, delete leftover veths, report.
+    Gc {
+        /// Say what would be done, do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+        /// Rebuild a damaged or lost state.db from the live jobs' lease records.
+        #[arg(long)]
+        rebuild: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -44,9 +68,12 @@ pub struct RunArgs {
     /// The root filesystem: a directory, a .tar/.tar.gz file, or - for a tar on stdin.
     #[arg(long, value_name = "PATH")]
     pub rootfs: PathBuf,
-    /// Networking: none (only lo).
-    #[arg(long, value_name = "MODE", default_value = "none", value_parser = ["none"])]
-    pub net: String,
+    /// Networking: bridge (an address of its own on the configured bridge) or none (only lo).
+    #[arg(long, value_name = "MODE", default_value = "bridge", value_parser = parse_net)]
+    pub net: NetMode,
+    /// Ask for this IPv4 address on the bridge (it must be free and a host of the subnet).
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Option<std::net::Ipv4Addr>,
     /// Bind a host path into the job: SRC:DST[:ro|:rw] (rw by default). Repeatable.
     #[arg(long = "mount", value_name = "SRC:DST[:ro|:rw]")]
     pub mounts: Vec<String>,
@@ -112,6 +139,12 @@ pub fn main() -> i32 {
     init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
         Command::Run(args) => job::run(&cli, args),
+        Command::Leases { json } => admin::leases(&cli, *json),
+        Command::Gc {
+            dry_run,
+            json,
+            rebuild,
+        } => admin::gc(&cli, *dry_run, *json, *rebuild),
     };
     match result {
         Ok(code) => code,

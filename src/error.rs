@@ -31,6 +31,14 @@ pub enum Error {
     },
     #[error("{what}: {err}")]
     Io { what: &'static str, err: io::Error },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("network: {0}")]
+    Network(#[from] crate::network::NetworkError),
+    #[error("teardown: {0}")]
+    Teardown(String),
 }
 
 impl Error {

@@ -1,5 +1,5 @@
 //! One job's life, top to bottom:
-//! validate -> (lease) -> launch -> (plug network) -> wait -> tear down -> (release).
+//! validate -> lease -> launch -> plug network -> wait -> tear down -> release.
 //!
 //! The runner is the job's parent for its whole life and the only owner of
 //! what the job holds on the host; everything inside the job's namespaces
@@ -12,19 +12,48 @@ use crate::container::{self, Exit, NetMode, Spec, spec};
 use crate::error::Error;
 use crate::sys;
 
+mod net;
+use net::JobNet;
+
 /// Runs one job and returns the exit status the runner should exit with.
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     // Before anything else: no fd the runner inherited may reach the job.
     sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
-    let spec = validate(cli, args)?;
+    let mut spec = validate(cli, args)?;
 
-    // Before the clone, so a signal that comes during the launch is seen.
+    // Before anything that holds host resources, so a Ctrl-C from here on
+    // aborts cleanly through the teardown below instead of killing us.
     let signals = container::signals::Forwarder::install()
         .map_err(Error::io("installing signal handlers"))?;
 
+    // Lease: an address and a bridge slot, held until `teardown`.
+    let net = match spec.net {
+        NetMode::Bridge => {
+            let n = JobNet::lease(
+                &cli.state_dir,
+                cli.config.as_deref(),
+                &spec.id,
+                args.ip,
+                &spec.argv,
+            )?;
+            spec.hosts = n.hosts(&spec.hostname);
+            spec.resolv_conf = n.resolv_conf();
+            Some(n)
+        }
+        NetMode::None => None,
+    };
+
+    // Launch: the child builds its root while we plug its network in.
     let launched = container::spawn(&spec).map_err(Error::io("creating the job's namespaces"))?;
     log::info!("job {} started as pid {}", spec.id, launched.pid());
+    if let Some(n) = &net {
+        if let Err(e) = n.attach(&launched) {
+            launched.kill();
+            return Err(e);
+        }
+    }
 
+    // Wait: the job runs; signals to us are forwarded to it.
     let exit = launched
         .go_and_wait(&signals)
         .map_err(Error::io("waiting for the job"))?;
@@ -34,6 +63,14 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
             log::warn!("job {} aborted by signal {sig} before it started", spec.id)
         }
         Exit::Code(_) | Exit::Signaled(_) => log::info!("job {} ended: {exit:?}", spec.id),
+    }
+
+    // Tear down and release. A failure here is reported, but the job's
+    // own status still wins: the job did run.
+    if let Some(n) = net {
+        if let Err(e) = n.teardown() {
+            eprintln!("repeatr: {e}");
+        }
     }
     Ok(exit.status())
 }
@@ -71,6 +108,7 @@ fn validate(cli: &Cli, args: &RunArgs) -> Result<Spec, Error> {
         hosts: format!(
             "127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         ),
+        // For --net none; bridge networking fills in its own below.
         resolv_conf: "# no network (--net none)\n".into(),
         id,
         rootfs,
@@ -79,7 +117,7 @@ fn validate(cli: &Cli, args: &RunArgs) -> Result<Spec, Error> {
         hostname,
         user,
         mounts,
-        net: NetMode::None,
+        net: args.net,
         mount_base,
     })
 }

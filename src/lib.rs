@@ -4,6 +4,7 @@
 //! lease -> set up -> launch -> wait -> tear down -> release, and each stage
 //! lives in the module named for it.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod container;

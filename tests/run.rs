@@ -161,6 +161,8 @@ fn tar_rootfs_from_file_gzip_and_stdin() {
         .cmd()
         .args([
             "run",
+            "--net",
+            "none",
             "--rootfs",
             "-",
             "--",
@@ -195,9 +197,9 @@ fn the_host_environment_does_not_leak() {
     let out = r
         .cmd()
         .env("RPT_HOST_SECRET", "leaked")
-        .args(["run", "--rootfs"])
+        .args(["run", "--net", "none", "--rootfs"])
         .arg(rootfs.path())
-        .args(["--env", "MINE=yes", "--", "/bin/env"])
+        .args(["--net", "none", "--env", "MINE=yes", "--", "/bin/env"])
         .output()
         .unwrap();
     let env = stdout(&out);
@@ -223,12 +225,9 @@ fn only_fds_0_to_2_reach_the_job() {
     // An fd the runner inherits without O_CLOEXEC, as a careless parent would pass it.
     let leak = std::fs::File::open("/etc/hostname").unwrap();
     let mut cmd = r.cmd();
-    cmd.args(["run", "--rootfs"]).arg(rootfs.path()).args([
-        "--",
-        "/bin/sh",
-        "-c",
-        "echo ready; exec sleep 1000",
-    ]);
+    cmd.args(["run", "--net", "none", "--rootfs"])
+        .arg(rootfs.path())
+        .args(["--", "/bin/sh", "-c", "echo ready; exec sleep 1000"]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());

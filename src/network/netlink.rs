@@ -17,8 +17,9 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 const RECV_BUF: usize = 64 * 1024;
 
 /// A dump that raced a change (NLM_F_DUMP_INTR) is inconsistent and must be
-/// re-run; a few tries are plenty since only link churn can cause it.
-const DUMP_RETRIES: usize = 5;
+/// re-run; with many jobs starting at once, link churn can interrupt a link
+/// dump many times in a row.
+const DUMP_RETRIES: usize = 50;
 
 /// `NLMSGERR_ATTR_MSG` in the extended ACK TLVs: the kernel's text reason.
 const NLMSGERR_ATTR_MSG: u16 = 1;

@@ -16,42 +16,47 @@ use super::link::{host_socket, link_name};
 /// multipath route is listed with its first next hop's device.
 pub fn host_ipv4_routes() -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
     let mut nl = host_socket()?;
-
-    let req = LinkMessage::default();
-    let names: HashMap<u32, String> = nl
-        .dump(RouteNetlinkMessage::GetLink(req))
-        .map_err(|e| NetworkError::netlink("list host links", e))?
-        .into_iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => {
-                link_name(&l).map(|n| (l.header.index, n.to_string()))
-            }
-            _ => None,
-        })
-        .collect();
-
     let mut req = RouteMessage::default();
     req.header.address_family = AddressFamily::Inet;
     let routes = nl
         .dump(RouteNetlinkMessage::GetRoute(req))
         .map_err(|e| NetworkError::netlink("list host IPv4 routes", e))?;
 
+    // Names by one GETLINK per device the routes use (a handful), not by a
+    // dump of every link: with many jobs starting, veths come and go all
+    // the time and a link dump keeps getting interrupted (NLM_F_DUMP_INTR).
+    let mut names: HashMap<u32, String> = HashMap::new();
     let mut out = Vec::new();
     for m in routes {
         let RouteNetlinkMessage::NewRoute(r) = m else {
             continue;
         };
-        if let Some(entry) = main_table_entry(&r) {
-            let name = entry
-                .1
-                .and_then(|i| names.get(&i).cloned())
-                .unwrap_or_default();
-            out.push((entry.0, name));
-        }
+        let Some((dst, oif)) = main_table_entry(&r) else {
+            continue;
+        };
+        let name = match oif {
+            Some(i) => names
+                .entry(i)
+                .or_insert_with(|| link_name_by_index(&mut nl, i))
+                .clone(),
+            None => String::new(),
+        };
+        out.push((dst, name));
     }
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// A link's name by index; empty if it vanished meanwhile (the route then
+/// goes with it, and an empty name only shows in a message).
+fn link_name_by_index(nl: &mut super::netlink::Netlink, index: u32) -> String {
+    let mut req = LinkMessage::default();
+    req.header.index = index;
+    match nl.get(RouteNetlinkMessage::GetLink(req)) {
+        Ok(RouteNetlinkMessage::NewLink(l)) => link_name(&l).unwrap_or_default().to_string(),
+        _ => String::new(),
+    }
 }
 
 /// (destination, output ifindex) of a non-default IPv4 route in the main table.

@@ -1,0 +1,211 @@
+//! `repeatr leases` and `repeatr gc`: looking at and cleaning up the state
+//! that runners share. Neither blocks a run for longer than a read or one
+//! short transaction.
+
+use serde::Serialize;
+
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::error::Error;
+use crate::network;
+use crate::state::{LeaseInfo, LeaseRecord, RebuildReport, StateDir};
+
+/// Prints the lease table (or JSON array) and returns the exit code.
+pub fn leases(cli: &Cli, json: bool) -> Result<i32, Error> {
+    let state = StateDir::open(&cli.state_dir)?;
+    let list = state.list()?;
+    if json {
+        println!("{}", to_json(&list)?);
+    } else {
+        print!("{}", table(&list));
+    }
+    Ok(0)
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, Error> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::Io {
+        what: "encoding JSON",
+        err: e.into(),
+    })
+}
+
+fn table(list: &[LeaseInfo]) -> String {
+    let header = [
+        "JOB", "IP", "SLOT", "IFACE", "PID", "STARTED", "STATE", "COMMAND",
+    ];
+    let rows: Vec<[String; 8]> = list
+        .iter()
+        .map(|i| {
+            let l = &i.lease;
+            let state = serde_json::to_value(i.state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            [
+                l.job.clone(),
+                l.ip.to_string(),
+                l.slot.to_string(),
+                l.iface.clone(),
+                l.pid.to_string(),
+                l.started_at.clone(),
+                state,
+                l.command.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s += c;
+            } else {
+                s += &format!("{c:<w$}  ", w = widths[i]);
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in &rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// What `gc` did, as printed.
+#[derive(Serialize, Default)]
+struct GcOutput {
+    dry_run: bool,
+    rebuilt: Option<RebuildReport>,
+    reclaimed: Vec<LeaseRecord>,
+    sidecars_removed: Vec<std::path::PathBuf>,
+    veths_deleted: Vec<String>,
+    errors: Vec<String>,
+}
+
+/// Reclaims stale leases, deletes leftover host veths of free slots, and
+/// optionally rebuilds a damaged database first.
+pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Error> {
+    let mut out = GcOutput {
+        dry_run,
+        ..Default::default()
+    };
+    if rebuild && !dry_run {
+        out.rebuilt = Some(StateDir::rebuild(&cli.state_dir)?);
+    }
+    let state = StateDir::open(&cli.state_dir)?;
+    let report = state.gc(dry_run)?;
+    out.reclaimed = report.reclaimed;
+    out.sidecars_removed = report.sidecars_removed;
+
+    // Leftover veths: those of reclaimed leases, and any `{bridge}-N` of the
+    // configured bridge whose slot nobody holds. Each is deleted only while
+    // we hold its slot lock, so a job starting right now cannot lose its own.
+    let mut candidates: Vec<(String, u16)> = out
+        .reclaimed
+        .iter()
+        .map(|r| (r.bridge.clone(), r.slot))
+        .collect();
+    match Config::load(cli.config.as_deref()) {
+        Ok(config) => {
+            let bridge = config.network.bridge;
+            let prefix = format!("{bridge}-");
+            for name in network::links_with_prefix(&prefix)? {
+                if let Some(slot) = name
+                    .strip_prefix(&prefix)
+                    .and_then(|s| s.parse::<u16>().ok())
+                {
+                    candidates.push((bridge.clone(), slot));
+                }
+            }
+        }
+        Err(e) => out.errors.push(e.to_string()),
+    }
+    candidates.sort();
+    candidates.dedup();
+    for (bridge, slot) in candidates {
+        let iface = crate::state::iface_name(&bridge, slot);
+        match state.try_lock_slot(&bridge, slot) {
+            Ok(Some(_lock)) if dry_run => {
+                if network::links_with_prefix(&iface)?
+                    .iter()
+                    .any(|n| *n == iface)
+                {
+                    out.veths_deleted.push(iface);
+                }
+            }
+            Ok(Some(_lock)) => match network::delete_link(&iface) {
+                Ok(true) => out.veths_deleted.push(iface),
+                Ok(false) => {}
+                Err(e) => out.errors.push(format!("{iface}: {e}")),
+            },
+            Ok(None) => {}
+            Err(e) => out.errors.push(e.to_string()),
+        }
+    }
+
+    if json {
+        println!("{}", to_json(&out)?);
+    } else {
+        print!("{}", summary(&out));
+    }
+    Ok(if out.errors.is_empty() {
+        0
+    } else {
+        crate::error::EXIT_RUNNER_ERROR
+    })
+}
+
+fn summary(o: &GcOutput) -> String {
+    let verb = if o.dry_run {
+        "would reclaim"
+    } else {
+        "reclaimed"
+    };
+    let mut s = String::new();
+    if let Some(r) = &o.rebuilt {
+        if let Some(p) = &r.moved_aside {
+            s += &format!("moved the old database aside to {}\n", p.display());
+        }
+        s += &format!(
+            "rebuilt: {} live lease(s) restored, {} dead record(s) dropped\n",
+            r.restored.len(),
+            r.dropped.len()
+        );
+        for p in &r.unrestorable {
+            s += &format!(
+                "could not restore {} (stop that job, then rebuild again)\n",
+                p.display()
+            );
+        }
+    }
+    for r in &o.reclaimed {
+        s += &format!(
+            "{verb} lease of job {} ({} slot {} on {}, pid {})\n",
+            r.job, r.ip, r.slot, r.bridge, r.pid
+        );
+    }
+    for p in &o.sidecars_removed {
+        s += &format!("removed dead lease record {}\n", p.display());
+    }
+    let vverb = if o.dry_run { "would delete" } else { "deleted" };
+    for v in &o.veths_deleted {
+        s += &format!("{vverb} leftover veth {v}\n");
+    }
+    for e in &o.errors {
+        s += &format!("error: {e}\n");
+    }
+    if o.reclaimed.is_empty()
+        && o.sidecars_removed.is_empty()
+        && o.veths_deleted.is_empty()
+        && o.rebuilt.is_none()
+    {
+        s += "nothing to clean\n";
+    }
+    s
+}

@@ -1,0 +1,164 @@
+//! A job's bridge network, from lease to release: the glue between the
+//! state store (who holds which address and slot) and the netlink code
+//! (bridge, veth). Teardown runs on every path, collects every error, and
+//! is also what `Drop` does if the runner unwinds without calling it.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use crate::config::{Config, NetworkConfig};
+use crate::container::Launched;
+use crate::error::Error;
+use crate::network::{self, VethSpec};
+use crate::state::{Lease, LeaseRequest, StateDir};
+
+pub struct JobNet {
+    state: StateDir,
+    config: NetworkConfig,
+    /// `None` once released.
+    lease: Option<Lease>,
+}
+
+impl JobNet {
+    /// Checks the config against the host, takes a lease (address + slot),
+    /// cleans what dead runners left in the slots it reclaimed, and makes
+    /// sure the bridge exists. No job exists yet: an error here leaves
+    /// nothing behind but what `Drop` releases.
+    pub fn lease(
+        state_dir: &Path,
+        config_path: Option<&Path>,
+        job: &str,
+        ip: Option<Ipv4Addr>,
+        command: &[String],
+    ) -> Result<JobNet, Error> {
+        let config = Config::load(config_path)?.network;
+        let routes = network::host_ipv4_routes()?;
+        config.validate(&routes)?;
+        let state = StateDir::open(state_dir)?;
+        let req = LeaseRequest {
+            job: job.to_string(),
+            bridge: config.bridge.clone(),
+            subnet: config.subnet,
+            gateway: config.gateway,
+            ip,
+            command: command.join(" "),
+            pid: std::process::id(),
+        };
+        let lease = state.acquire(&req)?;
+        let net = JobNet {
+            state,
+            config,
+            lease: Some(lease),
+        };
+        net.clean_reclaimed_slots();
+        // Under the state lock, so two first runs do not both try to create
+        // the bridge (ensure_bridge also tolerates EEXIST, for other tools).
+        let c = &net.config;
+        net.state
+            .locked(|| network::ensure_bridge(&c.bridge, c.gateway, c.subnet, c.mtu))??;
+        Ok(net)
+    }
+
+    /// Host veths of slots whose dead owners this lease reclaimed: each one
+    /// is deleted while we hold that slot's lock, so it cannot be a veth a
+    /// new job has just created.
+    fn clean_reclaimed_slots(&self) {
+        let Some(lease) = &self.lease else { return };
+        for &slot in &lease.reclaimed {
+            match self.state.try_lock_slot(&self.config.bridge, slot) {
+                Ok(Some(lock)) => {
+                    if let Err(e) = network::delete_link(&lock.iface()) {
+                        log::warn!("deleting leftover {}: {e}", lock.iface());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("slot {slot}: {e}"),
+            }
+        }
+    }
+
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        self.lease.as_ref().map(|l| l.record.ip)
+    }
+
+    /// /etc/hosts for the job: its own name on its own address.
+    pub fn hosts(&self, hostname: &str) -> String {
+        let mut s =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        if let Some(ip) = self.ip() {
+            s += &format!("{ip}\t{hostname}\n");
+        }
+        s
+    }
+
+    /// /etc/resolv.conf for the job, from `network.dns`.
+    pub fn resolv_conf(&self) -> String {
+        if self.config.dns.is_empty() {
+            return format!(
+                "# no nameservers: set network.dns in {}\n",
+                self.config.source.display()
+            );
+        }
+        self.config
+            .dns
+            .iter()
+            .map(|ns| format!("nameserver {ns}\n"))
+            .collect()
+    }
+
+    /// Plugs the launched (not yet running) job into the bridge.
+    pub fn attach(&self, job: &Launched) -> Result<(), Error> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        let netns = job
+            .netns()
+            .map_err(Error::io("opening the job's network namespace"))?;
+        let spec = VethSpec {
+            host_name: lease.record.iface.clone(),
+            bridge: self.config.bridge.clone(),
+            ip: lease.record.ip,
+            prefix: self.config.subnet.prefix_len(),
+            gateway: self.config.gateway,
+            mtu: self.config.mtu,
+        };
+        network::attach_job(&spec, netns.as_fd())?;
+        Ok(())
+    }
+
+    /// Deletes the host veth and releases the lease, in that order (the
+    /// slot lock goes last, so nobody reuses the slot while its veth
+    /// exists). Every step runs even if an earlier one failed.
+    pub fn teardown(mut self) -> Result<(), Error> {
+        self.teardown_inner()
+    }
+
+    fn teardown_inner(&mut self) -> Result<(), Error> {
+        let Some(lease) = self.lease.take() else {
+            return Ok(());
+        };
+        let mut errors: Vec<String> = Vec::new();
+        // Usually already gone: the kernel removes both ends of a veth when
+        // the job's netns dies with the job.
+        if let Err(e) = network::delete_link(&lease.record.iface) {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = self.state.release(lease) {
+            errors.push(e.to_string());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Teardown(errors.join("; ")))
+        }
+    }
+}
+
+impl Drop for JobNet {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown_inner() {
+            log::warn!("{e}");
+        }
+    }
+}

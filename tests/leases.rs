@@ -1,0 +1,581 @@
+//! Bridge networking and leases end to end: real bridges, veths, netns and
+//! SQLite state, many runners at once. Every test has its own state dir,
+//! bridge name and subnet from 198.18.0.0/15, and a guard that removes the
+//! bridge and any veth of it even when the test fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// One test's network: config file, bridge, subnet. Drop removes the bridge
+/// and every `{bridge}-N` link left (none should be: the tests check that).
+struct TestNet {
+    repeatr: Repeatr,
+    bridge: String,
+    gateway: String,
+    config: PathBuf,
+    shared: tempfile::TempDir,
+}
+
+impl TestNet {
+    /// `tag` is one letter per test; `third` the third octet of the subnet
+    /// 198.18.THIRD.0/24 (or the prefix given).
+    fn new(tag: &str, third: u8, prefix: u8) -> TestNet {
+        let repeatr = Repeatr::new();
+        let bridge = format!("rt{}{tag}", std::process::id() % 100000);
+        let subnet = format!("198.18.{third}.0/{prefix}");
+        let gateway = format!("198.18.{third}.1");
+        let config = repeatr.state.path().join("config.toml");
+        std::fs::write(&config, format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\ndns = [\"198.18.{third}.1\"]\n"))
+            .unwrap();
+        let shared = tempfile::Builder::new()
+            .prefix("rpt-shared-")
+            .tempdir()
+            .unwrap();
+        TestNet {
+            repeatr,
+            bridge,
+            gateway,
+            config,
+            shared,
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = self.repeatr.cmd();
+        c.env("REPEATR_CONFIG", &self.config);
+        c
+    }
+
+    /// A networked job running `script` with the shared dir at /shared.
+    fn job(&self, opts: &[&str], script: &str) -> Command {
+        let mut c = self.cmd();
+        let shared = format!("{}:/shared", self.shared.path().display());
+        c.args(["run", "--rootfs"])
+            .arg(self.rootfs())
+            .args(["--mount", &shared])
+            .args(opts);
+        c.args(["--", "/bin/sh", "-c", script]).stdin(Stdio::null());
+        c
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.repeatr.state.path().join("rootfs")
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn leases_json(&self) -> Vec<serde_json::Value> {
+        let out = self.output(&["leases", "--json"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    }
+
+    fn veths(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .unwrap();
+        stdout(&out)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .filter(|n| n.starts_with(&format!("{}-", self.bridge)))
+            .collect()
+    }
+
+    /// Waits until `n` files exist in the shared dir (jobs announce themselves there).
+    fn wait_files(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let names: Vec<String> = std::fs::read_dir(self.shared.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ip-"))
+                .collect();
+            if names.len() >= n {
+                return names;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} jobs came up",
+                names.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn release_all(&self) {
+        std::fs::write(self.shared.path().join("stop"), "").unwrap();
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        for v in self.veths() {
+            let _ = Command::new("ip").args(["link", "del", &v]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Makes sure a link named `iface` exists, as a runner that died between
+/// creating its veth and tearing it down leaves one. The dead job's own veth
+/// may still be there (the kernel removes it when the netns is freed, in
+/// the background); otherwise a stand-in link is made.
+fn leave_link(iface: &str) {
+    // The dead job's veth may be half way through its removal: retry.
+    for _ in 0..100 {
+        // A veth (this kernel has no dummy driver); deleting it takes its peer along.
+        let peer = format!("p{iface}");
+        let _ = Command::new("ip")
+            .args(["link", "add", iface, "type", "veth", "peer", "name", &peer])
+            .stderr(Stdio::null())
+            .status();
+        let st = Command::new("ip")
+            .args(["link", "show", iface])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if st.unwrap().success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("could not leave a link named {iface}");
+}
+
+/// A busybox rootfs at the net's rootfs path (inside its state temp dir).
+fn with_rootfs(net: &TestNet) {
+    let r = Rootfs::busybox();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(r.path())
+        .arg(net.rootfs())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A job that records its address in /shared (written aside, then renamed,
+/// so the test never reads a half-written file), then waits for /shared/stop.
+const HOLD: &str = "ip=$(ip -4 -o addr show eth0 | awk '{print $4}'); echo $ip > /shared/.t-$(hostname); \
+                    mv /shared/.t-$(hostname) /shared/ip-$(hostname); \
+                    while [ ! -e /shared/stop ]; do sleep 0.05; done";
+
+fn wait_all(children: Vec<Child>) -> Vec<Output> {
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+#[test]
+fn hundred_concurrent_jobs_get_distinct_addresses_and_leave_nothing() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("a", 10, 24);
+    with_rootfs(&net);
+    let n = 100;
+    let children: Vec<Child> = (0..n)
+        .map(|i| {
+            net.job(&["--name", &format!("j{i}")], HOLD)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let names = net.wait_files(n);
+    // All 100 are alive at once here: each waits for /shared/stop.
+    let mut ips: Vec<String> = names
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(net.shared.path().join(f))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(net.leases_json().len(), n, "one lease per running job");
+    net.release_all();
+    for out in wait_all(children) {
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), n, "addresses were not distinct: {ips:?}");
+    assert!(
+        ips.iter()
+            .all(|ip| ip.starts_with("198.18.10.") && ip.ends_with("/24")),
+        "{ips:?}"
+    );
+    assert!(
+        net.leases_json().is_empty(),
+        "leases left after the jobs ended"
+    );
+    assert!(net.veths().is_empty(), "veths left: {:?}", net.veths());
+}
+
+#[test]
+fn jobs_reach_each_other_and_the_gateway() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("b", 11, 24);
+    with_rootfs(&net);
+    let server = net
+        .job(&["--name", "srv", "--ip", "198.18.11.50"], HOLD)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    net.wait_files(1);
+    let out = net
+        .job(&[], &format!("ping -c1 -W3 {} >/dev/null && echo gw-ok; ping -c1 -W3 198.18.11.50 >/dev/null && echo peer-ok; cat /etc/resolv.conf; grep $(hostname) /etc/hosts", net.gateway))
+        .output()
+        .unwrap();
+    net.release_all();
+    wait_all(vec![server]);
+    let o = stdout(&out);
+    assert!(
+        o.contains("gw-ok") && o.contains("peer-ok"),
+        "{o}\n{}",
+        stderr(&out)
+    );
+    assert!(o.contains("nameserver 198.18.11.1"), "{o}");
+    assert!(
+        o.contains("198.18.11."),
+        "the job's own address in /etc/hosts: {o}"
+    );
+}
+
+#[test]
+fn sigkill_of_a_runner_then_the_next_run_reclaims() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("c", 12, 24);
+    with_rootfs(&net);
+    let mut runner = net
+        .job(&["--name", "victim", "--ip", "198.18.12.7"], HOLD)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    net.wait_files(1);
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    // The lease row is still there, but nobody holds its slot lock.
+    let leases = net.leases_json();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0]["state"], "stale", "{leases:?}");
+    assert_eq!(leases[0]["job"], "victim");
+    let iface = leases[0]["iface"].as_str().unwrap().to_string();
+    // A crash between veth creation and teardown leaves the host end: fake it.
+    leave_link(&iface);
+    let out = net
+        .job(&["--ip", "198.18.12.7"], "ip -4 -o addr show eth0")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("198.18.12.7/24"));
+    assert!(net.leases_json().is_empty());
+    assert!(
+        net.veths().is_empty(),
+        "leftover veth not cleaned: {:?}",
+        net.veths()
+    );
+}
+
+#[test]
+fn a_slash_29_is_exhausted_by_concurrent_jobs() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("d", 13, 29);
+    with_rootfs(&net);
+    // 8 addresses - network - broadcast - gateway = 5.
+    let holders: Vec<Child> = (0..5)
+        .map(|_| net.job(&[], HOLD).stdout(Stdio::null()).spawn().unwrap())
+        .collect();
+    net.wait_files(5);
+    let out = net.job(&[], "true").output().unwrap();
+    net.release_all();
+    wait_all(holders);
+    assert_eq!(code(&out), 125);
+    assert_eq!(
+        stderr(&out).trim(),
+        "repeatr: no free address in 198.18.13.0/29: 5 leased"
+    );
+    assert!(net.veths().is_empty());
+}
+
+#[test]
+fn ip_requests_are_checked() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("e", 14, 24);
+    with_rootfs(&net);
+    let holder = net
+        .job(&["--name", "holder", "--ip", "198.18.14.9"], HOLD)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    net.wait_files(1);
+    let cases = [
+        ("198.18.14.1", "gateway"),
+        ("198.18.14.0", "network"),
+        ("198.18.14.255", "broadcast"),
+        ("198.18.99.3", "outside"),
+        ("198.18.14.9", "holder"),
+    ];
+    let mut outs = Vec::new();
+    for (ip, _) in cases {
+        outs.push(net.job(&["--ip", ip], "true").output().unwrap());
+    }
+    net.release_all();
+    wait_all(vec![holder]);
+    for ((ip, needle), out) in cases.iter().zip(outs) {
+        let err = stderr(&out);
+        assert_eq!(code(&out), 125, "--ip {ip}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "--ip {ip}: {err}");
+    }
+    assert!(net.leases_json().is_empty());
+}
+
+#[test]
+fn twenty_first_runs_at_once_on_an_empty_state_dir() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("f", 15, 24);
+    with_rootfs(&net);
+    assert!(!net.repeatr.state.path().join("state.db").exists());
+    let children: Vec<Child> = (0..20)
+        .map(|_| {
+            net.job(&[], "ip -4 -o addr show eth0")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for out in wait_all(children) {
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(stdout(&out).contains("198.18.15."));
+    }
+    assert!(net.leases_json().is_empty());
+    assert!(net.veths().is_empty());
+}
+
+#[test]
+fn a_corrupt_state_file_is_detected_and_rebuilt() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("g", 16, 24);
+    with_rootfs(&net);
+    let holder = net
+        .job(&["--name", "survivor", "--ip", "198.18.16.20"], HOLD)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    net.wait_files(1);
+    let db = net.repeatr.state.path().join("state.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+    let out = net.job(&[], "true").output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{err}");
+    assert!(
+        err.contains("state.db") && err.contains("gc --rebuild"),
+        "{err}"
+    );
+    let out = net.output(&["gc", "--rebuild"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let leases = net.leases_json();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(leases[0]["job"], "survivor");
+    assert_eq!(leases[0]["state"], "running");
+    // The rebuilt state still knows .20 is taken.
+    let out = net.job(&["--ip", "198.18.16.20"], "true").output().unwrap();
+    assert_eq!(code(&out), 125);
+    assert!(stderr(&out).contains("survivor"), "{}", stderr(&out));
+    net.release_all();
+    wait_all(vec![holder]);
+    assert!(net.leases_json().is_empty());
+}
+
+#[test]
+fn leases_json_while_jobs_run_and_after() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("h", 17, 24);
+    with_rootfs(&net);
+    let holder = net
+        .job(&["--name", "listed", "--ip", "198.18.17.33"], HOLD)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    net.wait_files(1);
+    let leases = net.leases_json();
+    assert_eq!(leases.len(), 1);
+    let l = &leases[0];
+    assert_eq!(l["job"], "listed");
+    assert_eq!(l["ip"], "198.18.17.33");
+    assert_eq!(l["state"], "running");
+    assert_eq!(l["pid"], holder.id());
+    assert_eq!(l["iface"], format!("{}-{}", net.bridge, l["slot"]));
+    assert!(l["command"].as_str().unwrap().starts_with("/bin/sh -c"));
+    assert!(l["started_at"].as_str().unwrap().ends_with('Z'));
+    let table = stdout(&net.output(&["leases"]));
+    assert!(
+        table.starts_with("JOB") && table.contains("listed") && table.contains("running"),
+        "{table}"
+    );
+    net.release_all();
+    wait_all(vec![holder]);
+    assert!(net.leases_json().is_empty());
+    let out = net.output(&["gc"]);
+    assert_eq!(stdout(&out), "nothing to clean\n", "{}", stderr(&out));
+}
+
+#[test]
+fn gc_reclaims_and_deletes_leftovers() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("i", 18, 24);
+    with_rootfs(&net);
+    let mut runner = net
+        .job(&["--name", "crashy"], HOLD)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    net.wait_files(1);
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let iface = net.leases_json()[0]["iface"].as_str().unwrap().to_string();
+    leave_link(&iface);
+    let dry = net.output(&["gc", "--dry-run", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(v["reclaimed"][0]["job"], "crashy");
+    assert_eq!(v["veths_deleted"][0], iface.as_str());
+    assert_eq!(net.leases_json().len(), 1, "dry run changed nothing");
+    assert_eq!(net.veths(), [iface.clone()]);
+    let out = net.output(&["gc"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("reclaimed lease of job crashy"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(net.leases_json().is_empty());
+    assert!(net.veths().is_empty());
+}
+
+#[test]
+fn bad_network_config_is_refused_in_one_line() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("j", 19, 24);
+    with_rootfs(&net);
+    let host_route = host_route();
+    let cases: Vec<(String, &str)> = vec![
+        ("subnet = \"198.18.19.5/24\"".into(), "198.18.19.5/24"),
+        ("subnet = \"fd00::/64\"".into(), "IPv4"),
+        ("subnet = \"198.18.19.0/31\"".into(), "/31"),
+        ("subnet = \"198.18.19.0/32\"".into(), "/32"),
+        (format!("subnet = \"{host_route}\""), "network.subnet"),
+        ("bridge = \"bad name\"".into(), "bridge"),
+        ("bridge = \"waytoolongbridge\"".into(), "bridge"),
+        ("mtu = 0".into(), "mtu"),
+        ("mtu = 70000".into(), "mtu"),
+        ("colour = \"blue\"".into(), "colour"),
+    ];
+    for (line, needle) in cases {
+        let cfg = net.repeatr.state.path().join("bad.toml");
+        std::fs::write(&cfg, format!("[network]\n{line}\n")).unwrap();
+        let out = net
+            .cmd()
+            .env("REPEATR_CONFIG", &cfg)
+            .args(["run", "--rootfs"])
+            .arg(net.rootfs())
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(code(&out), 125, "{line}: {err}");
+        assert_eq!(err.lines().count(), 1, "{line}: {err}");
+        assert!(err.contains(needle), "{line}: {err}");
+    }
+    assert!(net.veths().is_empty());
+}
+
+/// The subnet of the host's first global IPv4 address (a route the host has).
+fn host_route() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "route", "show", "scope", "link"])
+        .output()
+        .unwrap();
+    stdout(&out)
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a link-scope route on the host")
+        .to_string()
+}
+
+#[test]
+fn a_read_only_state_dir_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("k", 20, 24);
+    with_rootfs(&net);
+    let ro = tempfile::Builder::new()
+        .prefix("rpt-ro-")
+        .tempdir()
+        .unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(ro.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(ro.path());
+    let out = net
+        .cmd()
+        .env("REPEATR_STATE_DIR", ro.path().join("state"))
+        .args(["run", "--rootfs"])
+        .arg(net.rootfs())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("Read-only"), "{err}");
+    assert!(net.veths().is_empty());
+}

@@ -123,24 +123,36 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, String>) {
     }
 }
 
-/// A runner invocation with its own state dir (removed on drop).
+/// A runner invocation with its own state dir (removed on drop) and its
+/// own config: a bridge of its own on a subnet from 198.18.0.0/15, so that a
+/// test that forgets `--net none` still never touches the host's defaults.
 pub struct Repeatr {
     pub state: tempfile::TempDir,
+    pub bridge: String,
 }
+
+static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Repeatr {
     pub fn new() -> Repeatr {
-        Repeatr {
-            state: tempfile::Builder::new()
-                .prefix("rpt-state-")
-                .tempdir()
-                .unwrap(),
-        }
+        let state = tempfile::Builder::new()
+            .prefix("rpt-state-")
+            .tempdir()
+            .unwrap();
+        let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let bridge = format!("rd{}{}", std::process::id() % 100000, n % 1000);
+        let config = format!(
+            "[network]\nbridge = \"{bridge}\"\nsubnet = \"198.19.{}.0/24\"\ndns = []\n",
+            n % 128
+        );
+        std::fs::write(state.path().join("default.toml"), config).unwrap();
+        Repeatr { state, bridge }
     }
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_repeatr"));
         c.env("REPEATR_STATE_DIR", self.state.path())
+            .env("REPEATR_CONFIG", self.state.path().join("default.toml"))
             .env_remove("RUST_LOG");
         c
     }
@@ -148,13 +160,11 @@ impl Repeatr {
     /// `repeatr run --rootfs ROOTFS [opts] -- argv`, output captured.
     pub fn run(&self, rootfs: &Path, opts: &[&str], argv: &[&str]) -> Output {
         let mut c = self.cmd();
-        c.arg("run")
-            .arg("--rootfs")
-            .arg(rootfs)
-            .args(opts)
-            .arg("--")
-            .args(argv)
-            .stdin(Stdio::null());
+        c.arg("run").arg("--rootfs").arg(rootfs);
+        if !opts.contains(&"--net") {
+            c.args(["--net", "none"]);
+        }
+        c.args(opts).arg("--").args(argv).stdin(Stdio::null());
         c.output().unwrap()
     }
 
@@ -167,12 +177,22 @@ impl Repeatr {
         c.arg("run")
             .arg("--rootfs")
             .arg(rootfs)
-            .args(["--", "/bin/sh", "-c", script]);
+            .args(["--net", "none", "--", "/bin/sh", "-c", script]);
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+}
+
+impl Drop for Repeatr {
+    fn drop(&mut self) {
+        // Only there if a test ran a networked job on the default config.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

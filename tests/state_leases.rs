@@ -225,6 +225,51 @@ fn slash_29_exhausts_after_five() {
     assert_eq!(state.list().unwrap().len(), 5);
 }
 
+/// 1023 held locks are 1023 fds, beside those of the tests running in
+/// parallel: more than a default soft limit of 1024.
+fn raise_fd_limit(want: libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write only the struct we pass.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+}
+
+#[test]
+fn bridge_out_of_slots() {
+    raise_fd_limit(1023 + 256);
+    let (_tmp, state) = fresh();
+    // Held slot locks without rows (what a db that lost them would show)
+    // must be skipped like leased ones.
+    let held: Vec<_> = (0..1023)
+        .map(|s| state.try_lock_slot(BRIDGE, s).unwrap().unwrap())
+        .collect();
+    let e = state
+        .acquire(&req("late", "198.18.16.0/20"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "no free slot on bridge rtest0: all 1023 are in use (a Linux bridge takes at most 1024 ports); wait for jobs to end or use another bridge"
+    );
+    drop(held);
+    assert_eq!(
+        state
+            .acquire(&req("late", "198.18.16.0/20"))
+            .unwrap()
+            .record
+            .slot,
+        0
+    );
+}
+
 #[test]
 fn round_robin_after_release() {
     let (_tmp, state) = fresh();
@@ -640,6 +685,18 @@ fn db_that_forgot_a_live_job_blocks_allocation() {
     StateDir::rebuild(&root).unwrap();
     let next = state.acquire(&req("x", "198.18.13.0/24")).unwrap();
     assert_ne!(next.record.ip, live.record.ip);
+}
+
+#[test]
+fn damaged_sidecar_of_a_known_job_is_rewritten() {
+    let (_tmp, state) = fresh();
+    let live = state.acquire(&req("live", "198.18.13.0/24")).unwrap();
+    let path = state.root().join("slots").join(BRIDGE).join("0.json");
+    std::fs::write(&path, "{ not json").unwrap();
+    let _next = state.acquire(&req("next", "198.18.13.0/24")).unwrap();
+    let back: repeatr::state::LeaseRecord =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(back, live.record);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use rusqlite::ErrorCode;
 
+use super::MAX_SLOTS;
 use crate::config::ConfigError;
 
 /// The command that repairs a damaged or lost state.db.
@@ -58,9 +59,9 @@ pub enum StateError {
     Exhausted { subnet: Ipv4Net, leased: usize },
 
     #[error(
-        "no free slot on bridge {bridge}: {leased} leased (a bridge takes at most 1023 jobs); wait for jobs to end or use another bridge"
+        "no free slot on bridge {bridge}: all {MAX_SLOTS} are in use (a Linux bridge takes at most 1024 ports); wait for jobs to end or use another bridge"
     )]
-    NoFreeSlot { bridge: String, leased: usize },
+    NoFreeSlot { bridge: String },
 
     #[error("--ip {ip} is the {role} of {subnet}; pick a host address or leave --ip out")]
     IpReserved {
@@ -154,5 +155,45 @@ impl fmt::Display for DbHint<'_> {
             }
             _ => "",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_msg(kind: io::ErrorKind) -> String {
+        let e = StateError::io("open lock file", Path::new("/run/repeatr/state.lock"))(
+            io::Error::from(kind),
+        );
+        let msg = e.to_string();
+        assert!(
+            !msg.contains('\n') && msg.contains("/run/repeatr/state.lock"),
+            "{msg}"
+        );
+        msg
+    }
+
+    #[test]
+    fn io_errors_say_what_to_do() {
+        assert!(io_msg(io::ErrorKind::ReadOnlyFilesystem).contains("must be writable"));
+        assert!(io_msg(io::ErrorKind::StorageFull).contains("is full"));
+        assert!(io_msg(io::ErrorKind::PermissionDenied).contains("root"));
+    }
+
+    #[test]
+    fn sqlite_errors_are_classified() {
+        let db = Path::new("/run/repeatr/state.db");
+        let sqlite = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        let e = StateError::db(db)(sqlite(rusqlite::ffi::SQLITE_NOTADB));
+        assert!(matches!(e, StateError::Corrupt { .. }));
+        assert!(e.to_string().contains("repeatr gc --rebuild"), "{e}");
+        let e = StateError::db(db)(sqlite(rusqlite::ffi::SQLITE_FULL)).to_string();
+        assert!(
+            e.contains("state.db") && e.contains("is full") && !e.contains('\n'),
+            "{e}"
+        );
+        let e = StateError::db(db)(sqlite(rusqlite::ffi::SQLITE_READONLY)).to_string();
+        assert!(e.contains("must be writable"), "{e}");
     }
 }

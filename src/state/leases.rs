@@ -224,15 +224,16 @@ impl StateDir {
             .collect();
         let mut removed = Vec::new();
         for found in sidecar::scan(&self.slots)? {
-            let matches = match (
-                &found.record,
-                by_slot.get(&(found.bridge.as_str(), found.slot)),
-            ) {
-                (Some(rec), Some(row)) => rec.job == row.job && rec.ip == row.ip,
-                _ => false,
-            };
-            if matches {
-                continue;
+            let row = by_slot.get(&(found.bridge.as_str(), found.slot));
+            match (&found.record, row) {
+                (Some(rec), Some(row)) if rec.job == row.job && rec.ip == row.ip => continue,
+                // Damaged, but the row says what it held: rewrite it, so
+                // that a later rebuild still finds this job.
+                (None, Some(row)) => {
+                    sidecar::write(&self.slot_paths(&row.bridge, row.slot), row)?;
+                    continue;
+                }
+                _ => {}
             }
             if self.sidecar_live(&found)? {
                 return Err(self.lost_lease(found));
@@ -254,7 +255,6 @@ impl StateDir {
         }
         Err(StateError::NoFreeSlot {
             bridge: bridge.to_string(),
-            leased: used.len(),
         })
     }
 }

@@ -65,7 +65,13 @@ fn child_runner() {
     }
     let state = StateDir::open(Path::new(&dir)).unwrap();
     let lease = state.acquire(&req(&job, &net)).unwrap();
-    println!("LEASE {} {}", lease.record.ip, lease.record.slot);
+    let reclaimed: Vec<String> = lease.reclaimed.iter().map(u16::to_string).collect();
+    println!(
+        "LEASE {} {} r{}",
+        lease.record.ip,
+        lease.record.slot,
+        reclaimed.join(",")
+    );
     std::io::stdout().flush().unwrap();
     let mut sink = Vec::new();
     std::io::stdin().read_to_end(&mut sink).unwrap();
@@ -96,16 +102,28 @@ impl Runner {
     /// Reads up to the `LEASE` line. The harness prints its own output too,
     /// and `test child_runner ... ` has no newline before the test runs.
     fn lease(&mut self) -> (Ipv4Addr, u16) {
+        let (ip, slot, _) = self.lease_reclaiming();
+        (ip, slot)
+    }
+
+    /// The lease and the slots its acquisition reclaimed.
+    fn lease_reclaiming(&mut self) -> (Ipv4Addr, u16, Vec<u16>) {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(
-                self.out.read_line(&mut line).unwrap() > 0,
-                "child exited without a lease"
-            );
+            let n = self.out.read_line(&mut line).unwrap();
+            assert!(n > 0, "child exited without a lease");
             if let Some((_, rest)) = line.split_once("LEASE ") {
-                let (ip, slot) = rest.trim().split_once(' ').unwrap();
-                return (ip.parse().unwrap(), slot.parse().unwrap());
+                let mut words = rest.split_whitespace();
+                let ip = words.next().unwrap().parse().unwrap();
+                let slot = words.next().unwrap().parse().unwrap();
+                let reclaimed = words.next().unwrap().trim_start_matches('r');
+                let reclaimed = reclaimed
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+                return (ip, slot, reclaimed);
             }
         }
     }
@@ -183,6 +201,41 @@ fn killed_runner_is_reclaimed() {
     let listed = state.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].lease.job, "next");
+}
+
+#[test]
+fn concurrent_runners_reclaim_each_stale_lease_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    StateDir::open(&dir).unwrap();
+    for slot in 0..5u16 {
+        let addr = format!("198.18.9.{}", 100 + slot);
+        insert_row(
+            &dir,
+            &format!("dead{slot}"),
+            &addr,
+            slot,
+            1,
+            1,
+            &current_boot_id(),
+        );
+    }
+    let go = tmp.path().join("go");
+    let mut runners: Vec<Runner> = (0..10)
+        .map(|i| spawn_runner(&dir, &format!("job{i}"), "198.18.9.0/24", &go))
+        .collect();
+    std::fs::write(&go, "").unwrap();
+    let leases: Vec<_> = runners.iter_mut().map(Runner::lease_reclaiming).collect();
+    let mut reclaimed: Vec<u16> = leases.iter().flat_map(|l| l.2.iter().copied()).collect();
+    reclaimed.sort();
+    assert_eq!(
+        reclaimed,
+        [0, 1, 2, 3, 4],
+        "each stale lease reclaimed exactly once: {leases:?}"
+    );
+    let slots: HashSet<u16> = leases.iter().map(|l| l.1).collect();
+    assert_eq!(slots, (0..10).collect());
+    runners.into_iter().for_each(Runner::finish);
 }
 
 fn sidecars(dir: &Path) -> usize {

@@ -792,3 +792,108 @@ fn bad_requests_are_refused() {
         assert!(!e.contains('\n'), "{e}");
     }
 }
+
+// ---- full and read-only filesystems (root only) ----------------------------
+
+/// In a child with its own mount namespace: a 512 KiB tmpfs as the state
+/// dir's filesystem, filled up, then remounted read-only. Prints one
+/// `RESULT <case> <message>` line per case.
+#[test]
+fn child_small_fs() {
+    use nix::mount::{MsFlags, mount};
+    let Ok(dir) = std::env::var("REPEATR_TEST_SMALLFS") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap();
+    mount(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=512k"),
+    )
+    .unwrap();
+    let root = dir.join("state");
+    let state = StateDir::open(&root).unwrap();
+    let _held = state.acquire(&req("first", "198.18.17.0/24")).unwrap();
+
+    let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
+    while filler.write_all(&[0u8; 4096]).is_ok() {}
+    let _ = filler.sync_all();
+    let full = (0..50).find_map(|i| {
+        state
+            .acquire(&req(&format!("j{i}"), "198.18.17.0/24"))
+            .err()
+    });
+    println!(
+        "RESULT full {}",
+        full.map(|e| e.to_string()).unwrap_or_default()
+    );
+
+    drop(filler);
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    // A file open for writing (the slot lock) makes a read-only remount
+    // fail with EBUSY.
+    drop(_held);
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(none, &dir, none, flags, none).unwrap();
+    let ro = StateDir::open(&root).err();
+    println!(
+        "RESULT ro {}",
+        ro.map(|e| e.to_string()).unwrap_or_default()
+    );
+    let ro = state.acquire(&req("late", "198.18.17.0/24")).err();
+    println!(
+        "RESULT ro_acquire {}",
+        ro.map(|e| e.to_string()).unwrap_or_default()
+    );
+}
+
+#[test]
+fn full_and_read_only_state_dir_errors() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_small_fs",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("REPEATR_TEST_SMALLFS", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = |case: &str| {
+        let tag = format!("RESULT {case} ");
+        stdout
+            .lines()
+            .find_map(|l| l.split_once(&tag).map(|(_, m)| m.to_string()))
+            .unwrap_or_else(|| panic!("no {case} result in {stdout}"))
+    };
+    let root = tmp.path().join("state");
+    for (case, want) in [
+        ("full", "is full"),
+        ("ro", "must be writable"),
+        ("ro_acquire", "must be writable"),
+    ] {
+        let msg = result(case);
+        assert!(msg.contains(want), "{case}: {msg}");
+        assert!(
+            msg.contains(root.to_str().unwrap()),
+            "{case} names no file: {msg}"
+        );
+    }
+}

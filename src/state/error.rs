@@ -17,17 +17,19 @@ pub const REBUILD_HINT: &str = "run `repeatr gc --rebuild` to rebuild it from th
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot {action} {}: {source}{}", path.display(), IoHint(source))]
+    #[error("cannot {action} {}: {source}{hint}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
         source: io::Error,
+        hint: Hint,
     },
 
-    #[error("state database {}: {source}{}", path.display(), DbHint(source))]
+    #[error("state database {}: {source}{hint}", path.display())]
     Db {
         path: PathBuf,
         source: rusqlite::Error,
+        hint: Hint,
     },
 
     #[error("state database {} is corrupt ({detail}); {REBUILD_HINT}", path.display())]
@@ -91,10 +93,19 @@ pub enum StateError {
 impl StateError {
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
         let path = path.to_path_buf();
-        move |source| StateError::Io {
-            action,
-            path,
-            source,
+        move |source| {
+            let hint = match source.kind() {
+                io::ErrorKind::ReadOnlyFilesystem => Hint::ReadOnly,
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Hint::Full,
+                io::ErrorKind::PermissionDenied => Hint::Permission,
+                _ => Hint::None,
+            };
+            StateError::Io {
+                action,
+                path,
+                source,
+                hint,
+            }
         }
     }
 
@@ -114,47 +125,63 @@ impl StateError {
                     path,
                     detail: source.to_string(),
                 },
-                source => StateError::Db { path, source },
+                source => {
+                    let hint = db_hint(&path, &source);
+                    StateError::Db { path, source, hint }
+                }
             },
         }
     }
 }
 
-/// What to do about an I/O error, by its kind.
-struct IoHint<'a>(&'a io::Error);
+/// What to do about a failure, appended to its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    None,
+    ReadOnly,
+    Full,
+    Permission,
+    Busy,
+}
 
-impl fmt::Display for IoHint<'_> {
+impl fmt::Display for Hint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0.kind() {
-            io::ErrorKind::ReadOnlyFilesystem => {
+        f.write_str(match self {
+            Hint::None => "",
+            Hint::ReadOnly => {
                 "; the state dir must be writable: remount it read-write or use another state dir"
             }
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-                "; the state dir's filesystem is full: free some space"
-            }
-            io::ErrorKind::PermissionDenied => "; run repeatr as root or fix the permissions",
-            _ => "",
+            Hint::Full => "; the state dir's filesystem is full: free some space",
+            Hint::Permission => "; run repeatr as root or fix the permissions",
+            Hint::Busy => "; another repeatr held it too long: retry",
         })
     }
 }
 
-struct DbHint<'a>(&'a rusqlite::Error);
+fn db_hint(db: &Path, e: &rusqlite::Error) -> Hint {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly) => Hint::ReadOnly,
+        Some(ErrorCode::DiskFull) => Hint::Full,
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => Hint::Permission,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Hint::Busy,
+        // SQLite reports ENOSPC on its WAL or shared-memory file as a plain
+        // "disk I/O error": look at the filesystem to tell the user why.
+        Some(ErrorCode::SystemIoFailure) => fs_hint(db),
+        _ => Hint::None,
+    }
+}
 
-impl fmt::Display for DbHint<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0.sqlite_error_code() {
-            Some(ErrorCode::ReadOnly) => {
-                "; the state dir must be writable: remount it read-write or use another state dir"
-            }
-            Some(ErrorCode::DiskFull) => "; the state dir's filesystem is full: free some space",
-            Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
-                "; check that the state dir exists and is writable by root"
-            }
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-                "; another repeatr held it too long: retry"
-            }
-            _ => "",
-        })
+fn fs_hint(db: &Path) -> Hint {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let Some(Ok(fs)) = db.parent().map(statvfs) else {
+        return Hint::None;
+    };
+    if fs.flags().contains(FsFlags::ST_RDONLY) {
+        Hint::ReadOnly
+    } else if fs.blocks_available() == 0 {
+        Hint::Full
+    } else {
+        Hint::None
     }
 }
 

@@ -331,7 +331,16 @@ fn bridge_out_of_slots() {
 #[test]
 fn round_robin_after_release() {
     let (_tmp, state) = fresh();
-    let a = state.acquire(&req("a", "198.18.3.0/24")).unwrap();
+    let net = repeatr::config::Config::parse(
+        "[network]\nbridge = \"rtest0\"\nsubnet = \"198.18.3.0/24\"\n",
+        Path::new("test.toml"),
+        "",
+    )
+    .unwrap()
+    .network;
+    let a = state
+        .acquire(&LeaseRequest::new(&net, "a", "true"))
+        .unwrap();
     assert_eq!(a.record.ip, ip("198.18.3.2"));
     assert_eq!(a.record.iface, format!("{BRIDGE}-0"));
     state.release(a).unwrap();
@@ -896,4 +905,20 @@ fn full_and_read_only_state_dir_errors() {
             "{case} names no file: {msg}"
         );
     }
+}
+
+#[test]
+fn reclaiming_an_old_row_keeps_the_sidecar_of_a_live_job_in_its_slot() {
+    let (_tmp, state) = fresh();
+    let live = state.acquire(&req("live", "198.18.18.0/24")).unwrap();
+    // A database restored from an old copy: the live job's row is gone and
+    // an old-boot row claims its slot.
+    let conn = Connection::open(state.root().join("state.db")).unwrap();
+    conn.execute("DELETE FROM leases", []).unwrap();
+    drop(conn);
+    insert_row_without_lock_file(state.root(), "old", "198.18.9.9", 0, 1, 1, "other-boot");
+    let e = state.acquire(&req("x", "198.18.18.0/24")).unwrap_err();
+    assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
+    let report = StateDir::rebuild(state.root()).unwrap();
+    assert_eq!(report.restored, vec![live.record.clone()]);
 }

@@ -65,7 +65,13 @@ fn child_runner() {
     }
     let state = StateDir::open(Path::new(&dir)).unwrap();
     let lease = state.acquire(&req(&job, &net)).unwrap();
-    println!("LEASE {} {}", lease.record.ip, lease.record.slot);
+    let reclaimed: Vec<String> = lease.reclaimed.iter().map(u16::to_string).collect();
+    println!(
+        "LEASE {} {} r{}",
+        lease.record.ip,
+        lease.record.slot,
+        reclaimed.join(",")
+    );
     std::io::stdout().flush().unwrap();
     let mut sink = Vec::new();
     std::io::stdin().read_to_end(&mut sink).unwrap();
@@ -96,16 +102,28 @@ impl Runner {
     /// Reads up to the `LEASE` line. The harness prints its own output too,
     /// and `test child_runner ... ` has no newline before the test runs.
     fn lease(&mut self) -> (Ipv4Addr, u16) {
+        let (ip, slot, _) = self.lease_reclaiming();
+        (ip, slot)
+    }
+
+    /// The lease and the slots its acquisition reclaimed.
+    fn lease_reclaiming(&mut self) -> (Ipv4Addr, u16, Vec<u16>) {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(
-                self.out.read_line(&mut line).unwrap() > 0,
-                "child exited without a lease"
-            );
+            let n = self.out.read_line(&mut line).unwrap();
+            assert!(n > 0, "child exited without a lease");
             if let Some((_, rest)) = line.split_once("LEASE ") {
-                let (ip, slot) = rest.trim().split_once(' ').unwrap();
-                return (ip.parse().unwrap(), slot.parse().unwrap());
+                let mut words = rest.split_whitespace();
+                let ip = words.next().unwrap().parse().unwrap();
+                let slot = words.next().unwrap().parse().unwrap();
+                let reclaimed = words.next().unwrap().trim_start_matches('r');
+                let reclaimed = reclaimed
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+                return (ip, slot, reclaimed);
             }
         }
     }
@@ -185,6 +203,41 @@ fn killed_runner_is_reclaimed() {
     assert_eq!(listed[0].lease.job, "next");
 }
 
+#[test]
+fn concurrent_runners_reclaim_each_stale_lease_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    StateDir::open(&dir).unwrap();
+    for slot in 0..5u16 {
+        let addr = format!("198.18.9.{}", 100 + slot);
+        insert_row(
+            &dir,
+            &format!("dead{slot}"),
+            &addr,
+            slot,
+            1,
+            1,
+            &current_boot_id(),
+        );
+    }
+    let go = tmp.path().join("go");
+    let mut runners: Vec<Runner> = (0..10)
+        .map(|i| spawn_runner(&dir, &format!("job{i}"), "198.18.9.0/24", &go))
+        .collect();
+    std::fs::write(&go, "").unwrap();
+    let leases: Vec<_> = runners.iter_mut().map(Runner::lease_reclaiming).collect();
+    let mut reclaimed: Vec<u16> = leases.iter().flat_map(|l| l.2.iter().copied()).collect();
+    reclaimed.sort();
+    assert_eq!(
+        reclaimed,
+        [0, 1, 2, 3, 4],
+        "each stale lease reclaimed exactly once: {leases:?}"
+    );
+    let slots: HashSet<u16> = leases.iter().map(|l| l.1).collect();
+    assert_eq!(slots, (0..10).collect());
+    runners.into_iter().for_each(Runner::finish);
+}
+
 fn sidecars(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("slots").join(BRIDGE))
         .map(|d| {
@@ -225,10 +278,69 @@ fn slash_29_exhausts_after_five() {
     assert_eq!(state.list().unwrap().len(), 5);
 }
 
+/// 1023 held locks are 1023 fds, beside those of the tests running in
+/// parallel: more than a default soft limit of 1024. False if the hard
+/// limit is too low.
+fn raise_fd_limit(want: libc::rlim_t) -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write only the struct we pass.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    lim.rlim_cur >= want
+}
+
+#[test]
+fn bridge_out_of_slots() {
+    if !raise_fd_limit(1023 + 256) {
+        eprintln!("skipped: RLIMIT_NOFILE hard limit below 1279");
+        return;
+    }
+    let (_tmp, state) = fresh();
+    // Held slot locks without rows (what a db that lost them would show)
+    // must be skipped like leased ones.
+    let held: Vec<_> = (0..1023)
+        .map(|s| state.try_lock_slot(BRIDGE, s).unwrap().unwrap())
+        .collect();
+    let e = state
+        .acquire(&req("late", "198.18.16.0/20"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "no free slot on bridge rtest0: all 1023 are in use (a Linux bridge takes at most 1024 ports); wait for jobs to end or use another bridge"
+    );
+    drop(held);
+    assert_eq!(
+        state
+            .acquire(&req("late", "198.18.16.0/20"))
+            .unwrap()
+            .record
+            .slot,
+        0
+    );
+}
+
 #[test]
 fn round_robin_after_release() {
     let (_tmp, state) = fresh();
-    let a = state.acquire(&req("a", "198.18.3.0/24")).unwrap();
+    let net = repeatr::config::Config::parse(
+        "[network]\nbridge = \"rtest0\"\nsubnet = \"198.18.3.0/24\"\n",
+        Path::new("test.toml"),
+        "",
+    )
+    .unwrap()
+    .network;
+    let a = state
+        .acquire(&LeaseRequest::new(&net, "a", "true"))
+        .unwrap();
     assert_eq!(a.record.ip, ip("198.18.3.2"));
     assert_eq!(a.record.iface, format!("{BRIDGE}-0"));
     state.release(a).unwrap();
@@ -643,6 +755,18 @@ fn db_that_forgot_a_live_job_blocks_allocation() {
 }
 
 #[test]
+fn damaged_sidecar_of_a_known_job_is_rewritten() {
+    let (_tmp, state) = fresh();
+    let live = state.acquire(&req("live", "198.18.13.0/24")).unwrap();
+    let path = state.root().join("slots").join(BRIDGE).join("0.json");
+    std::fs::write(&path, "{ not json").unwrap();
+    let _next = state.acquire(&req("next", "198.18.13.0/24")).unwrap();
+    let back: repeatr::state::LeaseRecord =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(back, live.record);
+}
+
+#[test]
 fn unusable_state_dir_names_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("not-a-dir");
@@ -676,4 +800,125 @@ fn bad_requests_are_refused() {
         let e = state.acquire(&r).unwrap_err().to_string();
         assert!(!e.contains('\n'), "{e}");
     }
+}
+
+// ---- full and read-only filesystems (root only) ----------------------------
+
+/// In a child with its own mount namespace: a 512 KiB tmpfs as the state
+/// dir's filesystem, filled up, then remounted read-only. Prints one
+/// `RESULT <case> <message>` line per case.
+#[test]
+fn child_small_fs() {
+    use nix::mount::{MsFlags, mount};
+    let Ok(dir) = std::env::var("REPEATR_TEST_SMALLFS") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap();
+    mount(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=512k"),
+    )
+    .unwrap();
+    let root = dir.join("state");
+    let state = StateDir::open(&root).unwrap();
+    let _held = state.acquire(&req("first", "198.18.17.0/24")).unwrap();
+
+    let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
+    while filler.write_all(&[0u8; 4096]).is_ok() {}
+    let _ = filler.sync_all();
+    let full = (0..50).find_map(|i| {
+        state
+            .acquire(&req(&format!("j{i}"), "198.18.17.0/24"))
+            .err()
+    });
+    println!(
+        "RESULT full {}",
+        full.map(|e| e.to_string()).unwrap_or_default()
+    );
+
+    drop(filler);
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    // A file open for writing (the slot lock) makes a read-only remount
+    // fail with EBUSY.
+    drop(_held);
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(none, &dir, none, flags, none).unwrap();
+    let ro = StateDir::open(&root).err();
+    println!(
+        "RESULT ro {}",
+        ro.map(|e| e.to_string()).unwrap_or_default()
+    );
+    let ro = state.acquire(&req("late", "198.18.17.0/24")).err();
+    println!(
+        "RESULT ro_acquire {}",
+        ro.map(|e| e.to_string()).unwrap_or_default()
+    );
+}
+
+#[test]
+fn full_and_read_only_state_dir_errors() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_small_fs",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("REPEATR_TEST_SMALLFS", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = |case: &str| {
+        let tag = format!("RESULT {case} ");
+        stdout
+            .lines()
+            .find_map(|l| l.split_once(&tag).map(|(_, m)| m.to_string()))
+            .unwrap_or_else(|| panic!("no {case} result in {stdout}"))
+    };
+    let root = tmp.path().join("state");
+    for (case, want) in [
+        ("full", "is full"),
+        ("ro", "must be writable"),
+        ("ro_acquire", "must be writable"),
+    ] {
+        let msg = result(case);
+        assert!(msg.contains(want), "{case}: {msg}");
+        assert!(
+            msg.contains(root.to_str().unwrap()),
+            "{case} names no file: {msg}"
+        );
+    }
+}
+
+#[test]
+fn reclaiming_an_old_row_keeps_the_sidecar_of_a_live_job_in_its_slot() {
+    let (_tmp, state) = fresh();
+    let live = state.acquire(&req("live", "198.18.18.0/24")).unwrap();
+    // A database restored from an old copy: the live job's row is gone and
+    // an old-boot row claims its slot.
+    let conn = Connection::open(state.root().join("state.db")).unwrap();
+    conn.execute("DELETE FROM leases", []).unwrap();
+    drop(conn);
+    insert_row_without_lock_file(state.root(), "old", "198.18.9.9", 0, 1, 1, "other-boot");
+    let e = state.acquire(&req("x", "198.18.18.0/24")).unwrap_err();
+    assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
+    let report = StateDir::rebuild(state.root()).unwrap();
+    assert_eq!(report.restored, vec![live.record.clone()]);
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use rusqlite::ErrorCode;
 
+use super::MAX_SLOTS;
 use crate::config::ConfigError;
 
 /// The command that repairs a damaged or lost state.db.
@@ -16,17 +17,19 @@ pub const REBUILD_HINT: &str = "run `repeatr gc --rebuild` to rebuild it from th
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot {action} {}: {source}{}", path.display(), IoHint(source))]
+    #[error("cannot {action} {}: {source}{hint}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
         source: io::Error,
+        hint: Hint,
     },
 
-    #[error("state database {}: {source}{}", path.display(), DbHint(source))]
+    #[error("state database {}: {source}{hint}", path.display())]
     Db {
         path: PathBuf,
         source: rusqlite::Error,
+        hint: Hint,
     },
 
     #[error("state database {} is corrupt ({detail}); {REBUILD_HINT}", path.display())]
@@ -58,9 +61,9 @@ pub enum StateError {
     Exhausted { subnet: Ipv4Net, leased: usize },
 
     #[error(
-        "no free slot on bridge {bridge}: {leased} leased (a bridge takes at most 1023 jobs); wait for jobs to end or use another bridge"
+        "no free slot on bridge {bridge}: all {MAX_SLOTS} are in use (a Linux bridge takes at most 1024 ports); wait for jobs to end or use another bridge"
     )]
-    NoFreeSlot { bridge: String, leased: usize },
+    NoFreeSlot { bridge: String },
 
     #[error("--ip {ip} is the {role} of {subnet}; pick a host address or leave --ip out")]
     IpReserved {
@@ -90,10 +93,19 @@ pub enum StateError {
 impl StateError {
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
         let path = path.to_path_buf();
-        move |source| StateError::Io {
-            action,
-            path,
-            source,
+        move |source| {
+            let hint = match source.kind() {
+                io::ErrorKind::ReadOnlyFilesystem => Hint::ReadOnly,
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Hint::Full,
+                io::ErrorKind::PermissionDenied => Hint::Permission,
+                _ => Hint::None,
+            };
+            StateError::Io {
+                action,
+                path,
+                source,
+                hint,
+            }
         }
     }
 
@@ -113,46 +125,102 @@ impl StateError {
                     path,
                     detail: source.to_string(),
                 },
-                source => StateError::Db { path, source },
+                source => {
+                    let hint = db_hint(&path, &source);
+                    StateError::Db { path, source, hint }
+                }
             },
         }
     }
 }
 
-/// What to do about an I/O error, by its kind.
-struct IoHint<'a>(&'a io::Error);
+/// What to do about a failure, appended to its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    None,
+    ReadOnly,
+    Full,
+    Permission,
+    Busy,
+}
 
-impl fmt::Display for IoHint<'_> {
+impl fmt::Display for Hint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0.kind() {
-            io::ErrorKind::ReadOnlyFilesystem => {
+        f.write_str(match self {
+            Hint::None => "",
+            Hint::ReadOnly => {
                 "; the state dir must be writable: remount it read-write or use another state dir"
             }
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-                "; the state dir's filesystem is full: free some space"
-            }
-            io::ErrorKind::PermissionDenied => "; run repeatr as root or fix the permissions",
-            _ => "",
+            Hint::Full => "; the state dir's filesystem is full: free some space",
+            Hint::Permission => "; run repeatr as root or fix the permissions",
+            Hint::Busy => "; another repeatr held it too long: retry",
         })
     }
 }
 
-struct DbHint<'a>(&'a rusqlite::Error);
+fn db_hint(db: &Path, e: &rusqlite::Error) -> Hint {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly) => Hint::ReadOnly,
+        Some(ErrorCode::DiskFull) => Hint::Full,
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => Hint::Permission,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Hint::Busy,
+        // SQLite reports ENOSPC on its WAL or shared-memory file as a plain
+        // "disk I/O error": look at the filesystem to tell the user why.
+        Some(ErrorCode::SystemIoFailure) => fs_hint(db),
+        _ => Hint::None,
+    }
+}
 
-impl fmt::Display for DbHint<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0.sqlite_error_code() {
-            Some(ErrorCode::ReadOnly) => {
-                "; the state dir must be writable: remount it read-write or use another state dir"
-            }
-            Some(ErrorCode::DiskFull) => "; the state dir's filesystem is full: free some space",
-            Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
-                "; check that the state dir exists and is writable by root"
-            }
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-                "; another repeatr held it too long: retry"
-            }
-            _ => "",
-        })
+fn fs_hint(db: &Path) -> Hint {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let Some(Ok(fs)) = db.parent().map(statvfs) else {
+        return Hint::None;
+    };
+    if fs.flags().contains(FsFlags::ST_RDONLY) {
+        Hint::ReadOnly
+    } else if fs.blocks_available() == 0 {
+        Hint::Full
+    } else {
+        Hint::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_msg(kind: io::ErrorKind) -> String {
+        let e = StateError::io("open lock file", Path::new("/run/repeatr/state.lock"))(
+            io::Error::from(kind),
+        );
+        let msg = e.to_string();
+        assert!(
+            !msg.contains('\n') && msg.contains("/run/repeatr/state.lock"),
+            "{msg}"
+        );
+        msg
+    }
+
+    #[test]
+    fn io_errors_say_what_to_do() {
+        assert!(io_msg(io::ErrorKind::ReadOnlyFilesystem).contains("must be writable"));
+        assert!(io_msg(io::ErrorKind::StorageFull).contains("is full"));
+        assert!(io_msg(io::ErrorKind::PermissionDenied).contains("root"));
+    }
+
+    #[test]
+    fn sqlite_errors_are_classified() {
+        let db = Path::new("/run/repeatr/state.db");
+        let sqlite = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        let e = StateError::db(db)(sqlite(rusqlite::ffi::SQLITE_NOTADB));
+        assert!(matches!(e, StateError::Corrupt { .. }));
+        assert!(e.to_string().contains("repeatr gc --rebuild"), "{e}");
+        let e = StateError::db(db)(sqlite(rusqlite::ffi::SQLITE_FULL)).to_string();
+        assert!(
+            e.contains("state.db") && e.contains("is full") && !e.contains('\n'),
+            "{e}"
+        );
+        let e = StateError::db(db)(sqlite(rusqlite::ffi::SQLITE_READONLY)).to_string();
+        assert!(e.contains("must be writable"), "{e}");
     }
 }

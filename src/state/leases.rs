@@ -33,8 +33,6 @@ impl StateDir {
         let tx = schema::write_tx(&mut conn, &self.db)?;
         let mut rows = load(&tx, &self.db)?;
         let reclaimed = self.reclaim(&tx, &mut rows, Some(&req.bridge))?;
-        self.check_sidecars(&rows)?;
-
         if let Some(i) = rows.iter().position(|r| r.job == req.job) {
             let holder = &rows[i];
             if self.is_live(holder)? {
@@ -48,6 +46,7 @@ impl StateDir {
             let dead = rows.swap_remove(i);
             self.forget(&tx, &dead)?;
         }
+        self.check_sidecars(&rows)?;
 
         let taken: HashMap<Ipv4Addr, &str> = rows.iter().map(|r| (r.ip, r.job.as_str())).collect();
         let ip = match req.ip {
@@ -205,11 +204,14 @@ impl StateDir {
         Ok(dead)
     }
 
-    /// Deletes a dead lease's row and sidecar.
+    /// Deletes a dead lease's row. Its sidecar is left to
+    /// `check_sidecars`, which removes it only if it is dead too: the file
+    /// at that path may belong to a live job the database lost, and is then
+    /// the only record of that job's address.
     fn forget(&self, conn: &Connection, row: &LeaseRecord) -> Result<(), StateError> {
         conn.execute("DELETE FROM leases WHERE job = ?1", params![row.job])
-            .map_err(StateError::db(&self.db))?;
-        sidecar::remove(&self.slot_paths(&row.bridge, row.slot).json)
+            .map(drop)
+            .map_err(StateError::db(&self.db))
     }
 
     /// Compares the sidecars on disk with the rows (live ones, after
@@ -224,15 +226,16 @@ impl StateDir {
             .collect();
         let mut removed = Vec::new();
         for found in sidecar::scan(&self.slots)? {
-            let matches = match (
-                &found.record,
-                by_slot.get(&(found.bridge.as_str(), found.slot)),
-            ) {
-                (Some(rec), Some(row)) => rec.job == row.job && rec.ip == row.ip,
-                _ => false,
-            };
-            if matches {
-                continue;
+            let row = by_slot.get(&(found.bridge.as_str(), found.slot));
+            match (&found.record, row) {
+                (Some(rec), Some(row)) if rec.job == row.job && rec.ip == row.ip => continue,
+                // Damaged, but the row says what it held: rewrite it, so
+                // that a later rebuild still finds this job.
+                (None, Some(row)) => {
+                    sidecar::write(&self.slot_paths(&row.bridge, row.slot), row)?;
+                    continue;
+                }
+                _ => {}
             }
             if self.sidecar_live(&found)? {
                 return Err(self.lost_lease(found));
@@ -254,7 +257,6 @@ impl StateDir {
         }
         Err(StateError::NoFreeSlot {
             bridge: bridge.to_string(),
-            leased: used.len(),
         })
     }
 }

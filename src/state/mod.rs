@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::config::NetworkConfig;
+
 pub use error::{REBUILD_HINT, StateError};
 pub use lock::{SlotLock, iface_name};
 pub use rebuild::RebuildReport;
@@ -124,9 +126,26 @@ pub struct LeaseInfo {
 pub struct GcReport {
     pub dry_run: bool,
     pub reclaimed: Vec<LeaseRecord>,
-    /// Sidecars of dead jobs that had no row (a crash between writing the
-    /// sidecar and committing).
+    /// Sidecars of dead jobs removed: those of the reclaimed leases and any
+    /// left without a row (a runner killed between writing its sidecar and
+    /// committing).
     pub sidecars_removed: Vec<PathBuf>,
+}
+
+impl LeaseRequest {
+    /// A request for this process (the runner) on the configured network;
+    /// set `ip` for `--ip`.
+    pub fn new(net: &NetworkConfig, job: &str, command: &str) -> LeaseRequest {
+        LeaseRequest {
+            job: job.to_string(),
+            bridge: net.bridge.clone(),
+            subnet: net.subnet,
+            gateway: net.gateway,
+            ip: None,
+            command: command.to_string(),
+            pid: std::process::id(),
+        }
+    }
 }
 
 impl StateDir {

@@ -3,7 +3,8 @@
 //! rebuilt from the jobs that are still alive, and lets an allocation check
 //! that no live job holds an address the database has forgotten.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::LeaseRecord;
@@ -19,7 +20,18 @@ pub(crate) fn write(paths: &SlotPaths, record: &LeaseRecord) -> Result<(), State
     // Serialising plain strings and numbers cannot fail; map it anyway.
     let text = serde_json::to_vec_pretty(record)
         .map_err(|e| StateError::io("encode", &paths.json)(std::io::Error::other(e)))?;
-    std::fs::write(&paths.tmp, text).map_err(StateError::io("write", &paths.tmp))?;
+    // 0600 like everything in the state dir: the command line may hold
+    // secrets. Truncate: a crashed writer may have left a longer file.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&paths.tmp)
+        .map_err(StateError::io("write", &paths.tmp))?;
+    file.write_all(&text)
+        .map_err(StateError::io("write", &paths.tmp))?;
+    drop(file);
     std::fs::rename(&paths.tmp, &paths.json).map_err(StateError::io("rename into", &paths.json))
 }
 

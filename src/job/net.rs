@@ -36,15 +36,7 @@ impl JobNet {
         let routes = network::host_ipv4_routes()?;
         config.validate(&routes)?;
         let state = StateDir::open(state_dir)?;
-        let req = LeaseRequest {
-            job: job.to_string(),
-            bridge: config.bridge.clone(),
-            subnet: config.subnet,
-            gateway: config.gateway,
-            ip,
-            command: command.join(" "),
-            pid: std::process::id(),
-        };
+        let req = LeaseRequest { ip, ..LeaseRequest::new(&config, job, &command.join(" ")) };
         let lease = state.acquire(&req)?;
         let net = JobNet {
             state,

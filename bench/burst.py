@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Starts COUNT networked jobs at once and times until every one has printed
+its "up" line (it prints "up" once eth0 has an IPv4 address), then reads the
+RSS of the waiting runner processes while the jobs still sleep.
+
+    bench/burst.py --label L --count 200 --runner NAME --timeout S --out F.json -- CMD...
+
+Every @I@ in CMD becomes the job's index. The runner processes are the
+started processes and their descendants whose /proc/PID/status Name is NAME
+(repeatr: the started processes themselves; runc+CNI: the `runc` under each
+bench/cni-run.sh). Writes a JSON summary to F.json; no timing assertions.
+"""
+import argparse
+import json
+import os
+import resource
+import selectors
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+
+def status_fields(pid):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("Name", "PPid", "VmRSS", "VmHWM"):
+                    out[k] = v.strip()
+    except OSError:
+        return None
+    return out
+
+
+def kb(v):
+    return int(v.split()[0]) if v else 0
+
+
+def runners(roots, name):
+    """PIDs named `name` among `roots` and their descendants."""
+    parent, names = {}, {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            s = status_fields(int(d))
+            if s and "PPid" in s:
+                parent[int(d)] = int(s["PPid"])
+                names[int(d)] = s.get("Name")
+    roots = set(roots)
+    found = []
+    for pid, n in names.items():
+        if n != name:
+            continue
+        p = pid
+        while p > 1:
+            if p in roots:
+                found.append(pid)
+                break
+            p = parent.get(p, 0)
+    return found
+
+
+def descendants(roots):
+    """`roots` and every process below them (containers included)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            s = status_fields(int(d))
+            if s and "PPid" in s:
+                children.setdefault(int(s["PPid"]), []).append(int(d))
+    out, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def kill_tree(roots):
+    for pid in reversed(descendants(roots)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--label", required=True)
+    ap.add_argument("--count", type=int, default=200)
+    ap.add_argument("--runner", required=True)
+    ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("cmd", nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * a.count + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * a.count + 64), hard))
+    sel = selectors.DefaultSelector()
+    procs = []
+
+    def on_signal(signum, frame):
+        kill_tree([p.pid for p in procs])
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    t0 = time.monotonic()
+    for i in range(a.count):
+        argv = [x.replace("@I@", str(i)) for x in cmd]
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        procs.append(p)
+        sel.register(p.stdout, selectors.EVENT_READ, ("out", i))
+        sel.register(p.stderr, selectors.EVENT_READ, ("err", i))
+    t_spawned = time.monotonic() - t0
+
+    up_at, noaddr, errs = {}, 0, {}
+    bufs = {}
+    open_fds = 2 * a.count
+
+    def pump(timeout):
+        nonlocal noaddr, open_fds
+        for key, _ in sel.select(timeout):
+            kind, i = key.data
+            data = os.read(key.fileobj.fileno(), 65536)
+            if not data:
+                sel.unregister(key.fileobj)
+                open_fds -= 1
+                continue
+            if kind == "err":
+                errs.setdefault(i, b"")
+                errs[i] = (errs[i] + data)[-400:]
+                continue
+            bufs[i] = bufs.get(i, b"") + data
+            while b"\n" in bufs[i]:
+                line, _, bufs[i] = bufs[i].partition(b"\n")
+                if line.strip() == b"up" and i not in up_at:
+                    up_at[i] = time.monotonic() - t0
+                elif line.strip() == b"noaddr":
+                    noaddr += 1
+
+    deadline = t0 + a.timeout
+    while len(up_at) + noaddr < a.count and time.monotonic() < deadline and open_fds:
+        pump(0.05)
+    t_all = time.monotonic() - t0 if len(up_at) == a.count else None
+
+    # The jobs sleep now: sample the waiting runners a few times.
+    rss, hwm = {}, {}
+    for _ in range(5):
+        for pid in runners([p.pid for p in procs], a.runner):
+            s = status_fields(pid)
+            if s and "VmRSS" in s:
+                rss[pid] = max(rss.get(pid, 0), kb(s["VmRSS"]))
+                hwm[pid] = max(hwm.get(pid, 0), kb(s.get("VmHWM")))
+        pump(0.1)
+
+    # Let the jobs finish their sleep; stragglers get killed.
+    exit_deadline = time.monotonic() + a.timeout
+    while open_fds and time.monotonic() < exit_deadline:
+        pump(0.2)
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=max(0.1, exit_deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            kill_tree([p.pid])
+            try:
+                codes.append(p.wait(timeout=10))
+            except subprocess.TimeoutExpired:
+                codes.append(None)
+    failed = sum(1 for c in codes if c != 0)
+
+    ups = sorted(up_at.values())
+    res = {
+        "label": a.label,
+        "count": a.count,
+        "up": len(up_at),
+        "noaddr": noaddr,
+        "failed": failed,
+        "spawn_s": t_spawned,
+        "all_up_s": t_all,
+        "first_up_s": ups[0] if ups else None,
+        "median_up_s": statistics.median(ups) if ups else None,
+        "last_up_s": ups[-1] if ups else None,
+        "runners_sampled": len(rss),
+        "rss_kb_median": statistics.median(rss.values()) if rss else None,
+        "rss_kb_max": max(rss.values()) if rss else None,
+        "hwm_kb_median": statistics.median(hwm.values()) if hwm else None,
+        "hwm_kb_max": max(hwm.values()) if hwm else None,
+        "sample_errors": [e.decode(errors="replace") for e in list(errs.values())[:3]],
+    }
+    with open(a.out, "w") as f:
+        json.dump(res, f)
+    print(f"{a.label}: {len(up_at)}/{a.count} up, all up in "
+          f"{'%.2f s' % t_all if t_all else 'n/a'}, {failed} failed", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

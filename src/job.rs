@@ -20,6 +20,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     // Before anything else: no fd the runner inherited may reach the job.
     sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
     let mut spec = validate(cli, args)?;
+    log::debug!("job {}: validated", spec.id);
 
     // Before anything that holds host resources, so a Ctrl-C from here on
     // aborts cleanly through the teardown below instead of killing us.

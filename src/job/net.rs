@@ -38,6 +38,7 @@ impl JobNet {
         let state = StateDir::open(state_dir)?;
         let req = LeaseRequest { ip, ..LeaseRequest::new(&config, job, &command.join(" ")) };
         let lease = state.acquire(&req)?;
+        log::debug!("leased {} slot {} on {}", lease.record.ip, lease.record.slot, lease.record.bridge);
         let net = JobNet {
             state,
             config,
@@ -116,6 +117,7 @@ impl JobNet {
             mtu: self.config.mtu,
         };
         network::attach_job(&spec, netns.as_fd())?;
+        log::debug!("attached {} to {}", spec.host_name, spec.bridge);
         Ok(())
     }
 
@@ -133,12 +135,14 @@ impl JobNet {
         let mut errors: Vec<String> = Vec::new();
         // Usually already gone: the kernel removes both ends of a veth when
         // the job's netns dies with the job.
-        if let Err(e) = network::delete_link(&lease.record.iface) {
-            errors.push(e.to_string());
+        match network::delete_link(&lease.record.iface) {
+            Ok(deleted) => log::debug!("veth {} deleted by us: {deleted}", lease.record.iface),
+            Err(e) => errors.push(e.to_string()),
         }
         if let Err(e) = self.state.release(lease) {
             errors.push(e.to_string());
         }
+        log::debug!("lease released");
         if errors.is_empty() {
             Ok(())
         } else {

@@ -29,7 +29,7 @@ impl StateDir {
     pub fn acquire(&self, req: &LeaseRequest) -> Result<Lease, StateError> {
         check_request(req)?;
         let _lock = StateLock::acquire(&self.lock)?;
-        let mut conn = schema::connect(&self.db, false)?;
+        let mut conn = self.conn()?;
         let tx = schema::write_tx(&mut conn, &self.db)?;
         let mut rows = load(&tx, &self.db)?;
         let reclaimed = self.reclaim(&tx, &mut rows, Some(&req.bridge))?;
@@ -108,7 +108,7 @@ impl StateDir {
     /// free while a record still claims it for a live job.
     pub fn release(&self, lease: Lease) -> Result<(), StateError> {
         let _lock = StateLock::acquire(&self.lock)?;
-        let mut conn = schema::connect(&self.db, false)?;
+        let mut conn = self.conn()?;
         let tx = schema::write_tx(&mut conn, &self.db)?;
         // Matching the slot too: after a rebuild the job id may have been
         // restored with the same slot; anything else is not ours to delete.
@@ -167,7 +167,7 @@ impl StateDir {
             });
         }
         let _lock = StateLock::acquire(&self.lock)?;
-        let mut conn = schema::connect(&self.db, false)?;
+        let mut conn = self.conn()?;
         let tx = schema::write_tx(&mut conn, &self.db)?;
         let mut rows = load(&tx, &self.db)?;
         let reclaimed = self.reclaim(&tx, &mut rows, None)?;

@@ -2,10 +2,9 @@
 //! by a sidecar flock, with a per-slot lock file that tells live jobs from
 //! dead ones. `state-layout.md` at the repo root documents every file.
 //!
-//! No connection is kept between calls: each operation opens its own and
-//! closes it before returning. So a runner holds no SQLite fd while its job
-//! runs (nothing to carry across fork), and every operation sees the
-//! database that is there now, even after a `rebuild` moved the old one.
+//! A process keeps one connection for all its operations (see
+//! `StateDir::conn` for why), and reopens it when `repeatr gc --rebuild`
+//! has put a new file in place.
 
 mod alloc;
 mod error;
@@ -17,11 +16,13 @@ mod schema;
 mod sidecar;
 mod time;
 
+use std::cell::{RefCell, RefMut};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::config::NetworkConfig;
@@ -39,14 +40,17 @@ pub const DEFAULT_STATE_DIR: &str = "/run/repeatr";
 /// numbering stays within the 4 digits that `{bridge}-{slot}` has room for.
 pub const MAX_SLOTS: u16 = 1023;
 
-/// An open state dir. Holds paths only; see the module comment.
-#[derive(Clone, Debug)]
+/// An open state dir: paths, plus one SQLite connection reused by every
+/// operation of this process (see `conn`).
+#[derive(Debug)]
 pub struct StateDir {
     root: PathBuf,
     db: PathBuf,
     lock: PathBuf,
     slots: PathBuf,
     boot_id: String,
+    /// The connection and the inode of the file it opened.
+    conn: RefCell<Option<(Connection, u64)>>,
 }
 
 /// What a runner asks for.
@@ -174,6 +178,7 @@ impl StateDir {
             lock: root.join("state.lock"),
             slots,
             boot_id,
+            conn: RefCell::new(None),
         })
     }
 
@@ -190,7 +195,43 @@ impl StateDir {
             return Err(self.lost_lease(live));
         }
         let mut conn = schema::connect(&self.db, true)?;
-        schema::migrate(&mut conn, &self.db)
+        schema::migrate(&mut conn, &self.db)?;
+        *self.conn.borrow_mut() = Some((conn, self.db_inode()?));
+        Ok(())
+    }
+
+    /// The connection every operation of this process uses. A runner opens
+    /// it once and keeps it until its lease is released: when the last
+    /// connection to a WAL database closes, SQLite checkpoints the WAL into
+    /// the database with fsyncs, and one connection per operation put three
+    /// of those on every job's start path. (A connection in the runner
+    /// crosses the clone of the job child harmlessly: the child never
+    /// touches it, its copies of the fds close at exec, and POSIX locks
+    /// belong to the process that took them.)
+    ///
+    /// If `gc --rebuild` replaced the file meanwhile (another inode at the
+    /// path), the old connection is dropped and the new file opened, so a
+    /// runner that started before the rebuild releases its lease where the
+    /// rebuild restored it.
+    pub(crate) fn conn(&self) -> Result<RefMut<'_, Connection>, StateError> {
+        let mut slot = self.conn.borrow_mut();
+        let inode = self.db_inode()?;
+        if slot.as_ref().is_none_or(|(_, ino)| *ino != inode) {
+            *slot = None;
+            *slot = Some((schema::connect(&self.db, false)?, inode));
+        }
+        RefMut::filter_map(slot, |s| s.as_mut().map(|(c, _)| c))
+            .map_err(|_| StateError::Request("state connection unavailable".into()))
+    }
+
+    fn db_inode(&self) -> Result<u64, StateError> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(&self.db) {
+            Ok(m) => Ok(m.ino()),
+            // Missing: `connect` says so in its own words.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(StateError::io("look up", &self.db)(e)),
+        }
     }
 
     /// The error for a live job the database does not know.

@@ -922,3 +922,38 @@ fn reclaiming_an_old_row_keeps_the_sidecar_of_a_live_job_in_its_slot() {
     let report = StateDir::rebuild(state.root()).unwrap();
     assert_eq!(report.restored, vec![live.record.clone()]);
 }
+
+/// Not a check: prints how acquire and release scale with live leases
+/// (`cargo test --release --test state_leases -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn acquire_latency() {
+    let (_tmp, state) = fresh();
+    let mut held = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..1000 {
+        let t = Instant::now();
+        held.push(
+            state
+                .acquire(&req(&format!("j{i}"), "198.18.64.0/20"))
+                .unwrap(),
+        );
+        times.push(t.elapsed());
+        if (i + 1) % 250 == 0 {
+            let mut last: Vec<_> = times[i + 1 - 250..].to_vec();
+            last.sort();
+            println!(
+                "leases {:4}: acquire p50 {:?} p99 {:?}",
+                i + 1,
+                last[125],
+                last[247]
+            );
+        }
+    }
+    let t = Instant::now();
+    let n = held.len();
+    for lease in held {
+        state.release(lease).unwrap();
+    }
+    println!("release: {:?} each", t.elapsed() / n as u32);
+}

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::NetworkConfig;
 
-pub use error::{REBUILD_HINT, StateError};
+pub use error::{Hint, REBUILD_HINT, StateError};
 pub use lock::{SlotLock, iface_name};
 pub use rebuild::RebuildReport;
 

@@ -217,13 +217,19 @@ impl StateDir {
         let mut slot = self.conn.borrow_mut();
         let inode = self.db_inode()?;
         if slot.as_ref().is_none_or(|(_, ino)| *ino != inode) {
-            *slot = None;
+            if let Some((old, _)) = slot.take() {
+                // Never close a connection whose file was swapped: closing
+                // may checkpoint and unlink `state.db-wal` *by name*, which
+                // is now the new database's WAL. Its fds close at exit.
+                std::mem::forget(old);
+            }
             *slot = Some((schema::connect(&self.db, false)?, inode));
         }
         RefMut::filter_map(slot, |s| s.as_mut().map(|(c, _)| c))
             .map_err(|_| StateError::Request("state connection unavailable".into()))
     }
 
+    /// The inode at `state.db` now (0 when missing).
     fn db_inode(&self) -> Result<u64, StateError> {
         use std::os::unix::fs::MetadataExt;
         match std::fs::metadata(&self.db) {
@@ -310,6 +316,22 @@ impl StateDir {
     fn is_live(&self, record: &LeaseRecord) -> Result<bool, StateError> {
         let path = self.slot_paths(&record.bridge, record.slot).lock;
         liveness::is_live(record, &path, &self.boot_id)
+    }
+}
+
+impl Drop for StateDir {
+    /// Closes the connection under the shared state lock, so no `rebuild`
+    /// can swap the files while SQLite's close works on them by name; a
+    /// connection to a file that was already swapped is not closed at all
+    /// (see `conn`).
+    fn drop(&mut self) {
+        let Some((conn, ino)) = self.conn.get_mut().take() else { return };
+        let _lock = StateLock::acquire_shared(&self.lock);
+        if self.db_inode().ok() == Some(ino) {
+            drop(conn);
+        } else {
+            std::mem::forget(conn);
+        }
     }
 }
 

@@ -111,6 +111,14 @@ impl TestNet {
         }
     }
 
+    /// Whether any runner of this test still holds a lease (its slot lock).
+    fn runners_alive(&self) -> bool {
+        let out = self.cmd().args(["leases", "--json"]).output();
+        out.ok()
+            .and_then(|o| serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).ok())
+            .is_some_and(|l| l.iter().any(|x| x["state"] == "running"))
+    }
+
     fn release_all(&self) {
         std::fs::write(self.shared.path().join("stop"), "").unwrap();
     }
@@ -118,6 +126,13 @@ impl TestNet {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
+        // A test that failed half way leaves HOLD jobs waiting: let them go
+        // before the shared dir (and with it any chance of a stop) is gone.
+        let _ = std::fs::write(self.shared.path().join("stop"), "");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.runners_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         for v in self.veths() {
             let _ = Command::new("ip").args(["link", "del", &v]).status();
         }

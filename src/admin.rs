@@ -128,6 +128,22 @@ pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Er
     }
     candidates.sort();
     candidates.dedup();
+    // Host veths retired at teardown (`{bridge}~N`) are normally destroyed
+    // with their job's netns within milliseconds; one still here has a
+    // netns something else keeps alive. No job owns it any more.
+    if let Ok(config) = Config::load(cli.config.as_deref()) {
+        for name in network::links_with_prefix(&format!("{}~", config.network.bridge))? {
+            if dry_run {
+                out.veths_deleted.push(name);
+                continue;
+            }
+            match network::delete_link(&name) {
+                Ok(true) => out.veths_deleted.push(name),
+                Ok(false) => {}
+                Err(e) => out.errors.push(format!("{name}: {e}")),
+            }
+        }
+    }
     for (bridge, slot) in candidates {
         let iface = crate::state::iface_name(&bridge, slot);
         match state.try_lock_slot(&bridge, slot) {

@@ -127,15 +127,10 @@ fn validate(cli: &Cli, args: &RunArgs) -> Result<Spec, Error> {
 /// private tmpfs on, inside its own mount namespace. It is never written
 /// to on the host, so no job can leave anything in it.
 fn ensure_mount_base(state_dir: &Path) -> Result<PathBuf, Error> {
-    use std::os::unix::fs::DirBuilderExt;
     let base = state_dir.join("mnt");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&base)
-        .map_err(|err| Error::StateDir {
-            path: state_dir.to_path_buf(),
-            err,
-        })?;
+    crate::state::private_dir(&base).map_err(|err| Error::StateDir {
+        path: state_dir.to_path_buf(),
+        err,
+    })?;
     Ok(base)
 }

@@ -49,6 +49,7 @@ pub fn openat2(
     resolve: Resolve,
 ) -> io::Result<OwnedFd> {
     let c = cstr(path)?;
+    // SAFETY: a plain C struct of integers, for which all-zero is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
@@ -123,6 +124,7 @@ pub struct Child {
 /// sound when no other thread can hold a lock at the moment of the clone.
 pub fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
     let mut pidfd: libc::c_int = -1;
+    // SAFETY: a plain C struct of integers, for which all-zero is valid.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
     args.flags = (namespaces | libc::CLONE_PIDFD) as u64;
     args.pidfd = &mut pidfd as *mut libc::c_int as u64;
@@ -194,6 +196,7 @@ pub fn clone_tree(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// a remount, this reaches every submount too, so a read-only bind of a tree
 /// holding other mounts is read-only all the way down.
 pub fn set_mount_attrs(fd: BorrowedFd<'_>, attrs: u64) -> io::Result<()> {
+    // SAFETY: a plain C struct of integers, for which all-zero is valid.
     let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
     attr.attr_set = attrs;
     let empty = c"";
@@ -269,7 +272,7 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Reads an environment-free C string array for execve.
+/// Converts strings to the C strings execve takes for argv and envp.
 pub fn cstrings<I, S>(items: I) -> io::Result<Vec<CString>>
 where
     I: IntoIterator<Item = S>,

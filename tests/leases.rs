@@ -77,17 +77,30 @@ impl TestNet {
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
     }
 
+    /// The host veths of this test's bridge: `{bridge}-N` of live jobs and
+    /// `{bridge}~N` retired ones the kernel is still destroying.
     fn veths(&self) -> Vec<String> {
         let out = Command::new("ip")
             .args(["-o", "link", "show"])
             .output()
             .unwrap();
+        let (live, retired) = (format!("{}-", self.bridge), format!("{}~", self.bridge));
         stdout(&out)
             .lines()
             .filter_map(|l| l.split(": ").nth(1))
             .map(|n| n.split('@').next().unwrap().to_string())
-            .filter(|n| n.starts_with(&format!("{}-", self.bridge)))
+            .filter(|n| n.starts_with(&live) || n.starts_with(&retired))
             .collect()
+    }
+
+    /// After the jobs ended: every veth gone (retired ones within seconds,
+    /// as the kernel tears down the jobs' netns).
+    fn assert_no_veths(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.veths().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(self.veths().is_empty(), "veths left: {:?}", self.veths());
     }
 
     /// Waits until `n` files exist in the shared dir (jobs announce themselves there).
@@ -239,7 +252,7 @@ fn hundred_concurrent_jobs_get_distinct_addresses_and_leave_nothing() {
         net.leases_json().is_empty(),
         "leases left after the jobs ended"
     );
-    assert!(net.veths().is_empty(), "veths left: {:?}", net.veths());
+    net.assert_no_veths();
 }
 
 #[test]
@@ -304,11 +317,7 @@ fn sigkill_of_a_runner_then_the_next_run_reclaims() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("198.18.12.7/24"));
     assert!(net.leases_json().is_empty());
-    assert!(
-        net.veths().is_empty(),
-        "leftover veth not cleaned: {:?}",
-        net.veths()
-    );
+    net.assert_no_veths();
 }
 
 #[test]
@@ -331,7 +340,7 @@ fn a_slash_29_is_exhausted_by_concurrent_jobs() {
         stderr(&out).trim(),
         "repeatr: no free address in 198.18.13.0/29: 5 leased"
     );
-    assert!(net.veths().is_empty());
+    net.assert_no_veths();
 }
 
 #[test]
@@ -391,7 +400,7 @@ fn twenty_first_runs_at_once_on_an_empty_state_dir() {
         assert!(stdout(&out).contains("198.18.15."));
     }
     assert!(net.leases_json().is_empty());
-    assert!(net.veths().is_empty());
+    net.assert_no_veths();
 }
 
 #[test]
@@ -500,7 +509,7 @@ fn gc_reclaims_and_deletes_leftovers() {
         stdout(&out)
     );
     assert!(net.leases_json().is_empty());
-    assert!(net.veths().is_empty());
+    net.assert_no_veths();
 }
 
 #[test]
@@ -539,7 +548,7 @@ fn bad_network_config_is_refused_in_one_line() {
         assert_eq!(err.lines().count(), 1, "{line}: {err}");
         assert!(err.contains(needle), "{line}: {err}");
     }
-    assert!(net.veths().is_empty());
+    net.assert_no_veths();
 }
 
 /// The subnet of the host's first global IPv4 address (a route the host has).
@@ -592,5 +601,5 @@ fn a_read_only_state_dir_is_refused() {
     assert_eq!(code(&out), 125, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("Read-only"), "{err}");
-    assert!(net.veths().is_empty());
+    net.assert_no_veths();
 }

@@ -889,10 +889,7 @@ fn full_and_read_only_state_dir_errors() {
             .unwrap_or_else(|| panic!("no {case} result in {stdout}"))
     };
     let root = tmp.path().join("state");
-    for (case, want) in [
-        ("full", "is full"),
-        ("ro", "must be writable"),
-    ] {
+    for (case, want) in [("full", "is full"), ("ro", "must be writable")] {
         let msg = result(case);
         assert!(msg.contains(want), "{case}: {msg}");
         assert!(

@@ -249,6 +249,7 @@ fn read_some(f: &mut File, into: &mut Vec<u8>) -> io::Result<bool> {
 /// Reaps the child behind a pidfd and turns its status into an [`Exit`].
 fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Exit> {
     loop {
+        // SAFETY: a plain C struct of integers, for which all-zero is valid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid, writable siginfo_t; P_PIDFD takes the fd
         // as the id. WEXITED reaps the child.

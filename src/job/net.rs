@@ -36,9 +36,17 @@ impl JobNet {
         let routes = network::host_ipv4_routes()?;
         config.validate(&routes)?;
         let state = StateDir::open(state_dir)?;
-        let req = LeaseRequest { ip, ..LeaseRequest::new(&config, job, &command.join(" ")) };
+        let req = LeaseRequest {
+            ip,
+            ..LeaseRequest::new(&config, job, &command.join(" "))
+        };
         let lease = state.acquire(&req)?;
-        log::debug!("leased {} slot {} on {}", lease.record.ip, lease.record.slot, lease.record.bridge);
+        log::debug!(
+            "leased {} slot {} on {}",
+            lease.record.ip,
+            lease.record.slot,
+            lease.record.bridge
+        );
         let net = JobNet {
             state,
             config,
@@ -133,10 +141,14 @@ impl JobNet {
             return Ok(());
         };
         let mut errors: Vec<String> = Vec::new();
-        // Usually already gone: the kernel removes both ends of a veth when
-        // the job's netns dies with the job.
-        match network::delete_link(&lease.record.iface) {
-            Ok(deleted) => log::debug!("veth {} deleted by us: {deleted}", lease.record.iface),
+        // The job is dead, so its netns is going and the kernel destroys
+        // the veth pair with it; we only free the slot's name at once.
+        let r = &lease.record;
+        match network::retire_link(
+            &r.iface,
+            &crate::state::retired_iface_name(&r.bridge, r.slot),
+        ) {
+            Ok(found) => log::debug!("veth {} retired: {found}", r.iface),
             Err(e) => errors.push(e.to_string()),
         }
         if let Err(e) = self.state.release(lease) {

@@ -141,3 +141,46 @@ pub(crate) fn loopback_up_with(nl: &mut Netlink) -> Result<(), NetworkError> {
     set_up(nl, LOOPBACK_IFINDEX)
         .map_err(|e| NetworkError::netlink("bring lo up in the job netns", e))
 }
+
+/// Frees the name of a job's host veth at teardown without waiting for
+/// the device to be destroyed: the link is set down (a running interface
+/// cannot be renamed: EBUSY) and renamed to `retired`. Deleting it here
+/// would block the runner for the kernel's unregister path (RCU barriers,
+/// ~25 ms measured on this kind of machine against ~2 ms for down +
+/// rename); the kernel destroys the pair anyway when the job's netns goes,
+/// which it does once the job has exited. Ok(false) if the link is gone
+/// already. If `retired` is still taken by an earlier retiree, the link is
+/// deleted the slow way.
+pub fn retire_link(name: &str, retired: &str) -> Result<bool, NetworkError> {
+    check_ifname(name)?;
+    check_ifname(retired)?;
+    let mut nl = host_socket()?;
+    let Some(link) =
+        get_link(&mut nl, name).map_err(|e| NetworkError::netlink(format!("look up {name}"), e))?
+    else {
+        return Ok(false);
+    };
+    let index = link.header.index;
+    let mut down = LinkMessage::default();
+    down.header.index = index;
+    down.header.change_mask = LinkFlags::Up;
+    match nl.request(RouteNetlinkMessage::SetLink(down), 0) {
+        Err(e) if e.raw() == Some(libc::ENODEV) => return Ok(false),
+        Err(e) => return Err(NetworkError::netlink(format!("set {name} down"), e)),
+        Ok(()) => {}
+    }
+    let mut rename = LinkMessage::default();
+    rename.header.index = index;
+    rename
+        .attributes
+        .push(LinkAttribute::IfName(retired.to_string()));
+    match nl.request(RouteNetlinkMessage::SetLink(rename), 0) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw() == Some(libc::ENODEV) => Ok(false),
+        Err(e) if e.raw() == Some(libc::EEXIST) => delete_link_with(&mut nl, name),
+        Err(e) => Err(NetworkError::netlink(
+            format!("rename {name} to {retired}"),
+            e,
+        )),
+    }
+}

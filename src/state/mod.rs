@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::NetworkConfig;
 
 pub use error::{Hint, REBUILD_HINT, StateError};
-pub use lock::{SlotLock, iface_name};
+pub use lock::{SlotLock, iface_name, retired_iface_name};
 pub use rebuild::RebuildReport;
 
 use lock::{SlotPaths, StateLock};
@@ -165,11 +165,7 @@ impl StateDir {
     /// Paths, directories and the boot id, without touching the database.
     fn layout(root: &Path) -> Result<StateDir, StateError> {
         let slots = root.join("slots");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&slots)
-            .map_err(StateError::io("create state dir", &slots))?;
+        private_dir(&slots).map_err(StateError::io("create state dir", &slots))?;
         let boot_id_path = Path::new("/proc/sys/kernel/random/boot_id");
         let boot_id = crate::sys::boot_id().map_err(StateError::io("read", boot_id_path))?;
         Ok(StateDir {
@@ -306,11 +302,7 @@ impl StateDir {
 
     fn create_bridge_dir(&self, bridge: &str) -> Result<(), StateError> {
         let dir = self.slots.join(bridge);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(StateError::io("create", &dir))
+        private_dir(&dir).map_err(StateError::io("create", &dir))
     }
 
     fn is_live(&self, record: &LeaseRecord) -> Result<bool, StateError> {
@@ -325,7 +317,9 @@ impl Drop for StateDir {
     /// connection to a file that was already swapped is not closed at all
     /// (see `conn`).
     fn drop(&mut self) {
-        let Some((conn, ino)) = self.conn.get_mut().take() else { return };
+        let Some((conn, ino)) = self.conn.get_mut().take() else {
+            return;
+        };
         let _lock = StateLock::acquire_shared(&self.lock);
         if self.db_inode().ok() == Some(ino) {
             drop(conn);
@@ -333,6 +327,15 @@ impl Drop for StateDir {
             std::mem::forget(conn);
         }
     }
+}
+
+/// Creates a directory of the state dir (and its parents), 0700: what is in
+/// it concerns root's jobs only.
+pub fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 /// Bridge names become path components and slot numbers file names: refuse

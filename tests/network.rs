@@ -364,6 +364,10 @@ fn host_routes_exclude_default_and_cover_host_addresses() {
             let ip: Ipv4Addr = a["local"].as_str().unwrap().parse().unwrap();
             let net = Ipv4Net::new(ip, p as u8).unwrap().trunc();
             let dev = l["ifname"].as_str().unwrap().to_string();
+            // Other tests create and delete their bridges meanwhile.
+            if dev.starts_with("rt") {
+                continue;
+            }
             assert!(
                 routes.contains(&(net, dev.clone())),
                 "{net} on {dev} missing from {routes:?}"

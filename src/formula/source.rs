@@ -208,6 +208,29 @@ pub(crate) fn scan_tar(
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).escape_debug().to_string();
         let path = clean(&raw).map_err(|problem| bad_tar(&name, problem))?;
+        if kind == EntryType::Link {
+            // A hardlink is hashed as a copy of what it links to, with that
+            // entry's metadata (they share an inode once unpacked); its own
+            // header fields are not looked at, as tar does not fill them.
+            let raw = entry
+                .link_name_bytes()
+                .ok_or_else(|| bad_tar(&name, "is a hardlink without a target"))?;
+            let target =
+                clean(&raw).map_err(|p| bad_tar(&name, format!("links to a path that {p}")))?;
+            let node = tree
+                .get(&target)
+                .filter(|n| !matches!(n.entry.kind, Kind::Dir))
+                .ok_or_else(|| {
+                    bad_tar(
+                        &name,
+                        "is a hardlink to something that is not an earlier file of the tar",
+                    )
+                })?;
+            let mut node = node.clone();
+            node.entry.path = path.clone();
+            tree.insert(path, node);
+            continue;
+        }
         let field = |e: io::Error| bad_tar(&name, e);
         let mode = header.mode().map_err(field)? & 0o7777;
         let uid = id32(header.uid().map_err(field)?, &name)?;
@@ -272,28 +295,6 @@ pub(crate) fn scan_tar(
                     .ok_or_else(|| bad_tar(&name, "is a symlink without a target"))?
                     .into_owned(),
             },
-            EntryType::Link => {
-                // A hardlink is hashed as a copy of what it links to (with
-                // that entry's metadata: they share an inode once unpacked).
-                let raw = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| bad_tar(&name, "is a hardlink without a target"))?;
-                let target =
-                    clean(&raw).map_err(|p| bad_tar(&name, format!("links to a path that {p}")))?;
-                let node = tree
-                    .get(&target)
-                    .filter(|n| !matches!(n.entry.kind, Kind::Dir))
-                    .ok_or_else(|| {
-                        bad_tar(
-                            &name,
-                            "is a hardlink to something that is not an earlier file of the tar",
-                        )
-                    })?;
-                let mut node = node.clone();
-                node.entry.path = path.clone();
-                tree.insert(path, node);
-                continue;
-            }
             EntryType::Fifo => Kind::Fifo,
             EntryType::Char => Kind::CharDev { major, minor },
             EntryType::Block => Kind::BlockDev { major, minor },

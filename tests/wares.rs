@@ -558,3 +558,32 @@ fn cli_pack_and_unpack_with_exit_codes() {
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(msg.lines().count(), 1, "{msg}");
 }
+
+/// The worked example of docs/ware-hash.md: if this fails, the format
+/// changed and the document (and every stored ware id) with it.
+#[test]
+fn docs_worked_example() {
+    let t = tmp();
+    let root = t.path().join("example");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(root.join("hello.txt"), "hello\n").unwrap();
+    fs::write(root.join("bin/run"), "#!/bin/sh\necho hello\n").unwrap();
+    symlink("../hello.txt", root.join("bin/hi")).unwrap();
+    for (path, mode) in [("", 0o755), ("bin", 0o755), ("hello.txt", 0o644), ("bin/run", 0o755)] {
+        fs::set_permissions(root.join(path), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let (id, manifest) = hash_path(&root, &Filters::default(), true).unwrap();
+    let manifest = String::from_utf8(manifest.unwrap()).unwrap();
+    println!("{manifest}{id}");
+    assert_eq!(manifest, EXAMPLE_MANIFEST);
+    assert_eq!(id.to_string(), EXAMPLE_ID);
+}
+
+const EXAMPLE_MANIFEST: &str = "repeatr-ware-v1
+0: d 0755 1000 1000 1262304000 -
+3:bin d 0755 1000 1000 1262304000 -
+6:bin/hi l 0777 1000 1000 1262304000 12:../hello.txt
+7:bin/run f 0755 1000 1000 1262304000 21 bfdeaeb08cffb6a36438bcd12dda25417e3cdd36f1e7e482a2849d539225288b
+9:hello.txt f 0644 1000 1000 1262304000 6 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
+";
+const EXAMPLE_ID: &str = "tar:7dbffef49d6640402ace7ecdebc0fc29378dd15e007c31663f151d722bba0009";

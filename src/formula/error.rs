@@ -14,6 +14,9 @@ pub enum WareError {
     #[error("ware id `{id}` {problem}; expected `tar:` followed by 64 lowercase hex digits")]
     BadWareId { id: String, problem: &'static str },
 
+    #[error("invalid formula: {problem}")]
+    BadFormula { problem: String },
+
     #[error("bad filter {spec}: {problem}")]
     BadFilter { spec: String, problem: String },
 
@@ -92,6 +95,7 @@ impl WareError {
     pub fn exit_code(&self) -> i32 {
         match self {
             WareError::BadWareId { .. }
+            | WareError::BadFormula { .. }
             | WareError::BadFilter { .. }
             | WareError::Rejected { .. }
             | WareError::Socket { .. }

@@ -1,5 +1,5 @@
 //! Wares and formulas: content-addressed file trees and the jobs that
-//! consume and produce them (see /docs/ware-hash.md and docs/formula.md).
+//! consume and produce them (see docs/ware-hash.md and docs/formula.md).
 //!
 //! - `ware_id`: `tar:<hash>` ids and SHA-256 digests
 //! - `tree`: the normalized tree and its manifest (what the hash covers)
@@ -8,10 +8,12 @@
 //! - `normtar`: writing the normalized tar
 //! - `pack`: one pass that hashes (and writes) a tree
 //! - `warehouse`: the local store: pack, verify, unpack
+//! - `formula`: formula types and the setup hash
 //! - `error`: what goes wrong, and its exit code
 
 pub mod error;
 pub mod filter;
+pub mod formula;
 mod normtar;
 pub mod pack;
 mod source;
@@ -21,6 +23,7 @@ pub mod warehouse;
 
 pub use error::WareError;
 pub use filter::{Filters, IdFilter, MtimeFilter, Policy};
+pub use formula::{Formula, SetupHash};
 pub use pack::hash_path;
 pub use ware_id::{Digest, WareId};
 pub use warehouse::Warehouse;

@@ -8,12 +8,12 @@
 //! - `normtar`: writing the normalized tar
 //! - `pack`: one pass that hashes (and writes) a tree
 //! - `warehouse`: the local store: pack, verify, unpack
-//! - `formula`: formula types and the setup hash
+//! - `setup`: formula types and the setup hash
 //! - `error`: what goes wrong, and its exit code
 
 pub mod error;
 pub mod filter;
-pub mod formula;
+pub mod setup;
 mod normtar;
 pub mod pack;
 mod source;
@@ -23,7 +23,7 @@ pub mod warehouse;
 
 pub use error::WareError;
 pub use filter::{Filters, IdFilter, MtimeFilter, Policy};
-pub use formula::{Formula, SetupHash};
+pub use setup::{Formula, SetupHash};
 pub use pack::hash_path;
 pub use ware_id::{Digest, WareId};
 pub use warehouse::Warehouse;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::container::NetMode;
 use crate::error::{EXIT_RUNNER_ERROR, Error};
+use crate::formula::{Filters, WareId, Warehouse};
 use crate::{admin, job};
 
 fn parse_net(s: &str) -> Result<NetMode, String> {
@@ -61,6 +62,37 @@ pub enum Command {
         #[arg(long)]
         rebuild: bool,
     },
+    /// Store a directory or tar in the warehouse as a ware; prints its id (tar:HASH).
+    Pack(PackArgs),
+    /// Verify a ware and unpack it into an existing empty directory.
+    Unpack(UnpackArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PackArgs {
+    /// A directory, a .tar/.tar.gz file, or - for a tar on stdin.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The warehouse directory (wares live in DIR/tar/HASH.tar).
+    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR")]
+    pub warehouse: Option<PathBuf>,
+    /// Change a filter: uid=N|keep, gid=N|keep, mtime=2010-01-01T00:00:00Z|@SECS|keep,
+    /// setid|sticky|dev=keep|ignore|reject. Repeatable.
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UnpackArgs {
+    /// The ware id, tar:HASH.
+    #[arg(value_name = "WARE")]
+    pub ware: String,
+    /// An existing, empty directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The warehouse directory.
+    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR")]
+    pub warehouse: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -145,11 +177,33 @@ pub fn main() -> i32 {
             json,
             rebuild,
         } => admin::gc(&cli, *dry_run, *json, *rebuild),
+        Command::Pack(args) => pack(args),
+        Command::Unpack(args) => unpack(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => report(&e),
     }
+}
+
+fn pack(args: &PackArgs) -> Result<i32, Error> {
+    let filters = Filters::from_args(&args.filters)?;
+    let warehouse = Warehouse::from_option(args.warehouse.clone())?;
+    let id = warehouse.pack(&args.path, &filters)?;
+    println!("{id}");
+    Ok(0)
+}
+
+fn unpack(args: &UnpackArgs) -> Result<i32, Error> {
+    let id: WareId = args.ware.parse()?;
+    let warehouse = Warehouse::from_option(args.warehouse.clone())?;
+    let stats = warehouse.unpack(&id, &args.dir)?;
+    log::info!(
+        "unpacked {id}: {} entries, {} bytes",
+        stats.entries,
+        stats.bytes
+    );
+    Ok(0)
 }
 
 fn report(e: &Error) -> i32 {

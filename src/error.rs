@@ -9,8 +9,20 @@ use std::io;
 
 use crate::container::SpecError;
 
-/// The exit code of every runner error.
+/// The exit code of every runner error that has no class of its own below.
 pub const EXIT_RUNNER_ERROR: i32 = 125;
+
+// Error classes with codes of their own (`WareError::exit_code`), so a
+// script can tell a bad request or a missing / damaged ware from a broken
+// host. All below 125, like it; the job's own codes only pass through `run`.
+/// The request is invalid: a bad ware id, filter or formula, or a tree that
+/// a filter rejects (setid or device file). Fix the input.
+pub const EXIT_INVALID: i32 = 121;
+/// The ware is not in the warehouse. Pack or fetch it.
+pub const EXIT_WARE_NOT_FOUND: i32 = 122;
+/// The stored ware is damaged: unreadable, or its content hashes to another
+/// id. Delete it and pack or fetch it again.
+pub const EXIT_WARE_CORRUPT: i32 = 123;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,11 +51,16 @@ pub enum Error {
     Network(#[from] crate::network::NetworkError),
     #[error("teardown: {0}")]
     Teardown(String),
+    #[error(transparent)]
+    Ware(#[from] crate::formula::WareError),
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
-        EXIT_RUNNER_ERROR
+        match self {
+            Error::Ware(e) => e.exit_code(),
+            _ => EXIT_RUNNER_ERROR,
+        }
     }
 
     pub fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod error;
+pub mod formula;
 pub mod job;
 pub mod network;
 pub mod state;

@@ -532,7 +532,7 @@ fn id(value: u64, name: &str) -> Result<u32, TarError> {
 }
 
 /// Parses a PAX time, `seconds[.fraction]`, possibly negative.
-fn pax_time(value: &[u8]) -> Option<TimeSpec> {
+pub(crate) fn pax_time(value: &[u8]) -> Option<TimeSpec> {
     let text = std::str::from_utf8(value).ok()?;
     let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
     let mut seconds: i64 = secs.parse().ok()?;
@@ -551,7 +551,7 @@ fn pax_time(value: &[u8]) -> Option<TimeSpec> {
 /// Normalises an entry path: `./` prefixes, `.` and empty components are
 /// dropped. Absolute paths and `..` components are refused outright, not
 /// clamped: a tar that carries them was not made from a rootfs.
-fn clean(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
+pub(crate) fn clean(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     if raw.is_empty() {
         return Err("has an empty name");
     }

@@ -1,0 +1,113 @@
+//! What can go wrong with wares, one variant per thing the user must do
+//! differently. Each class has its own exit code (`exit_code`), so a script
+//! can tell "the ware is missing" from "the ware is damaged" from "the
+//! request itself is wrong" from a broken host (125).
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::container::tar::TarError;
+use crate::error::{EXIT_INVALID, EXIT_RUNNER_ERROR, EXIT_WARE_CORRUPT, EXIT_WARE_NOT_FOUND};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WareError {
+    #[error("ware id `{id}` {problem}; expected `tar:` followed by 64 lowercase hex digits")]
+    BadWareId { id: String, problem: &'static str },
+
+    #[error("invalid formula: {problem}")]
+    BadFormula { problem: String },
+
+    #[error("bad filter {spec}: {problem}")]
+    BadFilter { spec: String, problem: String },
+
+    #[error(
+        "`{path}` is {what} and the `{filter}` filter is `reject`; remove it, or set \
+         `{filter}` to `keep` or `ignore` (e.g. --filter {filter}=keep)"
+    )]
+    Rejected {
+        path: String,
+        what: &'static str,
+        filter: &'static str,
+    },
+
+    #[error("`{path}` is a socket, which a ware cannot hold; remove it before packing")]
+    Socket { path: String },
+
+    #[error("cannot read {path:?} to pack it: {source}; check the path and its permissions")]
+    Source { path: PathBuf, source: io::Error },
+
+    #[error("the tar to pack is unusable: {problem}; re-create it (e.g. `tar -C DIR -cf x.tar .`)")]
+    SourceTar { problem: String },
+
+    #[error("`{path}` changed while being packed ({what}); pack a tree nobody is writing to")]
+    Changed { path: String, what: &'static str },
+
+    #[error(
+        "ware {id} is not in the warehouse {dir:?}; pack or fetch it first, or point \
+         --warehouse / REPEATR_WAREHOUSE at the warehouse that has it"
+    )]
+    NotFound { id: String, dir: PathBuf },
+
+    #[error(
+        "ware {id} ({path:?}) is corrupt: {problem}; delete that file and pack or fetch the ware again"
+    )]
+    Corrupt {
+        id: String,
+        path: PathBuf,
+        problem: String,
+    },
+
+    #[error(
+        "ware {id} ({path:?}) is corrupt: its content hashes to {actual}; delete that file and \
+         pack or fetch the ware again"
+    )]
+    HashMismatch {
+        id: String,
+        path: PathBuf,
+        actual: String,
+    },
+
+    #[error(
+        "warehouse {dir:?}: cannot {action}: {source}; check that it is a writable local directory"
+    )]
+    Warehouse {
+        dir: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+
+    #[error("no warehouse given: pass --warehouse DIR or set REPEATR_WAREHOUSE")]
+    NoWarehouse,
+
+    #[error("cannot unpack into {dir:?}: {problem}; pass an existing, empty directory")]
+    Dest { dir: PathBuf, problem: String },
+
+    #[error("unpacking ware {id}: {source}")]
+    Unpack {
+        id: String,
+        #[source]
+        source: TarError,
+    },
+}
+
+impl WareError {
+    /// The process exit code for this error (the table is in `crate::error`).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WareError::BadWareId { .. }
+            | WareError::BadFormula { .. }
+            | WareError::BadFilter { .. }
+            | WareError::Rejected { .. }
+            | WareError::Socket { .. }
+            | WareError::SourceTar { .. } => EXIT_INVALID,
+            WareError::NotFound { .. } => EXIT_WARE_NOT_FOUND,
+            WareError::Corrupt { .. } | WareError::HashMismatch { .. } => EXIT_WARE_CORRUPT,
+            WareError::Source { .. }
+            | WareError::Changed { .. }
+            | WareError::Warehouse { .. }
+            | WareError::NoWarehouse
+            | WareError::Dest { .. }
+            | WareError::Unpack { .. } => EXIT_RUNNER_ERROR,
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Filters: what packing does to ownership, times and special bits so that
+//! a tree hashes the same on every machine. Defaults flatten: uid and gid
+//! 1000, every mtime 2010-01-01T00:00:00Z (deliberately not the epoch, which
+//! tools treat as "unset"), and setid bits or device files are refused.
+//!
+//! JSON (unknown keys are errors): `{"uid": 1000 | "keep", "gid": ...,
+//! "mtime": "2010-01-01T00:00:00Z" | "@1262304000" | "keep",
+//! "sticky": "keep", "setid": "reject", "dev": "reject"}`, every key
+//! optional; a policy is `keep`, `ignore` or `reject`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::WareError;
+use super::tree::{Entry, Kind};
+
+/// 2010-01-01T00:00:00Z.
+pub const DEFAULT_MTIME: i64 = 1_262_304_000;
+pub const DEFAULT_ID: u32 = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filters {
+    pub uid: IdFilter,
+    pub gid: IdFilter,
+    pub mtime: MtimeFilter,
+    /// The sticky bit (o+t): `ignore` clears it.
+    pub sticky: Policy,
+    /// setuid and setgid bits: `ignore` clears them.
+    pub setid: Policy,
+    /// Character and block devices: `ignore` leaves them out of the ware.
+    pub dev: Policy,
+}
+
+impl Default for Filters {
+    fn default() -> Filters {
+        Filters {
+            uid: IdFilter::Set(DEFAULT_ID),
+            gid: IdFilter::Set(DEFAULT_ID),
+            mtime: MtimeFilter::Set(DEFAULT_MTIME),
+            sticky: Policy::Keep,
+            setid: Policy::Reject,
+            dev: Policy::Reject,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    Keep,
+    Ignore,
+    Reject,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawValue", into = "RawValue")]
+pub enum IdFilter {
+    Keep,
+    Set(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawValue", into = "RawValue")]
+pub enum MtimeFilter {
+    Keep,
+    /// Seconds since the epoch.
+    Set(i64),
+}
+
+/// A number or a string: what the value of a filter key looks like in JSON.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawValue {
+    Num(i64),
+    Str(String),
+}
+
+impl TryFrom<RawValue> for IdFilter {
+    type Error = String;
+    fn try_from(raw: RawValue) -> Result<IdFilter, String> {
+        match raw {
+            RawValue::Str(s) if s == "keep" => Ok(IdFilter::Keep),
+            RawValue::Num(n) => u32::try_from(n)
+                .map(IdFilter::Set)
+                .map_err(|_| format!("id {n} is not between 0 and 4294967295")),
+            RawValue::Str(s) => Err(format!("expected a numeric id or \"keep\", got {s:?}")),
+        }
+    }
+}
+
+impl From<IdFilter> for RawValue {
+    fn from(f: IdFilter) -> RawValue {
+        match f {
+            IdFilter::Keep => RawValue::Str("keep".into()),
+            IdFilter::Set(id) => RawValue::Num(id.into()),
+        }
+    }
+}
+
+impl TryFrom<RawValue> for MtimeFilter {
+    type Error = String;
+    fn try_from(raw: RawValue) -> Result<MtimeFilter, String> {
+        let bad = |s: &str| {
+            format!(
+                "expected \"keep\", a UTC time like \"2010-01-01T00:00:00Z\" or \"@SECONDS\", got {s:?}"
+            )
+        };
+        match raw {
+            RawValue::Num(n) => Err(bad(&n.to_string())),
+            RawValue::Str(s) if s == "keep" => Ok(MtimeFilter::Keep),
+            RawValue::Str(s) => match s.strip_prefix('@') {
+                Some(secs) => secs.parse().map(MtimeFilter::Set).map_err(|_| bad(&s)),
+                None => parse_utc(&s).map(MtimeFilter::Set).ok_or_else(|| bad(&s)),
+            },
+        }
+    }
+}
+
+impl From<MtimeFilter> for RawValue {
+    fn from(f: MtimeFilter) -> RawValue {
+        match f {
+            MtimeFilter::Keep => RawValue::Str("keep".into()),
+            MtimeFilter::Set(secs) => RawValue::Str(format_utc(secs)),
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Policy::Keep => "keep",
+            Policy::Ignore => "ignore",
+            Policy::Reject => "reject",
+        })
+    }
+}
+
+impl Filters {
+    /// Changes nothing and refuses nothing: for re-hashing a stored ware,
+    /// whose metadata was filtered when it was packed.
+    pub fn keep_all() -> Filters {
+        Filters {
+            uid: IdFilter::Keep,
+            gid: IdFilter::Keep,
+            mtime: MtimeFilter::Keep,
+            sticky: Policy::Keep,
+            setid: Policy::Keep,
+            dev: Policy::Keep,
+        }
+    }
+
+    /// Parses `KEY=VALUE` command-line filters over the defaults, through
+    /// the same JSON rules as a formula (so both accept the same things).
+    pub fn from_args<S: AsRef<str>>(args: &[S]) -> Result<Filters, WareError> {
+        let mut map = serde_json::Map::new();
+        for arg in args {
+            let arg = arg.as_ref();
+            let bad = |problem: String| WareError::BadFilter {
+                spec: format!("`{arg}`"),
+                problem,
+            };
+            let (key, value) = arg
+                .split_once('=')
+                .ok_or_else(|| bad("expected KEY=VALUE, e.g. uid=keep".into()))?;
+            let value = match value.parse::<i64>() {
+                Ok(n) => serde_json::Value::from(n),
+                Err(_) => serde_json::Value::from(value),
+            };
+            if map.insert(key.to_string(), value).is_some() {
+                return Err(bad(format!("`{key}` is given twice")));
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| WareError::BadFilter {
+            spec: "given with --filter".into(),
+            problem: e.to_string(),
+        })
+    }
+
+    /// Applies the filters to one entry. `Ok(false)`: leave the entry out.
+    pub fn apply(&self, entry: &mut Entry) -> Result<bool, WareError> {
+        if let IdFilter::Set(uid) = self.uid {
+            entry.uid = uid;
+        }
+        if let IdFilter::Set(gid) = self.gid {
+            entry.gid = gid;
+        }
+        if let MtimeFilter::Set(mtime) = self.mtime {
+            entry.mtime = mtime;
+        }
+        if matches!(entry.kind, Kind::CharDev { .. } | Kind::BlockDev { .. }) {
+            match self.dev {
+                Policy::Keep => {}
+                Policy::Ignore => return Ok(false),
+                Policy::Reject => return Err(rejected(entry, "a device file", "dev")),
+            }
+        }
+        for (bits, what, filter, policy) in [
+            (0o6000, "setuid/setgid", "setid", self.setid),
+            (0o1000, "sticky", "sticky", self.sticky),
+        ] {
+            if entry.mode & bits != 0 {
+                match policy {
+                    Policy::Keep => {}
+                    Policy::Ignore => entry.mode &= !bits,
+                    Policy::Reject => return Err(rejected(entry, what, filter)),
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn rejected(entry: &Entry, what: &'static str, filter: &'static str) -> WareError {
+    WareError::Rejected {
+        path: entry.display_path(),
+        what,
+        filter,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`), so that no date crate is needed for one format.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Parses exactly `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds): one spelling,
+/// so a formula's text says exactly which instant it means.
+pub fn parse_utc(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = &s[r];
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || d < 1 || h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d);
+    // Rejects 2010-02-30 and friends: the date must survive a round trip.
+    if civil_from_days(days) != (y, mo, d) {
+        return None;
+    }
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec)
+}
+
+/// Formats seconds as `YYYY-MM-DDTHH:MM:SSZ` (`@SECONDS` outside years 0-9999).
+pub fn format_utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        return format!("@{secs}");
+    }
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_mtime_is_2010() {
+        assert_eq!(parse_utc("2010-01-01T00:00:00Z"), Some(DEFAULT_MTIME));
+        assert_eq!(format_utc(DEFAULT_MTIME), "2010-01-01T00:00:00Z");
+        assert_eq!(parse_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_utc("1969-12-31T23:59:59Z"), Some(-1));
+        assert_eq!(parse_utc("2024-02-29T12:34:56Z"), Some(1_709_210_096));
+        assert_eq!(parse_utc("2023-02-29T00:00:00Z"), None);
+        assert_eq!(parse_utc("2010-01-01 00:00:00Z"), None);
+        assert_eq!(parse_utc("2010-01-01T00:00:00+01:00"), None);
+        for secs in [-86_401, 0, 951_782_400, 1_709_210_096, 4_102_444_800] {
+            assert_eq!(parse_utc(&format_utc(secs)), Some(secs));
+        }
+    }
+
+    #[test]
+    fn json_defaults_and_errors() {
+        let f: Filters = serde_json::from_str("{}").unwrap();
+        assert_eq!(f, Filters::default());
+        let f: Filters = serde_json::from_str(
+            r#"{"uid":"keep","gid":0,"mtime":"@5","setid":"keep","dev":"ignore"}"#,
+        )
+        .unwrap();
+        assert_eq!(f.uid, IdFilter::Keep);
+        assert_eq!(f.gid, IdFilter::Set(0));
+        assert_eq!(f.mtime, MtimeFilter::Set(5));
+        assert_eq!(f.dev, Policy::Ignore);
+        let json = serde_json::to_string(&Filters::default()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"uid":1000,"gid":1000,"mtime":"2010-01-01T00:00:00Z","sticky":"keep","setid":"reject","dev":"reject"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Filters>(&json).unwrap(),
+            Filters::default()
+        );
+
+        let err = serde_json::from_str::<Filters>(r#"{"uidd":1}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `uidd`"), "{err}");
+        let err = serde_json::from_str::<Filters>(r#"{"uid":-1}"#).unwrap_err();
+        assert!(err.to_string().contains("between 0 and"), "{err}");
+        let err = serde_json::from_str::<Filters>(r#"{"mtime":"yesterday"}"#).unwrap_err();
+        assert!(err.to_string().contains("2010-01-01T00:00:00Z"), "{err}");
+        let err = serde_json::from_str::<Filters>(r#"{"setid":"maybe"}"#).unwrap_err();
+        assert!(err.to_string().contains("keep"), "{err}");
+    }
+
+    #[test]
+    fn command_line_filters() {
+        let f = Filters::from_args(&["uid=0", "mtime=keep", "setid=keep"]).unwrap();
+        assert_eq!(f.uid, IdFilter::Set(0));
+        assert_eq!(f.gid, IdFilter::Set(1000));
+        assert_eq!(f.mtime, MtimeFilter::Keep);
+        assert_eq!(f.setid, Policy::Keep);
+        for (args, want) in [
+            (&["uid"][..], "KEY=VALUE"),
+            (&["uid=1", "uid=2"][..], "twice"),
+            (&["colour=red"][..], "unknown field `colour`"),
+        ] {
+            let err = Filters::from_args(args).unwrap_err();
+            assert!(matches!(err, WareError::BadFilter { .. }));
+            assert!(err.to_string().contains(want), "{err}");
+        }
+    }
+}

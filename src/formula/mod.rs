@@ -1,0 +1,29 @@
+//! Wares and formulas: content-addressed file trees and the jobs that
+//! consume and produce them (see docs/ware-hash.md and docs/formula.md).
+//!
+//! - `ware_id`: `tar:<hash>` ids and SHA-256 digests
+//! - `tree`: the normalized tree and its manifest (what the hash covers)
+//! - `filter`: uid/gid/mtime flattening and setid/sticky/device policies
+//! - `source`: reading a directory or a tar into entries
+//! - `normtar`: writing the normalized tar
+//! - `pack`: one pass that hashes (and writes) a tree
+//! - `warehouse`: the local store: pack, verify, unpack
+//! - `setup`: formula types and the setup hash
+//! - `error`: what goes wrong, and its exit code
+
+pub mod error;
+pub mod filter;
+pub mod setup;
+mod normtar;
+pub mod pack;
+mod source;
+pub mod tree;
+pub mod ware_id;
+pub mod warehouse;
+
+pub use error::WareError;
+pub use filter::{Filters, IdFilter, MtimeFilter, Policy};
+pub use setup::{Formula, SetupHash};
+pub use pack::hash_path;
+pub use ware_id::{Digest, WareId};
+pub use warehouse::Warehouse;

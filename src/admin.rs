@@ -23,24 +23,17 @@ pub fn leases(cli: &Cli, json: bool) -> Result<i32, Error> {
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String, Error> {
-    serde_json::to_string_pretty(v).map_err(|e| Error::Io {
-        what: "encoding JSON",
-        err: e.into(),
-    })
+    serde_json::to_string_pretty(v).map_err(|e| Error::Io { what: "encoding JSON", err: e.into() })
 }
 
 fn table(list: &[LeaseInfo]) -> String {
-    let header = [
-        "JOB", "IP", "SLOT", "IFACE", "PID", "STARTED", "STATE", "COMMAND",
-    ];
+    let header = ["JOB", "IP", "SLOT", "IFACE", "PID", "STARTED", "STATE", "COMMAND"];
     let rows: Vec<[String; 8]> = list
         .iter()
         .map(|i| {
             let l = &i.lease;
-            let state = serde_json::to_value(i.state)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
+            let state =
+                serde_json::to_value(i.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
             [
                 l.job.clone(),
                 l.ip.to_string(),
@@ -91,10 +84,7 @@ struct GcOutput {
 /// Reclaims stale leases, deletes leftover host veths of free slots, and
 /// optionally rebuilds a damaged database first.
 pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Error> {
-    let mut out = GcOutput {
-        dry_run,
-        ..Default::default()
-    };
+    let mut out = GcOutput { dry_run, ..Default::default() };
     if rebuild && !dry_run {
         out.rebuilt = Some(StateDir::rebuild(&cli.state_dir)?);
     }
@@ -106,20 +96,13 @@ pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Er
     // Leftover veths: those of reclaimed leases, and any `{bridge}-N` of the
     // configured bridge whose slot nobody holds. Each is deleted only while
     // we hold its slot lock, so a job starting right now cannot lose its own.
-    let mut candidates: Vec<(String, u16)> = out
-        .reclaimed
-        .iter()
-        .map(|r| (r.bridge.clone(), r.slot))
-        .collect();
+    let mut candidates: Vec<(String, u16)> = out.reclaimed.iter().map(|r| (r.bridge.clone(), r.slot)).collect();
     match Config::load(cli.config.as_deref()) {
         Ok(config) => {
             let bridge = config.network.bridge;
             let prefix = format!("{bridge}-");
             for name in network::links_with_prefix(&prefix)? {
-                if let Some(slot) = name
-                    .strip_prefix(&prefix)
-                    .and_then(|s| s.parse::<u16>().ok())
-                {
+                if let Some(slot) = name.strip_prefix(&prefix).and_then(|s| s.parse::<u16>().ok()) {
                     candidates.push((bridge.clone(), slot));
                 }
             }
@@ -148,10 +131,7 @@ pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Er
         let iface = crate::state::iface_name(&bridge, slot);
         match state.try_lock_slot(&bridge, slot) {
             Ok(Some(_lock)) if dry_run => {
-                if network::links_with_prefix(&iface)?
-                    .iter()
-                    .any(|n| *n == iface)
-                {
+                if network::links_with_prefix(&iface)?.iter().any(|n| *n == iface) {
                     out.veths_deleted.push(iface);
                 }
             }
@@ -170,19 +150,11 @@ pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Er
     } else {
         print!("{}", summary(&out));
     }
-    Ok(if out.errors.is_empty() {
-        0
-    } else {
-        crate::error::EXIT_RUNNER_ERROR
-    })
+    Ok(if out.errors.is_empty() { 0 } else { crate::error::EXIT_RUNNER_ERROR })
 }
 
 fn summary(o: &GcOutput) -> String {
-    let verb = if o.dry_run {
-        "would reclaim"
-    } else {
-        "reclaimed"
-    };
+    let verb = if o.dry_run { "would reclaim" } else { "reclaimed" };
     let mut s = String::new();
     if let Some(r) = &o.rebuilt {
         if let Some(p) = &r.moved_aside {
@@ -194,17 +166,11 @@ fn summary(o: &GcOutput) -> String {
             r.dropped.len()
         );
         for p in &r.unrestorable {
-            s += &format!(
-                "could not restore {} (stop that job, then rebuild again)\n",
-                p.display()
-            );
+            s += &format!("could not restore {} (stop that job, then rebuild again)\n", p.display());
         }
     }
     for r in &o.reclaimed {
-        s += &format!(
-            "{verb} lease of job {} ({} slot {} on {}, pid {})\n",
-            r.job, r.ip, r.slot, r.bridge, r.pid
-        );
+        s += &format!("{verb} lease of job {} ({} slot {} on {}, pid {})\n", r.job, r.ip, r.slot, r.bridge, r.pid);
     }
     for p in &o.sidecars_removed {
         s += &format!("removed dead lease record {}\n", p.display());
@@ -216,11 +182,7 @@ fn summary(o: &GcOutput) -> String {
     for e in &o.errors {
         s += &format!("error: {e}\n");
     }
-    if o.reclaimed.is_empty()
-        && o.sidecars_removed.is_empty()
-        && o.veths_deleted.is_empty()
-        && o.rebuilt.is_none()
-    {
+    if o.reclaimed.is_empty() && o.sidecars_removed.is_empty() && o.veths_deleted.is_empty() && o.rebuilt.is_none() {
         s += "nothing to clean\n";
     }
     s

@@ -19,11 +19,7 @@ fn parse_net(s: &str) -> Result<NetMode, String> {
 }
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "repeatr",
-    version,
-    about = "Run jobs in ephemeral containers, no daemon needed"
-)]
+#[command(name = "repeatr", version, about = "Run jobs in ephemeral containers, no daemon needed")]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -97,9 +93,18 @@ pub struct UnpackArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
+    /// A formula (JSON) to run instead of --rootfs and CMD: its record goes to stdout.
+    #[arg(value_name = "FORMULA", conflicts_with_all = ["rootfs", "command"])]
+    pub formula: Option<PathBuf>,
+    /// With FORMULA: where the input wares are and the outputs go (or REPEATR_WAREHOUSE).
+    #[arg(long, value_name = "DIR", env = "REPEATR_WAREHOUSE", requires = "formula")]
+    pub warehouse: Option<PathBuf>,
+    /// With FORMULA: compare the results with this earlier run record; exit 1 if any differ.
+    #[arg(long, value_name = "RECORD", requires = "formula")]
+    pub check: Option<PathBuf>,
     /// The root filesystem: a directory, a .tar/.tar.gz file, or - for a tar on stdin.
-    #[arg(long, value_name = "PATH")]
-    pub rootfs: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "formula")]
+    pub rootfs: Option<PathBuf>,
     /// Networking: bridge (an address of its own on the configured bridge) or none (only lo).
     #[arg(long, value_name = "MODE", default_value = "bridge", value_parser = parse_net)]
     pub net: NetMode,
@@ -138,9 +143,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => log::LevelFilter::Trace,
     };
     let mut b = env_logger::Builder::new();
-    b.filter_level(level)
-        .format_timestamp_millis()
-        .target(env_logger::Target::Stderr);
+    b.filter_level(level).format_timestamp_millis().target(env_logger::Target::Stderr);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }
@@ -159,11 +162,7 @@ pub fn main() -> i32 {
             }
             // clap's message spans several lines; a runner error is one.
             let msg = e.to_string();
-            let first = msg
-                .lines()
-                .next()
-                .unwrap_or("bad arguments")
-                .trim_start_matches("error: ");
+            let first = msg.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
             eprintln!("repeatr: {first}; see 'repeatr --help'");
             return EXIT_RUNNER_ERROR;
         }
@@ -172,11 +171,7 @@ pub fn main() -> i32 {
     let result = match &cli.command {
         Command::Run(args) => job::run(&cli, args),
         Command::Leases { json } => admin::leases(&cli, *json),
-        Command::Gc {
-            dry_run,
-            json,
-            rebuild,
-        } => admin::gc(&cli, *dry_run, *json, *rebuild),
+        Command::Gc { dry_run, json, rebuild } => admin::gc(&cli, *dry_run, *json, *rebuild),
         Command::Pack(args) => pack(args),
         Command::Unpack(args) => unpack(args),
     };
@@ -198,11 +193,7 @@ fn unpack(args: &UnpackArgs) -> Result<i32, Error> {
     let id: WareId = args.ware.parse()?;
     let warehouse = Warehouse::from_option(args.warehouse.clone())?;
     let stats = warehouse.unpack(&id, &args.dir)?;
-    log::info!(
-        "unpacked {id}: {} entries, {} bytes",
-        stats.entries,
-        stats.bytes
-    );
+    log::info!("unpacked {id}: {} entries, {} bytes", stats.entries, stats.bytes);
     Ok(0)
 }
 

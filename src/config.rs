@@ -34,33 +34,16 @@ pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {}: {source}; create it or pass another --config", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}{}: {message}; fix or remove that key", path.display(), Line(*line))]
-    Syntax {
-        path: PathBuf,
-        line: Option<usize>,
-        message: String,
-    },
+    Syntax { path: PathBuf, line: Option<usize>, message: String },
     #[error("{key} = {value:?} in {}: {problem}", path.display())]
-    Value {
-        key: &'static str,
-        value: String,
-        problem: String,
-        path: PathBuf,
-    },
+    Value { key: &'static str, value: String, problem: String, path: PathBuf },
     #[error(
         "network.subnet {subnet} overlaps the host route {route} on {dev}; pick a free range and set network.subnet in {}",
         path.display()
     )]
-    RouteOverlap {
-        subnet: Ipv4Net,
-        route: Ipv4Net,
-        dev: String,
-        path: PathBuf,
-    },
+    RouteOverlap { subnet: Ipv4Net, route: Ipv4Net, dev: String, path: PathBuf },
 }
 
 /// Renders `:LINE` after a file name when the parser told us the line.
@@ -122,14 +105,9 @@ impl Config {
         let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
-                String::new()
-            }
+            Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                });
+                return Err(ConfigError::Read { path: path.to_path_buf(), source });
             }
         };
         // resolv.conf is only a source of defaults: unreadable means none.
@@ -155,11 +133,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 impl NetworkConfig {
-    fn from_raw(
-        raw: RawNetwork,
-        source: &Path,
-        resolv_conf: &str,
-    ) -> Result<NetworkConfig, ConfigError> {
+    fn from_raw(raw: RawNetwork, source: &Path, resolv_conf: &str) -> Result<NetworkConfig, ConfigError> {
         let bad = |key, value: &str, problem: String| ConfigError::Value {
             key,
             value: value.to_string(),
@@ -168,34 +142,23 @@ impl NetworkConfig {
         };
         let bridge = raw.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
         let subnet_text = raw.subnet.as_deref().unwrap_or(DEFAULT_SUBNET);
-        let subnet =
-            parse_subnet(subnet_text).map_err(|p| bad("network.subnet", subnet_text, p))?;
+        let subnet = parse_subnet(subnet_text).map_err(|p| bad("network.subnet", subnet_text, p))?;
         let gateway = match raw.gateway.as_deref() {
             Some(g) => parse_ipv4(g).map_err(|p| bad("network.gateway", g, p))?,
             // A /31 or /32 has no first host; check_subnet reports that below.
             None => first_host(subnet).unwrap_or(subnet.network()),
         };
         let mtu = match raw.mtu {
-            Some(m) => {
-                u32::try_from(m).map_err(|_| bad("network.mtu", &m.to_string(), mtu_problem()))?
-            }
+            Some(m) => u32::try_from(m).map_err(|_| bad("network.mtu", &m.to_string(), mtu_problem()))?,
             None => DEFAULT_MTU,
         };
         let dns = match raw.dns {
-            Some(list) => list
-                .iter()
-                .map(|d| parse_ipv4(d).map_err(|p| bad("network.dns", d, p)))
-                .collect::<Result<_, _>>()?,
+            Some(list) => {
+                list.iter().map(|d| parse_ipv4(d).map_err(|p| bad("network.dns", d, p))).collect::<Result<_, _>>()?
+            }
             None => nameservers(resolv_conf),
         };
-        let net = NetworkConfig {
-            bridge,
-            subnet,
-            gateway,
-            mtu,
-            dns,
-            source: source.to_path_buf(),
-        };
+        let net = NetworkConfig { bridge, subnet, gateway, mtu, dns, source: source.to_path_buf() };
         net.check_local()?;
         Ok(net)
     }
@@ -217,11 +180,7 @@ impl NetworkConfig {
                     subnet: self.subnet,
                     route: *route,
                     // Blackhole and unreachable routes have no device.
-                    dev: if dev.is_empty() {
-                        "no device (blackhole or unreachable)".into()
-                    } else {
-                        dev.clone()
-                    },
+                    dev: if dev.is_empty() { "no device (blackhole or unreachable)".into() } else { dev.clone() },
                     path: self.source.clone(),
                 });
             }
@@ -230,16 +189,11 @@ impl NetworkConfig {
     }
 
     fn check_local(&self) -> Result<(), ConfigError> {
-        let bad = |key, value: String, problem: String| ConfigError::Value {
-            key,
-            value,
-            problem,
-            path: self.source.clone(),
-        };
+        let bad =
+            |key, value: String, problem: String| ConfigError::Value { key, value, problem, path: self.source.clone() };
         check_bridge(&self.bridge).map_err(|p| bad("network.bridge", self.bridge.clone(), p))?;
         check_subnet(self.subnet).map_err(|p| bad("network.subnet", self.subnet.to_string(), p))?;
-        check_gateway(self.subnet, self.gateway)
-            .map_err(|p| bad("network.gateway", self.gateway.to_string(), p))?;
+        check_gateway(self.subnet, self.gateway).map_err(|p| bad("network.gateway", self.gateway.to_string(), p))?;
         if !MTU_RANGE.contains(&self.mtu) {
             return Err(bad("network.mtu", self.mtu.to_string(), mtu_problem()));
         }
@@ -248,11 +202,7 @@ impl NetworkConfig {
 }
 
 fn mtu_problem() -> String {
-    format!(
-        "must be {}..={}; 1500 suits most networks",
-        MTU_RANGE.start(),
-        MTU_RANGE.end()
-    )
+    format!("must be {}..={}; 1500 suits most networks", MTU_RANGE.start(), MTU_RANGE.end())
 }
 
 /// A bridge name that leaves room for `-{slot}` in an interface name and is
@@ -264,13 +214,9 @@ pub fn check_bridge(name: &str) -> Result<(), String> {
             "must be 1..={MAX_BRIDGE_NAME} bytes, so that host veths named {{bridge}}-{{slot}} fit the kernel's 15-byte limit"
         ));
     }
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if !ok_chars || name == "." || name == ".." {
-        return Err(
-            "use only letters, digits, '_', '.' and '-' (and not \".\" or \"..\")".to_string(),
-        );
+        return Err("use only letters, digits, '_', '.' and '-' (and not \".\" or \"..\")".to_string());
     }
     Ok(())
 }
@@ -292,14 +238,10 @@ pub fn check_subnet(subnet: Ipv4Net) -> Result<(), String> {
 /// The gateway must be a host address of the subnet.
 pub fn check_gateway(subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<(), String> {
     if !subnet.contains(&gateway) {
-        return Err(format!(
-            "is outside {subnet}; use a host address of the subnet or leave it out"
-        ));
+        return Err(format!("is outside {subnet}; use a host address of the subnet or leave it out"));
     }
     if let Some(what) = reserved_role(subnet, gateway) {
-        return Err(format!(
-            "is the {what} of {subnet}; use a host address or leave it out"
-        ));
+        return Err(format!("is the {what} of {subnet}; use a host address or leave it out"));
     }
     Ok(())
 }
@@ -316,18 +258,14 @@ pub fn reserved_role(subnet: Ipv4Net, ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn first_host(subnet: Ipv4Net) -> Option<Ipv4Addr> {
-    let first = u32::from(subnet.network())
-        .checked_add(1)
-        .map(Ipv4Addr::from)?;
+    let first = u32::from(subnet.network()).checked_add(1).map(Ipv4Addr::from)?;
     (subnet.prefix_len() <= 30).then_some(first)
 }
 
 fn parse_subnet(text: &str) -> Result<Ipv4Net, String> {
     match text.trim().parse::<IpNet>() {
         Ok(IpNet::V4(net)) => Ok(net),
-        Ok(IpNet::V6(_)) => {
-            Err("is IPv6; jobs get IPv4 addresses, give an IPv4 subnet like 10.209.0.0/22".into())
-        }
+        Ok(IpNet::V6(_)) => Err("is IPv6; jobs get IPv4 addresses, give an IPv4 subnet like 10.209.0.0/22".into()),
         Err(_) => Err("is not a subnet; write it as ADDRESS/PREFIX, like 10.209.0.0/22".into()),
     }
 }
@@ -347,9 +285,7 @@ pub fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
         .lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            (words.next() == Some("nameserver"))
-                .then(|| words.next())
-                .flatten()
+            (words.next() == Some("nameserver")).then(|| words.next()).flatten()
         })
         .filter_map(|w| w.parse::<Ipv4Addr>().ok())
         .filter(|ip| !ip.is_loopback())
@@ -367,9 +303,7 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        let e = parse(text)
-            .expect_err("config should be refused")
-            .to_string();
+        let e = parse(text).expect_err("config should be refused").to_string();
         assert!(!e.contains('\n'), "error is not one line: {e}");
         e
     }
@@ -378,10 +312,7 @@ mod tests {
     fn defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.network.bridge, "repeatr0");
-        assert_eq!(
-            c.network.subnet,
-            "10.209.0.0/22".parse::<Ipv4Net>().unwrap()
-        );
+        assert_eq!(c.network.subnet, "10.209.0.0/22".parse::<Ipv4Net>().unwrap());
         assert_eq!(c.network.gateway, Ipv4Addr::new(10, 209, 0, 1));
         assert_eq!(c.network.mtu, 1500);
         assert_eq!(c.network.dns, vec![Ipv4Addr::new(192, 0, 2, 53)]);
@@ -413,10 +344,7 @@ mod tests {
     #[test]
     fn non_canonical_subnet() {
         let e = err("[network]\nsubnet = \"198.18.0.5/24\"\n");
-        assert!(
-            e.contains("network.subnet") && e.contains("198.18.0.0/24"),
-            "{e}"
-        );
+        assert!(e.contains("network.subnet") && e.contains("198.18.0.0/24"), "{e}");
     }
 
     #[test]
@@ -429,10 +357,7 @@ mod tests {
     fn slash_31_and_32() {
         for p in ["198.18.0.0/31", "198.18.0.1/32"] {
             let e = err(&format!("[network]\nsubnet = \"{p}\"\n"));
-            assert!(
-                e.contains("network.subnet") && e.contains("/30 or larger"),
-                "{e}"
-            );
+            assert!(e.contains("network.subnet") && e.contains("/30 or larger"), "{e}");
         }
     }
 
@@ -450,9 +375,7 @@ mod tests {
             ("198.18.0.255", "broadcast address"),
             ("fd00::1", "IPv6"),
         ] {
-            let e = err(&format!(
-                "[network]\nsubnet = \"198.18.0.0/24\"\ngateway = \"{gw}\"\n"
-            ));
+            let e = err(&format!("[network]\nsubnet = \"198.18.0.0/24\"\ngateway = \"{gw}\"\n"));
             assert!(e.contains("network.gateway") && e.contains(what), "{e}");
         }
     }
@@ -515,12 +438,7 @@ mod tests {
     fn validate_rechecks_hand_built_config() {
         let mut c = parse("").unwrap().network;
         c.mtu = 10;
-        assert!(
-            c.validate(&[])
-                .unwrap_err()
-                .to_string()
-                .contains("network.mtu")
-        );
+        assert!(c.validate(&[]).unwrap_err().to_string().contains("network.mtu"));
     }
 
     #[test]

@@ -28,19 +28,12 @@ pub const EXIT_WARE_CORRUPT: i32 = 123;
 pub enum Error {
     #[error("{0}")]
     Usage(String),
-    #[error(
-        "repeatr must run as root (it creates namespaces, mounts and network devices); run it with sudo"
-    )]
+    #[error("repeatr must run as root (it creates namespaces, mounts and network devices); run it with sudo")]
     NotRoot,
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error(
-        "state dir {path:?}: {err}; check that it is on a local, writable filesystem or pass --state-dir"
-    )]
-    StateDir {
-        path: std::path::PathBuf,
-        err: io::Error,
-    },
+    #[error("state dir {path:?}: {err}; check that it is on a local, writable filesystem or pass --state-dir")]
+    StateDir { path: std::path::PathBuf, err: io::Error },
     #[error("{what}: {err}")]
     Io { what: &'static str, err: io::Error },
     #[error(transparent)]

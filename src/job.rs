@@ -12,6 +12,7 @@ use crate::container::{self, Exit, NetMode, Spec, spec};
 use crate::error::Error;
 use crate::sys;
 
+mod formula;
 mod net;
 use net::JobNet;
 
@@ -19,24 +20,25 @@ use net::JobNet;
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     // Before anything else: no fd the runner inherited may reach the job.
     sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
-    let mut spec = validate(cli, args)?;
+    if let Some(formula) = &args.formula {
+        return formula::run(cli, args, formula);
+    }
+    let spec = validate(cli, args)?;
     log::debug!("job {}: validated", spec.id);
+    Ok(launch(cli, spec, args.ip)?.status())
+}
 
+/// lease -> launch -> plug network -> wait -> tear down -> release, for a
+/// validated spec; returns how the job ended.
+pub(crate) fn launch(cli: &Cli, mut spec: Spec, ip: Option<std::net::Ipv4Addr>) -> Result<Exit, Error> {
     // Before anything that holds host resources, so a Ctrl-C from here on
     // aborts cleanly through the teardown below instead of killing us.
-    let signals = container::signals::Forwarder::install()
-        .map_err(Error::io("installing signal handlers"))?;
+    let signals = container::signals::Forwarder::install().map_err(Error::io("installing signal handlers"))?;
 
     // Lease: an address and a bridge slot, held until `teardown`.
     let net = match spec.net {
         NetMode::Bridge => {
-            let n = JobNet::lease(
-                &cli.state_dir,
-                cli.config.as_deref(),
-                &spec.id,
-                args.ip,
-                &spec.argv,
-            )?;
+            let n = JobNet::lease(&cli.state_dir, cli.config.as_deref(), &spec.id, ip, &spec.argv)?;
             spec.hosts = n.hosts(&spec.hostname);
             spec.resolv_conf = n.resolv_conf();
             Some(n)
@@ -55,9 +57,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     }
 
     // Wait: the job runs; signals to us are forwarded to it.
-    let exit = launched
-        .go_and_wait(&signals)
-        .map_err(Error::io("waiting for the job"))?;
+    let exit = launched.go_and_wait(&signals).map_err(Error::io("waiting for the job"))?;
     match &exit {
         Exit::Failed(f) => eprintln!("repeatr: {}", f.message),
         Exit::Aborted(sig) => {
@@ -73,7 +73,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
             eprintln!("repeatr: {e}");
         }
     }
-    Ok(exit.status())
+    Ok(exit)
 }
 
 /// Turns the command line into a [`Spec`], opening every host object now.
@@ -94,21 +94,14 @@ fn validate(cli: &Cli, args: &RunArgs) -> Result<Spec, Error> {
     for kv in &args.env {
         spec::check_env(kv)?;
     }
-    let workdir = spec::clean_job_path(&args.workdir)
-        .ok_or_else(|| spec::SpecError::Workdir(args.workdir.clone()))?;
+    let workdir = spec::clean_job_path(&args.workdir).ok_or_else(|| spec::SpecError::Workdir(args.workdir.clone()))?;
     let user = spec::parse_user(&args.user)?;
-    let mounts = args
-        .mounts
-        .iter()
-        .map(|m| spec::parse_mount(m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let rootfs = spec::open_rootfs(&args.rootfs)?;
+    let mounts = args.mounts.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
+    let rootfs = spec::open_rootfs(args.rootfs.as_deref().unwrap_or(Path::new("-")))?;
     let mount_base = ensure_mount_base(&cli.state_dir)?;
     Ok(Spec {
         env: spec::build_env(&args.env, &hostname),
-        hosts: format!(
-            "127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        ),
+        hosts: format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
         // For --net none; bridge networking fills in its own below.
         resolv_conf: "# no network (--net none)\n".into(),
         id,
@@ -120,17 +113,18 @@ fn validate(cli: &Cli, args: &RunArgs) -> Result<Spec, Error> {
         mounts,
         net: args.net,
         mount_base,
+        wares: Vec::new(),
+        caps: container::Caps::DockerDefault,
+        make_dirs: Vec::new(),
+        stdout_to_stderr: false,
     })
 }
 
 /// `STATE_DIR/mnt`: one empty directory that every job's child mounts its
 /// private tmpfs on, inside its own mount namespace. It is never written
 /// to on the host, so no job can leave anything in it.
-fn ensure_mount_base(state_dir: &Path) -> Result<PathBuf, Error> {
+pub(crate) fn ensure_mount_base(state_dir: &Path) -> Result<PathBuf, Error> {
     let base = state_dir.join("mnt");
-    crate::state::private_dir(&base).map_err(|err| Error::StateDir {
-        path: state_dir.to_path_buf(),
-        err,
-    })?;
+    crate::state::private_dir(&base).map_err(|err| Error::StateDir { path: state_dir.to_path_buf(), err })?;
     Ok(base)
 }

@@ -12,20 +12,12 @@ use std::path::Path;
 
 /// Converts a path to a C string; a path with an interior NUL cannot name a file.
 pub fn cstr(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("path {path:?} contains a NUL byte"),
-        )
-    })
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("path {path:?} contains a NUL byte")))
 }
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 /// How `openat2` may resolve a path (see openat2(2)).
@@ -52,11 +44,7 @@ pub fn openat2(
     // SAFETY: a plain C struct of integers, for which all-zero is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
-        mode as u64
-    } else {
-        0
-    };
+    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { mode as u64 } else { 0 };
     how.resolve = libc::RESOLVE_NO_MAGICLINKS
         | match resolve {
             Resolve::InRoot => libc::RESOLVE_IN_ROOT,
@@ -90,15 +78,7 @@ pub fn openat2(
 pub fn fsetxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated and `value` a valid slice whose length
     // we pass; the kernel only reads both during the call.
-    let ret = unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
+    let ret = unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     check(ret as libc::c_long).map(drop)
 }
 
@@ -133,11 +113,7 @@ pub fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
     // size passed; without CLONE_VM/stack the child gets a copy of our
     // memory, exactly as with fork(2). See the single-thread rule above.
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut libc::clone_args,
-            std::mem::size_of::<libc::clone_args>(),
-        )
+        libc::syscall(libc::SYS_clone3, &mut args as *mut libc::clone_args, std::mem::size_of::<libc::clone_args>())
     };
     let pid = check(ret)? as libc::pid_t;
     if pid == 0 {
@@ -152,13 +128,7 @@ pub fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
 pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: plain integers; a null siginfo means "as kill(2) would".
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
     };
     check(ret).map(drop)
 }
@@ -167,8 +137,7 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<
 /// inherited or opened reaches the job (runc CVE-2024-21626).
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: plain integers.
-    let ret =
-        unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
+    let ret = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
     check(ret as libc::c_long).map(drop)
 }
 
@@ -242,9 +211,7 @@ pub fn pivot_root_here() -> io::Result<()> {
 
 /// Reads this boot's id: leases recorded under another boot id are stale.
 pub fn boot_id() -> io::Result<String> {
-    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
-        .trim()
-        .to_string())
+    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?.trim().to_string())
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of
@@ -257,12 +224,7 @@ pub fn process_start_time(pid: libc::pid_t) -> io::Result<u64> {
     rest.split_whitespace()
         .nth(19)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("malformed /proc/{pid}/stat"),
-            )
-        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("malformed /proc/{pid}/stat")))
 }
 
 /// `_exit(2)`: in a forked child, leave without running atexit handlers or
@@ -281,9 +243,8 @@ where
     items
         .into_iter()
         .map(|s| {
-            CString::new(s.as_ref().to_vec()).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte")
-            })
+            CString::new(s.as_ref().to_vec())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte"))
         })
         .collect()
 }

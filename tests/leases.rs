@@ -30,19 +30,13 @@ impl TestNet {
         let subnet = format!("198.18.{third}.0/{prefix}");
         let gateway = format!("198.18.{third}.1");
         let config = repeatr.state.path().join("config.toml");
-        std::fs::write(&config, format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\ndns = [\"198.18.{third}.1\"]\n"))
-            .unwrap();
-        let shared = tempfile::Builder::new()
-            .prefix("rpt-shared-")
-            .tempdir()
-            .unwrap();
-        TestNet {
-            repeatr,
-            bridge,
-            gateway,
-            config,
-            shared,
-        }
+        std::fs::write(
+            &config,
+            format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\ndns = [\"198.18.{third}.1\"]\n"),
+        )
+        .unwrap();
+        let shared = tempfile::Builder::new().prefix("rpt-shared-").tempdir().unwrap();
+        TestNet { repeatr, bridge, gateway, config, shared }
     }
 
     fn cmd(&self) -> Command {
@@ -55,10 +49,7 @@ impl TestNet {
     fn job(&self, opts: &[&str], script: &str) -> Command {
         let mut c = self.cmd();
         let shared = format!("{}:/shared", self.shared.path().display());
-        c.args(["run", "--rootfs"])
-            .arg(self.rootfs())
-            .args(["--mount", &shared])
-            .args(opts);
+        c.args(["run", "--rootfs"]).arg(self.rootfs()).args(["--mount", &shared]).args(opts);
         c.args(["--", "/bin/sh", "-c", script]).stdin(Stdio::null());
         c
     }
@@ -80,10 +71,7 @@ impl TestNet {
     /// The host veths of this test's bridge: `{bridge}-N` of live jobs and
     /// `{bridge}~N` retired ones the kernel is still destroying.
     fn veths(&self) -> Vec<String> {
-        let out = Command::new("ip")
-            .args(["-o", "link", "show"])
-            .output()
-            .unwrap();
+        let out = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
         let (live, retired) = (format!("{}-", self.bridge), format!("{}~", self.bridge));
         stdout(&out)
             .lines()
@@ -115,11 +103,7 @@ impl TestNet {
             if names.len() >= n {
                 return names;
             }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} jobs came up",
-                names.len()
-            );
+            assert!(Instant::now() < deadline, "only {} of {n} jobs came up", names.len());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -149,10 +133,7 @@ impl Drop for TestNet {
         for v in self.veths() {
             let _ = Command::new("ip").args(["link", "del", &v]).status();
         }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
     }
 }
 
@@ -169,11 +150,7 @@ fn leave_link(iface: &str) {
             .args(["link", "add", iface, "type", "veth", "peer", "name", &peer])
             .stderr(Stdio::null())
             .status();
-        let st = Command::new("ip")
-            .args(["link", "show", iface])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let st = Command::new("ip").args(["link", "show", iface]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         if st.unwrap().success() {
             return;
         }
@@ -185,12 +162,7 @@ fn leave_link(iface: &str) {
 /// A busybox rootfs at the net's rootfs path (inside its state temp dir).
 fn with_rootfs(net: &TestNet) {
     let r = Rootfs::busybox();
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(r.path())
-        .arg(net.rootfs())
-        .status()
-        .unwrap();
+    let status = Command::new("cp").arg("-a").arg(r.path()).arg(net.rootfs()).status().unwrap();
     assert!(status.success());
 }
 
@@ -201,10 +173,7 @@ const HOLD: &str = "ip=$(ip -4 -o addr show eth0 | awk '{print $4}'); echo $ip >
                     while [ ! -e /shared/stop ]; do sleep 0.05; done";
 
 fn wait_all(children: Vec<Child>) -> Vec<Output> {
-    children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect()
+    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
 }
 
 #[test]
@@ -217,24 +186,13 @@ fn hundred_concurrent_jobs_get_distinct_addresses_and_leave_nothing() {
     let n = 100;
     let children: Vec<Child> = (0..n)
         .map(|i| {
-            net.job(&["--name", &format!("j{i}")], HOLD)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            net.job(&["--name", &format!("j{i}")], HOLD).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
         })
         .collect();
     let names = net.wait_files(n);
     // All 100 are alive at once here: each waits for /shared/stop.
-    let mut ips: Vec<String> = names
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(net.shared.path().join(f))
-                .unwrap()
-                .trim()
-                .to_string()
-        })
-        .collect();
+    let mut ips: Vec<String> =
+        names.iter().map(|f| std::fs::read_to_string(net.shared.path().join(f)).unwrap().trim().to_string()).collect();
     assert_eq!(net.leases_json().len(), n, "one lease per running job");
     net.release_all();
     for out in wait_all(children) {
@@ -243,15 +201,8 @@ fn hundred_concurrent_jobs_get_distinct_addresses_and_leave_nothing() {
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), n, "addresses were not distinct: {ips:?}");
-    assert!(
-        ips.iter()
-            .all(|ip| ip.starts_with("198.18.10.") && ip.ends_with("/24")),
-        "{ips:?}"
-    );
-    assert!(
-        net.leases_json().is_empty(),
-        "leases left after the jobs ended"
-    );
+    assert!(ips.iter().all(|ip| ip.starts_with("198.18.10.") && ip.ends_with("/24")), "{ips:?}");
+    assert!(net.leases_json().is_empty(), "leases left after the jobs ended");
     net.assert_no_veths();
 }
 
@@ -262,11 +213,7 @@ fn jobs_reach_each_other_and_the_gateway() {
     }
     let net = TestNet::new("b", 11, 24);
     with_rootfs(&net);
-    let server = net
-        .job(&["--name", "srv", "--ip", "198.18.11.50"], HOLD)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = net.job(&["--name", "srv", "--ip", "198.18.11.50"], HOLD).stdout(Stdio::null()).spawn().unwrap();
     net.wait_files(1);
     let out = net
         .job(&[], &format!("ping -c1 -W3 {} >/dev/null && echo gw-ok; ping -c1 -W3 198.18.11.50 >/dev/null && echo peer-ok; cat /etc/resolv.conf; grep $(hostname) /etc/hosts", net.gateway))
@@ -275,16 +222,9 @@ fn jobs_reach_each_other_and_the_gateway() {
     net.release_all();
     wait_all(vec![server]);
     let o = stdout(&out);
-    assert!(
-        o.contains("gw-ok") && o.contains("peer-ok"),
-        "{o}\n{}",
-        stderr(&out)
-    );
+    assert!(o.contains("gw-ok") && o.contains("peer-ok"), "{o}\n{}", stderr(&out));
     assert!(o.contains("nameserver 198.18.11.1"), "{o}");
-    assert!(
-        o.contains("198.18.11."),
-        "the job's own address in /etc/hosts: {o}"
-    );
+    assert!(o.contains("198.18.11."), "the job's own address in /etc/hosts: {o}");
 }
 
 #[test]
@@ -294,11 +234,7 @@ fn sigkill_of_a_runner_then_the_next_run_reclaims() {
     }
     let net = TestNet::new("c", 12, 24);
     with_rootfs(&net);
-    let mut runner = net
-        .job(&["--name", "victim", "--ip", "198.18.12.7"], HOLD)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut runner = net.job(&["--name", "victim", "--ip", "198.18.12.7"], HOLD).stdout(Stdio::null()).spawn().unwrap();
     net.wait_files(1);
     runner.kill().unwrap();
     runner.wait().unwrap();
@@ -310,10 +246,7 @@ fn sigkill_of_a_runner_then_the_next_run_reclaims() {
     let iface = leases[0]["iface"].as_str().unwrap().to_string();
     // A crash between veth creation and teardown leaves the host end: fake it.
     leave_link(&iface);
-    let out = net
-        .job(&["--ip", "198.18.12.7"], "ip -4 -o addr show eth0")
-        .output()
-        .unwrap();
+    let out = net.job(&["--ip", "198.18.12.7"], "ip -4 -o addr show eth0").output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("198.18.12.7/24"));
     assert!(net.leases_json().is_empty());
@@ -328,18 +261,13 @@ fn a_slash_29_is_exhausted_by_concurrent_jobs() {
     let net = TestNet::new("d", 13, 29);
     with_rootfs(&net);
     // 8 addresses - network - broadcast - gateway = 5.
-    let holders: Vec<Child> = (0..5)
-        .map(|_| net.job(&[], HOLD).stdout(Stdio::null()).spawn().unwrap())
-        .collect();
+    let holders: Vec<Child> = (0..5).map(|_| net.job(&[], HOLD).stdout(Stdio::null()).spawn().unwrap()).collect();
     net.wait_files(5);
     let out = net.job(&[], "true").output().unwrap();
     net.release_all();
     wait_all(holders);
     assert_eq!(code(&out), 125);
-    assert_eq!(
-        stderr(&out).trim(),
-        "repeatr: no free address in 198.18.13.0/29: 5 leased"
-    );
+    assert_eq!(stderr(&out).trim(), "repeatr: no free address in 198.18.13.0/29: 5 leased");
     net.assert_no_veths();
 }
 
@@ -350,11 +278,7 @@ fn ip_requests_are_checked() {
     }
     let net = TestNet::new("e", 14, 24);
     with_rootfs(&net);
-    let holder = net
-        .job(&["--name", "holder", "--ip", "198.18.14.9"], HOLD)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let holder = net.job(&["--name", "holder", "--ip", "198.18.14.9"], HOLD).stdout(Stdio::null()).spawn().unwrap();
     net.wait_files(1);
     let cases = [
         ("198.18.14.1", "gateway"),
@@ -387,13 +311,7 @@ fn twenty_first_runs_at_once_on_an_empty_state_dir() {
     with_rootfs(&net);
     assert!(!net.repeatr.state.path().join("state.db").exists());
     let children: Vec<Child> = (0..20)
-        .map(|_| {
-            net.job(&[], "ip -4 -o addr show eth0")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| net.job(&[], "ip -4 -o addr show eth0").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
         .collect();
     for out in wait_all(children) {
         assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -410,11 +328,7 @@ fn a_corrupt_state_file_is_detected_and_rebuilt() {
     }
     let net = TestNet::new("g", 16, 24);
     with_rootfs(&net);
-    let holder = net
-        .job(&["--name", "survivor", "--ip", "198.18.16.20"], HOLD)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let holder = net.job(&["--name", "survivor", "--ip", "198.18.16.20"], HOLD).stdout(Stdio::null()).spawn().unwrap();
     net.wait_files(1);
     let db = net.repeatr.state.path().join("state.db");
     for suffix in ["-wal", "-shm"] {
@@ -424,10 +338,7 @@ fn a_corrupt_state_file_is_detected_and_rebuilt() {
     let out = net.job(&[], "true").output().unwrap();
     let err = stderr(&out);
     assert_eq!(code(&out), 125, "{err}");
-    assert!(
-        err.contains("state.db") && err.contains("gc --rebuild"),
-        "{err}"
-    );
+    assert!(err.contains("state.db") && err.contains("gc --rebuild"), "{err}");
     let out = net.output(&["gc", "--rebuild"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let leases = net.leases_json();
@@ -450,11 +361,7 @@ fn leases_json_while_jobs_run_and_after() {
     }
     let net = TestNet::new("h", 17, 24);
     with_rootfs(&net);
-    let holder = net
-        .job(&["--name", "listed", "--ip", "198.18.17.33"], HOLD)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let holder = net.job(&["--name", "listed", "--ip", "198.18.17.33"], HOLD).stdout(Stdio::null()).spawn().unwrap();
     net.wait_files(1);
     let leases = net.leases_json();
     assert_eq!(leases.len(), 1);
@@ -467,10 +374,7 @@ fn leases_json_while_jobs_run_and_after() {
     assert!(l["command"].as_str().unwrap().starts_with("/bin/sh -c"));
     assert!(l["started_at"].as_str().unwrap().ends_with('Z'));
     let table = stdout(&net.output(&["leases"]));
-    assert!(
-        table.starts_with("JOB") && table.contains("listed") && table.contains("running"),
-        "{table}"
-    );
+    assert!(table.starts_with("JOB") && table.contains("listed") && table.contains("running"), "{table}");
     net.release_all();
     wait_all(vec![holder]);
     assert!(net.leases_json().is_empty());
@@ -485,11 +389,7 @@ fn gc_reclaims_and_deletes_leftovers() {
     }
     let net = TestNet::new("i", 18, 24);
     with_rootfs(&net);
-    let mut runner = net
-        .job(&["--name", "crashy"], HOLD)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut runner = net.job(&["--name", "crashy"], HOLD).stdout(Stdio::null()).spawn().unwrap();
     net.wait_files(1);
     runner.kill().unwrap();
     runner.wait().unwrap();
@@ -503,11 +403,7 @@ fn gc_reclaims_and_deletes_leftovers() {
     assert_eq!(net.veths(), [iface.clone()]);
     let out = net.output(&["gc"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("reclaimed lease of job crashy"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("reclaimed lease of job crashy"), "{}", stdout(&out));
     assert!(net.leases_json().is_empty());
     net.assert_no_veths();
 }
@@ -553,10 +449,7 @@ fn bad_network_config_is_refused_in_one_line() {
 
 /// The subnet of the host's first global IPv4 address (a route the host has).
 fn host_route() -> String {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "route", "show", "scope", "link"])
-        .output()
-        .unwrap();
+    let out = Command::new("ip").args(["-4", "-o", "route", "show", "scope", "link"]).output().unwrap();
     stdout(&out)
         .lines()
         .next()
@@ -572,15 +465,8 @@ fn a_read_only_state_dir_is_refused() {
     }
     let net = TestNet::new("k", 20, 24);
     with_rootfs(&net);
-    let ro = tempfile::Builder::new()
-        .prefix("rpt-ro-")
-        .tempdir()
-        .unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
-        .arg(ro.path())
-        .status()
-        .unwrap();
+    let ro = tempfile::Builder::new().prefix("rpt-ro-").tempdir().unwrap();
+    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"]).arg(ro.path()).status().unwrap();
     assert!(st.success());
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use repeatr::network::{
-    NetworkError, VethSpec, attach_job, delete_link, ensure_bridge, host_ipv4_routes,
-    links_with_prefix, loopback_up, mac_for_ip,
+    NetworkError, VethSpec, attach_job, delete_link, ensure_bridge, host_ipv4_routes, links_with_prefix, loopback_up,
+    mac_for_ip,
 };
 use serde_json::Value;
 
@@ -41,11 +41,7 @@ fn names(n: u32) -> (String, Ipv4Net) {
     assert!(bridge.len() <= 10);
     // 198.18.0.0/15 holds 512 /24s: 32 process slots of 16 tests each.
     let idx = (pid % 32) * 16 + n;
-    let subnet = Ipv4Net::new(
-        Ipv4Addr::new(198, 18 + (idx / 256) as u8, (idx % 256) as u8, 0),
-        24,
-    )
-    .expect("valid /24");
+    let subnet = Ipv4Net::new(Ipv4Addr::new(198, 18 + (idx / 256) as u8, (idx % 256) as u8, 0), 24).expect("valid /24");
     (bridge, subnet)
 }
 
@@ -64,10 +60,7 @@ impl Guard {
     fn new(bridge: &str) -> Self {
         // A leftover from an earlier crashed run of a process with this pid.
         let _ = delete_link(bridge);
-        Guard {
-            links: vec![bridge.to_string()],
-            netns: Vec::new(),
-        }
+        Guard { links: vec![bridge.to_string()], netns: Vec::new() }
     }
 
     fn veth(&mut self, name: &str) {
@@ -115,11 +108,7 @@ fn run_in(netns: &OwnedFd, args: &[&str]) -> Output {
 }
 
 fn json(out: Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("ip -j output")
 }
 
@@ -128,24 +117,17 @@ fn host_json(args: &[&str]) -> Value {
 }
 
 fn has_flag(link: &Value, flag: &str) -> bool {
-    link["flags"]
-        .as_array()
-        .is_some_and(|f| f.iter().any(|x| x == flag))
+    link["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == flag))
 }
 
 fn has_addr(link: &Value, ip: Ipv4Addr, prefix: u8) -> bool {
-    link["addr_info"].as_array().is_some_and(|a| {
-        a.iter()
-            .any(|x| x["local"] == ip.to_string().as_str() && x["prefixlen"] == prefix)
-    })
+    link["addr_info"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x["local"] == ip.to_string().as_str() && x["prefixlen"] == prefix))
 }
 
 fn mac_str(ip: Ipv4Addr) -> String {
-    mac_for_ip(ip)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac_for_ip(ip).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn spec(bridge: &str, subnet: Ipv4Net, slot: u32, mtu: u32) -> VethSpec {
@@ -185,15 +167,7 @@ fn ensure_bridge_is_idempotent_and_repairs() {
     check();
 
     // An admin took it down and removed the address: the next run repairs.
-    let ok = |args: &[&str]| {
-        assert!(
-            Command::new("ip")
-                .args(args)
-                .status()
-                .expect("ip")
-                .success()
-        )
-    };
+    let ok = |args: &[&str]| assert!(Command::new("ip").args(args).status().expect("ip").success());
     ok(&["link", "set", &br, "down"]);
     ok(&["addr", "del", &format!("{gw}/24"), "dev", &br]);
     assert_eq!(ensure_bridge(&br, gw, net, 1400).expect("repair"), a);
@@ -241,22 +215,12 @@ fn attach_job_configures_the_netns() {
     attach_job(&s, ns.as_fd()).expect("attach");
 
     let links = json(run_in(&ns, &["ip", "-j", "addr"]));
-    let eth0 = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["ifname"] == "eth0")
-        .expect("eth0");
+    let eth0 = links.as_array().unwrap().iter().find(|l| l["ifname"] == "eth0").expect("eth0");
     assert!(has_addr(eth0, s.ip, 24), "{eth0}");
     assert_eq!(eth0["mtu"], 1450);
     assert!(has_flag(eth0, "UP"));
     assert_eq!(eth0["address"], mac_str(s.ip).as_str());
-    let lo = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["ifname"] == "lo")
-        .expect("lo");
+    let lo = links.as_array().unwrap().iter().find(|l| l["ifname"] == "lo").expect("lo");
     assert!(has_flag(lo, "UP"), "{lo}");
 
     let routes = json(run_in(&ns, &["ip", "-j", "-4", "route"]));
@@ -265,9 +229,7 @@ fn attach_job_configures_the_netns() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["dst"] == "default"
-                && r["gateway"] == s.gateway.to_string().as_str()
-                && r["dev"] == "eth0"),
+            .any(|r| r["dst"] == "default" && r["gateway"] == s.gateway.to_string().as_str() && r["dev"] == "eth0"),
         "{routes}"
     );
 
@@ -277,26 +239,12 @@ fn attach_job_configures_the_netns() {
     assert!(has_flag(&h[0], "UP"));
     let _ = br_index;
 
-    assert_eq!(
-        links_with_prefix(&format!("{br}-")).expect("list"),
-        vec![s.host_name.clone()]
-    );
+    assert_eq!(links_with_prefix(&format!("{br}-")).expect("list"), vec![s.host_name.clone()]);
     assert!(delete_link(&s.host_name).expect("delete"));
-    assert!(
-        links_with_prefix(&format!("{br}-"))
-            .expect("list")
-            .is_empty()
-    );
+    assert!(links_with_prefix(&format!("{br}-")).expect("list").is_empty());
     // Deleting the host end took the job end with it.
     let after = json(run_in(&ns, &["ip", "-j", "link"]));
-    assert!(
-        after
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|l| l["ifname"] != "eth0"),
-        "{after}"
-    );
+    assert!(after.as_array().unwrap().iter().all(|l| l["ifname"] != "eth0"), "{after}");
     g.netns.push(ns);
 }
 
@@ -317,11 +265,7 @@ fn two_jobs_reach_each_other_and_the_gateway() {
 
     let ping = |ns: &OwnedFd, ip: Ipv4Addr| {
         let out = run_in(ns, &["ping", "-c1", "-W2", &ip.to_string()]);
-        assert!(
-            out.status.success(),
-            "ping {ip}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(out.status.success(), "ping {ip}: {}", String::from_utf8_lossy(&out.stdout));
     };
     ping(&a, sb.ip);
     ping(&b, sa.ip);
@@ -368,10 +312,7 @@ fn host_routes_exclude_default_and_cover_host_addresses() {
             if dev.starts_with("rt") {
                 continue;
             }
-            assert!(
-                routes.contains(&(net, dev.clone())),
-                "{net} on {dev} missing from {routes:?}"
-            );
+            assert!(routes.contains(&(net, dev.clone())), "{net} on {dev} missing from {routes:?}");
         }
     }
 }
@@ -392,13 +333,7 @@ fn attach_replaces_a_stale_host_link() {
     let new = new_netns();
     attach_job(&s, new.as_fd()).expect("over a stale link");
     let links = json(run_in(&new, &["ip", "-j", "link"]));
-    assert!(
-        links
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["ifname"] == "eth0")
-    );
+    assert!(links.as_array().unwrap().iter().any(|l| l["ifname"] == "eth0"));
     g.netns.push(old);
     g.netns.push(new);
 }
@@ -426,10 +361,7 @@ fn attach_fails_cleanly() {
     assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
     eprintln!("attach over a taken eth0: {e}");
     assert!(e.to_string().contains(&s2.host_name), "{e}");
-    assert_eq!(
-        links_with_prefix(&format!("{br}-")).expect("list"),
-        vec![s.host_name.clone()]
-    );
+    assert_eq!(links_with_prefix(&format!("{br}-")).expect("list"), vec![s.host_name.clone()]);
     g.netns.push(ns);
 }
 
@@ -503,11 +435,7 @@ fn twenty_concurrent_attaches_on_one_bridge() {
     for h in handles {
         assert!(h.join().expect("thread").expect("delete"));
     }
-    assert!(
-        links_with_prefix(&format!("{br}-"))
-            .expect("list")
-            .is_empty()
-    );
+    assert!(links_with_prefix(&format!("{br}-")).expect("list").is_empty());
 }
 
 #[test]
@@ -570,27 +498,13 @@ fn attach_to_a_child_process_netns_and_tear_down_after_it_died() {
         });
     }
     let mut child = cmd.spawn().expect("spawn");
-    let ns = OwnedFd::from(
-        std::fs::File::open(format!("/proc/{}/ns/net", child.id())).expect("open netns"),
-    );
+    let ns = OwnedFd::from(std::fs::File::open(format!("/proc/{}/ns/net", child.id())).expect("open netns"));
     attach_job(&s, ns.as_fd()).expect("attach");
     let out = Command::new("nsenter")
-        .args([
-            "-t",
-            &child.id().to_string(),
-            "-n",
-            "ping",
-            "-c1",
-            "-W2",
-            &s.gateway.to_string(),
-        ])
+        .args(["-t", &child.id().to_string(), "-n", "ping", "-c1", "-W2", &s.gateway.to_string()])
         .output()
         .expect("nsenter");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
     // The job dies and nobody holds its netns any more: the kernel tears
     // the veth down on its own, asynchronously; delete_link must not mind.
@@ -599,10 +513,7 @@ fn attach_to_a_child_process_netns_and_tear_down_after_it_died() {
     child.wait().expect("wait");
     let deleted = delete_link(&s.host_name).expect("delete after death");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !links_with_prefix(&format!("{br}-"))
-        .expect("list")
-        .is_empty()
-    {
+    while !links_with_prefix(&format!("{br}-")).expect("list").is_empty() {
         assert!(Instant::now() < deadline, "veth outlived its netns");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -47,11 +47,7 @@ fn signal_death_is_128_plus_n() {
     assert_eq!(job.len(), 1, "the job is the runner's only child");
     // SIGKILL from the host's pid namespace is the one signal pid 1 of the
     // job cannot ignore.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(job[0]),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(job[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
     let out = runner.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
 }
@@ -63,13 +59,8 @@ fn sigterm_to_the_runner_runs_the_jobs_trap() {
     }
     let r = Repeatr::new();
     let rootfs = Rootfs::busybox();
-    for (sig, name) in [
-        (nix::sys::signal::Signal::SIGTERM, "TERM"),
-        (nix::sys::signal::Signal::SIGUSR1, "USR1"),
-    ] {
-        let script = format!(
-            "trap 'echo got-{name}; exit 42' {name}; echo ready; while true; do sleep 0.05; done"
-        );
+    for (sig, name) in [(nix::sys::signal::Signal::SIGTERM, "TERM"), (nix::sys::signal::Signal::SIGUSR1, "USR1")] {
+        let script = format!("trap 'echo got-{name}; exit 42' {name}; echo ready; while true; do sleep 0.05; done");
         let mut runner = r.spawn_sh(rootfs.path(), &script);
         wait_for_line(&mut runner, "ready");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(runner.id() as i32), sig).unwrap();
@@ -87,10 +78,7 @@ fn sigkill_of_the_runner_kills_the_job_and_leaves_nothing() {
     let r = Repeatr::new();
     let rootfs = Rootfs::busybox();
     let before = manifest(rootfs.path());
-    let mut runner = r.spawn_sh(
-        rootfs.path(),
-        "echo x > /bin/new; rm -rf /etc; echo ready; exec sleep 1000",
-    );
+    let mut runner = r.spawn_sh(rootfs.path(), "echo x > /bin/new; rm -rf /etc; echo ready; exec sleep 1000");
     wait_for_line(&mut runner, "ready");
     let job = children_of(runner.id());
     assert_eq!(job.len(), 1);
@@ -99,13 +87,8 @@ fn sigkill_of_the_runner_kills_the_job_and_leaves_nothing() {
     wait_gone(job[0]);
     assert_eq!(manifest(rootfs.path()), before, "source rootfs changed");
     let state = r.state.path().to_str().unwrap();
-    assert!(
-        host_mounts_mentioning(state).is_empty(),
-        "mount left on the host"
-    );
-    let mnt: Vec<_> = std::fs::read_dir(r.state.path().join("mnt"))
-        .unwrap()
-        .collect();
+    assert!(host_mounts_mentioning(state).is_empty(), "mount left on the host");
+    let mnt: Vec<_> = std::fs::read_dir(r.state.path().join("mnt")).unwrap().collect();
     assert!(mnt.is_empty(), "temp files left in the mount base: {mnt:?}");
     assert!(host_mounts_mentioning(rootfs.path().to_str().unwrap()).is_empty());
 }
@@ -129,17 +112,8 @@ fn the_source_dir_and_tar_are_never_mutated() {
     assert_eq!(manifest(rootfs.path()), before);
     assert_eq!(std::fs::read(tar.path()).unwrap(), tar_before);
     // And the next job sees the pristine image again.
-    let out = r.sh(
-        rootfs.path(),
-        &[],
-        "test -e /bin/sh && test ! -e /new && cat /etc/passwd | head -1",
-    );
-    assert_eq!(
-        stdout(&out),
-        "root:x:0:0:root:/root:/bin/sh\n",
-        "{}",
-        stderr(&out)
-    );
+    let out = r.sh(rootfs.path(), &[], "test -e /bin/sh && test ! -e /new && cat /etc/passwd | head -1");
+    assert_eq!(stdout(&out), "root:x:0:0:root:/root:/bin/sh\n", "{}", stderr(&out));
 }
 
 #[test]
@@ -159,17 +133,7 @@ fn tar_rootfs_from_file_gzip_and_stdin() {
     }
     let mut child = r
         .cmd()
-        .args([
-            "run",
-            "--net",
-            "none",
-            "--rootfs",
-            "-",
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo from-stdin; cat",
-        ])
+        .args(["run", "--net", "none", "--rootfs", "-", "--", "/bin/sh", "-c", "echo from-stdin; cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -180,11 +144,7 @@ fn tar_rootfs_from_file_gzip_and_stdin() {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(
-        stdout(&out),
-        "from-stdin\n",
-        "the job's stdin is empty after the tar"
-    );
+    assert_eq!(stdout(&out), "from-stdin\n", "the job's stdin is empty after the tar");
 }
 
 #[test]
@@ -207,11 +167,7 @@ fn the_host_environment_does_not_leak() {
     assert!(env.contains("MINE=yes"));
     assert!(env.contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
     assert!(env.contains("HOME=/root"));
-    let out = r.run(
-        rootfs.path(),
-        &["--user", "1000:1000"],
-        &["/bin/sh", "-c", "echo $HOME; id -u; id -g"],
-    );
+    let out = r.run(rootfs.path(), &["--user", "1000:1000"], &["/bin/sh", "-c", "echo $HOME; id -u; id -g"]);
     assert_eq!(stdout(&out), "/home/user\n1000\n1000\n", "{}", stderr(&out));
 }
 
@@ -225,12 +181,13 @@ fn only_fds_0_to_2_reach_the_job() {
     // An fd the runner inherits without O_CLOEXEC, as a careless parent would pass it.
     let leak = std::fs::File::open("/etc/hostname").unwrap();
     let mut cmd = r.cmd();
-    cmd.args(["run", "--net", "none", "--rootfs"])
-        .arg(rootfs.path())
-        .args(["--", "/bin/sh", "-c", "echo ready; exec sleep 1000"]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args(["run", "--net", "none", "--rootfs"]).arg(rootfs.path()).args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo ready; exec sleep 1000",
+    ]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
     let raw = std::os::fd::AsRawFd::as_raw_fd(&leak);
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
@@ -279,15 +236,9 @@ fn masked_and_readonly_kernel_paths_hold() {
     assert_eq!(lines[0].trim(), "0", "masked files read empty: {o}");
     assert_eq!(lines[1].trim(), "0", "/sys/firmware masked: {o}");
     assert!(!o.contains("wrote-"), "a read-only path was writable: {o}");
-    assert!(
-        o.contains("CapBnd:\t00000000a80425fb"),
-        "docker's default caps: {o}"
-    );
+    assert!(o.contains("CapBnd:\t00000000a80425fb"), "docker's default caps: {o}");
     assert!(o.contains("NoNewPrivs:\t1"));
-    assert!(
-        o.contains("\n1\njob-masked\n"),
-        "pid 1, hostname = job id: {o}"
-    );
+    assert!(o.contains("\n1\njob-masked\n"), "pid 1, hostname = job id: {o}");
 }
 
 #[test]
@@ -297,16 +248,10 @@ fn mounts_ro_rw_and_symlink_targets_stay_inside() {
     }
     let r = Repeatr::new();
     let rootfs = Rootfs::busybox();
-    let data = tempfile::Builder::new()
-        .prefix("rpt-data-")
-        .tempdir()
-        .unwrap();
+    let data = tempfile::Builder::new().prefix("rpt-data-").tempdir().unwrap();
     std::fs::write(data.path().join("in"), "host-data").unwrap();
     // A host location the image's symlink aims at: the mount must not land there.
-    let decoy = tempfile::Builder::new()
-        .prefix("rpt-decoy-")
-        .tempdir()
-        .unwrap();
+    let decoy = tempfile::Builder::new().prefix("rpt-decoy-").tempdir().unwrap();
     std::os::unix::fs::symlink(decoy.path(), rootfs.path().join("evil")).unwrap();
     let src = data.path().to_str().unwrap();
     let out = r.sh(
@@ -318,25 +263,11 @@ fn mounts_ro_rw_and_symlink_targets_stay_inside() {
     let o = stdout(&out);
     assert!(o.starts_with("host-data\n"), "{o}");
     assert!(!o.contains("ro-writable"));
-    assert!(
-        o.contains("host-data\n/evil/\n"),
-        "symlinked target mounted inside the root: {o}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(data.path().join("out")).unwrap(),
-        "job\n",
-        "rw mount writes reach the host"
-    );
+    assert!(o.contains("host-data\n/evil/\n"), "symlinked target mounted inside the root: {o}");
+    assert_eq!(std::fs::read_to_string(data.path().join("out")).unwrap(), "job\n", "rw mount writes reach the host");
     assert!(!data.path().join("x").exists());
-    assert_eq!(
-        std::fs::read_dir(decoy.path()).unwrap().count(),
-        0,
-        "the decoy got nothing"
-    );
-    assert!(
-        host_mounts_mentioning(decoy.path().to_str().unwrap()).is_empty(),
-        "mounted onto the host!"
-    );
+    assert_eq!(std::fs::read_dir(decoy.path()).unwrap().count(), 0, "the decoy got nothing");
+    assert!(host_mounts_mentioning(decoy.path().to_str().unwrap()).is_empty(), "mounted onto the host!");
 }
 
 #[test]
@@ -348,22 +279,10 @@ fn workdir_hostname_and_user() {
     let rootfs = Rootfs::busybox();
     let out = r.sh(
         rootfs.path(),
-        &[
-            "--workdir",
-            "/work/dir",
-            "--hostname",
-            "builder",
-            "--user",
-            "1000",
-        ],
+        &["--workdir", "/work/dir", "--hostname", "builder", "--user", "1000"],
         "pwd; hostname; id -u; cat /etc/hostname; grep builder /etc/hosts | wc -l",
     );
-    assert_eq!(
-        stdout(&out),
-        "/work/dir\nbuilder\n1000\nbuilder\n1\n",
-        "{}",
-        stderr(&out)
-    );
+    assert_eq!(stdout(&out), "/work/dir\nbuilder\n1000\nbuilder\n1\n", "{}", stderr(&out));
 }
 
 #[test]
@@ -376,11 +295,7 @@ fn images_with_symlinked_proc_are_refused() {
     std::os::unix::fs::symlink("/", rootfs.path().join("proc")).unwrap();
     let out = r.run(rootfs.path(), &[], &["/bin/true"]);
     assert_eq!(code(&out), 125);
-    assert!(
-        stderr(&out).contains("/proc is a symlink"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("/proc is a symlink"), "{}", stderr(&out));
 }
 
 #[test]
@@ -392,58 +307,13 @@ fn runner_errors_are_one_line_and_125() {
     let rootfs = Rootfs::busybox();
     let p = rootfs.path().to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec!["run", "--rootfs", "/nonexistent/rootfs", "--", "/bin/true"],
-            "does not exist",
-        ),
-        (
-            vec![
-                "run",
-                "--rootfs",
-                p,
-                "--mount",
-                "relative:/x",
-                "--",
-                "/bin/true",
-            ],
-            "--mount",
-        ),
-        (
-            vec![
-                "run",
-                "--rootfs",
-                p,
-                "--mount",
-                "/tmp:rel",
-                "--",
-                "/bin/true",
-            ],
-            "absolute",
-        ),
-        (
-            vec!["run", "--rootfs", p, "--env", "NOEQUALS", "--", "/bin/true"],
-            "--env",
-        ),
-        (
-            vec!["run", "--rootfs", p, "--user", "bob", "--", "/bin/true"],
-            "--user",
-        ),
-        (
-            vec![
-                "run",
-                "--rootfs",
-                p,
-                "--name",
-                "bad/name",
-                "--",
-                "/bin/true",
-            ],
-            "--name",
-        ),
-        (
-            vec!["run", "--rootfs", p, "--no-such-flag", "--", "/bin/true"],
-            "--no-such-flag",
-        ),
+        (vec!["run", "--rootfs", "/nonexistent/rootfs", "--", "/bin/true"], "does not exist"),
+        (vec!["run", "--rootfs", p, "--mount", "relative:/x", "--", "/bin/true"], "--mount"),
+        (vec!["run", "--rootfs", p, "--mount", "/tmp:rel", "--", "/bin/true"], "absolute"),
+        (vec!["run", "--rootfs", p, "--env", "NOEQUALS", "--", "/bin/true"], "--env"),
+        (vec!["run", "--rootfs", p, "--user", "bob", "--", "/bin/true"], "--user"),
+        (vec!["run", "--rootfs", p, "--name", "bad/name", "--", "/bin/true"], "--name"),
+        (vec!["run", "--rootfs", p, "--no-such-flag", "--", "/bin/true"], "--no-such-flag"),
         (vec!["run", "--rootfs", p], "no command"),
     ];
     for (args, needle) in cases {
@@ -486,12 +356,7 @@ fn a_non_executable_workdir_parent_or_file_reports_clearly() {
     let out = r.run(rootfs.path(), &[], &["/script"]);
     assert_eq!(stdout(&out), "ran-script\n", "{}", stderr(&out));
     let out = r.run(rootfs.path(), &[], &["/etc"]);
-    assert_eq!(
-        code(&out),
-        126,
-        "a directory cannot be executed: {}",
-        stderr(&out)
-    );
+    assert_eq!(code(&out), 126, "a directory cannot be executed: {}", stderr(&out));
 }
 
 /// A tar entry with its name and link bytes written raw, as a hostile tar has them.
@@ -517,86 +382,45 @@ fn hostile_tars_fail_whole_and_leave_the_host_untouched() {
         return;
     }
     let r = Repeatr::new();
-    let outside = tempfile::Builder::new()
-        .prefix("rpt-outside-")
-        .tempdir()
-        .unwrap();
+    let outside = tempfile::Builder::new().prefix("rpt-outside-").tempdir().unwrap();
     let o = outside.path().to_str().unwrap().trim_start_matches('/');
     std::fs::write(outside.path().join("secret"), "secret").unwrap();
     let up = "../../../../../../../../../../";
     use tar::EntryType::{Directory, Link, Regular, Symlink};
     let cases: Vec<(&str, Vec<(tar::EntryType, String, String)>)> = vec![
-        (
-            "traversal",
-            vec![(Regular, format!("{up}{o}/evil"), String::new())],
-        ),
-        (
-            "absolute",
-            vec![(Regular, format!("/{o}/evil"), String::new())],
-        ),
+        ("traversal", vec![(Regular, format!("{up}{o}/evil"), String::new())]),
+        ("absolute", vec![(Regular, format!("/{o}/evil"), String::new())]),
         (
             "symlink escape",
-            vec![
-                (Symlink, "link".into(), format!("/{o}")),
-                (Regular, "link/evil".into(), String::new()),
-            ],
+            vec![(Symlink, "link".into(), format!("/{o}")), (Regular, "link/evil".into(), String::new())],
         ),
         (
             "relative symlink escape",
-            vec![
-                (Symlink, "link".into(), format!("{up}{o}")),
-                (Regular, "link/evil".into(), String::new()),
-            ],
+            vec![(Symlink, "link".into(), format!("{up}{o}")), (Regular, "link/evil".into(), String::new())],
         ),
         (
             "hardlink escape",
-            vec![
-                (Directory, "bin".into(), String::new()),
-                (Link, "bin/evil".into(), format!("{up}{o}/secret")),
-            ],
+            vec![(Directory, "bin".into(), String::new()), (Link, "bin/evil".into(), format!("{up}{o}/secret"))],
         ),
     ];
     for (what, entries) in cases {
         let mut tar = Vec::new();
         for (kind, name, link) in &entries {
-            raw_entry(
-                &mut tar,
-                *kind,
-                name,
-                link,
-                if *kind == Regular { b"pwned" } else { b"" },
-            );
+            raw_entry(&mut tar, *kind, name, link, if *kind == Regular { b"pwned" } else { b"" });
         }
         tar.extend_from_slice(&[0u8; 1024]);
-        let file = tempfile::Builder::new()
-            .prefix("rpt-evil-")
-            .suffix(".tar")
-            .tempfile()
-            .unwrap();
+        let file = tempfile::Builder::new().prefix("rpt-evil-").suffix(".tar").tempfile().unwrap();
         std::fs::write(file.path(), &tar).unwrap();
         let out = r.run(file.path(), &[], &["/bin/true"]);
         let err = stderr(&out);
         assert_eq!(code(&out), 125, "{what}: {err}");
         assert_eq!(err.lines().count(), 1, "{what}: {err}");
-        assert!(
-            err.contains("outside"),
-            "{what} refused for the wrong reason: {err}"
-        );
-        let names: Vec<_> = std::fs::read_dir(outside.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        assert!(err.contains("outside"), "{what} refused for the wrong reason: {err}");
+        let names: Vec<_> = std::fs::read_dir(outside.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["secret"], "{what} wrote outside");
         let secret = std::fs::metadata(outside.path().join("secret")).unwrap();
-        assert_eq!(
-            std::os::unix::fs::MetadataExt::nlink(&secret),
-            1,
-            "{what} linked the host file"
-        );
-        assert_eq!(
-            std::fs::read_to_string(outside.path().join("secret")).unwrap(),
-            "secret"
-        );
+        assert_eq!(std::os::unix::fs::MetadataExt::nlink(&secret), 1, "{what} linked the host file");
+        assert_eq!(std::fs::read_to_string(outside.path().join("secret")).unwrap(), "secret");
     }
 }
 
@@ -612,19 +436,15 @@ fn docker_export_quirks_work() {
     std::fs::write(rootfs.path().join("dev/console"), "").unwrap();
     std::fs::write(rootfs.path().join("etc/hosts"), "").unwrap();
     std::os::unix::fs::symlink("/proc/mounts", rootfs.path().join("etc/mtab")).unwrap();
-    std::os::unix::fs::symlink(
-        "../run/systemd/resolve/stub-resolv.conf",
-        rootfs.path().join("etc/resolv.conf"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink("../run/systemd/resolve/stub-resolv.conf", rootfs.path().join("etc/resolv.conf"))
+        .unwrap();
     let tar = rootfs.to_tar(false);
-    let out = r.sh(tar.path(), &["--name", "quirky"], "grep -c quirky /etc/hosts; test -L /etc/resolv.conf || echo resolv-is-file; head -1 /etc/mtab | cut -d' ' -f3");
-    assert_eq!(
-        stdout(&out),
-        "1\nresolv-is-file\ntmpfs\n",
-        "{}",
-        stderr(&out)
+    let out = r.sh(
+        tar.path(),
+        &["--name", "quirky"],
+        "grep -c quirky /etc/hosts; test -L /etc/resolv.conf || echo resolv-is-file; head -1 /etc/mtab | cut -d' ' -f3",
     );
+    assert_eq!(stdout(&out), "1\nresolv-is-file\ntmpfs\n", "{}", stderr(&out));
 }
 
 #[test]
@@ -634,6 +454,10 @@ fn net_none_has_only_loopback_and_it_is_up() {
     }
     let r = Repeatr::new();
     let rootfs = Rootfs::busybox();
-    let out = r.sh(rootfs.path(), &["--net", "none"], "ls /sys/class/net; ip -o link show lo | grep -c LOWER_UP; ping -c1 -W2 127.0.0.1 >/dev/null && echo lo-ok");
+    let out = r.sh(
+        rootfs.path(),
+        &["--net", "none"],
+        "ls /sys/class/net; ip -o link show lo | grep -c LOWER_UP; ping -c1 -W2 127.0.0.1 >/dev/null && echo lo-ok",
+    );
     assert_eq!(stdout(&out), "lo\n1\nlo-ok\n", "{}", stderr(&out));
 }

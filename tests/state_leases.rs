@@ -66,12 +66,7 @@ fn child_runner() {
     let state = StateDir::open(Path::new(&dir)).unwrap();
     let lease = state.acquire(&req(&job, &net)).unwrap();
     let reclaimed: Vec<String> = lease.reclaimed.iter().map(u16::to_string).collect();
-    println!(
-        "LEASE {} {} r{}",
-        lease.record.ip,
-        lease.record.slot,
-        reclaimed.join(",")
-    );
+    println!("LEASE {} {} r{}", lease.record.ip, lease.record.slot, reclaimed.join(","));
     std::io::stdout().flush().unwrap();
     let mut sink = Vec::new();
     std::io::stdin().read_to_end(&mut sink).unwrap();
@@ -118,11 +113,7 @@ impl Runner {
                 let ip = words.next().unwrap().parse().unwrap();
                 let slot = words.next().unwrap().parse().unwrap();
                 let reclaimed = words.next().unwrap().trim_start_matches('r');
-                let reclaimed = reclaimed
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.parse().unwrap())
-                    .collect();
+                let reclaimed = reclaimed.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
                 return (ip, slot, reclaimed);
             }
         }
@@ -140,9 +131,8 @@ fn twenty_first_runs_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
     let go = tmp.path().join("go");
-    let mut runners: Vec<Runner> = (0..20)
-        .map(|i| spawn_runner(&dir, &format!("job{i}"), "198.18.0.0/24", &go))
-        .collect();
+    let mut runners: Vec<Runner> =
+        (0..20).map(|i| spawn_runner(&dir, &format!("job{i}"), "198.18.0.0/24", &go)).collect();
     std::fs::write(&go, "").unwrap();
     let leases: Vec<(Ipv4Addr, u16)> = runners.iter_mut().map(Runner::lease).collect();
 
@@ -154,9 +144,7 @@ fn twenty_first_runs_at_once() {
     assert!(!ips.contains(&ip("198.18.0.1")), "gateway handed out");
 
     let conn = Connection::open(dir.join("state.db")).unwrap();
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(version, 1);
     drop(conn);
 
@@ -190,14 +178,8 @@ fn killed_runner_is_reclaimed() {
 
     let lease = state.acquire(&req("next", "198.18.1.0/24")).unwrap();
     assert_eq!(lease.reclaimed, vec![victim_slot]);
-    assert_eq!(
-        lease.record.slot, victim_slot,
-        "the freed slot is the lowest"
-    );
-    assert_ne!(
-        lease.record.ip, victim_ip,
-        "round-robin does not hand the address straight back"
-    );
+    assert_eq!(lease.record.slot, victim_slot, "the freed slot is the lowest");
+    assert_ne!(lease.record.ip, victim_ip, "round-robin does not hand the address straight back");
     let listed = state.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].lease.job, "next");
@@ -210,29 +192,16 @@ fn concurrent_runners_reclaim_each_stale_lease_once() {
     StateDir::open(&dir).unwrap();
     for slot in 0..5u16 {
         let addr = format!("198.18.9.{}", 100 + slot);
-        insert_row(
-            &dir,
-            &format!("dead{slot}"),
-            &addr,
-            slot,
-            1,
-            1,
-            &current_boot_id(),
-        );
+        insert_row(&dir, &format!("dead{slot}"), &addr, slot, 1, 1, &current_boot_id());
     }
     let go = tmp.path().join("go");
-    let mut runners: Vec<Runner> = (0..10)
-        .map(|i| spawn_runner(&dir, &format!("job{i}"), "198.18.9.0/24", &go))
-        .collect();
+    let mut runners: Vec<Runner> =
+        (0..10).map(|i| spawn_runner(&dir, &format!("job{i}"), "198.18.9.0/24", &go)).collect();
     std::fs::write(&go, "").unwrap();
     let leases: Vec<_> = runners.iter_mut().map(Runner::lease_reclaiming).collect();
     let mut reclaimed: Vec<u16> = leases.iter().flat_map(|l| l.2.iter().copied()).collect();
     reclaimed.sort();
-    assert_eq!(
-        reclaimed,
-        [0, 1, 2, 3, 4],
-        "each stale lease reclaimed exactly once: {leases:?}"
-    );
+    assert_eq!(reclaimed, [0, 1, 2, 3, 4], "each stale lease reclaimed exactly once: {leases:?}");
     let slots: HashSet<u16> = leases.iter().map(|l| l.1).collect();
     assert_eq!(slots, (0..10).collect());
     runners.into_iter().for_each(Runner::finish);
@@ -240,16 +209,7 @@ fn concurrent_runners_reclaim_each_stale_lease_once() {
 
 fn sidecars(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("slots").join(BRIDGE))
-        .map(|d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "json")
-            })
-            .count()
-        })
+        .map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count())
         .unwrap_or(0)
 }
 
@@ -258,20 +218,9 @@ fn sidecars(dir: &Path) -> usize {
 #[test]
 fn slash_29_exhausts_after_five() {
     let (_tmp, state) = fresh();
-    let held: Vec<_> = (0..5)
-        .map(|i| {
-            state
-                .acquire(&req(&format!("j{i}"), "198.18.2.0/29"))
-                .unwrap()
-        })
-        .collect();
+    let held: Vec<_> = (0..5).map(|i| state.acquire(&req(&format!("j{i}"), "198.18.2.0/29")).unwrap()).collect();
     let got: Vec<_> = held.iter().map(|l| l.record.ip).collect();
-    assert_eq!(
-        got,
-        (2..=6)
-            .map(|i| Ipv4Addr::new(198, 18, 2, i))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(got, (2..=6).map(|i| Ipv4Addr::new(198, 18, 2, i)).collect::<Vec<_>>());
     let e = state.acquire(&req("j5", "198.18.2.0/29")).unwrap_err();
     assert_eq!(e.to_string(), "no free address in 198.18.2.0/29: 5 leased");
     // A failed acquisition leaves nothing behind.
@@ -282,10 +231,7 @@ fn slash_29_exhausts_after_five() {
 /// parallel: more than a default soft limit of 1024. False if the hard
 /// limit is too low.
 fn raise_fd_limit(want: libc::rlim_t) -> bool {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read or write only the struct we pass.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
@@ -306,26 +252,14 @@ fn bridge_out_of_slots() {
     let (_tmp, state) = fresh();
     // Held slot locks without rows (what a db that lost them would show)
     // must be skipped like leased ones.
-    let held: Vec<_> = (0..1023)
-        .map(|s| state.try_lock_slot(BRIDGE, s).unwrap().unwrap())
-        .collect();
-    let e = state
-        .acquire(&req("late", "198.18.16.0/20"))
-        .unwrap_err()
-        .to_string();
+    let held: Vec<_> = (0..1023).map(|s| state.try_lock_slot(BRIDGE, s).unwrap().unwrap()).collect();
+    let e = state.acquire(&req("late", "198.18.16.0/20")).unwrap_err().to_string();
     assert_eq!(
         e,
         "no free slot on bridge rtest0: all 1023 are in use (a Linux bridge takes at most 1024 ports); wait for jobs to end or use another bridge"
     );
     drop(held);
-    assert_eq!(
-        state
-            .acquire(&req("late", "198.18.16.0/20"))
-            .unwrap()
-            .record
-            .slot,
-        0
-    );
+    assert_eq!(state.acquire(&req("late", "198.18.16.0/20")).unwrap().record.slot, 0);
 }
 
 #[test]
@@ -338,9 +272,7 @@ fn round_robin_after_release() {
     )
     .unwrap()
     .network;
-    let a = state
-        .acquire(&LeaseRequest::new(&net, "a", "true"))
-        .unwrap();
+    let a = state.acquire(&LeaseRequest::new(&net, "a", "true")).unwrap();
     assert_eq!(a.record.ip, ip("198.18.3.2"));
     assert_eq!(a.record.iface, format!("{BRIDGE}-0"));
     state.release(a).unwrap();
@@ -371,10 +303,7 @@ fn duplicate_live_job_is_refused() {
 fn static_ip_conflicts() {
     let (_tmp, state) = fresh();
     let net = "198.18.7.0/24";
-    let with_ip = |job: &str, addr: &str| LeaseRequest {
-        ip: Some(ip(addr)),
-        ..req(job, net)
-    };
+    let with_ip = |job: &str, addr: &str| LeaseRequest { ip: Some(ip(addr)), ..req(job, net) };
     let held = state.acquire(&with_ip("holder", "198.18.7.50")).unwrap();
     assert_eq!(held.record.ip, ip("198.18.7.50"));
 
@@ -386,10 +315,7 @@ fn static_ip_conflicts() {
         ("198.18.7.50", "is taken by job holder"),
     ];
     for (addr, want) in cases {
-        let e = state
-            .acquire(&with_ip("other", addr))
-            .unwrap_err()
-            .to_string();
+        let e = state.acquire(&with_ip("other", addr)).unwrap_err().to_string();
         assert!(e.contains(want) && e.contains("--ip"), "{addr}: {e}");
         assert!(!e.contains('\n'));
     }
@@ -402,15 +328,7 @@ fn static_ip_conflicts() {
 
 /// Writes a lease row as a runner that has died would have left it: the
 /// slot lock file exists, nobody holds it.
-fn insert_row(
-    dir: &Path,
-    job: &str,
-    addr: &str,
-    slot: u16,
-    pid: u32,
-    start_time: i64,
-    boot_id: &str,
-) {
+fn insert_row(dir: &Path, job: &str, addr: &str, slot: u16, pid: u32, start_time: i64, boot_id: &str) {
     insert_row_without_lock_file(dir, job, addr, slot, pid, start_time, boot_id);
     let state = StateDir::open(dir).unwrap();
     drop(state.try_lock_slot(BRIDGE, slot).unwrap().unwrap());
@@ -445,30 +363,11 @@ fn lease_whose_pid_is_alive_but_lock_free_is_stale() {
     let me = std::process::id();
     // The pid now belongs to a live process (ours): a pid check would keep
     // this lease forever. The free slot lock says its runner is gone.
-    insert_row(
-        state.root(),
-        "reused",
-        "198.18.9.2",
-        0,
-        me,
-        own_start_time() + 1,
-        &current_boot_id(),
-    );
+    insert_row(state.root(), "reused", "198.18.9.2", 0, me, own_start_time() + 1, &current_boot_id());
     // Even pid + start time of a live process do not beat the lock.
-    insert_row(
-        state.root(),
-        "same",
-        "198.18.9.3",
-        1,
-        me,
-        own_start_time(),
-        &current_boot_id(),
-    );
+    insert_row(state.root(), "same", "198.18.9.3", 1, me, own_start_time(), &current_boot_id());
     let listed = state.list().unwrap();
-    assert!(
-        listed.iter().all(|l| l.state == LeaseState::Stale),
-        "{listed:?}"
-    );
+    assert!(listed.iter().all(|l| l.state == LeaseState::Stale), "{listed:?}");
 
     let lease = state.acquire(&req("fresh", "198.18.9.0/24")).unwrap();
     assert_eq!(lease.reclaimed, vec![0, 1]);
@@ -479,15 +378,7 @@ fn lease_whose_pid_is_alive_but_lock_free_is_stale() {
 #[test]
 fn lease_from_another_boot_is_stale_even_if_its_slot_is_locked() {
     let (_tmp, state) = fresh();
-    insert_row(
-        state.root(),
-        "old",
-        "198.18.9.2",
-        0,
-        1,
-        1,
-        "00000000-0000-0000-0000-000000000000",
-    );
+    insert_row(state.root(), "old", "198.18.9.2", 0, 1, 1, "00000000-0000-0000-0000-000000000000");
     // Someone holds slot 0 without a row (e.g. cleaning up its veth).
     let cleaner = state.try_lock_slot(BRIDGE, 0).unwrap().unwrap();
     assert_eq!(cleaner.iface(), format!("{BRIDGE}-0"));
@@ -495,14 +386,8 @@ fn lease_from_another_boot_is_stale_even_if_its_slot_is_locked() {
 
     let lease = state.acquire(&req("new", "198.18.9.0/24")).unwrap();
     assert_eq!(lease.reclaimed, vec![0]);
-    assert_eq!(
-        lease.record.slot, 1,
-        "a held slot lock is skipped even without a row"
-    );
-    assert!(
-        state.try_lock_slot(BRIDGE, 1).unwrap().is_none(),
-        "the lease holds its slot"
-    );
+    assert_eq!(lease.record.slot, 1, "a held slot lock is skipped even without a row");
+    assert!(state.try_lock_slot(BRIDGE, 1).unwrap().is_none(), "the lease holds its slot");
     drop(cleaner);
     assert!(state.try_lock_slot(BRIDGE, 0).unwrap().is_some());
 }
@@ -512,37 +397,10 @@ fn without_a_lock_file_pid_and_start_time_decide() {
     let (_tmp, state) = fresh();
     let me = std::process::id();
     let boot = current_boot_id();
-    insert_row_without_lock_file(
-        state.root(),
-        "alive",
-        "198.18.9.2",
-        0,
-        me,
-        own_start_time(),
-        &boot,
-    );
-    insert_row_without_lock_file(
-        state.root(),
-        "reused",
-        "198.18.9.3",
-        1,
-        me,
-        own_start_time() + 1,
-        &boot,
-    );
-    let states: Vec<_> = state
-        .list()
-        .unwrap()
-        .into_iter()
-        .map(|l| (l.lease.job, l.state))
-        .collect();
-    assert_eq!(
-        states,
-        [
-            ("alive".to_string(), LeaseState::Running),
-            ("reused".to_string(), LeaseState::Stale)
-        ]
-    );
+    insert_row_without_lock_file(state.root(), "alive", "198.18.9.2", 0, me, own_start_time(), &boot);
+    insert_row_without_lock_file(state.root(), "reused", "198.18.9.3", 1, me, own_start_time() + 1, &boot);
+    let states: Vec<_> = state.list().unwrap().into_iter().map(|l| (l.lease.job, l.state)).collect();
+    assert_eq!(states, [("alive".to_string(), LeaseState::Running), ("reused".to_string(), LeaseState::Stale)]);
 }
 
 fn current_boot_id() -> String {
@@ -553,29 +411,14 @@ fn current_boot_id() -> String {
 fn gc_reclaims_and_dry_run_only_reports() {
     let (_tmp, state) = fresh();
     let live = state.acquire(&req("live", "198.18.9.0/24")).unwrap();
-    insert_row(
-        state.root(),
-        "dead",
-        "198.18.9.77",
-        5,
-        1,
-        1,
-        &current_boot_id(),
-    );
+    insert_row(state.root(), "dead", "198.18.9.77", 5, 1, 1, &current_boot_id());
     // A dead runner's sidecar without a row (killed before its commit).
     let orphan = state.root().join("slots").join(BRIDGE).join("7.json");
     std::fs::write(&orphan, "{}").unwrap();
 
     let report = state.gc(true).unwrap();
     assert!(report.dry_run);
-    assert_eq!(
-        report
-            .reclaimed
-            .iter()
-            .map(|r| r.job.as_str())
-            .collect::<Vec<_>>(),
-        ["dead"]
-    );
+    assert_eq!(report.reclaimed.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(), ["dead"]);
     assert_eq!(state.list().unwrap().len(), 2, "dry run changes nothing");
 
     let report = state.gc(false).unwrap();
@@ -596,12 +439,7 @@ fn gc_reclaims_and_dry_run_only_reports() {
 #[test]
 fn list_while_held_and_after_release() {
     let (_tmp, state) = fresh();
-    let lease = state
-        .acquire(&LeaseRequest {
-            command: "echo hi".into(),
-            ..req("shown", "198.18.10.0/24")
-        })
-        .unwrap();
+    let lease = state.acquire(&LeaseRequest { command: "echo hi".into(), ..req("shown", "198.18.10.0/24") }).unwrap();
     let listed = state.list().unwrap();
     assert_eq!(listed.len(), 1);
     let json = serde_json::to_value(&listed[0]).unwrap();
@@ -614,20 +452,14 @@ fn list_while_held_and_after_release() {
     assert_eq!(json["state"], "running");
     assert_eq!(json["command"], "echo hi");
     let started = json["started_at"].as_str().unwrap();
-    assert!(
-        started.len() == 20 && started.ends_with('Z') && started.as_bytes()[10] == b'T',
-        "{started}"
-    );
+    assert!(started.len() == 20 && started.ends_with('Z') && started.as_bytes()[10] == b'T', "{started}");
 
     let sidecar = state.root().join("slots").join(BRIDGE).join("0.json");
     assert!(sidecar.exists());
     state.release(lease).unwrap();
     assert!(state.list().unwrap().is_empty());
     assert!(!sidecar.exists());
-    assert!(
-        state.try_lock_slot(BRIDGE, 0).unwrap().is_some(),
-        "release frees the slot lock"
-    );
+    assert!(state.try_lock_slot(BRIDGE, 0).unwrap().is_some(), "release frees the slot lock");
 }
 
 // ---- damage ----------------------------------------------------------------
@@ -653,52 +485,22 @@ fn corrupt_db_is_refused_then_rebuilt_from_live_jobs() {
     let e = StateDir::open(&root).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, StateError::Corrupt { .. }), "{msg}");
-    assert!(
-        msg.contains("state.db") && msg.contains("repeatr gc --rebuild") && !msg.contains('\n'),
-        "{msg}"
-    );
-    let e = state
-        .acquire(&req("new", "198.18.11.0/24"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("state.db") && e.contains("repeatr gc --rebuild"),
-        "{e}"
-    );
+    assert!(msg.contains("state.db") && msg.contains("repeatr gc --rebuild") && !msg.contains('\n'), "{msg}");
+    let e = state.acquire(&req("new", "198.18.11.0/24")).unwrap_err().to_string();
+    assert!(e.contains("state.db") && e.contains("repeatr gc --rebuild"), "{e}");
 
     let report = StateDir::rebuild(&root).unwrap();
     let aside = report.moved_aside.clone().unwrap();
-    assert!(
-        aside
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with("state.db.corrupt-")
-    );
-    assert_eq!(
-        std::fs::read(&aside).unwrap(),
-        vec![0x5a; 8192],
-        "damaged file kept"
-    );
+    assert!(aside.file_name().unwrap().to_str().unwrap().starts_with("state.db.corrupt-"));
+    assert_eq!(std::fs::read(&aside).unwrap(), vec![0x5a; 8192], "damaged file kept");
     assert_eq!(report.restored.len(), 1);
     assert_eq!(report.restored[0], live.record);
-    assert_eq!(
-        report.dropped,
-        vec![
-            root.join("slots")
-                .join(BRIDGE)
-                .join(format!("{dead_slot}.json"))
-        ]
-    );
+    assert_eq!(report.dropped, vec![root.join("slots").join(BRIDGE).join(format!("{dead_slot}.json"))]);
 
     let state = StateDir::open(&root).unwrap();
     let listed = state.list().unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(
-        (listed[0].lease.job.as_str(), listed[0].state),
-        ("live", LeaseState::Running)
-    );
+    assert_eq!((listed[0].lease.job.as_str(), listed[0].state), ("live", LeaseState::Running));
     let next = state.acquire(&req("new", "198.18.11.0/24")).unwrap();
     assert_ne!(next.record.ip, live.record.ip);
     assert_ne!(next.record.slot, live.record.slot);
@@ -715,27 +517,15 @@ fn missing_db_with_live_jobs_is_refused() {
     let e = StateDir::open(&root).unwrap_err();
     assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
     let msg = e.to_string();
-    assert!(
-        msg.contains("live job live")
-            && msg.contains("0.json")
-            && msg.contains("repeatr gc --rebuild"),
-        "{msg}"
-    );
-    assert!(
-        state.acquire(&req("x", "198.18.12.0/24")).is_err(),
-        "never allocate from an empty stand-in"
-    );
+    assert!(msg.contains("live job live") && msg.contains("0.json") && msg.contains("repeatr gc --rebuild"), "{msg}");
+    assert!(state.acquire(&req("x", "198.18.12.0/24")).is_err(), "never allocate from an empty stand-in");
 
     let report = StateDir::rebuild(&root).unwrap();
     assert!(report.moved_aside.is_none());
     assert_eq!(report.restored, vec![live.record.clone()]);
     let state = StateDir::open(&root).unwrap();
     let next = state.acquire(&req("x", "198.18.12.0/24")).unwrap();
-    assert_eq!(
-        next.record.ip,
-        ip("198.18.12.3"),
-        "round-robin resumes after the restored lease"
-    );
+    assert_eq!(next.record.ip, ip("198.18.12.3"), "round-robin resumes after the restored lease");
 }
 
 #[test]
@@ -761,8 +551,7 @@ fn damaged_sidecar_of_a_known_job_is_rewritten() {
     let path = state.root().join("slots").join(BRIDGE).join("0.json");
     std::fs::write(&path, "{ not json").unwrap();
     let _next = state.acquire(&req("next", "198.18.13.0/24")).unwrap();
-    let back: repeatr::state::LeaseRecord =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let back: repeatr::state::LeaseRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(back, live.record);
 }
 
@@ -779,22 +568,10 @@ fn unusable_state_dir_names_the_file() {
 fn bad_requests_are_refused() {
     let (_tmp, state) = fresh();
     let cases = [
-        LeaseRequest {
-            bridge: "../etc".into(),
-            ..req("a", "198.18.14.0/24")
-        },
-        LeaseRequest {
-            job: String::new(),
-            ..req("a", "198.18.14.0/24")
-        },
-        LeaseRequest {
-            subnet: subnet("198.18.14.0/31"),
-            ..req("a", "198.18.14.0/24")
-        },
-        LeaseRequest {
-            gateway: ip("198.18.15.1"),
-            ..req("a", "198.18.14.0/24")
-        },
+        LeaseRequest { bridge: "../etc".into(), ..req("a", "198.18.14.0/24") },
+        LeaseRequest { job: String::new(), ..req("a", "198.18.14.0/24") },
+        LeaseRequest { subnet: subnet("198.18.14.0/31"), ..req("a", "198.18.14.0/24") },
+        LeaseRequest { gateway: ip("198.18.15.1"), ..req("a", "198.18.14.0/24") },
     ];
     for r in cases {
         let e = state.acquire(&r).unwrap_err().to_string();
@@ -817,14 +594,7 @@ fn child_small_fs() {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap();
-    mount(
-        Some("tmpfs"),
-        &dir,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("size=512k"),
-    )
-    .unwrap();
+    mount(Some("tmpfs"), &dir, Some("tmpfs"), MsFlags::empty(), Some("size=512k")).unwrap();
     let root = dir.join("state");
     let state = StateDir::open(&root).unwrap();
     let _held = state.acquire(&req("first", "198.18.17.0/24")).unwrap();
@@ -832,15 +602,8 @@ fn child_small_fs() {
     let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
     while filler.write_all(&[0u8; 4096]).is_ok() {}
     let _ = filler.sync_all();
-    let full = (0..50).find_map(|i| {
-        state
-            .acquire(&req(&format!("j{i}"), "198.18.17.0/24"))
-            .err()
-    });
-    println!(
-        "RESULT full {}",
-        full.map(|e| e.to_string()).unwrap_or_default()
-    );
+    let full = (0..50).find_map(|i| state.acquire(&req(&format!("j{i}"), "198.18.17.0/24")).err());
+    println!("RESULT full {}", full.map(|e| e.to_string()).unwrap_or_default());
 
     drop(filler);
     std::fs::remove_file(dir.join("filler")).unwrap();
@@ -851,10 +614,7 @@ fn child_small_fs() {
     let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     mount(none, &dir, none, flags, none).unwrap();
     let ro = StateDir::open(&root).err();
-    println!(
-        "RESULT ro {}",
-        ro.map(|e| e.to_string()).unwrap_or_default()
-    );
+    println!("RESULT ro {}", ro.map(|e| e.to_string()).unwrap_or_default());
 }
 
 #[test]
@@ -866,21 +626,12 @@ fn full_and_read_only_state_dir_errors() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_small_fs",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["child_small_fs", "--exact", "--nocapture", "--test-threads=1"])
         .env("REPEATR_TEST_SMALLFS", tmp.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let result = |case: &str| {
         let tag = format!("RESULT {case} ");
         stdout
@@ -892,10 +643,7 @@ fn full_and_read_only_state_dir_errors() {
     for (case, want) in [("full", "is full"), ("ro", "must be writable")] {
         let msg = result(case);
         assert!(msg.contains(want), "{case}: {msg}");
-        assert!(
-            msg.contains(root.to_str().unwrap()),
-            "{case} names no file: {msg}"
-        );
+        assert!(msg.contains(root.to_str().unwrap()), "{case} names no file: {msg}");
     }
 }
 
@@ -925,21 +673,12 @@ fn acquire_latency() {
     let mut times = Vec::new();
     for i in 0..1000 {
         let t = Instant::now();
-        held.push(
-            state
-                .acquire(&req(&format!("j{i}"), "198.18.64.0/20"))
-                .unwrap(),
-        );
+        held.push(state.acquire(&req(&format!("j{i}"), "198.18.64.0/20")).unwrap());
         times.push(t.elapsed());
         if (i + 1) % 250 == 0 {
             let mut last: Vec<_> = times[i + 1 - 250..].to_vec();
             last.sort();
-            println!(
-                "leases {:4}: acquire p50 {:?} p99 {:?}",
-                i + 1,
-                last[125],
-                last[247]
-            );
+            println!("leases {:4}: acquire p50 {:?} p99 {:?}", i + 1, last[125], last[247]);
         }
     }
     let t = Instant::now();

@@ -37,11 +37,7 @@ impl Target {
         let outside = base.path().join("outside");
         fs::create_dir(&root).unwrap();
         fs::create_dir(&outside).unwrap();
-        Target {
-            base,
-            root,
-            outside,
-        }
+        Target { base, root, outside }
     }
 
     fn base(&self) -> &Path {
@@ -81,16 +77,11 @@ fn link_header(kind: EntryType, name: &[u8], target: &[u8]) -> Header {
 }
 
 fn file(b: &mut Builder<Vec<u8>>, name: &[u8], data: &[u8]) {
-    b.append(
-        &header(EntryType::Regular, name, 0o644, data.len() as u64),
-        data,
-    )
-    .unwrap();
+    b.append(&header(EntryType::Regular, name, 0o644, data.len() as u64), data).unwrap();
 }
 
 fn dir(b: &mut Builder<Vec<u8>>, name: &[u8]) {
-    b.append(&header(EntryType::Directory, name, 0o755, 0), &[][..])
-        .unwrap();
+    b.append(&header(EntryType::Directory, name, 0o755, 0), &[][..]).unwrap();
 }
 
 fn link(b: &mut Builder<Vec<u8>>, kind: EntryType, name: &[u8], target: &[u8]) {
@@ -112,8 +103,7 @@ fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
     // SAFETY: valid C strings and a buffer whose length we pass.
-    let len =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if len < 0 {
         return None;
     }
@@ -130,26 +120,15 @@ fn dotdot_and_absolute_names_fail_the_whole_unpack() {
     }
     let t = Target::new();
     let absolute = format!("{}/evil", t.base().display());
-    for name in [
-        &b"../evil"[..],
-        b"a/../../evil",
-        b"./../evil",
-        absolute.as_bytes(),
-    ] {
+    for name in [&b"../evil"[..], b"a/../../evil", b"./../evil", absolute.as_bytes()] {
         let bytes = tar(|b| {
             file(b, b"ok", b"fine");
             file(b, name, b"pwned");
         });
         let err = t.unpack(&bytes).unwrap_err();
-        assert!(
-            matches!(err, TarError::UnsafePath { .. }),
-            "{name:?}: {err}"
-        );
+        assert!(matches!(err, TarError::UnsafePath { .. }), "{name:?}: {err}");
         let msg = err.to_string();
-        assert!(
-            msg.contains(&String::from_utf8_lossy(name).to_string()),
-            "{msg}"
-        );
+        assert!(msg.contains(&String::from_utf8_lossy(name).to_string()), "{msg}");
         assert!(!msg.contains('\n'));
         assert!(!exists(&t.base().join("evil")), "{name:?} escaped");
     }
@@ -182,28 +161,16 @@ fn writing_through_a_relative_symlink_out_of_the_root_fails() {
         return;
     }
     let t = Target::new();
-    for entry in [
-        &b"sub/link/file"[..],
-        b"sub/link/newdir/",
-        b"sub/link/deep/er/file",
-    ] {
+    for entry in [&b"sub/link/file"[..], b"sub/link/newdir/", b"sub/link/deep/er/file"] {
         let bytes = tar(|b| {
             dir(b, b"sub/");
             link(b, EntryType::Symlink, b"sub/link", b"../../outside");
-            let kind = if entry.ends_with(b"/") {
-                EntryType::Directory
-            } else {
-                EntryType::Regular
-            };
+            let kind = if entry.ends_with(b"/") { EntryType::Directory } else { EntryType::Regular };
             b.append(&header(kind, entry, 0o755, 0), &[][..]).unwrap();
         });
         let err = t.unpack(&bytes).unwrap_err();
         assert!(matches!(err, TarError::Escape { .. }), "{entry:?}: {err}");
-        assert_eq!(
-            fs::read_dir(&t.outside).unwrap().count(),
-            0,
-            "{entry:?} escaped"
-        );
+        assert_eq!(fs::read_dir(&t.outside).unwrap().count(), 0, "{entry:?} escaped");
     }
 }
 
@@ -237,10 +204,7 @@ fn hardlinks_out_of_the_root_fail() {
     for target in [&b"../outside/secret"[..], absolute.as_os_str().as_bytes()] {
         let bytes = tar(|b| link(b, EntryType::Link, b"h", target));
         let err = t.unpack(&bytes).unwrap_err();
-        assert!(
-            matches!(err, TarError::UnsafePath { .. }),
-            "{target:?}: {err}"
-        );
+        assert!(matches!(err, TarError::UnsafePath { .. }), "{target:?}: {err}");
         assert!(err.to_string().contains("`h`"), "{err}");
         assert!(!exists(&t.at("h")));
     }
@@ -299,8 +263,7 @@ fn metadata_links_xattrs_and_special_files_are_kept() {
         .unwrap();
         file(b, b"xattr", b"x");
 
-        b.append(&header(EntryType::Fifo, b"run/fifo", 0o640, 0), &[][..])
-            .unwrap();
+        b.append(&header(EntryType::Fifo, b"run/fifo", 0o640, 0), &[][..]).unwrap();
 
         let mut null = header(EntryType::Char, b"dev/null", 0o666, 0);
         null.set_device_major(1).unwrap();
@@ -311,10 +274,7 @@ fn metadata_links_xattrs_and_special_files_are_kept() {
     let stats = t.unpack(&bytes).unwrap();
     assert_eq!(stats.skipped_devices, 1);
     assert_eq!(stats.entries, 10);
-    assert_eq!(
-        stats.bytes,
-        5 + 1 + "written after the directory entry".len() as u64
-    );
+    assert_eq!(stats.bytes, 5 + 1 + "written after the directory entry".len() as u64);
 
     let root = fs::metadata(&t.root).unwrap();
     assert_eq!(root.mode() & 0o7777, 0o750);
@@ -322,11 +282,7 @@ fn metadata_links_xattrs_and_special_files_are_kept() {
 
     let tmp = fs::metadata(t.at("tmp")).unwrap();
     assert_eq!(tmp.mode() & 0o7777, 0o1777);
-    assert_eq!(
-        tmp.mtime(),
-        1_000_000,
-        "directory mtime must survive its children"
-    );
+    assert_eq!(tmp.mtime(), 1_000_000, "directory mtime must survive its children");
 
     let su = fs::metadata(t.at("bin/su")).unwrap();
     assert_eq!(su.mode() & 0o7777, 0o4755, "setuid must survive chown");
@@ -338,22 +294,13 @@ fn metadata_links_xattrs_and_special_files_are_kept() {
     assert_eq!(shared.mode() & 0o7777, 0o2775);
     assert_eq!(shared.gid(), 5678);
 
-    assert_eq!(
-        fs::read_link(t.at("passwd")).unwrap(),
-        Path::new("/etc/passwd")
-    );
+    assert_eq!(fs::read_link(t.at("passwd")).unwrap(), Path::new("/etc/passwd"));
     let again = fs::metadata(t.at("bin/su-again")).unwrap();
     assert_eq!(again.ino(), su.ino());
     assert_eq!(again.nlink(), 2);
 
-    assert_eq!(
-        lgetxattr(&t.at("xattr"), "user.test").as_deref(),
-        Some(&b"v\x00\x01"[..])
-    );
-    assert_eq!(
-        lgetxattr(&t.at("xattr"), "trusted.test").as_deref(),
-        Some(&b"t"[..])
-    );
+    assert_eq!(lgetxattr(&t.at("xattr"), "user.test").as_deref(), Some(&b"v\x00\x01"[..]));
+    assert_eq!(lgetxattr(&t.at("xattr"), "trusted.test").as_deref(), Some(&b"t"[..]));
     let x = fs::metadata(t.at("xattr")).unwrap();
     assert_eq!((x.mtime(), x.mtime_nsec()), (1_500_000_000, 500_000_000));
 
@@ -363,10 +310,7 @@ fn metadata_links_xattrs_and_special_files_are_kept() {
 
     assert!(!exists(&t.at("dev/null")), "device nodes are never created");
     // Parents the tar never listed are created 0755.
-    assert_eq!(
-        fs::metadata(t.at("bin")).unwrap().permissions().mode() & 0o7777,
-        0o755
-    );
+    assert_eq!(fs::metadata(t.at("bin")).unwrap().permissions().mode() & 0o7777, 0o755);
 }
 
 #[test]
@@ -386,8 +330,7 @@ fn docker_export_quirks_and_long_names_unpack() {
         link(b, EntryType::Symlink, b"etc/mtab", b"/proc/mounts");
         let mut h = header(EntryType::Regular, b"", 0o644, 4);
         b.append_data(&mut h, &gnu_long, &b"long"[..]).unwrap();
-        b.append_pax_extensions([("path", pax_long.as_bytes())])
-            .unwrap();
+        b.append_pax_extensions([("path", pax_long.as_bytes())]).unwrap();
         file(b, b"truncated-name-ignored", b"pax");
         dir(b, b"etc/");
     });
@@ -396,10 +339,7 @@ fn docker_export_quirks_and_long_names_unpack() {
     assert_eq!(fs::metadata(t.at(".dockerenv")).unwrap().len(), 0);
     assert!(fs::metadata(t.at("dev/console")).unwrap().is_file());
     assert_eq!(fs::read(t.at("etc/hosts")).unwrap(), b"");
-    assert_eq!(
-        fs::read_link(t.at("etc/mtab")).unwrap(),
-        Path::new("/proc/mounts")
-    );
+    assert_eq!(fs::read_link(t.at("etc/mtab")).unwrap(), Path::new("/proc/mounts"));
     assert_eq!(fs::read(t.at(&gnu_long)).unwrap(), b"long");
     assert_eq!(fs::read(t.at(&pax_long)).unwrap(), b"pax");
     assert!(!exists(&t.at("truncated-name-ignored")));
@@ -421,14 +361,8 @@ fn gzip_is_detected_from_content_and_plain_passes_through() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&plain).unwrap();
     let gz = gz.finish().unwrap();
-    assert_eq!(
-        read_all(decompressed(Box::new(std::io::Cursor::new(gz))).unwrap()),
-        plain
-    );
-    assert_eq!(
-        read_all(decompressed(Box::new(std::io::Cursor::new(plain.clone()))).unwrap()),
-        plain
-    );
+    assert_eq!(read_all(decompressed(Box::new(std::io::Cursor::new(gz))).unwrap()), plain);
+    assert_eq!(read_all(decompressed(Box::new(std::io::Cursor::new(plain.clone()))).unwrap()), plain);
     assert!(read_all(decompressed(Box::new(std::io::empty())).unwrap()).is_empty());
 }
 
@@ -461,14 +395,8 @@ fn xz_zstd_and_bzip2_are_refused_with_advice() {
             Ok(_) => panic!("{advice}: accepted"),
         };
         let msg = err.to_string();
-        assert!(
-            matches!(err, TarError::UnsupportedCompression { .. }),
-            "{msg}"
-        );
-        assert!(
-            msg.contains(advice) && msg.contains("decompress it first"),
-            "{msg}"
-        );
+        assert!(matches!(err, TarError::UnsupportedCompression { .. }), "{msg}");
+        assert!(msg.contains(advice) && msg.contains("decompress it first"), "{msg}");
         assert!(!msg.contains('\n'));
     }
 }
@@ -489,10 +417,7 @@ fn garbage_is_a_read_error() {
 #[test]
 #[ignore]
 fn smoke_real_tar() {
-    let (Ok(tar), Ok(out)) = (
-        std::env::var("REPEATR_SMOKE_TAR"),
-        std::env::var("REPEATR_SMOKE_OUT"),
-    ) else {
+    let (Ok(tar), Ok(out)) = (std::env::var("REPEATR_SMOKE_TAR"), std::env::var("REPEATR_SMOKE_OUT")) else {
         eprintln!("set REPEATR_SMOKE_TAR and REPEATR_SMOKE_OUT (an empty directory)");
         return;
     };

@@ -7,9 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use repeatr::formula::{
-    Filters, IdFilter, MtimeFilter, Policy, WareError, WareId, Warehouse, hash_path,
-};
+use repeatr::formula::{Filters, IdFilter, MtimeFilter, Policy, WareError, WareId, Warehouse, hash_path};
 use tar::{Builder, EntryType, Header};
 
 /// Tests that need root: a hard failure in CI, a loud skip elsewhere.
@@ -26,14 +24,8 @@ fn need_root() -> bool {
 
 fn set_mtime(path: &Path, secs: i64) {
     let t = nix::sys::time::TimeSpec::new(secs, 123_456_789);
-    nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .unwrap();
+    nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+        .unwrap();
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) {
@@ -95,10 +87,7 @@ fn id_of(path: &Path) -> WareId {
 }
 
 fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rpt-ware-")
-        .tempdir()
-        .unwrap()
+    tempfile::Builder::new().prefix("rpt-ware-").tempdir().unwrap()
 }
 
 #[test]
@@ -122,14 +111,7 @@ fn dir_and_tars_of_it_hash_the_same() {
 
     // GNU tar's own output, gzip-compressed, with the real owners and times.
     let tgz = t.path().join("src.tgz");
-    let st = Command::new("tar")
-        .args(["-C"])
-        .arg(&src)
-        .args(["-czf"])
-        .arg(&tgz)
-        .arg(".")
-        .status()
-        .unwrap();
+    let st = Command::new("tar").args(["-C"]).arg(&src).args(["-czf"]).arg(&tgz).arg(".").status().unwrap();
     assert!(st.success());
     assert_eq!(id_of(&tgz), from_dir);
 
@@ -197,35 +179,15 @@ fn filters_flatten_owners_and_times_in_the_stored_tar() {
     // first); the hardlink is a file.
     assert_eq!(
         names,
-        [
-            "./",
-            "./a/",
-            "./a.txt",
-            "./a/deep/",
-            "./a/deep/data.bin",
-            "./a/hard",
-            "./a/link",
-            "./empty",
-            "./run.sh"
-        ]
+        ["./", "./a/", "./a.txt", "./a/deep/", "./a/deep/data.bin", "./a/hard", "./a/link", "./empty", "./run.sh"]
     );
 
     // Keeping the owner and times: they are in the hash and the tar.
-    let keep = Filters {
-        uid: IdFilter::Keep,
-        gid: IdFilter::Keep,
-        mtime: MtimeFilter::Keep,
-        ..Filters::default()
-    };
+    let keep = Filters { uid: IdFilter::Keep, gid: IdFilter::Keep, mtime: MtimeFilter::Keep, ..Filters::default() };
     let kept = wh.pack(&src, &keep).unwrap();
     assert_ne!(kept, id);
     let mut archive = tar::Archive::new(File::open(wh.ware_path(&kept)).unwrap());
-    let entry = archive
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap())
-        .find(|e| &*e.path_bytes() == b"./a.txt")
-        .unwrap();
+    let entry = archive.entries().unwrap().map(|e| e.unwrap()).find(|e| &*e.path_bytes() == b"./a.txt").unwrap();
     assert_eq!(entry.header().uid().unwrap(), 12);
     assert_eq!(entry.header().gid().unwrap(), 34);
     wh.verify(&kept).unwrap();
@@ -242,23 +204,11 @@ fn setid_is_rejected_by_default_and_kept_on_request() {
     let plain = id_of(&src);
     fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o4755)).unwrap();
     let err = hash_path(&src, &Filters::default(), false).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            WareError::Rejected {
-                filter: "setid",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, WareError::Rejected { filter: "setid", .. }), "{err}");
     assert!(err.to_string().contains("run.sh"), "{err}");
     assert_eq!(err.exit_code(), 121);
 
-    let keep = Filters {
-        setid: Policy::Keep,
-        ..Filters::default()
-    };
+    let keep = Filters { setid: Policy::Keep, ..Filters::default() };
     let wh = Warehouse::new(t.path().join("wh"));
     let kept = wh.pack(&src, &keep).unwrap();
     assert_ne!(kept, plain);
@@ -266,15 +216,9 @@ fn setid_is_rejected_by_default_and_kept_on_request() {
     let out = t.path().join("out");
     fs::create_dir(&out).unwrap();
     wh.unpack(&kept, &out).unwrap();
-    assert_eq!(
-        fs::metadata(out.join("run.sh")).unwrap().mode() & 0o7777,
-        0o4755
-    );
+    assert_eq!(fs::metadata(out.join("run.sh")).unwrap().mode() & 0o7777, 0o4755);
 
-    let ignore = Filters {
-        setid: Policy::Ignore,
-        ..Filters::default()
-    };
+    let ignore = Filters { setid: Policy::Ignore, ..Filters::default() };
     assert_eq!(hash_path(&src, &ignore, false).unwrap().0, plain);
 }
 
@@ -296,25 +240,13 @@ fn devices_follow_the_dev_filter() {
     .unwrap();
     fs::set_permissions(src.join("null"), fs::Permissions::from_mode(0o666)).unwrap();
     let err = hash_path(&src, &Filters::default(), false).unwrap_err();
-    assert!(
-        matches!(err, WareError::Rejected { filter: "dev", .. }),
-        "{err}"
-    );
-    let with = |dev| Filters {
-        dev,
-        ..Filters::default()
-    };
-    assert_eq!(
-        hash_path(&src, &with(Policy::Ignore), false).unwrap().0,
-        plain
-    );
+    assert!(matches!(err, WareError::Rejected { filter: "dev", .. }), "{err}");
+    let with = |dev| Filters { dev, ..Filters::default() };
+    assert_eq!(hash_path(&src, &with(Policy::Ignore), false).unwrap().0, plain);
     let (kept, manifest) = hash_path(&src, &with(Policy::Keep), true).unwrap();
     assert_ne!(kept, plain);
     let manifest = String::from_utf8(manifest.unwrap()).unwrap();
-    assert!(
-        manifest.contains("4:null c 0666 1000 1000 1262304000 1,3\n"),
-        "{manifest}"
-    );
+    assert!(manifest.contains("4:null c 0666 1000 1000 1262304000 1,3\n"), "{manifest}");
     let wh = Warehouse::new(t.path().join("wh"));
     assert_eq!(wh.pack(&src, &with(Policy::Keep)).unwrap(), kept);
     wh.verify(&kept).unwrap();
@@ -322,11 +254,7 @@ fn devices_follow_the_dev_filter() {
 
 /// Flips one byte of the stored ware at `offset` (as root, despite 0444).
 fn flip(path: &Path, offset: u64) {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let mut f = OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut b = [0u8];
     f.seek(SeekFrom::Start(offset)).unwrap();
     f.read_exact(&mut b).unwrap();
@@ -335,10 +263,7 @@ fn flip(path: &Path, offset: u64) {
 }
 
 fn offset_of(haystack: &[u8], needle: &[u8]) -> u64 {
-    haystack
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .unwrap() as u64
+    haystack.windows(needle.len()).position(|w| w == needle).unwrap() as u64
 }
 
 #[test]
@@ -370,13 +295,7 @@ fn corrupt_and_missing_wares_are_told_apart() {
     wh.verify(&id).unwrap();
     flip(&path, offset_of(&pristine, b"./run.sh"));
     let err = wh.verify(&id).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            WareError::Corrupt { .. } | WareError::HashMismatch { .. }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, WareError::Corrupt { .. } | WareError::HashMismatch { .. }), "{err}");
     assert_eq!(err.exit_code(), 123);
     assert!(err.to_string().contains("delete that file"), "{err}");
 
@@ -400,10 +319,7 @@ fn pack_unpack_pack_round_trips() {
     symlink("t".repeat(200), src.join("a/longlink")).unwrap();
     // An mtime before the epoch, kept: needs a PAX record.
     set_mtime(&src.join("empty"), -1_000);
-    let keep_time = Filters {
-        mtime: MtimeFilter::Keep,
-        ..Filters::default()
-    };
+    let keep_time = Filters { mtime: MtimeFilter::Keep, ..Filters::default() };
     for filters in [Filters::default(), keep_time] {
         let wh = Warehouse::new(t.path().join("wh"));
         let id = wh.pack(&src, &filters).unwrap();
@@ -411,22 +327,14 @@ fn pack_unpack_pack_round_trips() {
         fs::create_dir(&out).unwrap();
         let stats = wh.unpack(&id, &out).unwrap();
         assert!(stats.entries >= 10);
-        assert_eq!(
-            fs::read_link(out.join("a/longlink")).unwrap(),
-            PathBuf::from("t".repeat(200))
-        );
+        assert_eq!(fs::read_link(out.join("a/longlink")).unwrap(), PathBuf::from("t".repeat(200)));
         assert_eq!(fs::read(out.join(&long)).unwrap(), b"long");
         assert_eq!(fs::metadata(out.join("a.txt")).unwrap().uid(), 1000);
         // Packing what was unpacked, filtering nothing, gives the same ware.
         let again = wh.pack(&out, &Filters::keep_all()).unwrap();
         assert_eq!(again, id);
         assert_eq!(hash_path(&out, &filters, false).unwrap().0, id);
-        assert_eq!(
-            hash_path(&wh.ware_path(&id), &Filters::keep_all(), false)
-                .unwrap()
-                .0,
-            id
-        );
+        assert_eq!(hash_path(&wh.ware_path(&id), &Filters::keep_all(), false).unwrap().0, id);
     }
 }
 
@@ -456,28 +364,13 @@ fn hostile_and_odd_tars_are_refused() {
         p
     };
     let cases = [
+        (write("dotdot.tar", &[("../evil", EntryType::Regular, "")]), "`..`"),
+        (write("abs.tar", &[("/etc/x", EntryType::Regular, "")]), "absolute"),
         (
-            write("dotdot.tar", &[("../evil", EntryType::Regular, "")]),
-            "`..`",
-        ),
-        (
-            write("abs.tar", &[("/etc/x", EntryType::Regular, "")]),
-            "absolute",
-        ),
-        (
-            write(
-                "through.tar",
-                &[
-                    ("l", EntryType::Symlink, "/etc"),
-                    ("l/passwd", EntryType::Regular, ""),
-                ],
-            ),
+            write("through.tar", &[("l", EntryType::Symlink, "/etc"), ("l/passwd", EntryType::Regular, "")]),
             "not a directory",
         ),
-        (
-            write("hard.tar", &[("h", EntryType::Link, "nope")]),
-            "hardlink",
-        ),
+        (write("hard.tar", &[("h", EntryType::Link, "nope")]), "hardlink"),
     ];
     for (path, want) in cases {
         let err = hash_path(&path, &Filters::default(), false).unwrap_err();
@@ -512,35 +405,19 @@ fn cli_pack_and_unpack_with_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("REPEATR_WAREHOUSE"));
 
     let out = repeatr(&["pack", src_s], Some(&wh));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(id, id_of(&src).to_string());
 
-    let out = repeatr(
-        &["pack", src_s, "--filter", "uid=keep", "--filter", "nope=1"],
-        Some(&wh),
-    );
+    let out = repeatr(&["pack", src_s, "--filter", "uid=keep", "--filter", "nope=1"], Some(&wh));
     assert_eq!(out.status.code(), Some(121));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `nope`"));
 
     let dest = t.path().join("dest");
     fs::create_dir(&dest).unwrap();
     let dest_s = dest.to_str().unwrap();
-    let out = repeatr(
-        &["unpack", &id, dest_s, "--warehouse", wh.to_str().unwrap()],
-        None,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = repeatr(&["unpack", &id, dest_s, "--warehouse", wh.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(fs::read(dest.join("a/hard")).unwrap(), b"a dot txt\n");
 
     let out = repeatr(&["unpack", "tar:xyz", dest_s], Some(&wh));

@@ -31,10 +31,7 @@ pub fn child_main(spec: &Spec, go: OwnedFd, report: OwnedFd) -> ! {
 }
 
 fn setup_err(what: &str) -> impl Fn(io::Error) -> LaunchFailure + '_ {
-    move |e| LaunchFailure {
-        code: EXIT_RUNNER,
-        message: format!("{what}: {e}"),
-    }
+    move |e| LaunchFailure { code: EXIT_RUNNER, message: format!("{what}: {e}") }
 }
 
 /// Returns only with the reason the job could not be started.
@@ -45,18 +42,11 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
     let _ = nix::unistd::setsid();
 
     // 5. Nothing mounted from here on may propagate back to the host.
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| setup_err("making / rslave")(e.into()))?;
+    nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| setup_err("making / rslave")(e.into()))?;
 
     // 6. The root, on a tmpfs that only this mount namespace sees.
-    let root =
-        rootfs::build(&spec.rootfs, &spec.mount_base).map_err(setup_err("building the rootfs"))?;
+    let root = rootfs::build(&spec.rootfs, &spec.mount_base).map_err(setup_err("building the rootfs"))?;
 
     // 7-10. Kernel filesystems, /dev, the user's binds: each target
     //       resolved inside the new root.
@@ -79,10 +69,10 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
     mounts::pivot_into(root.as_fd()).map_err(setup_err("pivot_root"))?;
     drop(root);
     mounts::protect_kernel_paths().map_err(setup_err("masking kernel paths"))?;
-    if let Rootfs::Tar {
-        from_stdin: true, ..
-    } = spec.rootfs
-    {
+    if spec.stdout_to_stderr {
+        nix::unistd::dup2_stdout(std::io::stderr()).map_err(|e| setup_err("stdout")(e.into()))?;
+    }
+    if let Rootfs::Tar { from_stdin: true, .. } = spec.rootfs {
         // The tar used up our stdin; the job reads an empty one instead.
         let null = File::open("/dev/null").map_err(setup_err("/dev/null"))?;
         nix::unistd::dup2_stdin(null.as_fd()).map_err(|e| setup_err("stdin")(e.into()))?;
@@ -90,25 +80,25 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
 
     // 14. The working directory, created if missing, checked to be inside.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    for d in &spec.make_dirs {
+        make_dir(d).map_err(setup_err("creating a directory"))?;
+    }
     std::fs::create_dir_all(&spec.workdir).map_err(setup_err("creating --workdir"))?;
     std::env::set_current_dir(&spec.workdir).map_err(setup_err("entering --workdir"))?;
     let cwd = nix::unistd::getcwd().map_err(|e| setup_err("getcwd")(e.into()))?;
     if !cwd.is_absolute() {
-        return Err(setup_err("--workdir")(io::Error::other(
-            "it resolves outside the job's root",
-        )));
+        return Err(setup_err("--workdir")(io::Error::other("it resolves outside the job's root")));
     }
 
     // The network is the runner's to plug in now that our netns exists; we
     // wait for its word. EOF instead of a byte: the runner died.
     if spec.net == NetMode::None {
-        crate::network::loopback_up()
-            .map_err(|e| setup_err("bringing up lo")(io::Error::other(e)))?;
+        crate::network::loopback_up().map_err(|e| setup_err("bringing up lo")(io::Error::other(e)))?;
     }
     wait_for_go(&go)?;
 
     // 15-17. Identity, capabilities, no_new_privs.
-    security::drop_privileges(spec.user).map_err(setup_err("dropping privileges"))?;
+    security::drop_privileges(spec.user, spec.caps).map_err(setup_err("dropping privileges"))?;
     security::no_new_privs().map_err(setup_err("PR_SET_NO_NEW_PRIVS"))?;
     // A setuid clears the death signal: set it again, then make sure the
     // runner did not die in the gap (POLLHUP on `go`).
@@ -124,6 +114,14 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
     // 21. exec; the report pipe is O_CLOEXEC, so its EOF tells the runner
     //     the exec worked.
     Ok(exec(spec))
+}
+
+/// After the pivot, so `/` is the job's root and nothing can lead out of it.
+fn make_dir(d: &super::spec::MakeDir) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&d.path)?;
+    std::os::unix::fs::lchown(&d.path, Some(d.owner.uid), Some(d.owner.gid))?;
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode))
 }
 
 fn wait_for_go(go: &OwnedFd) -> Result<(), LaunchFailure> {
@@ -156,25 +154,15 @@ fn exec(spec: &Spec) -> LaunchFailure {
     let (argv, envp) = match (sys::cstrings(&spec.argv), sys::cstrings(&env)) {
         (Ok(a), Ok(e)) => (a, e),
         _ => {
-            return fail(
-                EXIT_RUNNER,
-                "an argument or environment entry contains a NUL byte".into(),
-            );
+            return fail(EXIT_RUNNER, "an argument or environment entry contains a NUL byte".into());
         }
     };
     let cmd = &spec.argv[0];
-    let path_var = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(super::spec::DEFAULT_PATH);
+    let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(super::spec::DEFAULT_PATH);
     let candidates: Vec<String> = if cmd.contains('/') {
         vec![cmd.clone()]
     } else {
-        path_var
-            .split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| format!("{d}/{cmd}"))
-            .collect()
+        path_var.split(':').filter(|d| !d.is_empty()).map(|d| format!("{d}/{cmd}")).collect()
     };
     let mut denied: Option<(String, io::Error)> = None;
     for cand in &candidates {
@@ -190,19 +178,13 @@ fn exec(spec: &Spec) -> LaunchFailure {
         }
     }
     match denied {
-        Some((path, err)) => fail(
-            EXIT_CANNOT_EXEC,
-            format!("cannot execute {path:?} in the job: {err}"),
-        ),
-        None if cmd.contains('/') => fail(
-            EXIT_NOT_FOUND,
-            format!("{cmd:?} not found in the job's rootfs; check the path inside the image"),
-        ),
+        Some((path, err)) => fail(EXIT_CANNOT_EXEC, format!("cannot execute {path:?} in the job: {err}")),
+        None if cmd.contains('/') => {
+            fail(EXIT_NOT_FOUND, format!("{cmd:?} not found in the job's rootfs; check the path inside the image"))
+        }
         None => fail(
             EXIT_NOT_FOUND,
-            format!(
-                "{cmd:?} not found in the job's PATH ({path_var}); give an absolute path or set --env PATH=..."
-            ),
+            format!("{cmd:?} not found in the job's PATH ({path_var}); give an absolute path or set --env PATH=..."),
         ),
     }
 }

@@ -20,4 +20,4 @@ pub mod spec;
 pub mod tar;
 
 pub use spawn::{Exit, Launched, spawn};
-pub use spec::{BindMount, NetMode, Rootfs, Spec, SpecError, User};
+pub use spec::{BindMount, Caps, MakeDir, NetMode, Rootfs, Spec, SpecError, User};

@@ -38,12 +38,7 @@ pub fn resolve_in_root(root: BorrowedFd<'_>, path: &Path, create: Create) -> io:
     resolve_hops(root, path, create, 0)
 }
 
-fn resolve_hops(
-    root: BorrowedFd<'_>,
-    path: &Path,
-    create: Create,
-    hops: u32,
-) -> io::Result<OwnedFd> {
+fn resolve_hops(root: BorrowedFd<'_>, path: &Path, create: Create, hops: u32) -> io::Result<OwnedFd> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     if rel.as_os_str().is_empty() {
         return sys::openat2(root, Path::new("."), libc::O_PATH, 0, Resolve::InRoot);
@@ -54,15 +49,11 @@ fn resolve_hops(
     }
     let parent_path = path.parent().unwrap_or(Path::new("/"));
     let parent = resolve_hops(root, parent_path, Create::Dir, hops)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name = path.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     // Created through the parent's fd, never through a path string: the
     // parent was resolved inside the root, and `name` is one component.
     let made = match create {
-        Create::Dir => {
-            nix::sys::stat::mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755))
-        }
+        Create::Dir => nix::sys::stat::mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)),
         Create::File => nix::fcntl::openat(
             parent.as_fd(),
             name,
@@ -87,11 +78,7 @@ fn resolve_hops(
 /// `base` joined with a symlink target, `..` clamped at `/` exactly as
 /// RESOLVE_IN_ROOT clamps it.
 fn join_in_root(base: &Path, target: &Path) -> PathBuf {
-    let mut out = if target.is_absolute() {
-        PathBuf::from("/")
-    } else {
-        base.to_path_buf()
-    };
+    let mut out = if target.is_absolute() { PathBuf::from("/") } else { base.to_path_buf() };
     for c in target.components() {
         match c {
             std::path::Component::Normal(n) => out.push(n),
@@ -105,20 +92,9 @@ fn join_in_root(base: &Path, target: &Path) -> PathBuf {
 }
 
 /// Mounts a fresh filesystem of `fstype` onto the object `target` refers to.
-pub fn mount_fs(
-    fstype: &str,
-    target: BorrowedFd<'_>,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> io::Result<()> {
-    mount(
-        Some(fstype),
-        sys::fd_path(target).as_c_str(),
-        Some(fstype),
-        flags,
-        data,
-    )
-    .map_err(|e| ctx(e.into(), format!("mounting {fstype}")))
+pub fn mount_fs(fstype: &str, target: BorrowedFd<'_>, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
+    mount(Some(fstype), sys::fd_path(target).as_c_str(), Some(fstype), flags, data)
+        .map_err(|e| ctx(e.into(), format!("mounting {fstype}")))
 }
 
 /// Binds the tree at `source` onto `target`, recursively, with the given
@@ -139,20 +115,15 @@ pub fn check_special_dir(root: BorrowedFd<'_>, name: &str) -> io::Result<()> {
                 "the image's /{name} is a symlink; refusing it (it could redirect the {name} mount); make /{name} a directory"
             )))
         }
-        Ok(_) => Err(io::Error::other(format!(
-            "the image's /{name} is not a directory; make it one"
-        ))),
+        Ok(_) => Err(io::Error::other(format!("the image's /{name} is not a directory; make it one"))),
         Err(nix::errno::Errno::ENOENT) => {
-            nix::sys::stat::mkdirat(root, name, Mode::from_bits_truncate(0o755))
-                .map_err(io::Error::from)
+            nix::sys::stat::mkdirat(root, name, Mode::from_bits_truncate(0o755)).map_err(io::Error::from)
         }
         Err(e) => Err(e.into()),
     }
 }
 
-const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
-    .union(MsFlags::MS_NODEV)
-    .union(MsFlags::MS_NOEXEC);
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
 
 /// Fresh /proc (the job's pid namespace) and a read-only /sys.
 pub fn mount_proc_sys(root: BorrowedFd<'_>) -> io::Result<()> {
@@ -162,12 +133,7 @@ pub fn mount_proc_sys(root: BorrowedFd<'_>) -> io::Result<()> {
     let proc_dir = resolve_in_root(root, Path::new("/proc"), Create::Dir)?;
     mount_fs("proc", proc_dir.as_fd(), NOSUID_NODEV_NOEXEC, None)?;
     let sys_dir = resolve_in_root(root, Path::new("/sys"), Create::Dir)?;
-    mount_fs(
-        "sysfs",
-        sys_dir.as_fd(),
-        NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
-        None,
-    )
+    mount_fs("sysfs", sys_dir.as_fd(), NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY, None)
 }
 
 /// A minimal /dev on a small tmpfs: the usual nodes made by mknod (so their
@@ -175,28 +141,11 @@ pub fn mount_proc_sys(root: BorrowedFd<'_>) -> io::Result<()> {
 /// links, a private devpts instance and /dev/shm.
 pub fn mount_dev(root: BorrowedFd<'_>) -> io::Result<()> {
     let dev_dir = resolve_in_root(root, Path::new("/dev"), Create::Dir)?;
-    mount_fs(
-        "tmpfs",
-        dev_dir.as_fd(),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )?;
+    mount_fs("tmpfs", dev_dir.as_fd(), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
     // Reopen: the fd from before the mount names the directory under it.
-    let dev = sys::openat2(
-        root,
-        Path::new("dev"),
-        libc::O_DIRECTORY | libc::O_RDONLY,
-        0,
-        Resolve::InRoot,
-    )?;
-    let nodes: [(&str, u64, u64); 6] = [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ];
+    let dev = sys::openat2(root, Path::new("dev"), libc::O_DIRECTORY | libc::O_RDONLY, 0, Resolve::InRoot)?;
+    let nodes: [(&str, u64, u64); 6] =
+        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
     for (name, major, minor) in nodes {
         mknodat(
             dev.as_fd(),
@@ -226,54 +175,28 @@ pub fn mount_dev(root: BorrowedFd<'_>) -> io::Result<()> {
         nix::unistd::symlinkat(target, dev.as_fd(), name).map_err(io::Error::from)?;
     }
     for name in ["pts", "shm"] {
-        nix::sys::stat::mkdirat(dev.as_fd(), name, Mode::from_bits_truncate(0o755))
-            .map_err(io::Error::from)?;
+        nix::sys::stat::mkdirat(dev.as_fd(), name, Mode::from_bits_truncate(0o755)).map_err(io::Error::from)?;
     }
-    let pts = sys::openat2(
-        dev.as_fd(),
-        Path::new("pts"),
-        libc::O_PATH,
-        0,
-        Resolve::Beneath,
-    )?;
+    let pts = sys::openat2(dev.as_fd(), Path::new("pts"), libc::O_PATH, 0, Resolve::Beneath)?;
     mount_fs(
         "devpts",
         pts.as_fd(),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
-    let shm = sys::openat2(
-        dev.as_fd(),
-        Path::new("shm"),
-        libc::O_PATH,
-        0,
-        Resolve::Beneath,
-    )?;
-    mount_fs(
-        "tmpfs",
-        shm.as_fd(),
-        NOSUID_NODEV_NOEXEC,
-        Some("mode=1777,size=65536k"),
-    )
+    let shm = sys::openat2(dev.as_fd(), Path::new("shm"), libc::O_PATH, 0, Resolve::Beneath)?;
+    mount_fs("tmpfs", shm.as_fd(), NOSUID_NODEV_NOEXEC, Some("mode=1777,size=65536k"))
 }
 
 /// The user's `--mount`s (detached trees prepared by the runner, see
 /// `spec`) attached onto targets resolved inside the root.
 pub fn mount_binds(root: BorrowedFd<'_>, binds: &[BindMount]) -> io::Result<()> {
     for b in binds {
-        let create = if b.source_is_dir {
-            Create::Dir
-        } else {
-            Create::File
-        };
-        let target = resolve_in_root(root, &b.target, create)
-            .map_err(|e| ctx(e, format!("mount target {:?}", b.target)))?;
-        sys::move_mount_onto(b.source.as_fd(), target.as_fd()).map_err(|e| {
-            ctx(
-                e,
-                format!("binding {:?} onto {:?}", b.source_path, b.target),
-            )
-        })?;
+        let create = if b.source_is_dir { Create::Dir } else { Create::File };
+        let target =
+            resolve_in_root(root, &b.target, create).map_err(|e| ctx(e, format!("mount target {:?}", b.target)))?;
+        sys::move_mount_onto(b.source.as_fd(), target.as_fd())
+            .map_err(|e| ctx(e, format!("binding {:?} onto {:?}", b.source_path, b.target)))?;
     }
     Ok(())
 }
@@ -284,13 +207,7 @@ pub fn mount_binds(root: BorrowedFd<'_>, binds: &[BindMount]) -> io::Result<()> 
 /// tar in the tmpfs: never in the source.
 pub fn write_etc_file(root: BorrowedFd<'_>, name: &str, contents: &str) -> io::Result<()> {
     let etc = resolve_in_root(root, Path::new("/etc"), Create::Dir)?;
-    let etc = sys::openat2(
-        etc.as_fd(),
-        Path::new("."),
-        libc::O_DIRECTORY | libc::O_RDONLY,
-        0,
-        Resolve::Beneath,
-    )?;
+    let etc = sys::openat2(etc.as_fd(), Path::new("."), libc::O_DIRECTORY | libc::O_RDONLY, 0, Resolve::Beneath)?;
     let tmp = format!(".{name}.repeatr");
     let fd = nix::fcntl::openat(
         etc.as_fd(),
@@ -317,14 +234,8 @@ pub fn pivot_into(new_root: BorrowedFd<'_>) -> io::Result<()> {
     sys::pivot_root_here().map_err(|e| ctx(e, "pivot_root"))?;
     // The old root now sits on top of the new one at ".". Slave it first so
     // that the detach below cannot propagate anywhere, then detach it.
-    mount(
-        None::<&str>,
-        ".",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(io::Error::from)?;
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(io::Error::from)?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| ctx(e.into(), "detaching the old root"))?;
     nix::unistd::chdir("/").map_err(io::Error::from)
 }
@@ -348,31 +259,17 @@ pub const MASKED_PATHS: [&str; 12] = [
 
 /// Docker's default read-only paths: writable by root otherwise, and
 /// global to the host whatever the namespaces (sysctls, sysrq).
-pub const READONLY_PATHS: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Masks and write-protects after the pivot, where `/` is the job's root.
 pub fn protect_kernel_paths() -> io::Result<()> {
     let root = File::open("/")?;
-    let devnull = sys::openat2(
-        root.as_fd(),
-        Path::new("dev/null"),
-        libc::O_PATH,
-        0,
-        Resolve::InRoot,
-    )?;
+    let devnull = sys::openat2(root.as_fd(), Path::new("dev/null"), libc::O_PATH, 0, Resolve::InRoot)?;
     // runc CVE-2025-31133: if /dev/null were swapped for something else, the
     // "mask" would bind that thing over /proc files instead.
     let meta = File::from(devnull.try_clone()?).metadata()?;
     if !meta.file_type().is_char_device() || meta.rdev() != libc::makedev(1, 3) {
-        return Err(io::Error::other(
-            "/dev/null is not the char device 1:3; refusing to mask with it",
-        ));
+        return Err(io::Error::other("/dev/null is not the char device 1:3; refusing to mask with it"));
     }
     for path in MASKED_PATHS {
         let Some(target) = open_existing(root.as_fd(), path)? else {
@@ -380,12 +277,7 @@ pub fn protect_kernel_paths() -> io::Result<()> {
         };
         let is_dir = File::from(target.try_clone()?).metadata()?.is_dir();
         if is_dir {
-            mount_fs(
-                "tmpfs",
-                target.as_fd(),
-                MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
-                Some("size=0"),
-            )?;
+            mount_fs("tmpfs", target.as_fd(), MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC, Some("size=0"))?;
         } else {
             bind(
                 devnull.as_fd(),
@@ -401,10 +293,7 @@ pub fn protect_kernel_paths() -> io::Result<()> {
         bind(
             target.as_fd(),
             target.as_fd(),
-            libc::MOUNT_ATTR_RDONLY
-                | libc::MOUNT_ATTR_NOSUID
-                | libc::MOUNT_ATTR_NODEV
-                | libc::MOUNT_ATTR_NOEXEC,
+            libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC,
         )
         .map_err(|e| ctx(e, format!("making {path} read-only")))?;
     }
@@ -426,17 +315,8 @@ mod tests {
 
     #[test]
     fn symlink_targets_are_joined_inside_the_root() {
-        assert_eq!(
-            join_in_root(Path::new("/a"), Path::new("/host/x")),
-            PathBuf::from("/host/x")
-        );
-        assert_eq!(
-            join_in_root(Path::new("/a/b"), Path::new("../c")),
-            PathBuf::from("/a/c")
-        );
-        assert_eq!(
-            join_in_root(Path::new("/a"), Path::new("../../../../etc")),
-            PathBuf::from("/etc")
-        );
+        assert_eq!(join_in_root(Path::new("/a"), Path::new("/host/x")), PathBuf::from("/host/x"));
+        assert_eq!(join_in_root(Path::new("/a/b"), Path::new("../c")), PathBuf::from("/a/c"));
+        assert_eq!(join_in_root(Path::new("/a"), Path::new("../../../../etc")), PathBuf::from("/etc"));
     }
 }

@@ -29,19 +29,13 @@ pub fn build(rootfs: &Rootfs, base: &Path) -> io::Result<OwnedFd> {
         0,
         Resolve::Beneath,
     )?;
-    mount_fs(
-        "tmpfs",
-        base_fd.as_fd(),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=755"),
-    )?;
+    mount_fs("tmpfs", base_fd.as_fd(), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755"))?;
     // The fd from before names the directory under the new tmpfs.
     let tmpfs = open_dir(base)?;
     match rootfs {
         Rootfs::Dir { tree, owner } => overlay(tree, *owner, &tmpfs),
         Rootfs::Tar { file, .. } => {
-            let reader =
-                tar::decompressed(Box::new(file.try_clone()?)).map_err(io::Error::other)?;
+            let reader = tar::decompressed(Box::new(file.try_clone()?)).map_err(io::Error::other)?;
             let stats = tar::unpack(reader, tmpfs.as_fd()).map_err(io::Error::other)?;
             log::debug!("unpacked {} entries, {} bytes", stats.entries, stats.bytes);
             Ok(tmpfs)
@@ -63,58 +57,22 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 /// string cannot then be confused by ',' or ':' in a host path, and the
 /// lower is the very directory the runner opened (its detached copy,
 /// attached here at `tmpfs/lower`).
-fn overlay(
-    lower_tree: &OwnedFd,
-    (uid, gid, mode): (u32, u32, u32),
-    tmpfs: &OwnedFd,
-) -> io::Result<OwnedFd> {
+fn overlay(lower_tree: &OwnedFd, (uid, gid, mode): (u32, u32, u32), tmpfs: &OwnedFd) -> io::Result<OwnedFd> {
     for name in ["lower", "upper", "work", "merged"] {
-        nix::sys::stat::mkdirat(tmpfs.as_fd(), name, Mode::from_bits_truncate(0o755))
-            .map_err(io::Error::from)?;
+        nix::sys::stat::mkdirat(tmpfs.as_fd(), name, Mode::from_bits_truncate(0o755)).map_err(io::Error::from)?;
     }
     // The merged root shows the upper dir's owner and mode: copy the
     // source root's, or every image would get a root-owned 0755 `/`.
-    let upper = sys::openat2(
-        tmpfs.as_fd(),
-        Path::new("upper"),
-        libc::O_DIRECTORY | libc::O_RDONLY,
-        0,
-        Resolve::Beneath,
-    )?;
-    nix::unistd::fchown(upper.as_fd(), Some(uid.into()), Some(gid.into()))
-        .map_err(io::Error::from)?;
-    nix::sys::stat::fchmod(upper.as_fd(), Mode::from_bits_truncate(mode))
-        .map_err(io::Error::from)?;
-    let lower_dir = sys::openat2(
-        tmpfs.as_fd(),
-        Path::new("lower"),
-        libc::O_PATH,
-        0,
-        Resolve::Beneath,
-    )?;
+    let upper =
+        sys::openat2(tmpfs.as_fd(), Path::new("upper"), libc::O_DIRECTORY | libc::O_RDONLY, 0, Resolve::Beneath)?;
+    nix::unistd::fchown(upper.as_fd(), Some(uid.into()), Some(gid.into())).map_err(io::Error::from)?;
+    nix::sys::stat::fchmod(upper.as_fd(), Mode::from_bits_truncate(mode)).map_err(io::Error::from)?;
+    let lower_dir = sys::openat2(tmpfs.as_fd(), Path::new("lower"), libc::O_PATH, 0, Resolve::Beneath)?;
     sys::move_mount_onto(lower_tree.as_fd(), lower_dir.as_fd())?;
     // Reopen: the fd from before the attach names the directory under it.
-    let lower = sys::openat2(
-        tmpfs.as_fd(),
-        Path::new("lower"),
-        libc::O_PATH,
-        0,
-        Resolve::Beneath,
-    )?;
-    let work = sys::openat2(
-        tmpfs.as_fd(),
-        Path::new("work"),
-        libc::O_PATH,
-        0,
-        Resolve::Beneath,
-    )?;
-    let merged = sys::openat2(
-        tmpfs.as_fd(),
-        Path::new("merged"),
-        libc::O_PATH,
-        0,
-        Resolve::Beneath,
-    )?;
+    let lower = sys::openat2(tmpfs.as_fd(), Path::new("lower"), libc::O_PATH, 0, Resolve::Beneath)?;
+    let work = sys::openat2(tmpfs.as_fd(), Path::new("work"), libc::O_PATH, 0, Resolve::Beneath)?;
+    let merged = sys::openat2(tmpfs.as_fd(), Path::new("merged"), libc::O_PATH, 0, Resolve::Beneath)?;
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
         sys::fd_path(lower.as_fd()).to_string_lossy(),
@@ -124,16 +82,18 @@ fn overlay(
     mount_fs("overlay", merged.as_fd(), MsFlags::empty(), Some(&data)).map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!(
-                "{e} (is the rootfs directory on a filesystem overlayfs accepts as a lower layer?)"
-            ),
+            format!("{e} (is the rootfs directory on a filesystem overlayfs accepts as a lower layer?)"),
         )
     })?;
-    sys::openat2(
-        tmpfs.as_fd(),
-        Path::new("merged"),
-        libc::O_DIRECTORY | libc::O_RDONLY,
-        0,
-        Resolve::Beneath,
-    )
+    sys::openat2(tmpfs.as_fd(), Path::new("merged"), libc::O_DIRECTORY | libc::O_RDONLY, 0, Resolve::Beneath)
+}
+
+/// Unpacks the tar in `file` at `path` inside `root` (created if missing,
+/// resolved as if `root` were `/`).
+pub fn place(root: std::os::fd::BorrowedFd<'_>, path: &Path, file: &std::fs::File) -> io::Result<()> {
+    let at = super::mounts::resolve_in_root(root, path, super::mounts::Create::Dir)?;
+    let dir = sys::openat2(at.as_fd(), Path::new("."), libc::O_DIRECTORY | libc::O_RDONLY, 0, Resolve::Beneath)?;
+    let reader = tar::decompressed(Box::new(file.try_clone()?)).map_err(io::Error::other)?;
+    tar::unpack(reader, dir.as_fd()).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+    Ok(())
 }

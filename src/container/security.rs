@@ -4,11 +4,9 @@ use std::collections::HashSet;
 use std::io;
 
 use caps::{CapSet, Capability};
-use nix::sys::signal::{
-    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, sigaction,
-};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, sigaction};
 
-use super::spec::User;
+use super::spec::{Caps, User};
 
 /// Docker's default capability set: what a job keeps even as root.
 pub const KEPT_CAPS: [Capability; 14] = [
@@ -35,8 +33,12 @@ fn caps_err(e: caps::errors::CapsError) -> io::Error {
 /// Shrinks the bounding set first (it needs CAP_SETPCAP, which a later
 /// setuid to a non-root user would take away), then switches identity, then
 /// sets the remaining sets for what is left.
-pub fn drop_privileges(user: User) -> io::Result<()> {
-    let kept: HashSet<Capability> = KEPT_CAPS.into_iter().collect();
+pub fn drop_privileges(user: User, policy: Caps) -> io::Result<()> {
+    let kept: HashSet<Capability> = match policy {
+        Caps::DockerDefault => KEPT_CAPS.into_iter().collect(),
+        Caps::None => HashSet::new(),
+        Caps::All => caps::all(),
+    };
     for cap in caps::all() {
         if !kept.contains(&cap) {
             // EINVAL: the running kernel does not know this capability.
@@ -72,11 +74,7 @@ pub fn drop_privileges(user: User) -> io::Result<()> {
 pub fn no_new_privs() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// The job dies with its runner: SIGKILL from the kernel when the runner
@@ -85,11 +83,7 @@ pub fn no_new_privs() -> io::Result<()> {
 pub fn die_with_parent() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Resets every signal disposition to default and unblocks all signals.

@@ -44,10 +44,7 @@ impl LaunchFailure {
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let (&code, msg) = bytes.split_first()?;
-        Some(LaunchFailure {
-            code: code as i32,
-            message: String::from_utf8_lossy(msg).into_owned(),
-        })
+        Some(LaunchFailure { code: code as i32, message: String::from_utf8_lossy(msg).into_owned() })
     }
 }
 
@@ -83,11 +80,8 @@ pub struct Launched {
     report: File,
 }
 
-const NAMESPACES: libc::c_int = libc::CLONE_NEWNS
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWNET;
+const NAMESPACES: libc::c_int =
+    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
 
 /// Clones the child into new mount, pid, uts, ipc and network namespaces.
 /// The child starts building its root at once; it waits for [`Launched::go`]
@@ -103,8 +97,7 @@ pub fn spawn(spec: &Spec) -> io::Result<Launched> {
     // them would write into the runner's self-pipe and be forwarded back.
     let all = SigSet::all();
     let mut old = SigSet::empty();
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old))
-        .map_err(io::Error::from)?;
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old)).map_err(io::Error::from)?;
     let cloned = sys::clone3(NAMESPACES);
     match cloned {
         Ok(None) => {
@@ -114,11 +107,7 @@ pub fn spawn(spec: &Spec) -> io::Result<Launched> {
         }
         Ok(Some(child)) => {
             pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;
-            Ok(Launched {
-                child,
-                go: File::from(go_w),
-                report: File::from(report_r),
-            })
+            Ok(Launched { child, go: File::from(go_w), report: File::from(report_r) })
         }
         Err(e) => {
             pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;
@@ -171,11 +160,7 @@ impl Launched {
                 Err(e) => return Err(e.into()),
                 Ok(_) => {}
             }
-            let ready = |i: usize| {
-                fds.get(i)
-                    .and_then(|f| f.revents())
-                    .is_some_and(|r| !r.is_empty())
-            };
+            let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
             let (child_done, sig_ready, report_ready) = (ready(0), ready(1), ready(2));
             if report_ready {
                 report_open = read_some(&mut self.report, &mut report)?;
@@ -207,10 +192,7 @@ impl Launched {
     /// terminating signal then kills the half-built container (the user
     /// wants out), and the others are dropped.
     fn deliver(&self, sig: Signal, launching: bool, aborted: &mut Option<i32>) {
-        let terminating = matches!(
-            sig,
-            Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT
-        );
+        let terminating = matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT);
         let pidfd = self.child.pidfd.as_fd();
         let result = if launching {
             if !terminating {
@@ -253,14 +235,7 @@ fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Exit> {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid, writable siginfo_t; P_PIDFD takes the fd
         // as the id. WEXITED reaps the child.
-        let ret = unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED,
-            )
-        };
+        let ret = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
         if ret < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -283,10 +258,7 @@ mod tests {
 
     #[test]
     fn failure_round_trips() {
-        let f = LaunchFailure {
-            code: 127,
-            message: "not found".into(),
-        };
+        let f = LaunchFailure { code: 127, message: "not found".into() };
         assert_eq!(LaunchFailure::decode(&f.encode()), Some(f));
         assert_eq!(LaunchFailure::decode(b""), None);
     }

@@ -14,9 +14,7 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error(
-        "rootfs {0:?} does not exist; pass a directory, a .tar/.tar.gz file, or - for a tar on stdin"
-    )]
+    #[error("rootfs {0:?} does not exist; pass a directory, a .tar/.tar.gz file, or - for a tar on stdin")]
     RootfsMissing(PathBuf),
     #[error("rootfs {path:?} cannot be opened: {err}")]
     RootfsOpen { path: PathBuf, err: io::Error },
@@ -24,14 +22,8 @@ pub enum SpecError {
     RootfsKind(PathBuf),
     #[error("bad --mount {spec:?}: {why}; expected SRC:DST[:ro|:rw] with an absolute DST")]
     MountSyntax { spec: String, why: String },
-    #[error(
-        "bad --mount {spec:?}: source {src:?} cannot be opened: {err}; create it first or fix the path"
-    )]
-    MountSource {
-        spec: String,
-        src: PathBuf,
-        err: io::Error,
-    },
+    #[error("bad --mount {spec:?}: source {src:?} cannot be opened: {err}; create it first or fix the path")]
+    MountSource { spec: String, src: PathBuf, err: io::Error },
     #[error("bad --env {0:?}: expected KEY=VALUE with a non-empty KEY without '='")]
     Env(String),
     #[error("bad --user {0:?}: expected UID[:GID] as numbers, e.g. 1000:1000")]
@@ -40,9 +32,7 @@ pub enum SpecError {
     Workdir(String),
     #[error("bad --hostname {0:?}: use 1-63 letters, digits, '-' or '.'")]
     Hostname(String),
-    #[error(
-        "bad --name {0:?}: use 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit"
-    )]
+    #[error("bad --name {0:?}: use 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit")]
     Name(String),
     #[error("no command given; usage: repeatr run [OPTIONS] -- CMD [ARGS...]")]
     NoCommand,
@@ -58,10 +48,7 @@ pub enum Rootfs {
     /// in the host's mount namespace: overlayfs refuses a lower layer that
     /// is not a mount of the caller's namespace, and a detached tree is the
     /// one kind the child can attach into its own.
-    Dir {
-        tree: OwnedFd,
-        owner: (u32, u32, u32),
-    },
+    Dir { tree: OwnedFd, owner: (u32, u32, u32) },
     /// A tar stream (plain or gzip), read by the child into a tmpfs.
     /// `from_stdin` means the job's own stdin is used up and becomes /dev/null.
     Tar { file: File, from_stdin: bool },
@@ -84,6 +71,25 @@ pub struct BindMount {
 pub struct User {
     pub uid: u32,
     pub gid: u32,
+}
+
+/// The capabilities a root job keeps (a non-root job has none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caps {
+    /// Docker's default set.
+    DockerDefault,
+    /// None at all.
+    None,
+    /// Every capability.
+    All,
+}
+
+/// A directory to create in the job's root before it starts.
+#[derive(Clone, Debug)]
+pub struct MakeDir {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub owner: User,
 }
 
 /// How the job's network namespace is filled before it execs.
@@ -114,6 +120,15 @@ pub struct Spec {
     /// An empty host directory the child mounts its private tmpfs on; the
     /// mount only exists in the job's mount namespace.
     pub mount_base: PathBuf,
+    /// More trees (verified wares) unpacked into the root after it is built,
+    /// in this order, each at its path; before any bind mount.
+    pub wares: Vec<(PathBuf, File)>,
+    pub caps: Caps,
+    /// Created after the root is built (if missing), then chowned and chmoded.
+    pub make_dirs: Vec<MakeDir>,
+    /// The job's stdout goes to the runner's stderr (a formula run keeps
+    /// stdout for its record).
+    pub stdout_to_stderr: bool,
 }
 
 /// Opens a rootfs argument: `-` for stdin, a directory, or a tar file.
@@ -125,14 +140,8 @@ pub fn open_rootfs(arg: &Path) -> Result<Rootfs, SpecError> {
             .as_fd()
             .try_clone_to_owned()
             .map(File::from)
-            .map_err(|err| SpecError::RootfsOpen {
-                path: arg.into(),
-                err,
-            })?;
-        return Ok(Rootfs::Tar {
-            file,
-            from_stdin: true,
-        });
+            .map_err(|err| SpecError::RootfsOpen { path: arg.into(), err })?;
+        return Ok(Rootfs::Tar { file, from_stdin: true });
     }
     let meta = match std::fs::metadata(arg) {
         Ok(m) => m,
@@ -140,26 +149,17 @@ pub fn open_rootfs(arg: &Path) -> Result<Rootfs, SpecError> {
             return Err(SpecError::RootfsMissing(arg.into()));
         }
         Err(err) => {
-            return Err(SpecError::RootfsOpen {
-                path: arg.into(),
-                err,
-            });
+            return Err(SpecError::RootfsOpen { path: arg.into(), err });
         }
     };
-    let open_err = |err| SpecError::RootfsOpen {
-        path: arg.into(),
-        err,
-    };
+    let open_err = |err| SpecError::RootfsOpen { path: arg.into(), err };
     if meta.is_dir() {
         let fd = open_path(arg).map_err(open_err)?;
         let owner = dir_owner_mode(&fd).map_err(open_err)?;
         let tree = detached_copy(&fd, libc::MOUNT_ATTR_RDONLY).map_err(open_err)?;
         Ok(Rootfs::Dir { tree, owner })
     } else if meta.is_file() {
-        Ok(Rootfs::Tar {
-            file: File::open(arg).map_err(open_err)?,
-            from_stdin: false,
-        })
+        Ok(Rootfs::Tar { file: File::open(arg).map_err(open_err)?, from_stdin: false })
     } else {
         Err(SpecError::RootfsKind(arg.into()))
     }
@@ -169,10 +169,7 @@ pub fn open_rootfs(arg: &Path) -> Result<Rootfs, SpecError> {
 /// user's own choice; only paths *inside* the image are untrusted).
 fn open_path(path: &Path) -> io::Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(path)?;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path)?;
     Ok(f.into())
 }
 
@@ -186,10 +183,7 @@ fn detached_copy(fd: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
 
 /// Parses `SRC:DST[:ro|:rw]` and opens SRC.
 pub fn parse_mount(spec: &str) -> Result<BindMount, SpecError> {
-    let bad = |why: &str| SpecError::MountSyntax {
-        spec: spec.into(),
-        why: why.into(),
-    };
+    let bad = |why: &str| SpecError::MountSyntax { spec: spec.into(), why: why.into() };
     let mut parts: Vec<&str> = spec.split(':').collect();
     let readonly = match parts.last().copied() {
         Some("ro") if parts.len() == 3 => true,
@@ -203,8 +197,7 @@ pub fn parse_mount(spec: &str) -> Result<BindMount, SpecError> {
     if src.is_empty() {
         return Err(bad("empty source"));
     }
-    let target = clean_job_path(dst)
-        .ok_or_else(|| bad("the destination must be absolute, without '.' or '..'"))?;
+    let target = clean_job_path(dst).ok_or_else(|| bad("the destination must be absolute, without '.' or '..'"))?;
     if target == Path::new("/") {
         return Err(bad("the destination cannot be / (use --rootfs for that)"));
     }
@@ -214,15 +207,9 @@ pub fn parse_mount(spec: &str) -> Result<BindMount, SpecError> {
         return Err(bad("the destination cannot be under /proc"));
     }
     let src_path = PathBuf::from(src);
-    let open_err = |err| SpecError::MountSource {
-        spec: spec.into(),
-        src: src_path.clone(),
-        err,
-    };
+    let open_err = |err| SpecError::MountSource { spec: spec.into(), src: src_path.clone(), err };
     let source = open_path(&src_path).map_err(open_err)?;
-    let meta = File::from(source.try_clone().map_err(open_err)?)
-        .metadata()
-        .map_err(open_err)?;
+    let meta = File::from(source.try_clone().map_err(open_err)?).metadata().map_err(open_err)?;
     // nosuid and nodev always: a host path must not become a way to gain
     // privilege or reach devices inside the job.
     let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
@@ -230,13 +217,7 @@ pub fn parse_mount(spec: &str) -> Result<BindMount, SpecError> {
         attrs |= libc::MOUNT_ATTR_RDONLY;
     }
     let tree = detached_copy(&source, attrs).map_err(open_err)?;
-    Ok(BindMount {
-        source_path: src_path.clone(),
-        source: tree,
-        source_is_dir: meta.is_dir(),
-        target,
-        readonly,
-    })
+    Ok(BindMount { source_path: src_path.clone(), source: tree, source_is_dir: meta.is_dir(), target, readonly })
 }
 
 /// An absolute path inside the job, with no `.`/`..` and no empty component.
@@ -282,10 +263,7 @@ pub fn check_env(kv: &str) -> Result<(), SpecError> {
 /// The job environment: defaults first, then `--env` entries overriding by
 /// key. HOME is added by the child from the image's /etc/passwd unless set.
 pub fn build_env(user_env: &[String], hostname: &str) -> Vec<String> {
-    let mut env: Vec<String> = vec![
-        format!("PATH={DEFAULT_PATH}"),
-        format!("HOSTNAME={hostname}"),
-    ];
+    let mut env: Vec<String> = vec![format!("PATH={DEFAULT_PATH}"), format!("HOSTNAME={hostname}")];
     for kv in user_env {
         let key = kv.split('=').next().unwrap_or_default();
         env.retain(|e| e.split('=').next() != Some(key));
@@ -297,29 +275,18 @@ pub fn build_env(user_env: &[String], hostname: &str) -> Vec<String> {
 pub fn check_hostname(h: &str) -> Result<(), SpecError> {
     let ok = !h.is_empty()
         && h.len() <= 63
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         && !h.starts_with(['-', '.']);
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::Hostname(h.into()))
-    }
+    if ok { Ok(()) } else { Err(SpecError::Hostname(h.into())) }
 }
 
 /// Job ids name leases, hostnames and log lines: keep them to a safe alphabet.
 pub fn check_job_id(id: &str) -> Result<(), SpecError> {
     let ok = !id.is_empty()
         && id.len() <= 63
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
         && id.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::Name(id.into()))
-    }
+    if ok { Ok(()) } else { Err(SpecError::Name(id.into())) }
 }
 
 /// A short unique job id: 12 hex digits from the kernel's CSPRNG.
@@ -362,26 +329,14 @@ mod tests {
             format!("{src}:/d:rx"),
             src.to_string(),
         ] {
-            assert!(
-                matches!(parse_mount(&bad), Err(SpecError::MountSyntax { .. })),
-                "{bad}"
-            );
+            assert!(matches!(parse_mount(&bad), Err(SpecError::MountSyntax { .. })), "{bad}");
         }
-        assert!(matches!(
-            parse_mount("/nonexistent/x:/d"),
-            Err(SpecError::MountSource { .. })
-        ));
+        assert!(matches!(parse_mount("/nonexistent/x:/d"), Err(SpecError::MountSource { .. })));
     }
 
     #[test]
     fn users_and_env() {
-        assert_eq!(
-            parse_user("1000").unwrap(),
-            User {
-                uid: 1000,
-                gid: 1000
-            }
-        );
+        assert_eq!(parse_user("1000").unwrap(), User { uid: 1000, gid: 1000 });
         assert_eq!(parse_user("1:2").unwrap(), User { uid: 1, gid: 2 });
         assert!(parse_user("bob").is_err() && parse_user("1:").is_err());
         assert!(check_env("A=b").is_ok() && check_env("=b").is_err() && check_env("A").is_err());
@@ -392,11 +347,7 @@ mod tests {
     #[test]
     fn names() {
         assert!(check_job_id("job-1.a_b").is_ok());
-        assert!(
-            check_job_id("-x").is_err()
-                && check_job_id("a/b").is_err()
-                && check_job_id("").is_err()
-        );
+        assert!(check_job_id("-x").is_err() && check_job_id("a/b").is_err() && check_job_id("").is_err());
         assert!(check_hostname("my-host").is_ok() && check_hostname("a b").is_err());
         assert_eq!(generate_job_id().unwrap().len(), 12);
     }

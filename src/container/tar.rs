@@ -50,11 +50,7 @@ pub enum TarError {
         "the rootfs tar is {format}-compressed, which is not supported; decompress it first, \
          e.g. `{tool} -d rootfs.tar.{ext}`, and pass the plain (or gzip) tar"
     )]
-    UnsupportedCompression {
-        format: &'static str,
-        tool: &'static str,
-        ext: &'static str,
-    },
+    UnsupportedCompression { format: &'static str, tool: &'static str, ext: &'static str },
 
     #[error(
         "cannot read the rootfs tar: {0}; check that it is a complete, uncorrupted tar \
@@ -90,11 +86,7 @@ pub enum TarError {
         "cannot {action} for tar entry `{entry}`: {source}; unpack into an empty directory on a \
          filesystem with enough space (run as root to keep owners and xattrs)"
     )]
-    Write {
-        entry: String,
-        action: &'static str,
-        source: io::Error,
-    },
+    Write { entry: String, action: &'static str, source: io::Error },
 }
 
 /// Magic numbers of compressions we refuse, with the tool that undoes them.
@@ -148,11 +140,7 @@ fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 /// unpack. Must run as root to keep ownership, setid bits and xattrs.
 pub fn unpack(reader: impl Read, root: BorrowedFd<'_>) -> Result<UnpackStats, TarError> {
     let mut archive = tar::Archive::new(reader);
-    let mut unpacker = Unpacker {
-        root,
-        stats: UnpackStats::default(),
-        dir_times: BTreeMap::new(),
-    };
+    let mut unpacker = Unpacker { root, stats: UnpackStats::default(), dir_times: BTreeMap::new() };
     for entry in archive.entries().map_err(TarError::Read)? {
         let mut entry = entry.map_err(TarError::Read)?;
         unpacker.entry(&mut entry)?;
@@ -194,16 +182,11 @@ impl Unpacker<'_> {
         if path.is_empty() {
             return match kind {
                 EntryType::Directory => self.root_dir(&meta, &name),
-                _ => Err(unsafe_path(
-                    &name,
-                    "names the root directory but is not a directory",
-                )),
+                _ => Err(unsafe_path(&name, "names the root directory but is not a directory")),
             };
         }
         match kind {
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.file(entry, &path, &meta, &name)
-            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => self.file(entry, &path, &meta, &name),
             EntryType::Directory => self.dir(&path, &meta, &name),
             EntryType::Symlink => self.symlink(entry, &path, &meta, &name),
             EntryType::Link => self.hardlink(entry, &path, &name),
@@ -213,32 +196,17 @@ impl Unpacker<'_> {
                 self.stats.skipped_devices += 1;
                 Ok(())
             }
-            other => Err(TarError::UnsupportedType {
-                entry: name,
-                kind: char::from(other.as_byte()),
-            }),
+            other => Err(TarError::UnsupportedType { entry: name, kind: char::from(other.as_byte()) }),
         }
     }
 
-    fn file<R: Read>(
-        &mut self,
-        data: &mut R,
-        path: &[u8],
-        meta: &Meta,
-        name: &str,
-    ) -> Result<(), TarError> {
+    fn file<R: Read>(&mut self, data: &mut R, path: &[u8], meta: &Meta, name: &str) -> Result<(), TarError> {
         let (parent, leaf) = self.prepare(path, false, name)?;
         // O_EXCL|O_NOFOLLOW: after `prepare` removed any earlier entry, the
         // name must be fresh; a symlink planted there is never followed.
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-        let fd = sys::openat2(
-            parent.as_fd(),
-            as_path(leaf),
-            flags,
-            0o600,
-            Resolve::Beneath,
-        )
-        .map_err(|e| write_err(name, "create the file", e))?;
+        let fd = sys::openat2(parent.as_fd(), as_path(leaf), flags, 0o600, Resolve::Beneath)
+            .map_err(|e| write_err(name, "create the file", e))?;
         let mut file = File::from(fd);
         self.stats.bytes += copy_data(data, &mut file, name)?;
         apply_meta(file.as_fd(), meta, true, name)
@@ -252,8 +220,7 @@ impl Unpacker<'_> {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(write_err(name, "create the directory", e.into())),
         }
-        let fd = open_dir(parent.as_fd(), as_path(leaf))
-            .map_err(|e| write_err(name, "open the directory", e))?;
+        let fd = open_dir(parent.as_fd(), as_path(leaf)).map_err(|e| write_err(name, "open the directory", e))?;
         apply_meta(fd.as_fd(), meta, false, name)?;
         self.dir_times.insert(path.to_vec(), meta.mtime);
         Ok(())
@@ -261,8 +228,7 @@ impl Unpacker<'_> {
 
     /// `./` in the tar: its metadata belongs to the root directory itself.
     fn root_dir(&mut self, meta: &Meta, name: &str) -> Result<(), TarError> {
-        let fd = open_dir(self.root, Path::new("."))
-            .map_err(|e| write_err(name, "open the root directory", e))?;
+        let fd = open_dir(self.root, Path::new(".")).map_err(|e| write_err(name, "open the root directory", e))?;
         apply_meta(fd.as_fd(), meta, false, name)?;
         self.dir_times.insert(Vec::new(), meta.mtime);
         Ok(())
@@ -277,9 +243,7 @@ impl Unpacker<'_> {
     ) -> Result<(), TarError> {
         // The target is only data (`etc/mtab -> /proc/mounts` is normal): it
         // is kept verbatim and never resolved here.
-        let target = entry
-            .link_name_bytes()
-            .ok_or_else(|| corrupt(name, "symlink without a target"))?;
+        let target = entry.link_name_bytes().ok_or_else(|| corrupt(name, "symlink without a target"))?;
         let (parent, leaf) = self.prepare(path, false, name)?;
         unistd::symlinkat(&*target, parent.as_fd(), leaf)
             .map_err(|e| write_err(name, "create the symlink", e.into()))?;
@@ -292,37 +256,20 @@ impl Unpacker<'_> {
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .map_err(|e| write_err(name, "set the owner", e.into()))?;
-        stat::utimensat(
-            parent.as_fd(),
-            leaf,
-            &meta.mtime,
-            &meta.mtime,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| write_err(name, "set the mtime", e.into()))?;
+        stat::utimensat(parent.as_fd(), leaf, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink)
+            .map_err(|e| write_err(name, "set the mtime", e.into()))?;
         if !meta.xattrs.is_empty() {
             log::debug!("not setting xattrs on symlink {name}: Linux allows none on symlinks");
         }
         Ok(())
     }
 
-    fn hardlink<R: Read>(
-        &mut self,
-        entry: &tar::Entry<'_, R>,
-        path: &[u8],
-        name: &str,
-    ) -> Result<(), TarError> {
-        let raw = entry
-            .link_name_bytes()
-            .ok_or_else(|| corrupt(name, "hardlink without a target"))?;
+    fn hardlink<R: Read>(&mut self, entry: &tar::Entry<'_, R>, path: &[u8], name: &str) -> Result<(), TarError> {
+        let raw = entry.link_name_bytes().ok_or_else(|| corrupt(name, "hardlink without a target"))?;
         // Same rules as entry names: a hardlink to `../x` or `/etc/shadow`
         // would expose a host file inside the container.
-        let target = clean(&raw).map_err(|problem| {
-            unsafe_path(
-                name,
-                &format!("is a hardlink to `{}`, which {problem}", display(&raw)),
-            )
-        })?;
+        let target = clean(&raw)
+            .map_err(|problem| unsafe_path(name, &format!("is a hardlink to `{}`, which {problem}", display(&raw))))?;
         if target.is_empty() {
             return Err(unsafe_path(name, "is a hardlink to the root directory"));
         }
@@ -334,26 +281,14 @@ impl Unpacker<'_> {
         let (parent, leaf) = self.prepare(path, false, name)?;
         // Flags 0 (no AT_SYMLINK_FOLLOW): a target that is a symlink is
         // linked itself, never followed out of the root.
-        unistd::linkat(
-            tparent.as_fd(),
-            tleaf,
-            parent.as_fd(),
-            leaf,
-            AtFlags::empty(),
-        )
-        .map_err(|e| write_err(name, "create the hardlink", e.into()))
+        unistd::linkat(tparent.as_fd(), tleaf, parent.as_fd(), leaf, AtFlags::empty())
+            .map_err(|e| write_err(name, "create the hardlink", e.into()))
     }
 
     fn fifo(&mut self, path: &[u8], meta: &Meta, name: &str) -> Result<(), TarError> {
         let (parent, leaf) = self.prepare(path, false, name)?;
-        stat::mknodat(
-            parent.as_fd(),
-            leaf,
-            SFlag::S_IFIFO,
-            Mode::from_bits_truncate(0o600),
-            0,
-        )
-        .map_err(|e| write_err(name, "create the fifo", e.into()))?;
+        stat::mknodat(parent.as_fd(), leaf, SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0)
+            .map_err(|e| write_err(name, "create the fifo", e.into()))?;
         // O_NONBLOCK: opening a fifo for reading would otherwise wait for a
         // writer forever.
         let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW;
@@ -366,12 +301,7 @@ impl Unpacker<'_> {
     /// clears the final name for a new entry: an earlier non-directory is
     /// removed, an earlier directory is kept if `keep_dir` and otherwise
     /// removed (only possible while empty).
-    fn prepare<'p>(
-        &self,
-        path: &'p [u8],
-        keep_dir: bool,
-        name: &str,
-    ) -> Result<(OwnedFd, &'p [u8]), TarError> {
+    fn prepare<'p>(&self, path: &'p [u8], keep_dir: bool, name: &str) -> Result<(OwnedFd, &'p [u8]), TarError> {
         let (parent, leaf) = split(path);
         let parent = self.resolve(parent, true, name)?;
         remove_existing(parent.as_fd(), leaf, keep_dir)
@@ -400,9 +330,7 @@ impl Unpacker<'_> {
             // Resolved from the root each time, so that symlinks using `..`
             // are judged against the root, not against the current directory.
             current = match open_path(self.root, &dir[..end]) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    make_implicit_dir(current.as_fd(), component)?
-                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => make_implicit_dir(current.as_fd(), component)?,
                 other => other?,
             };
             end += 1;
@@ -417,12 +345,7 @@ impl Unpacker<'_> {
             let fd = match open_dir(self.root, as_dir_path(path)) {
                 Ok(fd) => fd,
                 // Replaced by a later non-directory entry: nothing to date.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-                    ) =>
-                {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => {
                     continue;
                 }
                 Err(e) => return Err(write_err(&display(path), "open the directory", e)),
@@ -437,18 +360,9 @@ impl Unpacker<'_> {
 /// Ownership, then mode, then xattrs, then times, in that order: chown(2)
 /// clears setuid/setgid bits and the security.capability xattr, and writing
 /// data or xattrs would not touch the mtime, but chown must not undo the rest.
-fn apply_meta(
-    fd: BorrowedFd<'_>,
-    meta: &Meta,
-    set_times: bool,
-    name: &str,
-) -> Result<(), TarError> {
-    unistd::fchown(
-        fd,
-        Some(Uid::from_raw(meta.uid)),
-        Some(Gid::from_raw(meta.gid)),
-    )
-    .map_err(|e| write_err(name, "set the owner", e.into()))?;
+fn apply_meta(fd: BorrowedFd<'_>, meta: &Meta, set_times: bool, name: &str) -> Result<(), TarError> {
+    unistd::fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
+        .map_err(|e| write_err(name, "set the owner", e.into()))?;
     stat::fchmod(fd, Mode::from_bits_truncate(meta.mode & 0o7777))
         .map_err(|e| write_err(name, "set the mode", e.into()))?;
     for (key, value) in &meta.xattrs {
@@ -463,8 +377,7 @@ fn apply_meta(
         }
     }
     if set_times {
-        stat::futimens(fd, &meta.mtime, &meta.mtime)
-            .map_err(|e| write_err(name, "set the mtime", e.into()))?;
+        stat::futimens(fd, &meta.mtime, &meta.mtime).map_err(|e| write_err(name, "set the mtime", e.into()))?;
     }
     Ok(())
 }
@@ -480,8 +393,7 @@ fn copy_data(data: &mut dyn Read, file: &mut File, name: &str) -> Result<u64, Ta
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(corrupt(name, &e.to_string())),
         };
-        file.write_all(&buf[..n])
-            .map_err(|e| write_err(name, "write the file data", e))?;
+        file.write_all(&buf[..n]).map_err(|e| write_err(name, "write the file data", e))?;
         total += n as u64;
     }
 }
@@ -493,33 +405,20 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta,
     // PAX uid/gid records were already folded into the header by the tar crate.
     let uid = id(header.uid().map_err(field)?, name)?;
     let gid = id(header.gid().map_err(field)?, name)?;
-    let secs = i64::try_from(header.mtime().map_err(field)?)
-        .map_err(|_| corrupt(name, "mtime out of range"))?;
-    let mut meta = Meta {
-        mode,
-        uid,
-        gid,
-        mtime: TimeSpec::new(secs, 0),
-        xattrs: Vec::new(),
-    };
-    let Some(records) = entry
-        .pax_extensions()
-        .map_err(|e| corrupt(name, &e.to_string()))?
-    else {
+    let secs = i64::try_from(header.mtime().map_err(field)?).map_err(|_| corrupt(name, "mtime out of range"))?;
+    let mut meta = Meta { mode, uid, gid, mtime: TimeSpec::new(secs, 0), xattrs: Vec::new() };
+    let Some(records) = entry.pax_extensions().map_err(|e| corrupt(name, &e.to_string()))? else {
         return Ok(meta);
     };
     for record in records {
         // The tar crate splits records on newlines; a binary xattr value that
         // contains one is refused here rather than silently dropped.
-        let record =
-            record.map_err(|e| corrupt(name, &format!("{e} (maybe a binary xattr value)")))?;
+        let record = record.map_err(|e| corrupt(name, &format!("{e} (maybe a binary xattr value)")))?;
         let key = record.key_bytes();
         if key == b"mtime" {
-            meta.mtime =
-                pax_time(record.value_bytes()).ok_or_else(|| corrupt(name, "bad PAX mtime"))?;
+            meta.mtime = pax_time(record.value_bytes()).ok_or_else(|| corrupt(name, "bad PAX mtime"))?;
         } else if let Some(attr) = key.strip_prefix(b"SCHILY.xattr.") {
-            let attr =
-                CString::new(attr).map_err(|_| corrupt(name, "NUL byte in an xattr name"))?;
+            let attr = CString::new(attr).map_err(|_| corrupt(name, "NUL byte in an xattr name"))?;
             meta.xattrs.push((attr, record.value_bytes().to_vec()));
         }
     }
@@ -527,8 +426,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta,
 }
 
 fn id(value: u64, name: &str) -> Result<u32, TarError> {
-    u32::try_from(value)
-        .map_err(|_| corrupt(name, &format!("owner id {value} does not fit 32 bits")))
+    u32::try_from(value).map_err(|_| corrupt(name, &format!("owner id {value} does not fit 32 bits")))
 }
 
 /// Parses a PAX time, `seconds[.fraction]`, possibly negative.
@@ -609,13 +507,7 @@ fn make_implicit_dir(parent: BorrowedFd<'_>, component: &[u8]) -> io::Result<Own
 
 /// An O_PATH handle on a directory below the root, for use as an *at base.
 fn open_path(root: BorrowedFd<'_>, dir: &[u8]) -> io::Result<OwnedFd> {
-    sys::openat2(
-        root,
-        as_dir_path(dir),
-        libc::O_PATH | libc::O_DIRECTORY,
-        0,
-        Resolve::Beneath,
-    )
+    sys::openat2(root, as_dir_path(dir), libc::O_PATH | libc::O_DIRECTORY, 0, Resolve::Beneath)
 }
 
 /// A readable directory fd (fchmod, fsetxattr and futimens refuse O_PATH).
@@ -630,11 +522,7 @@ fn as_path(bytes: &[u8]) -> &Path {
 }
 
 fn as_dir_path(bytes: &[u8]) -> &Path {
-    if bytes.is_empty() {
-        Path::new(".")
-    } else {
-        as_path(bytes)
-    }
+    if bytes.is_empty() { Path::new(".") } else { as_path(bytes) }
 }
 
 /// An entry name fit for a one-line message: control characters escaped.
@@ -643,35 +531,22 @@ fn display(raw: &[u8]) -> String {
 }
 
 fn unsafe_path(name: &str, problem: &str) -> TarError {
-    TarError::UnsafePath {
-        entry: name.to_string(),
-        problem: problem.to_string(),
-    }
+    TarError::UnsafePath { entry: name.to_string(), problem: problem.to_string() }
 }
 
 fn corrupt(name: &str, problem: &str) -> TarError {
-    TarError::Corrupt {
-        entry: name.to_string(),
-        problem: problem.to_string(),
-    }
+    TarError::Corrupt { entry: name.to_string(), problem: problem.to_string() }
 }
 
 fn write_err(name: &str, action: &'static str, source: io::Error) -> TarError {
-    TarError::Write {
-        entry: name.to_string(),
-        action,
-        source,
-    }
+    TarError::Write { entry: name.to_string(), action, source }
 }
 
 /// EXDEV is RESOLVE_BENEATH refusing an escape; ELOOP is a magic link (or a
 /// symlink loop, which a rootfs has no business containing either).
 fn resolve_err(name: &str, source: io::Error) -> TarError {
     match source.raw_os_error() {
-        Some(libc::EXDEV | libc::ELOOP) => TarError::Escape {
-            entry: name.to_string(),
-            source,
-        },
+        Some(libc::EXDEV | libc::ELOOP) => TarError::Escape { entry: name.to_string(), source },
         _ => write_err(name, "open the parent directory", source),
     }
 }
@@ -702,19 +577,10 @@ mod tests {
 
     #[test]
     fn pax_times_parse_with_fractions_and_signs() {
-        assert_eq!(
-            pax_time(b"1500000000"),
-            Some(TimeSpec::new(1_500_000_000, 0))
-        );
-        assert_eq!(
-            pax_time(b"1500000000.25"),
-            Some(TimeSpec::new(1_500_000_000, 250_000_000))
-        );
+        assert_eq!(pax_time(b"1500000000"), Some(TimeSpec::new(1_500_000_000, 0)));
+        assert_eq!(pax_time(b"1500000000.25"), Some(TimeSpec::new(1_500_000_000, 250_000_000)));
         assert_eq!(pax_time(b"-1.5"), Some(TimeSpec::new(-2, 500_000_000)));
-        assert_eq!(
-            pax_time(b"1.1234567899"),
-            Some(TimeSpec::new(1, 123_456_789))
-        );
+        assert_eq!(pax_time(b"1.1234567899"), Some(TimeSpec::new(1, 123_456_789)));
         assert_eq!(pax_time(b"12x"), None);
         assert_eq!(pax_time(b"1.-5"), None);
     }

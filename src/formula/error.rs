@@ -24,11 +24,7 @@ pub enum WareError {
         "`{path}` is {what} and the `{filter}` filter is `reject`; remove it, or set \
          `{filter}` to `keep` or `ignore` (e.g. --filter {filter}=keep)"
     )]
-    Rejected {
-        path: String,
-        what: &'static str,
-        filter: &'static str,
-    },
+    Rejected { path: String, what: &'static str, filter: &'static str },
 
     #[error("`{path}` is a socket, which a ware cannot hold; remove it before packing")]
     Socket { path: String },
@@ -48,33 +44,17 @@ pub enum WareError {
     )]
     NotFound { id: String, dir: PathBuf },
 
-    #[error(
-        "ware {id} ({path:?}) is corrupt: {problem}; delete that file and pack or fetch the ware again"
-    )]
-    Corrupt {
-        id: String,
-        path: PathBuf,
-        problem: String,
-    },
+    #[error("ware {id} ({path:?}) is corrupt: {problem}; delete that file and pack or fetch the ware again")]
+    Corrupt { id: String, path: PathBuf, problem: String },
 
     #[error(
         "ware {id} ({path:?}) is corrupt: its content hashes to {actual}; delete that file and \
          pack or fetch the ware again"
     )]
-    HashMismatch {
-        id: String,
-        path: PathBuf,
-        actual: String,
-    },
+    HashMismatch { id: String, path: PathBuf, actual: String },
 
-    #[error(
-        "warehouse {dir:?}: cannot {action}: {source}; check that it is a writable local directory"
-    )]
-    Warehouse {
-        dir: PathBuf,
-        action: &'static str,
-        source: io::Error,
-    },
+    #[error("warehouse {dir:?}: cannot {action}: {source}; check that it is a writable local directory")]
+    Warehouse { dir: PathBuf, action: &'static str, source: io::Error },
 
     #[error("no warehouse given: pass --warehouse DIR or set REPEATR_WAREHOUSE")]
     NoWarehouse,

@@ -82,9 +82,9 @@ impl TryFrom<RawValue> for IdFilter {
     fn try_from(raw: RawValue) -> Result<IdFilter, String> {
         match raw {
             RawValue::Str(s) if s == "keep" => Ok(IdFilter::Keep),
-            RawValue::Num(n) => u32::try_from(n)
-                .map(IdFilter::Set)
-                .map_err(|_| format!("id {n} is not between 0 and 4294967295")),
+            RawValue::Num(n) => {
+                u32::try_from(n).map(IdFilter::Set).map_err(|_| format!("id {n} is not between 0 and 4294967295"))
+            }
             RawValue::Str(s) => Err(format!("expected a numeric id or \"keep\", got {s:?}")),
         }
     }
@@ -102,11 +102,8 @@ impl From<IdFilter> for RawValue {
 impl TryFrom<RawValue> for MtimeFilter {
     type Error = String;
     fn try_from(raw: RawValue) -> Result<MtimeFilter, String> {
-        let bad = |s: &str| {
-            format!(
-                "expected \"keep\", a UTC time like \"2010-01-01T00:00:00Z\" or \"@SECONDS\", got {s:?}"
-            )
-        };
+        let bad =
+            |s: &str| format!("expected \"keep\", a UTC time like \"2010-01-01T00:00:00Z\" or \"@SECONDS\", got {s:?}");
         match raw {
             RawValue::Num(n) => Err(bad(&n.to_string())),
             RawValue::Str(s) if s == "keep" => Ok(MtimeFilter::Keep),
@@ -157,13 +154,8 @@ impl Filters {
         let mut map = serde_json::Map::new();
         for arg in args {
             let arg = arg.as_ref();
-            let bad = |problem: String| WareError::BadFilter {
-                spec: format!("`{arg}`"),
-                problem,
-            };
-            let (key, value) = arg
-                .split_once('=')
-                .ok_or_else(|| bad("expected KEY=VALUE, e.g. uid=keep".into()))?;
+            let bad = |problem: String| WareError::BadFilter { spec: format!("`{arg}`"), problem };
+            let (key, value) = arg.split_once('=').ok_or_else(|| bad("expected KEY=VALUE, e.g. uid=keep".into()))?;
             let value = match value.parse::<i64>() {
                 Ok(n) => serde_json::Value::from(n),
                 Err(_) => serde_json::Value::from(value),
@@ -172,10 +164,8 @@ impl Filters {
                 return Err(bad(format!("`{key}` is given twice")));
             }
         }
-        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| WareError::BadFilter {
-            spec: "given with --filter".into(),
-            problem: e.to_string(),
-        })
+        serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| WareError::BadFilter { spec: "given with --filter".into(), problem: e.to_string() })
     }
 
     /// Applies the filters to one entry. `Ok(false)`: leave the entry out.
@@ -196,10 +186,9 @@ impl Filters {
                 Policy::Reject => return Err(rejected(entry, "a device file", "dev")),
             }
         }
-        for (bits, what, filter, policy) in [
-            (0o6000, "setuid/setgid", "setid", self.setid),
-            (0o1000, "sticky", "sticky", self.sticky),
-        ] {
+        for (bits, what, filter, policy) in
+            [(0o6000, "setuid/setgid", "setid", self.setid), (0o1000, "sticky", "sticky", self.sticky)]
+        {
             if entry.mode & bits != 0 {
                 match policy {
                     Policy::Keep => {}
@@ -213,11 +202,7 @@ impl Filters {
 }
 
 fn rejected(entry: &Entry, what: &'static str, filter: &'static str) -> WareError {
-    WareError::Rejected {
-        path: entry.display_path(),
-        what,
-        filter,
-    }
+    WareError::Rejected { path: entry.display_path(), what, filter }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
@@ -248,21 +233,13 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// so a formula's text says exactly which instant it means.
 pub fn parse_utc(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() != 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'Z'
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
     {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = &s[r];
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -284,12 +261,7 @@ pub fn format_utc(secs: i64) -> String {
     if !(0..=9999).contains(&y) {
         return format!("@{secs}");
     }
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -315,10 +287,8 @@ mod tests {
     fn json_defaults_and_errors() {
         let f: Filters = serde_json::from_str("{}").unwrap();
         assert_eq!(f, Filters::default());
-        let f: Filters = serde_json::from_str(
-            r#"{"uid":"keep","gid":0,"mtime":"@5","setid":"keep","dev":"ignore"}"#,
-        )
-        .unwrap();
+        let f: Filters =
+            serde_json::from_str(r#"{"uid":"keep","gid":0,"mtime":"@5","setid":"keep","dev":"ignore"}"#).unwrap();
         assert_eq!(f.uid, IdFilter::Keep);
         assert_eq!(f.gid, IdFilter::Set(0));
         assert_eq!(f.mtime, MtimeFilter::Set(5));
@@ -328,10 +298,7 @@ mod tests {
             json,
             r#"{"uid":1000,"gid":1000,"mtime":"2010-01-01T00:00:00Z","sticky":"keep","setid":"reject","dev":"reject"}"#
         );
-        assert_eq!(
-            serde_json::from_str::<Filters>(&json).unwrap(),
-            Filters::default()
-        );
+        assert_eq!(serde_json::from_str::<Filters>(&json).unwrap(), Filters::default());
 
         let err = serde_json::from_str::<Filters>(r#"{"uidd":1}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `uidd`"), "{err}");

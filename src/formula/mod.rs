@@ -13,9 +13,9 @@
 
 pub mod error;
 pub mod filter;
-pub mod setup;
 mod normtar;
 pub mod pack;
+pub mod setup;
 mod source;
 pub mod tree;
 pub mod ware_id;
@@ -23,7 +23,7 @@ pub mod warehouse;
 
 pub use error::WareError;
 pub use filter::{Filters, IdFilter, MtimeFilter, Policy};
-pub use setup::{Formula, SetupHash};
 pub use pack::hash_path;
+pub use setup::{Formula, SetupHash};
 pub use ware_id::{Digest, WareId};
 pub use warehouse::Warehouse;

@@ -59,12 +59,7 @@ impl<W: Write> TarOut<W> {
         }
         put(&mut header.as_old_mut().name, &name, "path", &mut pax);
         if let Kind::Symlink { target } = &entry.kind {
-            put(
-                &mut header.as_old_mut().linkname,
-                target,
-                "linkpath",
-                &mut pax,
-            );
+            put(&mut header.as_old_mut().linkname, target, "linkpath", &mut pax);
         }
         header.set_cksum();
         if !pax.is_empty() {
@@ -105,12 +100,7 @@ impl<W: Write> TarOut<W> {
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
         // A fixed name, so the bytes do not depend on the entry.
-        put(
-            &mut header.as_old_mut().name,
-            b"././@PaxHeader",
-            "",
-            &mut Vec::new(),
-        );
+        put(&mut header.as_old_mut().name, b"././@PaxHeader", "", &mut Vec::new());
         header.set_cksum();
         self.out.write_all(header.as_bytes())?;
         self.out.write_all(&data)?;

@@ -42,34 +42,21 @@ impl Source {
         if path.as_os_str().as_bytes() == b"-" {
             return Ok(Source::Tar(Box::new(io::stdin())));
         }
-        let err = |source| WareError::Source {
-            path: path.to_path_buf(),
-            source,
-        };
+        let err = |source| WareError::Source { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(err)?;
         let meta = file.metadata().map_err(err)?;
-        if meta.is_dir() {
-            Ok(Source::Dir(OwnedFd::from(file)))
-        } else {
-            Ok(Source::Tar(Box::new(file)))
-        }
+        if meta.is_dir() { Ok(Source::Dir(OwnedFd::from(file))) } else { Ok(Source::Tar(Box::new(file))) }
     }
 
     /// Reads and filters the entries; a tar's file data goes to `spool`.
-    pub fn scan(
-        self,
-        filters: &Filters,
-        spool: Option<File>,
-    ) -> Result<(Vec<Node>, Data), WareError> {
+    pub fn scan(self, filters: &Filters, spool: Option<File>) -> Result<(Vec<Node>, Data), WareError> {
         match self {
             Source::Dir(fd) => {
                 let nodes = walk_dir(&fd, filters)?;
                 Ok((nodes, Data::Disk(fd)))
             }
             Source::Tar(reader) => {
-                let reader = decompressed(reader).map_err(|e| WareError::SourceTar {
-                    problem: e.to_string(),
-                })?;
+                let reader = decompressed(reader).map_err(|e| WareError::SourceTar { problem: e.to_string() })?;
                 match spool {
                     Some(mut spool) => {
                         let nodes = scan_tar(reader, Some(&mut spool), filters)?;
@@ -112,22 +99,11 @@ pub(crate) fn emit<W: Write>(
                     buf = vec![0u8; CHUNK];
                 }
                 let path = Path::new(std::ffi::OsStr::from_bytes(&entry.path));
-                let fd = sys::openat2(
-                    root.as_fd(),
-                    path,
-                    libc::O_RDONLY | libc::O_NOFOLLOW,
-                    0,
-                    Resolve::Beneath,
-                )
-                .map_err(|e| WareError::Source {
-                    path: path.to_path_buf(),
-                    source: e,
-                })?;
+                let fd = sys::openat2(root.as_fd(), path, libc::O_RDONLY | libc::O_NOFOLLOW, 0, Resolve::Beneath)
+                    .map_err(|e| WareError::Source { path: path.to_path_buf(), source: e })?;
                 let mut file = File::from(fd);
-                let st = nix::sys::stat::fstat(file.as_fd()).map_err(|e| WareError::Source {
-                    path: path.to_path_buf(),
-                    source: e.into(),
-                })?;
+                let st = nix::sys::stat::fstat(file.as_fd())
+                    .map_err(|e| WareError::Source { path: path.to_path_buf(), source: e.into() })?;
                 if (st.st_dev, st.st_ino) != (*dev, *ino) {
                     return Err(changed(entry, "replaced by another file"));
                 }
@@ -167,10 +143,7 @@ fn copy_hashing<W: Write>(
     mut out: Option<&mut TarOut<W>>,
     entry: &super::tree::Entry,
 ) -> Result<Digest, WareError> {
-    let read_err = |e: io::Error| WareError::Source {
-        path: display_path(&entry.path).into(),
-        source: e,
-    };
+    let read_err = |e: io::Error| WareError::Source { path: display_path(&entry.path).into(), source: e };
     let write_err = |e: io::Error| WareError::Warehouse {
         dir: "(the ware being written)".into(),
         action: "write the ware",
@@ -204,29 +177,18 @@ fn copy_hashing<W: Write>(
 }
 
 fn changed(entry: &super::tree::Entry, what: &'static str) -> WareError {
-    WareError::Changed {
-        path: entry.display_path(),
-        what,
-    }
+    WareError::Changed { path: entry.display_path(), what }
 }
 
 /// The ware id `path` (a directory or a tar) would get with `filters`,
 /// without storing anything; with its manifest if `keep_manifest`.
-pub fn hash_path(
-    path: &Path,
-    filters: &Filters,
-    keep_manifest: bool,
-) -> Result<(WareId, Option<Vec<u8>>), WareError> {
+pub fn hash_path(path: &Path, filters: &Filters, keep_manifest: bool) -> Result<(WareId, Option<Vec<u8>>), WareError> {
     let (nodes, mut data) = Source::open(path)?.scan(filters, None)?;
     emit::<io::Sink>(&nodes, &mut data, None, keep_manifest)
 }
 
 /// Re-hashes a stored ware (a normalized tar) as it is, filtering nothing.
 pub(crate) fn hash_stored(file: &File) -> Result<WareId, WareError> {
-    let nodes = scan_tar(
-        BufReader::with_capacity(CHUNK, file),
-        None,
-        &Filters::keep_all(),
-    )?;
+    let nodes = scan_tar(BufReader::with_capacity(CHUNK, file), None, &Filters::keep_all())?;
     Ok(emit::<io::Sink>(&nodes, &mut Data::Hashed, None, false)?.0)
 }

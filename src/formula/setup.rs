@@ -52,6 +52,18 @@ pub struct Action {
     pub policy: Privileges,
     #[serde(default)]
     pub helpers: Helpers,
+    /// `none` (the default: a job that needs no network is more likely to
+    /// be reproducible) or `bridge`.
+    #[serde(default)]
+    pub network: Network,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    #[default]
+    None,
+    Bridge,
 }
 
 fn default_cwd() -> String {
@@ -69,12 +81,7 @@ pub struct UserInfo {
 
 impl Default for UserInfo {
     fn default() -> UserInfo {
-        UserInfo {
-            uid: 1000,
-            gid: 1000,
-            username: "reuser".into(),
-            homedir: "/home/reuser".into(),
-        }
+        UserInfo { uid: 1000, gid: 1000, username: "reuser".into(), homedir: "/home/reuser".into() }
     }
 }
 
@@ -107,12 +114,7 @@ pub struct Helpers {
 
 impl Default for Helpers {
     fn default() -> Helpers {
-        Helpers {
-            make_cwd: true,
-            make_home: true,
-            make_tmp: true,
-            set_env: true,
-        }
+        Helpers { make_cwd: true, make_home: true, make_tmp: true, set_env: true }
     }
 }
 
@@ -153,36 +155,24 @@ impl Formula {
     pub fn validate(&self) -> Result<(), WareError> {
         for path in self.inputs.keys().chain(self.outputs.keys()) {
             if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
-                return Err(invalid(format!(
-                    "input/output path {path:?} must be absolute, without `..`"
-                )));
+                return Err(invalid(format!("input/output path {path:?} must be absolute, without `..`")));
             }
         }
         match self.action.exec.first() {
             None => {
-                return Err(invalid(
-                    "action.exec is empty; give the command to run".into(),
-                ));
+                return Err(invalid("action.exec is empty; give the command to run".into()));
             }
             Some(cmd) if !cmd.starts_with('/') => {
-                return Err(invalid(format!(
-                    "action.exec[0] {cmd:?} must be an absolute path"
-                )));
+                return Err(invalid(format!("action.exec[0] {cmd:?} must be an absolute path")));
             }
             Some(_) => {}
         }
         if !self.action.cwd.starts_with('/') {
-            return Err(invalid(format!(
-                "action.cwd {:?} must be absolute",
-                self.action.cwd
-            )));
+            return Err(invalid(format!("action.cwd {:?} must be absolute", self.action.cwd)));
         }
         for (path, out) in &self.outputs {
             if out.packtype != WareId::PACKTYPE {
-                return Err(invalid(format!(
-                    "output {path:?} has packtype {:?}; only \"tar\" exists",
-                    out.packtype
-                )));
+                return Err(invalid(format!("output {path:?} has packtype {:?}; only \"tar\" exists", out.packtype)));
             }
         }
         Ok(())
@@ -219,22 +209,15 @@ impl FromStr for Input {
                 "ro" => false,
                 "rw" => true,
                 _ => {
-                    return Err(format!(
-                        "mount input {s:?}: expected mount:ro:/path or mount:rw:/path"
-                    ));
+                    return Err(format!("mount input {s:?}: expected mount:ro:/path or mount:rw:/path"));
                 }
             };
             if !path.starts_with('/') {
                 return Err(format!("mount input {s:?}: the host path must be absolute"));
             }
-            return Ok(Input::Mount {
-                host_path: path.into(),
-                writable,
-            });
+            return Ok(Input::Mount { host_path: path.into(), writable });
         }
-        s.parse()
-            .map(Input::Ware)
-            .map_err(|e: WareError| e.to_string())
+        s.parse().map(Input::Ware).map_err(|e: WareError| e.to_string())
     }
 }
 
@@ -242,14 +225,9 @@ impl fmt::Display for Input {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Input::Ware(id) => id.fmt(f),
-            Input::Mount {
-                host_path,
-                writable,
-            } => write!(
-                f,
-                "mount:{}:{host_path}",
-                if *writable { "rw" } else { "ro" }
-            ),
+            Input::Mount { host_path, writable } => {
+                write!(f, "mount:{}:{host_path}", if *writable { "rw" } else { "ro" })
+            }
         }
     }
 }
@@ -262,9 +240,7 @@ impl Serialize for Input {
 
 impl<'de> Deserialize<'de> for Input {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Input, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -300,21 +276,12 @@ mod tests {
     #[test]
     fn invalid_formulas_say_why() {
         let cases = [
-            (
-                minimal().replace("\"exec\"", "\"exe\""),
-                "unknown field `exe`",
-            ),
+            (minimal().replace("\"exec\"", "\"exe\""), "unknown field `exe`"),
             (minimal().replace("/bin/sh", "sh"), "absolute path"),
-            (
-                minimal().replace("mount:ro:", "mount:xx:"),
-                "mount:ro:/path",
-            ),
+            (minimal().replace("mount:ro:", "mount:xx:"), "mount:ro:/path"),
             (minimal().replace(WARE, "tar:abc"), "64 hex digits"),
             (minimal().replace("\"/out\"", "\"out\""), "must be absolute"),
-            (
-                minimal().replace("{}}}", "{\"filters\":{\"uidd\":1}}}}"),
-                "unknown field `uidd`",
-            ),
+            (minimal().replace("{}}}", "{\"filters\":{\"uidd\":1}}}}"), "unknown field `uidd`"),
         ];
         for (text, want) in cases {
             let err = Formula::from_json(&text).unwrap_err();

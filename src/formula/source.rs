@@ -68,12 +68,7 @@ pub(crate) fn walk_dir(root: &OwnedFd, filters: &Filters) -> Result<Vec<Node>, W
     Ok(nodes)
 }
 
-fn visit(
-    dirfd: OwnedFd,
-    dir: &[u8],
-    filters: &Filters,
-    nodes: &mut Vec<Node>,
-) -> Result<(), WareError> {
+fn visit(dirfd: OwnedFd, dir: &[u8], filters: &Filters, nodes: &mut Vec<Node>) -> Result<(), WareError> {
     let mut d = Dir::from_fd(dirfd).map_err(|e| source_err(dir, e.into()))?;
     let mut names: Vec<CString> = Vec::new();
     for ent in d.iter() {
@@ -110,45 +105,24 @@ fn visit(
     Ok(())
 }
 
-fn node_from_stat(
-    path: Vec<u8>,
-    st: &FileStat,
-    at: Option<(BorrowedFd<'_>, &CString)>,
-) -> Result<Node, WareError> {
+fn node_from_stat(path: Vec<u8>, st: &FileStat, at: Option<(BorrowedFd<'_>, &CString)>) -> Result<Node, WareError> {
     let mut content = Content::None;
     let kind = match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => Kind::Dir,
         libc::S_IFREG => {
-            content = Content::Disk {
-                dev: st.st_dev,
-                ino: st.st_ino,
-            };
-            Kind::File {
-                size: st.st_size as u64,
-            }
+            content = Content::Disk { dev: st.st_dev, ino: st.st_ino };
+            Kind::File { size: st.st_size as u64 }
         }
         libc::S_IFLNK => {
-            let (dirfd, name) =
-                at.ok_or_else(|| source_err(&path, io::Error::from_raw_os_error(libc::ENOTDIR)))?;
-            let target = nix::fcntl::readlinkat(dirfd, name.as_c_str())
-                .map_err(|e| source_err(&path, e.into()))?;
-            Kind::Symlink {
-                target: target.into_vec(),
-            }
+            let (dirfd, name) = at.ok_or_else(|| source_err(&path, io::Error::from_raw_os_error(libc::ENOTDIR)))?;
+            let target = nix::fcntl::readlinkat(dirfd, name.as_c_str()).map_err(|e| source_err(&path, e.into()))?;
+            Kind::Symlink { target: target.into_vec() }
         }
         libc::S_IFIFO => Kind::Fifo,
-        libc::S_IFCHR => Kind::CharDev {
-            major: libc::major(st.st_rdev),
-            minor: libc::minor(st.st_rdev),
-        },
-        libc::S_IFBLK => Kind::BlockDev {
-            major: libc::major(st.st_rdev),
-            minor: libc::minor(st.st_rdev),
-        },
+        libc::S_IFCHR => Kind::CharDev { major: libc::major(st.st_rdev), minor: libc::minor(st.st_rdev) },
+        libc::S_IFBLK => Kind::BlockDev { major: libc::major(st.st_rdev), minor: libc::minor(st.st_rdev) },
         _ => {
-            return Err(WareError::Socket {
-                path: display_path(&path),
-            });
+            return Err(WareError::Socket { path: display_path(&path) });
         }
     };
     Ok(Node {
@@ -176,11 +150,7 @@ fn source_err(path: &[u8], source: io::Error) -> WareError {
 
 fn bad_tar(entry: &str, problem: impl std::fmt::Display) -> WareError {
     WareError::SourceTar {
-        problem: if entry.is_empty() {
-            problem.to_string()
-        } else {
-            format!("entry `{entry}` {problem}")
-        },
+        problem: if entry.is_empty() { problem.to_string() } else { format!("entry `{entry}` {problem}") },
     }
 }
 
@@ -212,20 +182,12 @@ pub(crate) fn scan_tar(
             // A hardlink is hashed as a copy of what it links to, with that
             // entry's metadata (they share an inode once unpacked); its own
             // header fields are not looked at, as tar does not fill them.
-            let raw = entry
-                .link_name_bytes()
-                .ok_or_else(|| bad_tar(&name, "is a hardlink without a target"))?;
-            let target =
-                clean(&raw).map_err(|p| bad_tar(&name, format!("links to a path that {p}")))?;
+            let raw = entry.link_name_bytes().ok_or_else(|| bad_tar(&name, "is a hardlink without a target"))?;
+            let target = clean(&raw).map_err(|p| bad_tar(&name, format!("links to a path that {p}")))?;
             let node = tree
                 .get(&target)
                 .filter(|n| !matches!(n.entry.kind, Kind::Dir))
-                .ok_or_else(|| {
-                    bad_tar(
-                        &name,
-                        "is a hardlink to something that is not an earlier file of the tar",
-                    )
-                })?;
+                .ok_or_else(|| bad_tar(&name, "is a hardlink to something that is not an earlier file of the tar"))?;
             let mut node = node.clone();
             node.entry.path = path.clone();
             tree.insert(path, node);
@@ -235,8 +197,8 @@ pub(crate) fn scan_tar(
         let mode = header.mode().map_err(field)? & 0o7777;
         let uid = id32(header.uid().map_err(field)?, &name)?;
         let gid = id32(header.gid().map_err(field)?, &name)?;
-        let mut mtime = i64::try_from(header.mtime().map_err(field)?)
-            .map_err(|_| bad_tar(&name, "has an mtime out of range"))?;
+        let mut mtime =
+            i64::try_from(header.mtime().map_err(field)?).map_err(|_| bad_tar(&name, "has an mtime out of range"))?;
         let device = |header: &tar::Header| -> Result<(u32, u32), WareError> {
             let major = header.device_major().map_err(field)?.unwrap_or(0);
             let minor = header.device_minor().map_err(field)?.unwrap_or(0);
@@ -251,9 +213,8 @@ pub(crate) fn scan_tar(
                 let record = record.map_err(|e| bad_tar(&name, e))?;
                 if record.key_bytes() == b"mtime" {
                     // TimeSpec seconds are already rounded down.
-                    mtime = pax_time(record.value_bytes())
-                        .ok_or_else(|| bad_tar(&name, "has a bad PAX mtime"))?
-                        .tv_sec();
+                    mtime =
+                        pax_time(record.value_bytes()).ok_or_else(|| bad_tar(&name, "has a bad PAX mtime"))?.tv_sec();
                 }
             }
         }
@@ -299,26 +260,13 @@ pub(crate) fn scan_tar(
             EntryType::Char => Kind::CharDev { major, minor },
             EntryType::Block => Kind::BlockDev { major, minor },
             other => {
-                return Err(bad_tar(
-                    &name,
-                    format!("has unsupported type {:?}", char::from(other.as_byte())),
-                ));
+                return Err(bad_tar(&name, format!("has unsupported type {:?}", char::from(other.as_byte()))));
             }
         };
         if path.is_empty() && !matches!(kind, Kind::Dir) {
-            return Err(bad_tar(
-                &name,
-                "names the root directory but is not a directory",
-            ));
+            return Err(bad_tar(&name, "names the root directory but is not a directory"));
         }
-        let entry = Entry {
-            path: path.clone(),
-            kind,
-            mode,
-            uid,
-            gid,
-            mtime,
-        };
+        let entry = Entry { path: path.clone(), kind, mode, uid, gid, mtime };
         tree.insert(path, Node { entry, content });
     }
     add_parents(&mut tree)?;
@@ -348,10 +296,7 @@ fn add_parents(tree: &mut BTreeMap<Vec<u8>, Node>) -> Result<(), WareError> {
                 Some(_) => {
                     return Err(bad_tar(
                         &display_path(path),
-                        format!(
-                            "is below `{}`, which is not a directory",
-                            display_path(parent)
-                        ),
+                        format!("is below `{}`, which is not a directory", display_path(parent)),
                     ));
                 }
                 None => missing.push(parent.to_vec()),
@@ -361,14 +306,7 @@ fn add_parents(tree: &mut BTreeMap<Vec<u8>, Node>) -> Result<(), WareError> {
     }
     for path in missing {
         tree.entry(path.clone()).or_insert(Node {
-            entry: Entry {
-                path,
-                kind: Kind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime: 0,
-            },
+            entry: Entry { path, kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, mtime: 0 },
             content: Content::None,
         });
     }
@@ -376,10 +314,5 @@ fn add_parents(tree: &mut BTreeMap<Vec<u8>, Node>) -> Result<(), WareError> {
 }
 
 fn id32(value: u64, name: &str) -> Result<u32, WareError> {
-    u32::try_from(value).map_err(|_| {
-        bad_tar(
-            name,
-            format!("has owner id {value}, which does not fit 32 bits"),
-        )
-    })
+    u32::try_from(value).map_err(|_| bad_tar(name, format!("has owner id {value}, which does not fit 32 bits")))
 }

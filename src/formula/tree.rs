@@ -66,11 +66,7 @@ impl Entry {
 }
 
 pub fn display_path(path: &[u8]) -> String {
-    if path.is_empty() {
-        ".".into()
-    } else {
-        String::from_utf8_lossy(path).escape_debug().to_string()
-    }
+    if path.is_empty() { ".".into() } else { String::from_utf8_lossy(path).escape_debug().to_string() }
 }
 
 /// Appends the manifest line of `entry`; `digest` is the SHA-256 of a
@@ -119,12 +115,7 @@ impl TreeHasher {
     pub fn new(keep_manifest: bool) -> TreeHasher {
         let mut sha = Sha256::new();
         sha.update(MANIFEST_MAGIC);
-        TreeHasher {
-            sha,
-            line: Vec::new(),
-            manifest: keep_manifest.then(|| MANIFEST_MAGIC.to_vec()),
-            last: None,
-        }
+        TreeHasher { sha, line: Vec::new(), manifest: keep_manifest.then(|| MANIFEST_MAGIC.to_vec()), last: None }
     }
 
     /// Adds the next entry. Entries must come in strictly increasing path
@@ -158,9 +149,7 @@ mod tests {
         let mut out = Vec::new();
         let e = Entry {
             path: b"a b\nc".to_vec(),
-            kind: Kind::Symlink {
-                target: b"../x".to_vec(),
-            },
+            kind: Kind::Symlink { target: b"../x".to_vec() },
             mode: 0o777,
             uid: 1000,
             gid: 1000,
@@ -169,12 +158,7 @@ mod tests {
         manifest_line(&e, None, &mut out);
         assert_eq!(out, b"5:a b\nc l 0777 1000 1000 -5 4:../x\n");
         out.clear();
-        let root = Entry {
-            path: Vec::new(),
-            kind: Kind::Dir,
-            mode: 0o1755,
-            ..e
-        };
+        let root = Entry { path: Vec::new(), kind: Kind::Dir, mode: 0o1755, ..e };
         manifest_line(&root, None, &mut out);
         assert_eq!(out, b"0: d 1755 1000 1000 -5 -\n");
     }

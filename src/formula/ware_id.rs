@@ -35,10 +35,8 @@ impl Digest {
         }
         let mut out = [0u8; 32];
         for (i, pair) in bytes.chunks(2).enumerate() {
-            let hi =
-                hex_value(pair[0]).ok_or("has a character in its hash that is not 0-9 or a-f")?;
-            let lo =
-                hex_value(pair[1]).ok_or("has a character in its hash that is not 0-9 or a-f")?;
+            let hi = hex_value(pair[0]).ok_or("has a character in its hash that is not 0-9 or a-f")?;
+            let lo = hex_value(pair[1]).ok_or("has a character in its hash that is not 0-9 or a-f")?;
             out[i] = hi << 4 | lo;
         }
         Ok(Digest(out))
@@ -73,19 +71,12 @@ impl FromStr for WareId {
     type Err = WareError;
 
     fn from_str(text: &str) -> Result<WareId, WareError> {
-        let bad = |problem| WareError::BadWareId {
-            id: text.escape_debug().to_string(),
-            problem,
-        };
-        let (packtype, hash) = text
-            .split_once(':')
-            .ok_or_else(|| bad("has no pack type"))?;
+        let bad = |problem| WareError::BadWareId { id: text.escape_debug().to_string(), problem };
+        let (packtype, hash) = text.split_once(':').ok_or_else(|| bad("has no pack type"))?;
         if packtype != Self::PACKTYPE {
             return Err(bad("has an unknown pack type"));
         }
-        Ok(WareId {
-            hash: Digest::from_hex(hash).map_err(bad)?,
-        })
+        Ok(WareId { hash: Digest::from_hex(hash).map_err(bad)? })
     }
 }
 

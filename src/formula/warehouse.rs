@@ -66,11 +66,7 @@ impl Warehouse {
     }
 
     fn err(&self, action: &'static str) -> impl FnOnce(io::Error) -> WareError + '_ {
-        move |source| WareError::Warehouse {
-            dir: self.dir.clone(),
-            action,
-            source,
-        }
+        move |source| WareError::Warehouse { dir: self.dir.clone(), action, source }
     }
 
     /// Packs `source` (a directory, a plain or gzip tar, or `-` for a tar on
@@ -96,11 +92,7 @@ impl Warehouse {
         let (nodes, mut data) = source.scan(filters, spool)?;
 
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let tmp_name = format!(
-            ".tmp-{}-{}.tar",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let tmp_name = format!(".tmp-{}-{}.tar", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let tmp_path = tar_dir.join(&tmp_name);
         let file = OpenOptions::new()
             .write(true)
@@ -120,8 +112,7 @@ impl Warehouse {
         file.sync_all().map_err(self.err("sync the ware to disk"))?;
         drop(file);
 
-        let dir_fd =
-            OwnedFd::from(File::open(&tar_dir).map_err(self.err("open its tar/ directory"))?);
+        let dir_fd = OwnedFd::from(File::open(&tar_dir).map_err(self.err("open its tar/ directory"))?);
         let final_name = format!("{}.tar", id.hash);
         match nix::fcntl::renameat2(
             dir_fd.as_fd(),
@@ -133,8 +124,7 @@ impl Warehouse {
             Ok(()) => {
                 let mut guard = guard;
                 guard.0 = None;
-                nix::unistd::fsync(dir_fd.as_fd())
-                    .map_err(|e| self.err("sync its tar/ directory")(e.into()))?;
+                nix::unistd::fsync(dir_fd.as_fd()).map_err(|e| self.err("sync its tar/ directory")(e.into()))?;
             }
             Err(nix::errno::Errno::EEXIST) => {
                 log::debug!("ware {id} is already in the warehouse; keeping that copy");
@@ -147,10 +137,7 @@ impl Warehouse {
     fn open_ware(&self, id: &WareId) -> Result<File, WareError> {
         let path = self.ware_path(id);
         File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => WareError::NotFound {
-                id: id.to_string(),
-                dir: self.dir.clone(),
-            },
+            io::ErrorKind::NotFound => WareError::NotFound { id: id.to_string(), dir: self.dir.clone() },
             _ => self.err("open a ware")(e),
         })
     }
@@ -158,19 +145,11 @@ impl Warehouse {
     fn check(&self, id: &WareId, file: &File) -> Result<(), WareError> {
         let path = self.ware_path(id);
         let actual = hash_stored(file).map_err(|e| match e {
-            WareError::SourceTar { problem } => WareError::Corrupt {
-                id: id.to_string(),
-                path: path.clone(),
-                problem,
-            },
+            WareError::SourceTar { problem } => WareError::Corrupt { id: id.to_string(), path: path.clone(), problem },
             other => other,
         })?;
         if actual != *id {
-            return Err(WareError::HashMismatch {
-                id: id.to_string(),
-                path,
-                actual: actual.to_string(),
-            });
+            return Err(WareError::HashMismatch { id: id.to_string(), path, actual: actual.to_string() });
         }
         Ok(())
     }
@@ -182,35 +161,33 @@ impl Warehouse {
         self.check(id, &file)
     }
 
+    /// The stored ware, verified, as an open file at its start: what the
+    /// launcher hands to the job's child to unpack (the same open file, so
+    /// a ware swapped after the check cannot slip through).
+    pub fn open_verified(&self, id: &WareId) -> Result<File, WareError> {
+        let mut file = self.open_ware(id)?;
+        self.check(id, &file)?;
+        file.seek(SeekFrom::Start(0)).map_err(self.err("read a ware"))?;
+        Ok(file)
+    }
+
     /// Verifies the ware, then unpacks it into `dest`, an existing empty
     /// directory (which takes the metadata of the ware's root). Both read the
     /// same open file, so a ware swapped in between cannot slip through.
     pub fn unpack(&self, id: &WareId, dest: &Path) -> Result<UnpackStats, WareError> {
-        let dest_err = |problem: String| WareError::Dest {
-            dir: dest.to_path_buf(),
-            problem,
-        };
+        let dest_err = |problem: String| WareError::Dest { dir: dest.to_path_buf(), problem };
         let dir = File::open(dest).map_err(|e| dest_err(e.to_string()))?;
         let meta = dir.metadata().map_err(|e| dest_err(e.to_string()))?;
         if !meta.is_dir() {
             return Err(dest_err("it is not a directory".into()));
         }
-        if fs::read_dir(dest)
-            .map_err(|e| dest_err(e.to_string()))?
-            .next()
-            .is_some()
-        {
+        if fs::read_dir(dest).map_err(|e| dest_err(e.to_string()))?.next().is_some() {
             return Err(dest_err("it is not empty".into()));
         }
         let mut file = self.open_ware(id)?;
         self.check(id, &file)?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(self.err("read a ware"))?;
-        unpack(BufReader::with_capacity(CHUNK, file), dir.as_fd()).map_err(|source| {
-            WareError::Unpack {
-                id: id.to_string(),
-                source,
-            }
-        })
+        file.seek(SeekFrom::Start(0)).map_err(self.err("read a ware"))?;
+        unpack(BufReader::with_capacity(CHUNK, file), dir.as_fd())
+            .map_err(|source| WareError::Unpack { id: id.to_string(), source })
     }
 }

@@ -36,28 +36,15 @@ impl JobNet {
         let routes = network::host_ipv4_routes()?;
         config.validate(&routes)?;
         let state = StateDir::open(state_dir)?;
-        let req = LeaseRequest {
-            ip,
-            ..LeaseRequest::new(&config, job, &command.join(" "))
-        };
+        let req = LeaseRequest { ip, ..LeaseRequest::new(&config, job, &command.join(" ")) };
         let lease = state.acquire(&req)?;
-        log::debug!(
-            "leased {} slot {} on {}",
-            lease.record.ip,
-            lease.record.slot,
-            lease.record.bridge
-        );
-        let net = JobNet {
-            state,
-            config,
-            lease: Some(lease),
-        };
+        log::debug!("leased {} slot {} on {}", lease.record.ip, lease.record.slot, lease.record.bridge);
+        let net = JobNet { state, config, lease: Some(lease) };
         net.clean_reclaimed_slots();
         // Under the state lock, so two first runs do not both try to create
         // the bridge (ensure_bridge also tolerates EEXIST, for other tools).
         let c = &net.config;
-        net.state
-            .locked(|| network::ensure_bridge(&c.bridge, c.gateway, c.subnet, c.mtu))??;
+        net.state.locked(|| network::ensure_bridge(&c.bridge, c.gateway, c.subnet, c.mtu))??;
         Ok(net)
     }
 
@@ -85,8 +72,7 @@ impl JobNet {
 
     /// /etc/hosts for the job: its own name on its own address.
     pub fn hosts(&self, hostname: &str) -> String {
-        let mut s =
-            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         if let Some(ip) = self.ip() {
             s += &format!("{ip}\t{hostname}\n");
         }
@@ -96,16 +82,9 @@ impl JobNet {
     /// /etc/resolv.conf for the job, from `network.dns`.
     pub fn resolv_conf(&self) -> String {
         if self.config.dns.is_empty() {
-            return format!(
-                "# no nameservers: set network.dns in {}\n",
-                self.config.source.display()
-            );
+            return format!("# no nameservers: set network.dns in {}\n", self.config.source.display());
         }
-        self.config
-            .dns
-            .iter()
-            .map(|ns| format!("nameserver {ns}\n"))
-            .collect()
+        self.config.dns.iter().map(|ns| format!("nameserver {ns}\n")).collect()
     }
 
     /// Plugs the launched (not yet running) job into the bridge.
@@ -113,9 +92,7 @@ impl JobNet {
         let Some(lease) = &self.lease else {
             return Ok(());
         };
-        let netns = job
-            .netns()
-            .map_err(Error::io("opening the job's network namespace"))?;
+        let netns = job.netns().map_err(Error::io("opening the job's network namespace"))?;
         let spec = VethSpec {
             host_name: lease.record.iface.clone(),
             bridge: self.config.bridge.clone(),
@@ -144,10 +121,7 @@ impl JobNet {
         // The job is dead, so its netns is going and the kernel destroys
         // the veth pair with it; we only free the slot's name at once.
         let r = &lease.record;
-        match network::retire_link(
-            &r.iface,
-            &crate::state::retired_iface_name(&r.bridge, r.slot),
-        ) {
+        match network::retire_link(&r.iface, &crate::state::retired_iface_name(&r.bridge, r.slot)) {
             Ok(found) => log::debug!("veth {} retired: {found}", r.iface),
             Err(e) => errors.push(e.to_string()),
         }
@@ -155,11 +129,7 @@ impl JobNet {
             errors.push(e.to_string());
         }
         log::debug!("lease released");
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Teardown(errors.join("; ")))
-        }
+        if errors.is_empty() { Ok(()) } else { Err(Error::Teardown(errors.join("; "))) }
     }
 }
 

@@ -21,20 +21,14 @@ use super::{NetworkError, check_ifname, mac_for_ip};
 /// the kernel gives the bridge the lowest MAC of its ports, so it changes
 /// whenever a job comes or goes and neighbours' ARP entries for the gateway
 /// go stale until they time out.
-pub fn ensure_bridge(
-    name: &str,
-    gateway: Ipv4Addr,
-    subnet: Ipv4Net,
-    mtu: u32,
-) -> Result<u32, NetworkError> {
+pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Result<u32, NetworkError> {
     check_ifname(name)?;
     check_gateway(name, gateway, subnet)?;
     super::veth::check_mtu(name, mtu)?;
     let mut nl = host_socket()?;
 
-    let lookup = |nl: &mut Netlink| {
-        get_link(nl, name).map_err(|e| NetworkError::netlink(format!("look up bridge {name}"), e))
-    };
+    let lookup =
+        |nl: &mut Netlink| get_link(nl, name).map_err(|e| NetworkError::netlink(format!("look up bridge {name}"), e));
     let link = match lookup(&mut nl)? {
         Some(l) => l,
         None => {
@@ -60,37 +54,25 @@ pub fn ensure_bridge(
         });
     }
     if !info.up {
-        set_up(&mut nl, info.index)
-            .map_err(|e| NetworkError::netlink(format!("bring bridge {name} up"), e))?;
+        set_up(&mut nl, info.index).map_err(|e| NetworkError::netlink(format!("bring bridge {name} up"), e))?;
     }
-    add_address(&mut nl, info.index, gateway, subnet.prefix_len()).map_err(|e| {
-        NetworkError::netlink(
-            format!("add {gateway}/{} to bridge {name}", subnet.prefix_len()),
-            e,
-        )
-    })?;
+    add_address(&mut nl, info.index, gateway, subnet.prefix_len())
+        .map_err(|e| NetworkError::netlink(format!("add {gateway}/{} to bridge {name}", subnet.prefix_len()), e))?;
     Ok(info.index)
 }
 
 fn check_gateway(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net) -> Result<(), NetworkError> {
     let reason = if subnet.prefix_len() > 30 {
-        Some(format!(
-            "subnet {subnet} has no room for a gateway and a job"
-        ))
+        Some(format!("subnet {subnet} has no room for a gateway and a job"))
     } else if !subnet.contains(&gateway) {
         Some(format!("gateway {gateway} is outside subnet {subnet}"))
     } else if gateway == subnet.network() || gateway == subnet.broadcast() {
-        Some(format!(
-            "gateway {gateway} is the network or broadcast address of {subnet}"
-        ))
+        Some(format!("gateway {gateway} is the network or broadcast address of {subnet}"))
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(NetworkError::Unexpected {
-            op: format!("configure bridge {name}"),
-            reason,
-        }),
+        Some(reason) => Err(NetworkError::Unexpected { op: format!("configure bridge {name}"), reason }),
         None => Ok(()),
     }
 }
@@ -102,24 +84,15 @@ fn create_bridge(nl: &mut Netlink, name: &str, gateway: Ipv4Addr, mtu: u32) -> R
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
     // An address given at creation marks it NET_ADDR_SET, which tells the
     // bridge code never to replace it with a port's MAC.
-    msg.attributes
-        .push(LinkAttribute::Address(mac_for_ip(gateway).to_vec()));
+    msg.attributes.push(LinkAttribute::Address(mac_for_ip(gateway).to_vec()));
     msg.attributes.push(LinkAttribute::Mtu(mtu));
-    msg.attributes
-        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
-            InfoKind::Bridge,
-        )]));
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
     nl.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
 }
 
 /// Adds `ip/prefix` to link `index`; already there is success (the kernel
 /// answers EEXIST for the same local address and mask).
-pub(crate) fn add_address(
-    nl: &mut Netlink,
-    index: u32,
-    ip: Ipv4Addr,
-    prefix: u8,
-) -> Result<(), NlError> {
+pub(crate) fn add_address(nl: &mut Netlink, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), NlError> {
     let mut msg = AddressMessage::default();
     msg.header.family = AddressFamily::Inet;
     msg.header.prefix_len = prefix;
@@ -127,20 +100,15 @@ pub(crate) fn add_address(
     // IPv4 keeps the interface's own address in IFA_LOCAL; IFA_ADDRESS is
     // the peer on point-to-point links and must equal it elsewhere.
     msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-    msg.attributes
-        .push(AddressAttribute::Address(IpAddr::V4(ip)));
+    msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
     // Without IFA_BROADCAST the kernel sets none (unlike `ip addr add`'s
     // usual `brd +`), and subnet broadcasts would not be recognised.
     if let Ok(net) = Ipv4Net::new(ip, prefix)
         && prefix < 31
     {
-        msg.attributes
-            .push(AddressAttribute::Broadcast(net.broadcast()));
+        msg.attributes.push(AddressAttribute::Broadcast(net.broadcast()));
     }
-    match nl.request(
-        RouteNetlinkMessage::NewAddress(msg),
-        NLM_F_CREATE | NLM_F_EXCL,
-    ) {
+    match nl.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL) {
         Err(e) if e.raw() == Some(libc::EEXIST) => Ok(()),
         r => r,
     }

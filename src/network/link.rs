@@ -12,10 +12,7 @@ use super::{NetworkError, check_ifname};
 const LOOPBACK_IFINDEX: u32 = 1;
 
 pub(crate) fn host_socket() -> Result<Netlink, NetworkError> {
-    Netlink::new().map_err(|source| NetworkError::Socket {
-        place: "in the host netns".into(),
-        source,
-    })
+    Netlink::new().map_err(|source| NetworkError::Socket { place: "in the host netns".into(), source })
 }
 
 /// What we read back about a link.
@@ -111,9 +108,7 @@ pub(crate) fn delete_link_with(nl: &mut Netlink, name: &str) -> Result<bool, Net
 pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
     let mut nl = host_socket()?;
     let req = LinkMessage::default();
-    let links = nl
-        .dump(RouteNetlinkMessage::GetLink(req))
-        .map_err(|e| NetworkError::netlink("list links", e))?;
+    let links = nl.dump(RouteNetlinkMessage::GetLink(req)).map_err(|e| NetworkError::netlink("list links", e))?;
     let mut names: Vec<String> = links
         .iter()
         .filter_map(|m| match m {
@@ -130,16 +125,12 @@ pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
 /// Brings `lo` up in the calling thread's netns. For `--net none`: the job
 /// child calls it in its own fresh netns before exec (where `lo` starts down).
 pub fn loopback_up() -> Result<(), NetworkError> {
-    let mut nl = Netlink::new().map_err(|source| NetworkError::Socket {
-        place: "in the job netns".into(),
-        source,
-    })?;
+    let mut nl = Netlink::new().map_err(|source| NetworkError::Socket { place: "in the job netns".into(), source })?;
     loopback_up_with(&mut nl)
 }
 
 pub(crate) fn loopback_up_with(nl: &mut Netlink) -> Result<(), NetworkError> {
-    set_up(nl, LOOPBACK_IFINDEX)
-        .map_err(|e| NetworkError::netlink("bring lo up in the job netns", e))
+    set_up(nl, LOOPBACK_IFINDEX).map_err(|e| NetworkError::netlink("bring lo up in the job netns", e))
 }
 
 /// Frees the name of a job's host veth at teardown without waiting for
@@ -155,9 +146,7 @@ pub fn retire_link(name: &str, retired: &str) -> Result<bool, NetworkError> {
     check_ifname(name)?;
     check_ifname(retired)?;
     let mut nl = host_socket()?;
-    let Some(link) =
-        get_link(&mut nl, name).map_err(|e| NetworkError::netlink(format!("look up {name}"), e))?
-    else {
+    let Some(link) = get_link(&mut nl, name).map_err(|e| NetworkError::netlink(format!("look up {name}"), e))? else {
         return Ok(false);
     };
     let index = link.header.index;
@@ -171,16 +160,11 @@ pub fn retire_link(name: &str, retired: &str) -> Result<bool, NetworkError> {
     }
     let mut rename = LinkMessage::default();
     rename.header.index = index;
-    rename
-        .attributes
-        .push(LinkAttribute::IfName(retired.to_string()));
+    rename.attributes.push(LinkAttribute::IfName(retired.to_string()));
     match nl.request(RouteNetlinkMessage::SetLink(rename), 0) {
         Ok(()) => Ok(true),
         Err(e) if e.raw() == Some(libc::ENODEV) => Ok(false),
         Err(e) if e.raw() == Some(libc::EEXIST) => delete_link_with(&mut nl, name),
-        Err(e) => Err(NetworkError::netlink(
-            format!("rename {name} to {retired}"),
-            e,
-        )),
+        Err(e) => Err(NetworkError::netlink(format!("rename {name} to {retired}"), e)),
     }
 }

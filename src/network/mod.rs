@@ -30,11 +30,7 @@ pub const IFNAMSIZ_MAX: usize = 15;
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("{op}: {source}{}", ext_ack_suffix(.ext_ack))]
-    Netlink {
-        op: String,
-        source: io::Error,
-        ext_ack: Option<String>,
-    },
+    Netlink { op: String, source: io::Error, ext_ack: Option<String> },
     #[error("open netlink socket {place}: {source}")]
     Socket { place: String, source: io::Error },
     #[error("invalid interface name {name:?}: {reason}")]
@@ -50,19 +46,13 @@ impl NetworkError {
     /// The errno behind this error, if the kernel gave one.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            NetworkError::Netlink { source, .. } | NetworkError::Socket { source, .. } => {
-                source.raw_os_error()
-            }
+            NetworkError::Netlink { source, .. } | NetworkError::Socket { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
 
     fn netlink(op: impl Into<String>, e: NlError) -> Self {
-        NetworkError::Netlink {
-            op: op.into(),
-            source: e.errno,
-            ext_ack: e.ext_ack,
-        }
+        NetworkError::Netlink { op: op.into(), source: e.errno, ext_ack: e.ext_ack }
     }
 
     /// Folds the errors a multi-step operation collected: none is success.
@@ -89,12 +79,7 @@ fn join_errors(errors: &[NetworkError]) -> String {
 
 /// Refuses names the kernel would reject (dev_valid_name), with our words.
 pub fn check_ifname(name: &str) -> Result<(), NetworkError> {
-    let bad = |reason| {
-        Err(NetworkError::InvalidName {
-            name: name.to_string(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(NetworkError::InvalidName { name: name.to_string(), reason });
     if name.is_empty() {
         return bad("empty");
     }
@@ -104,10 +89,7 @@ pub fn check_ifname(name: &str) -> Result<(), NetworkError> {
     if name == "." || name == ".." {
         return bad("reserved");
     }
-    if name
-        .bytes()
-        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || !b.is_ascii_graphic())
-    {
+    if name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || !b.is_ascii_graphic()) {
         return bad("only printable ASCII without '/', ':' or spaces");
     }
     Ok(())
@@ -160,13 +142,7 @@ mod tests {
         let s = e.to_string();
         assert!(s.contains("rt1-3") && s.contains("os error 17"), "{s}");
         assert!(!s.contains('\n'));
-        let m = NetworkError::Multiple(vec![
-            e,
-            NetworkError::Unexpected {
-                op: "x".into(),
-                reason: "y".into(),
-            },
-        ]);
+        let m = NetworkError::Multiple(vec![e, NetworkError::Unexpected { op: "x".into(), reason: "y".into() }]);
         assert!(m.to_string().starts_with("2 errors: "));
         assert_eq!(m.errno(), None);
     }

@@ -6,8 +6,8 @@ use std::io;
 use std::os::fd::BorrowedFd;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator,
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NlaBuffer, NlasIterator,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -40,10 +40,7 @@ impl NlError {
 
 impl From<io::Error> for NlError {
     fn from(errno: io::Error) -> Self {
-        NlError {
-            errno,
-            ext_ack: None,
-        }
+        NlError { errno, ext_ack: None }
     }
 }
 
@@ -69,11 +66,7 @@ impl Netlink {
         let _ = sock.set_ext_ack(true);
         // Capped ACKs do not echo our request back: smaller error replies.
         let _ = sock.set_cap_ack(true);
-        Ok(Netlink {
-            sock,
-            seq: 0,
-            buf: vec![0; RECV_BUF],
-        })
+        Ok(Netlink { sock, seq: 0, buf: vec![0; RECV_BUF] })
     }
 
     /// A socket inside the network namespace `netns`, created on a
@@ -86,8 +79,7 @@ impl Netlink {
                 .spawn_scoped(s, move || {
                     // setns of a thread (not the process) is allowed for
                     // CLONE_NEWNET; the thread then dies with it.
-                    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(io::Error::from)?;
+                    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
                     Netlink::new()
                 })?
                 .join()
@@ -204,12 +196,7 @@ impl Netlink {
     /// Parses the `n` bytes just received and hands every message of
     /// sequence `seq` to `f` (older replies, e.g. of an abandoned request,
     /// are skipped).
-    fn walk(
-        &self,
-        n: usize,
-        seq: u32,
-        mut f: impl FnMut(Reply) -> Result<(), NlError>,
-    ) -> Result<(), NlError> {
+    fn walk(&self, n: usize, seq: u32, mut f: impl FnMut(Reply) -> Result<(), NlError>) -> Result<(), NlError> {
         let mut off = 0;
         while off + 16 <= n {
             let bytes = &self.buf[off..n];
@@ -227,15 +214,8 @@ impl Netlink {
             let reply = match msg.payload {
                 NetlinkPayload::Error(e) if e.code.is_none() => Reply::Ack,
                 NetlinkPayload::Error(e) => {
-                    let ext_ack = if flags & NLM_F_ACK_TLVS != 0 {
-                        ext_ack_msg(&e.header)
-                    } else {
-                        None
-                    };
-                    Reply::Error(NlError {
-                        errno: e.to_io(),
-                        ext_ack,
-                    })
+                    let ext_ack = if flags & NLM_F_ACK_TLVS != 0 { ext_ack_msg(&e.header) } else { None };
+                    Reply::Error(NlError { errno: e.to_io(), ext_ack })
                 }
                 NetlinkPayload::Done(_) => Reply::Done,
                 NetlinkPayload::InnerMessage(m) => Reply::Msg(m, flags),
@@ -258,15 +238,13 @@ enum Reply {
 /// followed by the extended-ACK TLVs; we only want the text.
 fn ext_ack_msg(payload: &[u8]) -> Option<String> {
     let tlvs = payload.get(16..)?;
-    NlasIterator::new(tlvs)
-        .filter_map(Result::ok)
-        .find_map(|nla: NlaBuffer<&[u8]>| {
-            (nla.kind() == NLMSGERR_ATTR_MSG).then(|| {
-                let v = nla.value();
-                let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
-                String::from_utf8_lossy(&v[..end]).into_owned()
-            })
+    NlasIterator::new(tlvs).filter_map(Result::ok).find_map(|nla: NlaBuffer<&[u8]>| {
+        (nla.kind() == NLMSGERR_ATTR_MSG).then(|| {
+            let v = nla.value();
+            let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+            String::from_utf8_lossy(&v[..end]).into_owned()
         })
+    })
 }
 
 #[cfg(test)]
@@ -280,10 +258,7 @@ mod tests {
     #[test]
     fn kernel_errors_carry_errno_and_ext_ack() {
         if !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "needs root (CI=true)"
-            );
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root (CI=true)");
             eprintln!("skipping: needs root");
             return;
         }
@@ -295,14 +270,8 @@ mod tests {
             msg.header.family = AddressFamily::Inet;
             msg.header.prefix_len = 33;
             msg.header.index = 1;
-            msg.attributes
-                .push(AddressAttribute::Local(IpAddr::V4(Ipv4Addr::new(
-                    198, 18, 0, 1,
-                ))));
-            Ok::<_, io::Error>(nl.request(
-                RouteNetlinkMessage::NewAddress(msg),
-                NLM_F_CREATE | NLM_F_EXCL,
-            ))
+            msg.attributes.push(AddressAttribute::Local(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))));
+            Ok::<_, io::Error>(nl.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL))
         })
         .join()
         .expect("thread")

@@ -18,9 +18,8 @@ pub fn host_ipv4_routes() -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
     let mut nl = host_socket()?;
     let mut req = RouteMessage::default();
     req.header.address_family = AddressFamily::Inet;
-    let routes = nl
-        .dump(RouteNetlinkMessage::GetRoute(req))
-        .map_err(|e| NetworkError::netlink("list host IPv4 routes", e))?;
+    let routes =
+        nl.dump(RouteNetlinkMessage::GetRoute(req)).map_err(|e| NetworkError::netlink("list host IPv4 routes", e))?;
 
     // Names by one GETLINK per device the routes use (a handful), not by a
     // dump of every link: with many jobs starting, veths come and go all
@@ -35,10 +34,7 @@ pub fn host_ipv4_routes() -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
             continue;
         };
         let name = match oif {
-            Some(i) => names
-                .entry(i)
-                .or_insert_with(|| link_name_by_index(&mut nl, i))
-                .clone(),
+            Some(i) => names.entry(i).or_insert_with(|| link_name_by_index(&mut nl, i)).clone(),
             None => String::new(),
         };
         out.push((dst, name));
@@ -83,9 +79,7 @@ fn main_table_entry(r: &RouteMessage) -> Option<(Ipv4Net, Option<u32>)> {
         match a {
             RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
             RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::MultiPath(hops) if oif.is_none() => {
-                oif = hops.first().map(|h| h.interface_index)
-            }
+            RouteAttribute::MultiPath(hops) if oif.is_none() => oif = hops.first().map(|h| h.interface_index),
             _ => {}
         }
     }

@@ -4,9 +4,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -53,10 +51,7 @@ fn check_spec(spec: &VethSpec) -> Result<(), NetworkError> {
     if !(1..=30).contains(&spec.prefix) {
         return Err(NetworkError::Unexpected {
             op: format!("configure veth {}", spec.host_name),
-            reason: format!(
-                "prefix /{} leaves no room for a gateway and a job",
-                spec.prefix
-            ),
+            reason: format!("prefix /{} leaves no room for a gateway and a job", spec.prefix),
         });
     }
     Ok(())
@@ -83,25 +78,17 @@ pub fn attach_job(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<(), NetworkE
         .header
         .index;
 
-    let op = || {
-        format!(
-            "create veth {} on bridge {} (peer {JOB_IFNAME} in the job netns)",
-            spec.host_name, spec.bridge
-        )
-    };
+    let op =
+        || format!("create veth {} on bridge {} (peer {JOB_IFNAME} in the job netns)", spec.host_name, spec.bridge);
     match create_veth(&mut host, spec, bridge, netns) {
         Ok(()) => {}
         Err(e) if e.raw() == Some(libc::EEXIST) => {
             // EEXIST is either our host name (stale) or eth0 in the netns;
             // deleting the host name is right in the first case and a no-op
             // in the second, where the retry then fails with a clear error.
-            log::warn!(
-                "{}: exists, deleting the stale link and retrying",
-                spec.host_name
-            );
+            log::warn!("{}: exists, deleting the stale link and retrying", spec.host_name);
             delete_link_with(&mut host, &spec.host_name)?;
-            create_veth(&mut host, spec, bridge, netns)
-                .map_err(|e| NetworkError::netlink(op(), e))?;
+            create_veth(&mut host, spec, bridge, netns).map_err(|e| NetworkError::netlink(op(), e))?;
         }
         Err(e) => return Err(NetworkError::netlink(op(), e)),
     }
@@ -117,33 +104,24 @@ pub fn attach_job(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<(), NetworkE
     Ok(())
 }
 
-fn create_veth(
-    nl: &mut Netlink,
-    spec: &VethSpec,
-    bridge: u32,
-    netns: BorrowedFd<'_>,
-) -> Result<(), NlError> {
+fn create_veth(nl: &mut Netlink, spec: &VethSpec, bridge: u32, netns: BorrowedFd<'_>) -> Result<(), NlError> {
     // No IFF_UP here: veth_newlink configures the peer before it links the
     // two ends, and veth_open of an unlinked end fails with ENOTCONN. The
     // job side brings it up once it has its address.
     let mut peer = LinkMessage::default();
-    peer.attributes
-        .push(LinkAttribute::IfName(JOB_IFNAME.to_string()));
+    peer.attributes.push(LinkAttribute::IfName(JOB_IFNAME.to_string()));
     // Derived from the IP so a reused address keeps its MAC and neighbours'
     // ARP caches stay valid (which also makes arp_notify unnecessary).
-    peer.attributes
-        .push(LinkAttribute::Address(mac_for_ip(spec.ip).to_vec()));
+    peer.attributes.push(LinkAttribute::Address(mac_for_ip(spec.ip).to_vec()));
     peer.attributes.push(LinkAttribute::Mtu(spec.mtu));
     // The kernel moves the peer into the netns while creating it, so there
     // is never an `eth0` in the host netns to clash with another job's.
-    peer.attributes
-        .push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+    peer.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
 
     let mut msg = LinkMessage::default();
     msg.header.flags = LinkFlags::Up;
     msg.header.change_mask = LinkFlags::Up;
-    msg.attributes
-        .push(LinkAttribute::IfName(spec.host_name.clone()));
+    msg.attributes.push(LinkAttribute::IfName(spec.host_name.clone()));
     msg.attributes.push(LinkAttribute::Mtu(spec.mtu));
     msg.attributes.push(LinkAttribute::Controller(bridge));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
@@ -155,10 +133,8 @@ fn create_veth(
 
 /// Address, `lo` and default route, over a socket bound to the job netns.
 fn configure_job_side(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<(), NetworkError> {
-    let mut nl = Netlink::in_netns(netns).map_err(|source| NetworkError::Socket {
-        place: "in the job netns".into(),
-        source,
-    })?;
+    let mut nl =
+        Netlink::in_netns(netns).map_err(|source| NetworkError::Socket { place: "in the job netns".into(), source })?;
     let index = get_link(&mut nl, JOB_IFNAME)
         .map_err(|e| NetworkError::netlink(format!("look up {JOB_IFNAME} in the job netns"), e))?
         .ok_or_else(|| NetworkError::Unexpected {
@@ -168,23 +144,12 @@ fn configure_job_side(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<(), Netw
         .header
         .index;
     add_address(&mut nl, index, spec.ip, spec.prefix).map_err(|e| {
-        NetworkError::netlink(
-            format!(
-                "add {}/{} to {JOB_IFNAME} in the job netns",
-                spec.ip, spec.prefix
-            ),
-            e,
-        )
+        NetworkError::netlink(format!("add {}/{} to {JOB_IFNAME} in the job netns", spec.ip, spec.prefix), e)
     })?;
-    set_up(&mut nl, index)
-        .map_err(|e| NetworkError::netlink(format!("bring {JOB_IFNAME} up in the job netns"), e))?;
+    set_up(&mut nl, index).map_err(|e| NetworkError::netlink(format!("bring {JOB_IFNAME} up in the job netns"), e))?;
     loopback_up_with(&mut nl)?;
-    add_default_route(&mut nl, index, spec.gateway).map_err(|e| {
-        NetworkError::netlink(
-            format!("add default route via {} in the job netns", spec.gateway),
-            e,
-        )
-    })
+    add_default_route(&mut nl, index, spec.gateway)
+        .map_err(|e| NetworkError::netlink(format!("add default route via {} in the job netns", spec.gateway), e))
 }
 
 fn add_default_route(nl: &mut Netlink, oif: u32, gateway: Ipv4Addr) -> Result<(), NlError> {
@@ -195,11 +160,7 @@ fn add_default_route(nl: &mut Netlink, oif: u32, gateway: Ipv4Addr) -> Result<()
     msg.header.protocol = RouteProtocol::Boot;
     msg.header.scope = RouteScope::Universe;
     msg.header.kind = RouteType::Unicast;
-    msg.attributes
-        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
     msg.attributes.push(RouteAttribute::Oif(oif));
-    nl.request(
-        RouteNetlinkMessage::NewRoute(msg),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
+    nl.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
 }

@@ -22,18 +22,11 @@ pub(crate) fn next_ip(
     let base = u32::from(subnet.network());
     // Hosts are offsets 1..=hosts from the network address.
     let hosts = (1u64 << (32 - u32::from(subnet.prefix_len()))) - 2;
-    let is_host =
-        |ip: &Ipv4Addr| subnet.contains(ip) && *ip != subnet.network() && *ip != subnet.broadcast();
-    let leased = taken
-        .iter()
-        .filter(|ip| is_host(ip) && **ip != gateway)
-        .count() as u64;
+    let is_host = |ip: &Ipv4Addr| subnet.contains(ip) && *ip != subnet.network() && *ip != subnet.broadcast();
+    let leased = taken.iter().filter(|ip| is_host(ip) && **ip != gateway).count() as u64;
     let gateway_slot = u64::from(is_host(&gateway));
     if leased + gateway_slot >= hosts {
-        return Err(StateError::Exhausted {
-            subnet,
-            leased: leased as usize,
-        });
+        return Err(StateError::Exhausted { subnet, leased: leased as usize });
     }
     // Index (0-based) of the host to try first.
     let start = match last {
@@ -45,10 +38,7 @@ pub(crate) fn next_ip(
     (0..hosts)
         .map(|k| Ipv4Addr::from(base + 1 + ((start + k) % hosts) as u32))
         .find(|ip| *ip != gateway && !taken.contains(ip))
-        .ok_or(StateError::Exhausted {
-            subnet,
-            leased: leased as usize,
-        })
+        .ok_or(StateError::Exhausted { subnet, leased: leased as usize })
 }
 
 #[cfg(test)]
@@ -64,13 +54,7 @@ mod tests {
 
     #[test]
     fn first_host_after_gateway() {
-        let got = next_ip(
-            net("198.18.0.0/29"),
-            ip("198.18.0.1"),
-            None,
-            &HashSet::new(),
-        )
-        .unwrap();
+        let got = next_ip(net("198.18.0.0/29"), ip("198.18.0.1"), None, &HashSet::new()).unwrap();
         assert_eq!(got, ip("198.18.0.2"));
     }
 
@@ -78,30 +62,16 @@ mod tests {
     fn resumes_after_last_and_wraps() {
         let n = net("198.18.0.0/29");
         let gw = ip("198.18.0.1");
-        assert_eq!(
-            next_ip(n, gw, Some(ip("198.18.0.3")), &HashSet::new()).unwrap(),
-            ip("198.18.0.4")
-        );
+        assert_eq!(next_ip(n, gw, Some(ip("198.18.0.3")), &HashSet::new()).unwrap(), ip("198.18.0.4"));
         // .6 is the last host: wrap past the network address and the gateway.
-        assert_eq!(
-            next_ip(n, gw, Some(ip("198.18.0.6")), &HashSet::new()).unwrap(),
-            ip("198.18.0.2")
-        );
+        assert_eq!(next_ip(n, gw, Some(ip("198.18.0.6")), &HashSet::new()).unwrap(), ip("198.18.0.2"));
         let taken: HashSet<_> = [ip("198.18.0.4"), ip("198.18.0.5")].into();
-        assert_eq!(
-            next_ip(n, gw, Some(ip("198.18.0.3")), &taken).unwrap(),
-            ip("198.18.0.6")
-        );
+        assert_eq!(next_ip(n, gw, Some(ip("198.18.0.3")), &taken).unwrap(), ip("198.18.0.6"));
     }
 
     #[test]
     fn last_outside_subnet_is_ignored() {
-        let got = next_ip(
-            net("198.18.8.0/24"),
-            ip("198.18.8.1"),
-            Some(ip("198.18.0.77")),
-            &HashSet::new(),
-        );
+        let got = next_ip(net("198.18.8.0/24"), ip("198.18.8.1"), Some(ip("198.18.0.77")), &HashSet::new());
         assert_eq!(got.unwrap(), ip("198.18.8.2"));
     }
 

@@ -18,19 +18,10 @@ pub const REBUILD_HINT: &str = "run `repeatr gc --rebuild` to rebuild it from th
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot {action} {}: {source}{hint}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-        hint: Hint,
-    },
+    Io { action: &'static str, path: PathBuf, source: io::Error, hint: Hint },
 
     #[error("state database {}: {source}{hint}", path.display())]
-    Db {
-        path: PathBuf,
-        source: rusqlite::Error,
-        hint: Hint,
-    },
+    Db { path: PathBuf, source: rusqlite::Error, hint: Hint },
 
     #[error("state database {} is corrupt ({detail}); {REBUILD_HINT}", path.display())]
     Corrupt { path: PathBuf, detail: String },
@@ -40,21 +31,13 @@ pub enum StateError {
         db.display(),
         sidecar.display()
     )]
-    LostLeases {
-        db: PathBuf,
-        sidecar: PathBuf,
-        job: String,
-    },
+    LostLeases { db: PathBuf, sidecar: PathBuf, job: String },
 
     #[error(
         "state database {} has schema version {found}, newer than this repeatr knows ({known}); upgrade repeatr",
         path.display()
     )]
-    SchemaTooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
+    SchemaTooNew { path: PathBuf, found: i64, known: i64 },
 
     // The exact shape is part of the interface: scripts match on it.
     #[error("no free address in {subnet}: {leased} leased")]
@@ -66,11 +49,7 @@ pub enum StateError {
     NoFreeSlot { bridge: String },
 
     #[error("--ip {ip} is the {role} of {subnet}; pick a host address or leave --ip out")]
-    IpReserved {
-        ip: Ipv4Addr,
-        role: &'static str,
-        subnet: Ipv4Net,
-    },
+    IpReserved { ip: Ipv4Addr, role: &'static str, subnet: Ipv4Net },
 
     #[error("--ip {ip} is outside the subnet {subnet}; pick an address in it or leave --ip out")]
     IpOutside { ip: Ipv4Addr, subnet: Ipv4Net },
@@ -78,9 +57,7 @@ pub enum StateError {
     #[error("--ip {ip} is taken by job {job}; pick another address or leave --ip out")]
     IpTaken { ip: Ipv4Addr, job: String },
 
-    #[error(
-        "job {job} is already running (ip {ip}, pid {pid}); pick another job id or stop that job first"
-    )]
+    #[error("job {job} is already running (ip {ip}, pid {pid}); pick another job id or stop that job first")]
     DuplicateJob { job: String, ip: Ipv4Addr, pid: u32 },
 
     #[error("invalid lease request: {0}")]
@@ -100,12 +77,7 @@ impl StateError {
                 io::ErrorKind::PermissionDenied => Hint::Permission,
                 _ => Hint::None,
             };
-            StateError::Io {
-                action,
-                path,
-                source,
-                hint,
-            }
+            StateError::Io { action, path, source, hint }
         }
     }
 
@@ -114,17 +86,14 @@ impl StateError {
     pub(crate) fn db(path: &Path) -> impl FnOnce(rusqlite::Error) -> StateError {
         let path = path.to_path_buf();
         move |source| match source.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StateError::Corrupt {
-                path,
-                detail: source.to_string(),
-            },
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+                StateError::Corrupt { path, detail: source.to_string() }
+            }
             _ => match source {
                 // A row whose text is no address can only come from damage.
-                rusqlite::Error::FromSqlConversionFailure(..)
-                | rusqlite::Error::InvalidColumnType(..) => StateError::Corrupt {
-                    path,
-                    detail: source.to_string(),
-                },
+                rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+                    StateError::Corrupt { path, detail: source.to_string() }
+                }
                 source => {
                     let hint = db_hint(&path, &source);
                     StateError::Db { path, source, hint }
@@ -148,9 +117,7 @@ impl fmt::Display for Hint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Hint::None => "",
-            Hint::ReadOnly => {
-                "; the state dir must be writable: remount it read-write or use another state dir"
-            }
+            Hint::ReadOnly => "; the state dir must be writable: remount it read-write or use another state dir",
             Hint::Full => "; the state dir's filesystem is full: free some space",
             Hint::Permission => "; run repeatr as root or fix the permissions",
             Hint::Busy => "; another repeatr held it too long: retry",
@@ -190,14 +157,9 @@ mod tests {
     use super::*;
 
     fn io_msg(kind: io::ErrorKind) -> String {
-        let e = StateError::io("open lock file", Path::new("/run/repeatr/state.lock"))(
-            io::Error::from(kind),
-        );
+        let e = StateError::io("open lock file", Path::new("/run/repeatr/state.lock"))(io::Error::from(kind));
         let msg = e.to_string();
-        assert!(
-            !msg.contains('\n') && msg.contains("/run/repeatr/state.lock"),
-            "{msg}"
-        );
+        assert!(!msg.contains('\n') && msg.contains("/run/repeatr/state.lock"), "{msg}");
         msg
     }
 
@@ -216,10 +178,7 @@ mod tests {
         assert!(matches!(e, StateError::Corrupt { .. }));
         assert!(e.to_string().contains("repeatr gc --rebuild"), "{e}");
         let e = StateError::db(db)(sqlite(rusqlite::ffi::SQLITE_FULL)).to_string();
-        assert!(
-            e.contains("state.db") && e.contains("is full") && !e.contains('\n'),
-            "{e}"
-        );
+        assert!(e.contains("state.db") && e.contains("is full") && !e.contains('\n'), "{e}");
         let e = StateError::db(db)(sqlite(rusqlite::ffi::SQLITE_READONLY)).to_string();
         assert!(e.contains("must be writable"), "{e}");
     }

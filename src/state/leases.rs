@@ -13,14 +13,13 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::error::StateError;
 use super::lock::{SlotLock, StateLock};
 use super::{
-    GcReport, Lease, LeaseInfo, LeaseRecord, LeaseRequest, LeaseState, MAX_SLOTS, StateDir, alloc,
-    check_slot, schema, sidecar, time,
+    GcReport, Lease, LeaseInfo, LeaseRecord, LeaseRequest, LeaseState, MAX_SLOTS, StateDir, alloc, check_slot, schema,
+    sidecar, time,
 };
 use crate::config::{check_gateway, check_subnet, reserved_role};
 use crate::sys;
 
-const COLUMNS: &str =
-    "job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at";
+const COLUMNS: &str = "job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at";
 
 impl StateDir {
     /// Leases an address and a bridge slot for `req.job`, reclaiming the
@@ -36,11 +35,7 @@ impl StateDir {
         if let Some(i) = rows.iter().position(|r| r.job == req.job) {
             let holder = &rows[i];
             if self.is_live(holder)? {
-                return Err(StateError::DuplicateJob {
-                    job: req.job.clone(),
-                    ip: holder.ip,
-                    pid: holder.pid,
-                });
+                return Err(StateError::DuplicateJob { job: req.job.clone(), ip: holder.ip, pid: holder.pid });
             }
             // A dead job of the same id on another bridge.
             let dead = rows.swap_remove(i);
@@ -53,19 +48,10 @@ impl StateDir {
             Some(ip) => check_static_ip(req, ip, &taken)?,
             None => {
                 let last = last_ip(&tx, &req.bridge, &self.db)?;
-                alloc::next_ip(
-                    req.subnet,
-                    req.gateway,
-                    last,
-                    &taken.keys().copied().collect(),
-                )?
+                alloc::next_ip(req.subnet, req.gateway, last, &taken.keys().copied().collect())?
             }
         };
-        let used: HashSet<u16> = rows
-            .iter()
-            .filter(|r| r.bridge == req.bridge)
-            .map(|r| r.slot)
-            .collect();
+        let used: HashSet<u16> = rows.iter().filter(|r| r.bridge == req.bridge).map(|r| r.slot).collect();
         let slot_lock = self.take_free_slot(&req.bridge, &used)?;
 
         let record = LeaseRecord {
@@ -96,11 +82,7 @@ impl StateDir {
             let _ = sidecar::remove(&paths.json);
             return Err(StateError::db(&self.db)(e));
         }
-        Ok(Lease {
-            record,
-            reclaimed: reclaimed.iter().map(|r| r.slot).collect(),
-            slot_lock,
-        })
+        Ok(Lease { record, reclaimed: reclaimed.iter().map(|r| r.slot).collect(), slot_lock })
     }
 
     /// Gives a lease back: the row, then the sidecar, then (by dropping the
@@ -118,11 +100,7 @@ impl StateDir {
         )
         .map_err(StateError::db(&self.db))?;
         tx.commit().map_err(StateError::db(&self.db))?;
-        sidecar::remove(
-            &self
-                .slot_paths(&lease.record.bridge, lease.record.slot)
-                .json,
-        )?;
+        sidecar::remove(&self.slot_paths(&lease.record.bridge, lease.record.slot).json)?;
         drop(lease);
         Ok(())
     }
@@ -139,11 +117,7 @@ impl StateDir {
         };
         rows.into_iter()
             .map(|lease| {
-                let state = if self.is_live(&lease)? {
-                    LeaseState::Running
-                } else {
-                    LeaseState::Stale
-                };
+                let state = if self.is_live(&lease)? { LeaseState::Running } else { LeaseState::Stale };
                 Ok(LeaseInfo { lease, state })
             })
             .collect()
@@ -154,17 +128,9 @@ impl StateDir {
     /// changes nothing and reports what would go.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport, StateError> {
         if dry_run {
-            let reclaimed = self
-                .list()?
-                .into_iter()
-                .filter(|i| i.state == LeaseState::Stale)
-                .map(|i| i.lease)
-                .collect();
-            return Ok(GcReport {
-                dry_run,
-                reclaimed,
-                sidecars_removed: Vec::new(),
-            });
+            let reclaimed =
+                self.list()?.into_iter().filter(|i| i.state == LeaseState::Stale).map(|i| i.lease).collect();
+            return Ok(GcReport { dry_run, reclaimed, sidecars_removed: Vec::new() });
         }
         let _lock = StateLock::acquire(&self.lock)?;
         let mut conn = self.conn()?;
@@ -173,11 +139,7 @@ impl StateDir {
         let reclaimed = self.reclaim(&tx, &mut rows, None)?;
         let sidecars_removed = self.check_sidecars(&rows)?;
         tx.commit().map_err(StateError::db(&self.db))?;
-        Ok(GcReport {
-            dry_run,
-            reclaimed,
-            sidecars_removed,
-        })
+        Ok(GcReport { dry_run, reclaimed, sidecars_removed })
     }
 
     /// Deletes the dead leases among `rows` (of one bridge, or all), takes
@@ -209,9 +171,7 @@ impl StateDir {
     /// at that path may belong to a live job the database lost, and is then
     /// the only record of that job's address.
     fn forget(&self, conn: &Connection, row: &LeaseRecord) -> Result<(), StateError> {
-        conn.execute("DELETE FROM leases WHERE job = ?1", params![row.job])
-            .map(drop)
-            .map_err(StateError::db(&self.db))
+        conn.execute("DELETE FROM leases WHERE job = ?1", params![row.job]).map(drop).map_err(StateError::db(&self.db))
     }
 
     /// Compares the sidecars on disk with the rows (live ones, after
@@ -220,10 +180,8 @@ impl StateDir {
     /// allocating from it could hand out a live job's address, so refuse.
     /// Dead sidecars without a row are removed and returned.
     fn check_sidecars(&self, rows: &[LeaseRecord]) -> Result<Vec<std::path::PathBuf>, StateError> {
-        let by_slot: HashMap<(&str, u16), &LeaseRecord> = rows
-            .iter()
-            .map(|r| ((r.bridge.as_str(), r.slot), r))
-            .collect();
+        let by_slot: HashMap<(&str, u16), &LeaseRecord> =
+            rows.iter().map(|r| ((r.bridge.as_str(), r.slot), r)).collect();
         let mut removed = Vec::new();
         for found in sidecar::scan(&self.slots)? {
             let row = by_slot.get(&(found.bridge.as_str(), found.slot));
@@ -255,51 +213,35 @@ impl StateDir {
                 return Ok(lock);
             }
         }
-        Err(StateError::NoFreeSlot {
-            bridge: bridge.to_string(),
-        })
+        Err(StateError::NoFreeSlot { bridge: bridge.to_string() })
     }
 }
 
 fn check_request(req: &LeaseRequest) -> Result<(), StateError> {
     let bad = |what: &str, p: String| StateError::Request(format!("{what} {p}"));
     if req.job.is_empty() {
-        return Err(StateError::Request(
-            "the job id is empty; give the job a name".into(),
-        ));
+        return Err(StateError::Request("the job id is empty; give the job a name".into()));
     }
     check_slot(&req.bridge, 0)?;
     check_subnet(req.subnet).map_err(|p| bad(&format!("subnet {}", req.subnet), p))?;
-    check_gateway(req.subnet, req.gateway)
-        .map_err(|p| bad(&format!("gateway {}", req.gateway), p))?;
+    check_gateway(req.subnet, req.gateway).map_err(|p| bad(&format!("gateway {}", req.gateway), p))?;
     Ok(())
 }
 
 /// `--ip`: a host of the subnet, not the gateway, not leased.
-fn check_static_ip(
-    req: &LeaseRequest,
-    ip: Ipv4Addr,
-    taken: &HashMap<Ipv4Addr, &str>,
-) -> Result<Ipv4Addr, StateError> {
+fn check_static_ip(req: &LeaseRequest, ip: Ipv4Addr, taken: &HashMap<Ipv4Addr, &str>) -> Result<Ipv4Addr, StateError> {
     let subnet = req.subnet;
     if !subnet.contains(&ip) {
         return Err(StateError::IpOutside { ip, subnet });
     }
     if ip == req.gateway {
-        return Err(StateError::IpReserved {
-            ip,
-            role: "gateway",
-            subnet,
-        });
+        return Err(StateError::IpReserved { ip, role: "gateway", subnet });
     }
     if let Some(role) = reserved_role(subnet, ip) {
         return Err(StateError::IpReserved { ip, role, subnet });
     }
     if let Some(job) = taken.get(&ip) {
-        return Err(StateError::IpTaken {
-            ip,
-            job: job.to_string(),
-        });
+        return Err(StateError::IpTaken { ip, job: job.to_string() });
     }
     Ok(ip)
 }
@@ -307,30 +249,18 @@ fn check_static_ip(
 /// The runner's start time; 0 (never a real one: init starts after boot)
 /// if /proc cannot tell, which only weakens the display-only fallback.
 fn start_time(pid: u32) -> u64 {
-    libc::pid_t::try_from(pid)
-        .ok()
-        .and_then(|p| sys::process_start_time(p).ok())
-        .unwrap_or(0)
+    libc::pid_t::try_from(pid).ok().and_then(|p| sys::process_start_time(p).ok()).unwrap_or(0)
 }
 
-pub(crate) fn load(
-    conn: &Connection,
-    db: &std::path::Path,
-) -> Result<Vec<LeaseRecord>, StateError> {
+pub(crate) fn load(conn: &Connection, db: &std::path::Path) -> Result<Vec<LeaseRecord>, StateError> {
     let sql = format!("SELECT {COLUMNS} FROM leases ORDER BY bridge, slot");
     let mut stmt = conn.prepare(&sql).map_err(StateError::db(db))?;
     let rows = stmt.query_map([], from_row).map_err(StateError::db(db))?;
     rows.collect::<Result<_, _>>().map_err(StateError::db(db))
 }
 
-pub(crate) fn insert(
-    conn: &Connection,
-    r: &LeaseRecord,
-    db: &std::path::Path,
-) -> Result<(), StateError> {
-    let sql = format!(
-        "INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-    );
+pub(crate) fn insert(conn: &Connection, r: &LeaseRecord, db: &std::path::Path) -> Result<(), StateError> {
+    let sql = format!("INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
     conn.execute(
         &sql,
         params![
@@ -365,9 +295,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<LeaseRecord> {
         pid: row.get(7)?,
         start_time: {
             let ticks: i64 = row.get(8)?;
-            u64::try_from(ticks).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(8, Type::Integer, Box::new(e))
-            })?
+            u64::try_from(ticks)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, Type::Integer, Box::new(e)))?
         },
         boot_id: row.get(9)?,
         command: row.get(10)?,
@@ -382,21 +311,12 @@ where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
     let text: String = row.get(idx)?;
-    text.parse()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+    text.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
 }
 
-fn last_ip(
-    conn: &Connection,
-    bridge: &str,
-    db: &std::path::Path,
-) -> Result<Option<Ipv4Addr>, StateError> {
+fn last_ip(conn: &Connection, bridge: &str, db: &std::path::Path) -> Result<Option<Ipv4Addr>, StateError> {
     let text: Option<String> = conn
-        .query_row(
-            "SELECT ip FROM last_ip WHERE bridge = ?1",
-            params![bridge],
-            |r| r.get(0),
-        )
+        .query_row("SELECT ip FROM last_ip WHERE bridge = ?1", params![bridge], |r| r.get(0))
         .optional()
         .map_err(StateError::db(db))?;
     // An unparsable position only costs the round-robin its place.

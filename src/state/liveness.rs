@@ -37,11 +37,7 @@ pub(crate) fn lock_held(path: &Path) -> Result<Option<bool>, StateError> {
 }
 
 /// Whether the lease's runner is alive.
-pub(crate) fn is_live(
-    record: &LeaseRecord,
-    lock_path: &Path,
-    boot_id: &str,
-) -> Result<bool, StateError> {
+pub(crate) fn is_live(record: &LeaseRecord, lock_path: &Path, boot_id: &str) -> Result<bool, StateError> {
     if record.boot_id != boot_id {
         return Ok(false);
     }
@@ -53,8 +49,5 @@ pub(crate) fn is_live(
 
 /// The pid names the same process as when the lease was taken.
 fn process_matches(pid: u32, start_time: u64) -> bool {
-    libc::pid_t::try_from(pid)
-        .ok()
-        .and_then(|pid| sys::process_start_time(pid).ok())
-        .is_some_and(|t| t == start_time)
+    libc::pid_t::try_from(pid).ok().and_then(|pid| sys::process_start_time(pid).ok()).is_some_and(|t| t == start_time)
 }

@@ -86,18 +86,10 @@ pub fn retired_iface_name(bridge: &str, slot: u16) -> String {
 }
 
 /// Takes the lock at `path` without waiting: `None` when someone holds it.
-pub(crate) fn try_lock_slot_file(
-    path: &Path,
-    bridge: &str,
-    slot: u16,
-) -> Result<Option<SlotLock>, StateError> {
+pub(crate) fn try_lock_slot_file(path: &Path, bridge: &str, slot: u16) -> Result<Option<SlotLock>, StateError> {
     let file = open_lock_file(path)?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(SlotLock {
-            _file: file,
-            bridge: bridge.to_string(),
-            slot,
-        })),
+        Ok(()) => Ok(Some(SlotLock { _file: file, bridge: bridge.to_string(), slot })),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => Err(StateError::io("lock", path)(e)),
     }

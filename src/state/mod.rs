@@ -14,7 +14,7 @@ mod lock;
 mod rebuild;
 mod schema;
 mod sidecar;
-mod time;
+pub(crate) mod time;
 
 use std::cell::{RefCell, RefMut};
 use std::net::Ipv4Addr;
@@ -183,10 +183,7 @@ impl StateDir {
     /// jobs' sidecars exist means it was lost: starting empty would hand
     /// their addresses out again.
     fn init_db(&self) -> Result<(), StateError> {
-        let exists = self
-            .db
-            .try_exists()
-            .map_err(StateError::io("look up", &self.db))?;
+        let exists = self.db.try_exists().map_err(StateError::io("look up", &self.db))?;
         if !exists && let Some(live) = self.live_sidecars()?.into_iter().next() {
             return Err(self.lost_lease(live));
         }
@@ -240,9 +237,7 @@ impl StateDir {
     fn lost_lease(&self, live: sidecar::Sidecar) -> StateError {
         StateError::LostLeases {
             db: self.db.clone(),
-            job: live
-                .record
-                .map_or_else(|| "(unreadable record)".to_string(), |r| r.job),
+            job: live.record.map_or_else(|| "(unreadable record)".to_string(), |r| r.job),
             sidecar: live.path,
         }
     }
@@ -264,10 +259,7 @@ impl StateDir {
     fn sidecar_live(&self, found: &sidecar::Sidecar) -> Result<bool, StateError> {
         match &found.record {
             Some(record) => self.is_live(record),
-            None => Ok(
-                liveness::lock_held(&self.slot_paths(&found.bridge, found.slot).lock)?
-                    .unwrap_or(false),
-            ),
+            None => Ok(liveness::lock_held(&self.slot_paths(&found.bridge, found.slot).lock)?.unwrap_or(false)),
         }
     }
 
@@ -332,22 +324,15 @@ impl Drop for StateDir {
 /// Creates a directory of the state dir (and its parents), 0700: what is in
 /// it concerns root's jobs only.
 pub fn private_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
 
 /// Bridge names become path components and slot numbers file names: refuse
 /// anything that could step outside `slots/`.
 fn check_slot(bridge: &str, slot: u16) -> Result<(), StateError> {
-    crate::config::check_bridge(bridge)
-        .map_err(|p| StateError::Request(format!("bridge {bridge:?} {p}")))?;
+    crate::config::check_bridge(bridge).map_err(|p| StateError::Request(format!("bridge {bridge:?} {p}")))?;
     if slot >= MAX_SLOTS {
-        return Err(StateError::Request(format!(
-            "slot {slot} is out of range 0..={}",
-            MAX_SLOTS - 1
-        )));
+        return Err(StateError::Request(format!("slot {slot} is out of range 0..={}", MAX_SLOTS - 1)));
     }
     Ok(())
 }

@@ -39,12 +39,8 @@ impl StateDir {
         schema::migrate(&mut conn, &dir.db)?;
         let tx = schema::write_tx(&mut conn, &dir.db)?;
 
-        let mut report = RebuildReport {
-            moved_aside,
-            restored: Vec::new(),
-            dropped: Vec::new(),
-            unrestorable: Vec::new(),
-        };
+        let mut report =
+            RebuildReport { moved_aside, restored: Vec::new(), dropped: Vec::new(), unrestorable: Vec::new() };
         for found in sidecar::scan(&dir.slots)? {
             if !dir.sidecar_live(&found)? {
                 sidecar::remove(&found.path)?;
@@ -58,8 +54,7 @@ impl StateDir {
             match insert(&tx, &record, &dir.db) {
                 Ok(()) => report.restored.push(record),
                 Err(StateError::Db { source, .. })
-                    if source.sqlite_error_code()
-                        == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                    if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
                 {
                     report.unrestorable.push(found.path)
                 }
@@ -84,9 +79,7 @@ impl StateDir {
     /// anyone's SQLite locks; and no one has it open, because every user
     /// holds the state lock, which the caller has exclusively.
     fn move_db_aside(&self) -> Result<Option<PathBuf>, StateError> {
-        let aside = self
-            .root
-            .join(format!("state.db.corrupt-{}", time::stamp_now()));
+        let aside = self.root.join(format!("state.db.corrupt-{}", time::stamp_now()));
         let mut moved = None;
         for suffix in ["", "-wal", "-shm"] {
             let from = with_suffix(&self.db, suffix);

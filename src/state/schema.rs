@@ -12,10 +12,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use super::error::StateError;
 
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init.sql",
-    include_str!("../../migrations/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../../migrations/0001_init.sql"))];
 
 /// The `user_version` of a database with every migration applied.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -33,18 +30,14 @@ pub(crate) fn connect(db: &Path, create: bool) -> Result<Connection, StateError>
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     } else if !db.try_exists().map_err(StateError::io("look up", db))? {
-        return Err(StateError::Corrupt {
-            path: db.to_path_buf(),
-            detail: "the file is missing".into(),
-        });
+        return Err(StateError::Corrupt { path: db.to_path_buf(), detail: "the file is missing".into() });
     }
     let err = StateError::db;
     let conn = Connection::open_with_flags(db, flags).map_err(err(db))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(err(db))?;
     // WAL + NORMAL: a commit costs no fsync. A power cut may lose the last
     // commits, which is harmless here: every lease of the old boot is stale.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(err(db))?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err(db))?;
     if !create {
         let version = user_version(&conn, db)?;
         if version != SCHEMA_VERSION {
@@ -52,10 +45,7 @@ pub(crate) fn connect(db: &Path, create: bool) -> Result<Connection, StateError>
             // Older than this binary's: `open` would have migrated it, so
             // the file was replaced behind our back.
             let detail = format!("schema version {version}, expected {SCHEMA_VERSION}");
-            return Err(StateError::Corrupt {
-                path: db.to_path_buf(),
-                detail,
-            });
+            return Err(StateError::Corrupt { path: db.to_path_buf(), detail });
         }
     }
     Ok(conn)
@@ -65,15 +55,11 @@ pub(crate) fn connect(db: &Path, create: bool) -> Result<Connection, StateError>
 /// Reading the header is also what exposes a file that is no database.
 pub(crate) fn migrate(conn: &mut Connection, db: &Path) -> Result<(), StateError> {
     let err = StateError::db;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(err(db))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(err(db))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StateError::Corrupt {
             path: db.to_path_buf(),
-            detail: format!(
-                "cannot switch it to WAL mode (still {mode}); keep the state dir on a local filesystem"
-            ),
+            detail: format!("cannot switch it to WAL mode (still {mode}); keep the state dir on a local filesystem"),
         });
     }
     if user_version(conn, db)? == SCHEMA_VERSION {
@@ -84,40 +70,27 @@ pub(crate) fn migrate(conn: &mut Connection, db: &Path) -> Result<(), StateError
     // migrated between the check above and BEGIN IMMEDIATE.
     let version = user_version(&tx, db)?;
     check_version(db, version)?;
-    for (_name, sql) in MIGRATIONS
-        .iter()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
+    for (_name, sql) in MIGRATIONS.iter().skip(usize::try_from(version).unwrap_or(0)) {
         tx.execute_batch(sql).map_err(err(db))?;
     }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(err(db))?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err(db))?;
     tx.commit().map_err(err(db))
 }
 
 /// BEGIN IMMEDIATE: takes SQLite's write lock up front, because in WAL mode
 /// a transaction that read first and writes later fails with SQLITE_BUSY
 /// instead of waiting when another writer got in between.
-pub(crate) fn write_tx<'c>(
-    conn: &'c mut Connection,
-    db: &Path,
-) -> Result<Transaction<'c>, StateError> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(StateError::db(db))
+pub(crate) fn write_tx<'c>(conn: &'c mut Connection, db: &Path) -> Result<Transaction<'c>, StateError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StateError::db(db))
 }
 
 fn user_version(conn: &Connection, db: &Path) -> Result<i64, StateError> {
-    conn.pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(StateError::db(db))
+    conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(StateError::db(db))
 }
 
 fn check_version(db: &Path, found: i64) -> Result<(), StateError> {
     if found > SCHEMA_VERSION {
-        return Err(StateError::SchemaTooNew {
-            path: db.to_path_buf(),
-            found,
-            known: SCHEMA_VERSION,
-        });
+        return Err(StateError::SchemaTooNew { path: db.to_path_buf(), found, known: SCHEMA_VERSION });
     }
     Ok(())
 }
@@ -129,10 +102,7 @@ mod tests {
     #[test]
     fn migrations_are_numbered_in_order() {
         for (i, (name, _)) in MIGRATIONS.iter().enumerate() {
-            assert!(
-                name.starts_with(&format!("{:04}_", i + 1)),
-                "{name} out of order"
-            );
+            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name} out of order");
         }
     }
 
@@ -156,9 +126,6 @@ mod tests {
         migrate(&mut conn, &db).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         let e = migrate(&mut conn, &db).unwrap_err().to_string();
-        assert!(
-            e.contains("schema version 99") && e.contains("upgrade repeatr"),
-            "{e}"
-        );
+        assert!(e.contains("schema version 99") && e.contains("upgrade repeatr"), "{e}");
     }
 }

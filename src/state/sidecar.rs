@@ -29,8 +29,7 @@ pub(crate) fn write(paths: &SlotPaths, record: &LeaseRecord) -> Result<(), State
         .mode(0o600)
         .open(&paths.tmp)
         .map_err(StateError::io("write", &paths.tmp))?;
-    file.write_all(&text)
-        .map_err(StateError::io("write", &paths.tmp))?;
+    file.write_all(&text).map_err(StateError::io("write", &paths.tmp))?;
     drop(file);
     std::fs::rename(&paths.tmp, &paths.json).map_err(StateError::io("rename into", &paths.json))
 }
@@ -58,11 +57,7 @@ pub(crate) struct Sidecar {
 pub(crate) fn scan(slots_dir: &Path) -> Result<Vec<Sidecar>, StateError> {
     let mut found = Vec::new();
     for bridge_dir in read_dir(slots_dir)? {
-        let Some(bridge) = bridge_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
+        let Some(bridge) = bridge_dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
             continue;
         };
         if check_bridge(&bridge).is_err() || !bridge_dir.is_dir() {
@@ -83,12 +78,7 @@ pub(crate) fn scan(slots_dir: &Path) -> Result<Vec<Sidecar>, StateError> {
                 Err(e) => return Err(StateError::io("read", &path)(e)),
             };
             let record = record.filter(|r| r.bridge == bridge && r.slot == slot);
-            found.push(Sidecar {
-                bridge: bridge.clone(),
-                slot,
-                path,
-                record,
-            });
+            found.push(Sidecar { bridge: bridge.clone(), slot, path, record });
         }
     }
     found.sort_by(|a, b| (&a.bridge, a.slot).cmp(&(&b.bridge, b.slot)));
@@ -101,7 +91,5 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, StateError> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(StateError::io("list", dir)(e)),
     };
-    entries
-        .map(|e| e.map(|e| e.path()).map_err(StateError::io("list", dir)))
-        .collect()
+    entries.map(|e| e.map(|e| e.path()).map_err(StateError::io("list", dir))).collect()
 }

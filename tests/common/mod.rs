@@ -31,14 +31,8 @@ pub struct Rootfs {
 
 impl Rootfs {
     pub fn busybox() -> Rootfs {
-        assert!(
-            Path::new(BUSYBOX).exists(),
-            "{BUSYBOX} missing: apt-get install -y busybox-static"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("rpt-rootfs-")
-            .tempdir()
-            .unwrap();
+        assert!(Path::new(BUSYBOX).exists(), "{BUSYBOX} missing: apt-get install -y busybox-static");
+        let dir = tempfile::Builder::new().prefix("rpt-rootfs-").tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         std::fs::copy(BUSYBOX, bin.join("busybox")).unwrap();
@@ -50,11 +44,8 @@ impl Rootfs {
         }
         let etc = dir.path().join("etc");
         std::fs::create_dir(&etc).unwrap();
-        std::fs::write(
-            etc.join("passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
-        )
-        .unwrap();
+        std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n")
+            .unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
         Rootfs { dir }
     }
@@ -65,16 +56,9 @@ impl Rootfs {
 
     /// The rootfs as a tar (optionally gzipped) in a temp file.
     pub fn to_tar(&self, gzip: bool) -> tempfile::NamedTempFile {
-        let file = tempfile::Builder::new()
-            .prefix("rpt-rootfs-")
-            .suffix(".tar")
-            .tempfile()
-            .unwrap();
+        let file = tempfile::Builder::new().prefix("rpt-rootfs-").suffix(".tar").tempfile().unwrap();
         let out: Box<dyn std::io::Write> = if gzip {
-            Box::new(flate2::write::GzEncoder::new(
-                file.reopen().unwrap(),
-                flate2::Compression::fast(),
-            ))
+            Box::new(flate2::write::GzEncoder::new(file.reopen().unwrap(), flate2::Compression::fast()))
         } else {
             Box::new(file.reopen().unwrap())
         };
@@ -96,24 +80,13 @@ pub fn manifest(root: &Path) -> BTreeMap<PathBuf, String> {
 
 fn walk(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, String>) {
     let m = std::fs::symlink_metadata(p).unwrap();
-    let mut desc = format!(
-        "mode={:o} uid={} gid={} mtime={} size={}",
-        m.mode(),
-        m.uid(),
-        m.gid(),
-        m.mtime(),
-        m.size()
-    );
+    let mut desc = format!("mode={:o} uid={} gid={} mtime={} size={}", m.mode(), m.uid(), m.gid(), m.mtime(), m.size());
     if m.file_type().is_symlink() {
         desc += &format!(" -> {:?}", std::fs::read_link(p).unwrap());
     } else if m.is_file() {
         let data = std::fs::read(p).unwrap();
-        desc += &format!(
-            " sum={}",
-            data.iter().fold(0u64, |h, b| h
-                .wrapping_mul(1099511628211)
-                .wrapping_add(*b as u64))
-        );
+        desc +=
+            &format!(" sum={}", data.iter().fold(0u64, |h, b| h.wrapping_mul(1099511628211).wrapping_add(*b as u64)));
     }
     out.insert(p.strip_prefix(root).unwrap().to_path_buf(), desc);
     if m.is_dir() {
@@ -135,16 +108,10 @@ static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::n
 
 impl Repeatr {
     pub fn new() -> Repeatr {
-        let state = tempfile::Builder::new()
-            .prefix("rpt-state-")
-            .tempdir()
-            .unwrap();
+        let state = tempfile::Builder::new().prefix("rpt-state-").tempdir().unwrap();
         let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let bridge = format!("rd{}{}", std::process::id() % 100000, n % 1000);
-        let config = format!(
-            "[network]\nbridge = \"{bridge}\"\nsubnet = \"198.19.{}.0/24\"\ndns = []\n",
-            n % 128
-        );
+        let config = format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"198.19.{}.0/24\"\ndns = []\n", n % 128);
         std::fs::write(state.path().join("default.toml"), config).unwrap();
         Repeatr { state, bridge }
     }
@@ -174,25 +141,15 @@ impl Repeatr {
 
     pub fn spawn_sh(&self, rootfs: &Path, script: &str) -> Child {
         let mut c = self.cmd();
-        c.arg("run")
-            .arg("--rootfs")
-            .arg(rootfs)
-            .args(["--net", "none", "--", "/bin/sh", "-c", script]);
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        c.arg("run").arg("--rootfs").arg(rootfs).args(["--net", "none", "--", "/bin/sh", "-c", script]);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     }
 }
 
 impl Drop for Repeatr {
     fn drop(&mut self) {
         // Only there if a test ran a networked job on the default config.
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
     }
 }
 
@@ -205,9 +162,7 @@ pub fn stderr(o: &Output) -> String {
 }
 
 pub fn code(o: &Output) -> i32 {
-    o.status
-        .code()
-        .unwrap_or_else(|| panic!("runner killed by a signal: {o:?}"))
+    o.status.code().unwrap_or_else(|| panic!("runner killed by a signal: {o:?}"))
 }
 
 /// Reads the child's stdout until `line` appears (the job is ready).
@@ -217,10 +172,7 @@ pub fn wait_for_line(child: &mut Child, line: &str) {
     let mut buf = [0u8; 256];
     let deadline = Instant::now() + Duration::from_secs(20);
     while !seen.contains(line) {
-        assert!(
-            Instant::now() < deadline,
-            "job never printed {line:?}; got {seen:?}"
-        );
+        assert!(Instant::now() < deadline, "job never printed {line:?}; got {seen:?}");
         let n = out.read(&mut buf).unwrap();
         assert!(n > 0, "job's stdout closed before {line:?}; got {seen:?}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
@@ -241,16 +193,11 @@ pub fn wait_gone(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next().map(String::from));
+        let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(String::from));
         if stat.is_empty() || state.as_deref() == Some("Z") {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "process {pid} still alive: {stat}"
-        );
+        assert!(Instant::now() < deadline, "process {pid} still alive: {stat}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -47,6 +47,12 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
 
     // 6. The root, on a tmpfs that only this mount namespace sees.
     let root = rootfs::build(&spec.rootfs, &spec.mount_base).map_err(setup_err("building the rootfs"))?;
+    // Further trees, in path order, each resolved inside the root (so an
+    // earlier tree's symlink cannot send a later one out of it); before
+    // the binds, so nothing is ever placed under a host mount.
+    for (path, file) in &spec.wares {
+        rootfs::place(root.as_fd(), path, file).map_err(setup_err("placing an input"))?;
+    }
 
     // 7-10. Kernel filesystems, /dev, the user's binds: each target
     //       resolved inside the new root.

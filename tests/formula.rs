@@ -1,0 +1,208 @@
+//! `repeatr run FORMULA` end to end, as root: wares verified and placed,
+//! outputs packed, run records compared.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A warehouse holding a busybox rootfs ware, and a state dir.
+struct Bench {
+    repeatr: Repeatr,
+    wares: PathBuf,
+    root: String,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let repeatr = Repeatr::new();
+        let wares = repeatr.state.path().join("wares");
+        let rootfs = Rootfs::busybox();
+        let root = pack(&repeatr, &wares, rootfs.path());
+        Bench { repeatr, wares, root }
+    }
+
+    fn formula(&self, name: &str, json: &str) -> PathBuf {
+        let p = self.repeatr.state.path().join(name);
+        std::fs::write(&p, json.replace("ROOT", &self.root)).unwrap();
+        p
+    }
+
+    fn cmd(&self, formula: &Path, extra: &[&str]) -> Command {
+        let mut c = self.repeatr.cmd();
+        c.arg("run").arg(formula).arg("--warehouse").arg(&self.wares).args(extra).stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, formula: &Path, extra: &[&str]) -> Output {
+        self.cmd(formula, extra).output().unwrap()
+    }
+}
+
+fn pack(r: &Repeatr, wares: &Path, dir: &Path) -> String {
+    let out = r.cmd().arg("pack").arg(dir).arg("--warehouse").arg(wares).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+fn record(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no record ({e}): {}", stderr(out)))
+}
+
+const BUILD: &str = r#"{"inputs": {"/": "ROOT"},
+  "action": {"exec": ["/bin/sh", "-c", "echo built by $(id -u) in $(pwd); echo hello > /out/a; mkdir /out/d; echo x > /out/d/b"]},
+  "outputs": {"/out": {}}}"#;
+
+#[test]
+fn two_runs_give_the_same_results_and_check_agrees() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let f = b.formula("build.json", BUILD);
+    let first = b.run(&f, &[]);
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    let rec = record(&first);
+    assert_eq!(rec["exitCode"], 0);
+    assert!(rec["results"]["/out"].as_str().unwrap().starts_with("tar:"));
+    assert_eq!(rec["formulaID"].as_str().unwrap().len(), 64);
+    // The job's own output went to stderr; stdout is the record alone.
+    assert!(stderr(&first).contains("built by 1000 in /task"), "{}", stderr(&first));
+    let rec_path = b.repeatr.state.path().join("rec.json");
+    std::fs::write(&rec_path, &first.stdout).unwrap();
+    let second = b.run(&f, &["--check", rec_path.to_str().unwrap()]);
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+    assert_eq!(record(&second)["results"], rec["results"]);
+    assert_eq!(record(&second)["formulaID"], rec["formulaID"]);
+    assert!(stderr(&second).contains("all 1 outputs match"));
+    // Nothing left in the state dir's output area.
+    let left: Vec<_> = std::fs::read_dir(b.repeatr.state.path().join("outputs")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_nondeterministic_job_is_caught_by_check() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let f = b.formula(
+        "random.json",
+        r#"{"inputs": {"/": "ROOT"},
+        "action": {"exec": ["/bin/sh", "-c", "head -c 16 /dev/urandom > /out/noise; echo same > /stable/s"]},
+        "outputs": {"/out": {}, "/stable": {}}}"#,
+    );
+    let first = b.run(&f, &[]);
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    let rec_path = b.repeatr.state.path().join("rec.json");
+    std::fs::write(&rec_path, &first.stdout).unwrap();
+    let second = b.run(&f, &["--check", rec_path.to_str().unwrap()]);
+    assert_eq!(code(&second), 1, "{}", stderr(&second));
+    let err = stderr(&second);
+    assert!(err.contains("output /out differs"), "{err}");
+    assert!(!err.contains("/stable differs"), "{err}");
+    assert_eq!(record(&first)["results"]["/stable"], record(&second)["results"]["/stable"]);
+}
+
+#[test]
+fn corrupt_and_missing_wares_stop_before_anything_runs() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let marker = b.repeatr.state.path().join("ran");
+    let json = format!(
+        r#"{{"inputs": {{"/": "ROOT", "/m": "mount:rw:{}"}},
+        "action": {{"exec": ["/bin/sh", "-c", "touch /m/ran"]}}}}"#,
+        b.repeatr.state.path().display()
+    );
+    let f = b.formula("corrupt.json", &json);
+    // Flip one content byte of the stored rootfs ware.
+    let hash = b.root.strip_prefix("tar:").unwrap();
+    let ware = b.wares.join("tar").join(format!("{hash}.tar"));
+    let mut bytes = std::fs::read(&ware).unwrap();
+    let pos = bytes.windows(4).position(|w| w == b"root").unwrap();
+    bytes[pos] ^= 0x20;
+    std::fs::set_permissions(&ware, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&ware, &bytes).unwrap();
+    let out = b.run(&f, &[]);
+    assert_eq!(code(&out), 123, "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+    assert!(!marker.exists(), "the job ran on a corrupt ware");
+    std::fs::remove_file(&ware).unwrap();
+    let out = b.run(&f, &[]);
+    assert_eq!(code(&out), 122, "{}", stderr(&out));
+    assert!(!marker.exists());
+    let bad = b.formula("bad.json", r#"{"inputs": {"/": "ROOT"}, "action": {"exec": ["/bin/true"], "colour": 1}}"#);
+    let out = b.run(&bad, &[]);
+    assert_eq!(code(&out), 121, "{}", stderr(&out));
+    assert!(stderr(&out).contains("colour"), "{}", stderr(&out));
+}
+
+#[test]
+fn inputs_are_placed_in_path_order_and_stay_inside_the_root() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    // A lower ware with a symlink aiming at a host directory, and a later
+    // ware placed through it: it must land inside the root.
+    let decoy = tempfile::Builder::new().prefix("rpt-decoy-").tempdir().unwrap();
+    let lower = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(decoy.path(), lower.path().join("evil")).unwrap();
+    let lower_id = pack(&b.repeatr, &b.wares, lower.path());
+    let tool = tempfile::tempdir().unwrap();
+    std::fs::write(tool.path().join("tool.txt"), "tool\n").unwrap();
+    let tool_id = pack(&b.repeatr, &b.wares, tool.path());
+    let json = format!(
+        r#"{{"inputs": {{"/": "ROOT", "/opt": "{lower_id}", "/opt/evil": "{tool_id}", "/opt/tools": "{tool_id}"}},
+        "action": {{"exec": ["/bin/sh", "-c", "cat /opt/tools/tool.txt; cat {}/tool.txt"]}}}}"#,
+        decoy.path().display()
+    );
+    let f = b.formula("order.json", &json);
+    let out = b.run(&f, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("tool\n").count(), 2, "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(decoy.path()).unwrap().count(), 0, "a ware landed on the host");
+}
+
+#[test]
+fn outputs_of_a_job_killed_by_a_signal_are_still_packed() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let f = b.formula(
+        "killed.json",
+        r#"{"inputs": {"/": "ROOT"},
+        "action": {"exec": ["/bin/sh", "-c", "echo partial > /out/p; exec sleep 1000"]},
+        "outputs": {"/out": {}}}"#,
+    );
+    let runner = b.cmd(&f, &["--name", "killme"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let p = b.repeatr.state.path().join("outputs/killme/0/p");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.exists() {
+        assert!(Instant::now() < deadline, "the job never wrote its output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let job = children_of(runner.id());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(job[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let out = runner.wait_with_output().unwrap();
+    assert_eq!(code(&out), 137, "{}", stderr(&out));
+    let rec = record(&out);
+    assert_eq!(rec["exitCode"], 137);
+    assert!(rec["results"]["/out"].as_str().unwrap().starts_with("tar:"));
+}
+
+#[test]
+fn the_hello_example_gives_its_expected_hash() {
+    if !require_root() {
+        return;
+    }
+    let out = Command::new("examples/hello-formula.sh").env("REPEATR", env!("CARGO_BIN_EXE_repeatr")).output().unwrap();
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("ok: /out is tar:"));
+}

@@ -78,6 +78,8 @@ struct GcOutput {
     reclaimed: Vec<LeaseRecord>,
     sidecars_removed: Vec<std::path::PathBuf>,
     veths_deleted: Vec<String>,
+    /// Output dirs of formula runs whose runner died (`STATE/outputs/<job>`).
+    outputs_removed: Vec<std::path::PathBuf>,
     errors: Vec<String>,
 }
 
@@ -145,12 +147,42 @@ pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Er
         }
     }
 
+    clean_outputs(&cli.state_dir, dry_run, &mut out);
+
     if json {
         println!("{}", to_json(&out)?);
     } else {
         print!("{}", summary(&out));
     }
     Ok(if out.errors.is_empty() { 0 } else { crate::error::EXIT_RUNNER_ERROR })
+}
+
+/// `STATE/outputs/<job>/` of formula runs whose runner is gone: its
+/// `<job>.lock` is free. Removed with the lock file.
+fn clean_outputs(state_dir: &std::path::Path, dry_run: bool, out: &mut GcOutput) {
+    let base = state_dir.join("outputs");
+    let Ok(entries) = std::fs::read_dir(&base) else { return };
+    for e in entries.flatten() {
+        let lock_path = e.path();
+        if lock_path.extension().and_then(|x| x.to_str()) != Some("lock") {
+            continue;
+        }
+        let Ok(lock) = std::fs::OpenOptions::new().write(true).open(&lock_path) else { continue };
+        if lock.try_lock().is_err() {
+            continue; // a live run
+        }
+        let dir = lock_path.with_extension("");
+        if !dry_run {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    out.errors.push(format!("{}: {e}", dir.display()));
+                    continue;
+                }
+            }
+            let _ = std::fs::remove_file(&lock_path);
+        }
+        out.outputs_removed.push(dir);
+    }
 }
 
 fn summary(o: &GcOutput) -> String {
@@ -179,10 +211,18 @@ fn summary(o: &GcOutput) -> String {
     for v in &o.veths_deleted {
         s += &format!("{vverb} leftover veth {v}\n");
     }
+    for d in &o.outputs_removed {
+        s += &format!("{} leftover outputs {}\n", if o.dry_run { "would remove" } else { "removed" }, d.display());
+    }
     for e in &o.errors {
         s += &format!("error: {e}\n");
     }
-    if o.reclaimed.is_empty() && o.sidecars_removed.is_empty() && o.veths_deleted.is_empty() && o.rebuilt.is_none() {
+    if o.reclaimed.is_empty()
+        && o.sidecars_removed.is_empty()
+        && o.veths_deleted.is_empty()
+        && o.outputs_removed.is_empty()
+        && o.rebuilt.is_none()
+    {
         s += "nothing to clean\n";
     }
     s

@@ -206,3 +206,35 @@ fn the_hello_example_gives_its_expected_hash() {
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("ok: /out is tar:"));
 }
+
+#[test]
+fn gc_removes_the_outputs_of_a_killed_runner() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let f = b.formula(
+        "crash.json",
+        r#"{"inputs": {"/": "ROOT"},
+        "action": {"exec": ["/bin/sh", "-c", "echo partial > /out/p; exec sleep 1000"]},
+        "outputs": {"/out": {}}}"#,
+    );
+    let mut runner = b.cmd(&f, &["--name", "crashy"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let dir = b.repeatr.state.path().join("outputs/crashy");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("0/p").exists() {
+        assert!(Instant::now() < deadline, "the job never wrote its output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let job = children_of(runner.id());
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    wait_gone(job[0]);
+    assert!(dir.exists(), "a SIGKILLed runner cannot clean up");
+    let out = b.repeatr.cmd().arg("gc").output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("removed leftover outputs"), "{}", stdout(&out));
+    assert!(!dir.exists());
+    let again = b.repeatr.cmd().arg("gc").output().unwrap();
+    assert_eq!(stdout(&again), "nothing to clean\n");
+}

@@ -99,34 +99,39 @@ pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Er
     // configured bridge whose slot nobody holds. Each is deleted only while
     // we hold its slot lock, so a job starting right now cannot lose its own.
     let mut candidates: Vec<(String, u16)> = out.reclaimed.iter().map(|r| (r.bridge.clone(), r.slot)).collect();
-    match Config::load(cli.config.as_deref()) {
-        Ok(config) => {
-            let bridge = config.network.bridge;
-            let prefix = format!("{bridge}-");
-            for name in network::links_with_prefix(&prefix)? {
-                if let Some(slot) = name.strip_prefix(&prefix).and_then(|s| s.parse::<u16>().ok()) {
-                    candidates.push((bridge.clone(), slot));
-                }
+    let bridge = match Config::load(cli.config.as_deref()) {
+        Ok(config) => Some(config.network.bridge),
+        Err(e) => {
+            out.errors.push(e.to_string());
+            None
+        }
+    };
+    if let Some(bridge) = &bridge {
+        let prefix = format!("{bridge}-");
+        for name in network::links_with_prefix(&prefix)? {
+            if let Some(slot) = name.strip_prefix(&prefix).and_then(|s| s.parse::<u16>().ok()) {
+                candidates.push((bridge.clone(), slot));
             }
         }
-        Err(e) => out.errors.push(e.to_string()),
     }
     candidates.sort();
     candidates.dedup();
-    // Host veths retired at teardown (`{bridge}~N`) are normally destroyed
-    // with their job's netns within milliseconds; one still here has a
-    // netns something else keeps alive. No job owns it any more.
-    if let Ok(config) = Config::load(cli.config.as_deref()) {
-        for name in network::links_with_prefix(&format!("{}~", config.network.bridge))? {
-            if dry_run {
-                out.veths_deleted.push(name);
-                continue;
-            }
-            match network::delete_link(&name) {
-                Ok(true) => out.veths_deleted.push(name),
-                Ok(false) => {}
-                Err(e) => out.errors.push(format!("{name}: {e}")),
-            }
+    // Host veths retired at teardown (`rpt~<ifindex>`) are normally
+    // destroyed with their job's netns within milliseconds; one still on
+    // the bridge has a netns something else keeps alive. No job owns it.
+    let retired = match &bridge {
+        Some(bridge) => network::retired_ports(bridge)?,
+        None => Vec::new(),
+    };
+    for name in retired {
+        if dry_run {
+            out.veths_deleted.push(name);
+            continue;
+        }
+        match network::delete_link(&name) {
+            Ok(true) => out.veths_deleted.push(name),
+            Ok(false) => {}
+            Err(e) => out.errors.push(format!("{name}: {e}")),
         }
     }
     for (bridge, slot) in candidates {

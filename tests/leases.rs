@@ -68,17 +68,26 @@ impl TestNet {
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
     }
 
-    /// The host veths of this test's bridge: `{bridge}-N` of live jobs and
-    /// `{bridge}~N` retired ones the kernel is still destroying.
+    /// The host veths of this test's bridge: `{bridge}-N` by name, and any
+    /// port of the bridge (retired `rpt~…` links the kernel is still
+    /// destroying included).
     fn veths(&self) -> Vec<String> {
-        let out = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
-        let (live, retired) = (format!("{}-", self.bridge), format!("{}~", self.bridge));
-        stdout(&out)
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap().to_string())
-            .filter(|n| n.starts_with(&live) || n.starts_with(&retired))
-            .collect()
+        let names = |args: &[&str]| -> Vec<String> {
+            let out = Command::new("ip").args(args).output().unwrap();
+            stdout(&out)
+                .lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .map(|n| n.split('@').next().unwrap().to_string())
+                .collect()
+        };
+        let live = format!("{}-", self.bridge);
+        let mut v: Vec<String> = names(&["-o", "link", "show"]).into_iter().filter(|n| n.starts_with(&live)).collect();
+        for port in names(&["-o", "link", "show", "master", &self.bridge]) {
+            if !v.contains(&port) {
+                v.push(port);
+            }
+        }
+        v
     }
 
     /// After the jobs ended: every veth gone (retired ones within seconds,

@@ -6,6 +6,9 @@
 //! thread that unshares its network namespace and hands back an fd of it:
 //! no processes, and the netns dies with the fd.
 
+mod common;
+use common::require_root;
+
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -20,18 +23,6 @@ use repeatr::network::{
     mac_for_ip,
 };
 use serde_json::Value;
-
-/// Root is needed to create links; CI must not silently skip.
-fn need_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root (CI=true)");
-    }
-    eprintln!("skipping {test}: needs root");
-    false
-}
 
 /// Test `n`'s bridge name and subnet: unique per process and test.
 fn names(n: u32) -> (String, Ipv4Net) {
@@ -143,7 +134,7 @@ fn spec(bridge: &str, subnet: Ipv4Net, slot: u32, mtu: u32) -> VethSpec {
 
 #[test]
 fn ensure_bridge_is_idempotent_and_repairs() {
-    if !need_root("ensure_bridge_is_idempotent_and_repairs") {
+    if !require_root() {
         return;
     }
     let (br, net) = names(0);
@@ -180,7 +171,7 @@ fn ensure_bridge_is_idempotent_and_repairs() {
 
 #[test]
 fn ensure_bridge_refuses_bad_input_and_non_bridges() {
-    if !need_root("ensure_bridge_refuses_bad_input_and_non_bridges") {
+    if !require_root() {
         return;
     }
     let (br, net) = names(1);
@@ -203,7 +194,7 @@ fn ensure_bridge_refuses_bad_input_and_non_bridges() {
 
 #[test]
 fn attach_job_configures_the_netns() {
-    if !need_root("attach_job_configures_the_netns") {
+    if !require_root() {
         return;
     }
     let (br, net) = names(2);
@@ -250,7 +241,7 @@ fn attach_job_configures_the_netns() {
 
 #[test]
 fn two_jobs_reach_each_other_and_the_gateway() {
-    if !need_root("two_jobs_reach_each_other_and_the_gateway") {
+    if !require_root() {
         return;
     }
     let (br, net) = names(3);
@@ -279,7 +270,7 @@ fn two_jobs_reach_each_other_and_the_gateway() {
 
 #[test]
 fn delete_link_of_a_missing_name_is_false() {
-    if !need_root("delete_link_of_a_missing_name_is_false") {
+    if !require_root() {
         return;
     }
     let (br, _) = names(4);
@@ -289,7 +280,7 @@ fn delete_link_of_a_missing_name_is_false() {
 
 #[test]
 fn host_routes_exclude_default_and_cover_host_addresses() {
-    if !need_root("host_routes_exclude_default_and_cover_host_addresses") {
+    if !require_root() {
         return;
     }
     let routes = host_ipv4_routes().expect("routes");
@@ -319,7 +310,7 @@ fn host_routes_exclude_default_and_cover_host_addresses() {
 
 #[test]
 fn attach_replaces_a_stale_host_link() {
-    if !need_root("attach_replaces_a_stale_host_link") {
+    if !require_root() {
         return;
     }
     let (br, net) = names(5);
@@ -340,7 +331,7 @@ fn attach_replaces_a_stale_host_link() {
 
 #[test]
 fn attach_fails_cleanly() {
-    if !need_root("attach_fails_cleanly") {
+    if !require_root() {
         return;
     }
     let (br, net) = names(6);
@@ -367,7 +358,7 @@ fn attach_fails_cleanly() {
 
 #[test]
 fn loopback_up_in_a_fresh_netns() {
-    if !need_root("loopback_up_in_a_fresh_netns") {
+    if !require_root() {
         return;
     }
     let ns = std::thread::spawn(|| {
@@ -383,7 +374,7 @@ fn loopback_up_in_a_fresh_netns() {
 
 #[test]
 fn twenty_concurrent_attaches_on_one_bridge() {
-    if !need_root("twenty_concurrent_attaches_on_one_bridge") {
+    if !require_root() {
         return;
     }
     const N: u32 = 20;
@@ -440,7 +431,7 @@ fn twenty_concurrent_attaches_on_one_bridge() {
 
 #[test]
 fn attach_job_timing() {
-    if !need_root("attach_job_timing") {
+    if !require_root() {
         return;
     }
     const N: u32 = 50;
@@ -477,7 +468,7 @@ fn attach_job_timing() {
 /// through /proc/PID/ns/net; teardown after the child (and netns) died.
 #[test]
 fn attach_to_a_child_process_netns_and_tear_down_after_it_died() {
-    if !need_root("attach_to_a_child_process_netns_and_tear_down_after_it_died") {
+    if !require_root() {
         return;
     }
     let (br, net) = names(9);

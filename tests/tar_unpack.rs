@@ -1,5 +1,8 @@
 //! Unpacking real (and hostile) tars into a temp dir, as root.
 
+mod common;
+use common::require_root;
+
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -10,18 +13,6 @@ use std::path::{Path, PathBuf};
 
 use repeatr::container::tar::{TarError, UnpackStats, decompressed, unpack};
 use tar::{Builder, EntryType, Header};
-
-/// Tests that need root: a hard failure in CI, a loud skip elsewhere.
-fn need_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test must run as root in CI");
-    }
-    eprintln!("skipping: this test needs root");
-    false
-}
 
 /// `base/root` is the unpack target; `base/outside` is where escapes would land.
 struct Target {
@@ -115,7 +106,7 @@ fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn dotdot_and_absolute_names_fail_the_whole_unpack() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = Target::new();
@@ -138,7 +129,7 @@ fn dotdot_and_absolute_names_fail_the_whole_unpack() {
 
 #[test]
 fn writing_through_an_absolute_symlink_out_of_the_root_fails() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = Target::new();
@@ -157,7 +148,7 @@ fn writing_through_an_absolute_symlink_out_of_the_root_fails() {
 
 #[test]
 fn writing_through_a_relative_symlink_out_of_the_root_fails() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = Target::new();
@@ -176,7 +167,7 @@ fn writing_through_a_relative_symlink_out_of_the_root_fails() {
 
 #[test]
 fn a_later_file_replaces_a_symlink_instead_of_writing_through_it() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = Target::new();
@@ -195,7 +186,7 @@ fn a_later_file_replaces_a_symlink_instead_of_writing_through_it() {
 
 #[test]
 fn hardlinks_out_of_the_root_fail() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = Target::new();
@@ -224,7 +215,7 @@ fn hardlinks_out_of_the_root_fail() {
 
 #[test]
 fn metadata_links_xattrs_and_special_files_are_kept() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = Target::new();
@@ -315,7 +306,7 @@ fn metadata_links_xattrs_and_special_files_are_kept() {
 
 #[test]
 fn docker_export_quirks_and_long_names_unpack() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = Target::new();
@@ -368,7 +359,7 @@ fn gzip_is_detected_from_content_and_plain_passes_through() {
 
 #[test]
 fn gzip_tar_unpacks() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = Target::new();
@@ -403,7 +394,7 @@ fn xz_zstd_and_bzip2_are_refused_with_advice() {
 
 #[test]
 fn garbage_is_a_read_error() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = Target::new();

@@ -1,6 +1,9 @@
 //! Wares: hashing, filters, the warehouse and the `pack` / `unpack`
 //! commands, on real files (as root where ownership matters).
 
+mod common;
+use common::require_root;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
@@ -9,18 +12,6 @@ use std::process::Command;
 
 use repeatr::formula::{Filters, IdFilter, MtimeFilter, Policy, WareError, WareId, Warehouse, hash_path};
 use tar::{Builder, EntryType, Header};
-
-/// Tests that need root: a hard failure in CI, a loud skip elsewhere.
-fn need_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test must run as root in CI");
-    }
-    eprintln!("skipping: this test needs root");
-    false
-}
 
 fn set_mtime(path: &Path, secs: i64) {
     let t = nix::sys::time::TimeSpec::new(secs, 123_456_789);
@@ -92,7 +83,7 @@ fn tmp() -> tempfile::TempDir {
 
 #[test]
 fn dir_and_tars_of_it_hash_the_same() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = tmp();
@@ -155,7 +146,7 @@ fn hash_changes_with_content_mode_and_link_target() {
 
 #[test]
 fn filters_flatten_owners_and_times_in_the_stored_tar() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = tmp();
@@ -195,7 +186,7 @@ fn filters_flatten_owners_and_times_in_the_stored_tar() {
 
 #[test]
 fn setid_is_rejected_by_default_and_kept_on_request() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = tmp();
@@ -224,7 +215,7 @@ fn setid_is_rejected_by_default_and_kept_on_request() {
 
 #[test]
 fn devices_follow_the_dev_filter() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = tmp();
@@ -268,7 +259,7 @@ fn offset_of(haystack: &[u8], needle: &[u8]) -> u64 {
 
 #[test]
 fn corrupt_and_missing_wares_are_told_apart() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = tmp();
@@ -307,7 +298,7 @@ fn corrupt_and_missing_wares_are_told_apart() {
 
 #[test]
 fn pack_unpack_pack_round_trips() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = tmp();
@@ -391,7 +382,7 @@ fn repeatr(args: &[&str], warehouse: Option<&Path>) -> std::process::Output {
 
 #[test]
 fn cli_pack_and_unpack_with_exit_codes() {
-    if !need_root() {
+    if !require_root() {
         return;
     }
     let t = tmp();

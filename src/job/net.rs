@@ -121,7 +121,7 @@ impl JobNet {
         // The job is dead, so its netns is going and the kernel destroys
         // the veth pair with it; we only free the slot's name at once.
         let r = &lease.record;
-        match network::retire_link(&r.iface, &crate::state::retired_iface_name(&r.bridge, r.slot)) {
+        match network::retire_link(&r.iface) {
             Ok(found) => log::debug!("veth {} retired: {found}", r.iface),
             Err(e) => errors.push(e.to_string()),
         }

@@ -106,17 +106,30 @@ pub(crate) fn delete_link_with(nl: &mut Netlink, name: &str) -> Result<bool, Net
 /// Names of the host links whose name starts with `prefix` (gc lists
 /// leftover `{bridge}-*` veths with it).
 pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
+    list_links(|name, _| name.starts_with(prefix))
+}
+
+/// Retired host veths (see [`retire_link`]) still enslaved to `bridge`:
+/// what `repeatr gc` deletes for that bridge's config.
+pub fn retired_ports(bridge: &str) -> Result<Vec<String>, NetworkError> {
+    let mut nl = host_socket()?;
+    let Some(br) = get_link(&mut nl, bridge).map_err(|e| NetworkError::netlink(format!("look up {bridge}"), e))? else {
+        return Ok(Vec::new());
+    };
+    list_links(|name, l| name.starts_with(RETIRED_PREFIX) && link_info(l).master == Some(br.header.index))
+}
+
+/// Names of the host links `keep` accepts, sorted.
+fn list_links(keep: impl Fn(&str, &LinkMessage) -> bool) -> Result<Vec<String>, NetworkError> {
     let mut nl = host_socket()?;
     let req = LinkMessage::default();
     let links = nl.dump(RouteNetlinkMessage::GetLink(req)).map_err(|e| NetworkError::netlink("list links", e))?;
     let mut names: Vec<String> = links
         .iter()
         .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => link_name(l),
+            RouteNetlinkMessage::NewLink(l) => link_name(l).filter(|n| keep(n, l)).map(str::to_string),
             _ => None,
         })
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
         .collect();
     names.sort();
     Ok(names)
@@ -133,23 +146,28 @@ pub(crate) fn loopback_up_with(nl: &mut Netlink) -> Result<(), NetworkError> {
     set_up(nl, LOOPBACK_IFINDEX).map_err(|e| NetworkError::netlink("bring lo up in the job netns", e))
 }
 
+/// Names of retired host veths: `rpt~` and the link's ifindex in hex. An
+/// ifindex is unique among the links that exist, so two retirees never
+/// clash, whatever bridge or slot they came from; `~` occurs in no bridge
+/// or job veth name. See [`retire_link`].
+pub const RETIRED_PREFIX: &str = "rpt~";
+
 /// Frees the name of a job's host veth at teardown without waiting for
 /// the device to be destroyed: the link is set down (a running interface
-/// cannot be renamed: EBUSY) and renamed to `retired`. Deleting it here
-/// would block the runner for the kernel's unregister path (RCU barriers,
-/// ~25 ms measured on this kind of machine against ~2 ms for down +
-/// rename); the kernel destroys the pair anyway when the job's netns goes,
-/// which it does once the job has exited. Ok(false) if the link is gone
-/// already. If `retired` is still taken by an earlier retiree, the link is
-/// deleted the slow way.
-pub fn retire_link(name: &str, retired: &str) -> Result<bool, NetworkError> {
+/// cannot be renamed: EBUSY) and renamed to `rpt~<ifindex>`. Deleting it
+/// here would block the runner for the kernel's unregister path (RCU
+/// barriers, ~25 ms measured on this kind of machine against ~2 ms for down
+/// + rename); the kernel destroys the pair anyway when the job's netns
+/// goes, which it does once the job has exited. Ok(false) if the link is
+/// gone already. `repeatr gc` deletes a retiree something keeps alive.
+pub fn retire_link(name: &str) -> Result<bool, NetworkError> {
     check_ifname(name)?;
-    check_ifname(retired)?;
     let mut nl = host_socket()?;
     let Some(link) = get_link(&mut nl, name).map_err(|e| NetworkError::netlink(format!("look up {name}"), e))? else {
         return Ok(false);
     };
     let index = link.header.index;
+    let retired = format!("{RETIRED_PREFIX}{index:x}");
     let mut down = LinkMessage::default();
     down.header.index = index;
     down.header.change_mask = LinkFlags::Up;
@@ -160,11 +178,10 @@ pub fn retire_link(name: &str, retired: &str) -> Result<bool, NetworkError> {
     }
     let mut rename = LinkMessage::default();
     rename.header.index = index;
-    rename.attributes.push(LinkAttribute::IfName(retired.to_string()));
+    rename.attributes.push(LinkAttribute::IfName(retired.clone()));
     match nl.request(RouteNetlinkMessage::SetLink(rename), 0) {
         Ok(()) => Ok(true),
         Err(e) if e.raw() == Some(libc::ENODEV) => Ok(false),
-        Err(e) if e.raw() == Some(libc::EEXIST) => delete_link_with(&mut nl, name),
         Err(e) => Err(NetworkError::netlink(format!("rename {name} to {retired}"), e)),
     }
 }

@@ -16,7 +16,7 @@ use std::io;
 use std::net::Ipv4Addr;
 
 pub use bridge::ensure_bridge;
-pub use link::{delete_link, links_with_prefix, loopback_up, retire_link};
+pub use link::{RETIRED_PREFIX, delete_link, links_with_prefix, loopback_up, retire_link, retired_ports};
 pub use routes::host_ipv4_routes;
 pub use veth::{VethSpec, attach_job};
 

@@ -78,13 +78,6 @@ pub fn iface_name(bridge: &str, slot: u16) -> String {
     format!("{bridge}-{slot}")
 }
 
-/// The name a slot's host veth is renamed to at teardown, while the kernel
-/// destroys it with the job's netns (see `network::retire_link`). `~` never
-/// occurs in a bridge name, so this can clash with no bridge or veth name.
-pub fn retired_iface_name(bridge: &str, slot: u16) -> String {
-    format!("{bridge}~{slot}")
-}
-
 /// Takes the lock at `path` without waiting: `None` when someone holds it.
 pub(crate) fn try_lock_slot_file(path: &Path, bridge: &str, slot: u16) -> Result<Option<SlotLock>, StateError> {
     let file = open_lock_file(path)?;

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::NetworkConfig;
 
 pub use error::{Hint, REBUILD_HINT, StateError};
-pub use lock::{SlotLock, iface_name, retired_iface_name};
+pub use lock::{SlotLock, iface_name};
 pub use rebuild::RebuildReport;
 
 use lock::{SlotPaths, StateLock};

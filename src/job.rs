@@ -97,7 +97,8 @@ fn validate(cli: &Cli, args: &RunArgs) -> Result<Spec, Error> {
     let workdir = spec::clean_job_path(&args.workdir).ok_or_else(|| spec::SpecError::Workdir(args.workdir.clone()))?;
     let user = spec::parse_user(&args.user)?;
     let mounts = args.mounts.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
-    let rootfs_arg = args.rootfs.as_deref().ok_or_else(|| Error::Usage("--rootfs is required (or give a FORMULA)".into()))?;
+    let rootfs_arg =
+        args.rootfs.as_deref().ok_or_else(|| Error::Usage("--rootfs is required (or give a FORMULA)".into()))?;
     let rootfs = spec::open_rootfs(rootfs_arg)?;
     let mount_base = ensure_mount_base(&cli.state_dir)?;
     Ok(Spec {

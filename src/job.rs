@@ -1,5 +1,5 @@
 //! One job's life, top to bottom:
-//! validate -> lease -> launch -> plug network -> wait -> tear down -> release.
+//! validate -> launch -> lease -> plug network -> go -> wait -> tear down -> release.
 //!
 //! The runner is the job's parent for its whole life and the only owner of
 //! what the job holds on the host; everything inside the job's namespaces
@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::{Cli, RunArgs};
-use crate::container::{self, Exit, NetMode, Spec, spec};
+use crate::container::{self, Exit, GoMessage, NetMode, Spec, spec};
 use crate::error::Error;
 use crate::sys;
 
@@ -28,36 +28,40 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     Ok(launch(cli, spec, args.ip)?.status())
 }
 
-/// lease -> launch -> plug network -> wait -> tear down -> release, for a
-/// validated spec; returns how the job ended.
-pub(crate) fn launch(cli: &Cli, mut spec: Spec, ip: Option<std::net::Ipv4Addr>) -> Result<Exit, Error> {
+/// launch -> lease -> plug network -> go -> wait -> tear down -> release,
+/// for a validated spec; returns how the job ended. The child builds its
+/// root while the runner leases and plugs in its network.
+pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> Result<Exit, Error> {
     // Before anything that holds host resources, so a Ctrl-C from here on
     // aborts cleanly through the teardown below instead of killing us.
     let signals = container::signals::Forwarder::install().map_err(Error::io("installing signal handlers"))?;
 
+    // Launch: the child builds its root while we lease and plug its network in.
+    let launched = container::spawn(&spec).map_err(Error::io("creating the job's namespaces"))?;
+    log::info!("job {} started as pid {}", spec.id, launched.pid());
+
     // Lease: an address and a bridge slot, held until `teardown`.
+    let mut go = GoMessage { hosts: spec.hosts.clone(), resolv_conf: spec.resolv_conf.clone() };
     let net = match spec.net {
         NetMode::Bridge => {
-            let n = JobNet::lease(&cli.state_dir, cli.config.as_deref(), &spec.id, ip, &spec.argv)?;
-            spec.hosts = n.hosts(&spec.hostname);
-            spec.resolv_conf = n.resolv_conf();
-            Some(n)
+            let leased = JobNet::lease(&cli.state_dir, cli.config.as_deref(), &spec.id, ip, &spec.argv)
+                .and_then(|n| n.attach(&launched).map(|()| n));
+            match leased {
+                Ok(n) => {
+                    go = GoMessage { hosts: n.hosts(&spec.hostname), resolv_conf: n.resolv_conf() };
+                    Some(n)
+                }
+                Err(e) => {
+                    launched.kill();
+                    return Err(e);
+                }
+            }
         }
         NetMode::None => None,
     };
 
-    // Launch: the child builds its root while we plug its network in.
-    let launched = container::spawn(&spec).map_err(Error::io("creating the job's namespaces"))?;
-    log::info!("job {} started as pid {}", spec.id, launched.pid());
-    if let Some(n) = &net {
-        if let Err(e) = n.attach(&launched) {
-            launched.kill();
-            return Err(e);
-        }
-    }
-
     // Wait: the job runs; signals to us are forwarded to it.
-    let exit = launched.go_and_wait(&signals).map_err(Error::io("waiting for the job"))?;
+    let exit = launched.go_and_wait(&signals, &go).map_err(Error::io("waiting for the job"))?;
     match &exit {
         Exit::Failed(f) => eprintln!("repeatr: {}", f.message),
         Exit::Aborted(sig) => {

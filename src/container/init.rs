@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::mount::MsFlags;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::spawn::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER, LaunchFailure};
+use super::spawn::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER, GoMessage, LaunchFailure};
 use super::spec::{NetMode, Rootfs, Spec};
 use super::{mounts, rootfs, security};
 use crate::sys;
@@ -60,15 +60,8 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
     mounts::mount_dev(root.as_fd()).map_err(setup_err("building /dev"))?;
     mounts::mount_binds(root.as_fd(), &spec.mounts).map_err(setup_err("--mount"))?;
 
-    // 13. The job's identity files, in its own view only.
+    // 13. The hostname (its /etc files come with the runner's go below).
     nix::unistd::sethostname(&spec.hostname).map_err(|e| setup_err("sethostname")(e.into()))?;
-    for (name, contents) in [
-        ("hostname", format!("{}\n", spec.hostname)),
-        ("hosts", spec.hosts.clone()),
-        ("resolv.conf", spec.resolv_conf.clone()),
-    ] {
-        mounts::write_etc_file(root.as_fd(), name, &contents).map_err(setup_err("writing /etc"))?;
-    }
 
     // 11-12. Into the new root for good; then hide and freeze what the
     //        kernel exposes of the host.
@@ -101,7 +94,18 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
     if spec.net == NetMode::None {
         crate::network::loopback_up().map_err(|e| setup_err("bringing up lo")(io::Error::other(e)))?;
     }
-    wait_for_go(&go)?;
+    // The address is only known once the runner has leased it, which it
+    // does while we build the root: /etc/hosts and resolv.conf come with
+    // the go. Written into the job's view only (after the pivot, `/` is the
+    // job's root, so nothing here can lead out of it).
+    let go_msg = wait_for_go(&go)?;
+    let root = File::open("/").map_err(setup_err("/"))?;
+    for (name, contents) in
+        [("hostname", format!("{}\n", spec.hostname)), ("hosts", go_msg.hosts), ("resolv.conf", go_msg.resolv_conf)]
+    {
+        mounts::write_etc_file(root.as_fd(), name, &contents).map_err(setup_err("writing /etc"))?;
+    }
+    drop(root);
 
     // 15-17. Identity, capabilities, no_new_privs.
     security::drop_privileges(spec.user, spec.caps).map_err(setup_err("dropping privileges"))?;
@@ -130,16 +134,21 @@ fn make_dir(d: &super::spec::MakeDir) -> io::Result<()> {
     std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode))
 }
 
-fn wait_for_go(go: &OwnedFd) -> Result<(), LaunchFailure> {
-    let mut byte = [0u8; 1];
-    loop {
-        match nix::unistd::read(go.as_fd(), &mut byte) {
-            Ok(1) => return Ok(()),
-            Ok(_) => sys::exit_now(EXIT_RUNNER),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(setup_err("waiting for the runner")(e.into())),
-        }
-    }
+/// Blocks until the runner says go; EOF instead (the runner died) ends us.
+fn wait_for_go(go: &OwnedFd) -> Result<GoMessage, LaunchFailure> {
+    let mut f = File::from(go.try_clone().map_err(setup_err("go pipe"))?);
+    let mut read = |buf: &mut [u8]| match std::io::Read::read_exact(&mut f, buf) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => sys::exit_now(EXIT_RUNNER),
+        Err(e) => Err(setup_err("waiting for the runner")(e)),
+    };
+    let mut header = [0u8; 9];
+    read(&mut header)?;
+    let (h, r) = GoMessage::lengths(&header).ok_or_else(|| setup_err("go pipe")(io::Error::other("bad message")))?;
+    let mut body = vec![0u8; h + r];
+    read(&mut body)?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok(GoMessage { hosts: text(&body[..h]), resolv_conf: text(&body[h..]) })
 }
 
 fn runner_gone(go: &OwnedFd) -> bool {

@@ -19,5 +19,5 @@ pub mod spawn;
 pub mod spec;
 pub mod tar;
 
-pub use spawn::{Exit, Launched, spawn};
+pub use spawn::{Exit, GoMessage, Launched, spawn};
 pub use spec::{BindMount, Caps, MakeDir, NetMode, Rootfs, Spec, SpecError, User};

@@ -48,6 +48,35 @@ impl LaunchFailure {
     }
 }
 
+/// The runner's go: the job's /etc/hosts and /etc/resolv.conf, which need
+/// the leased address. Wire format: `g`, two little-endian u32 lengths,
+/// then both texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoMessage {
+    pub hosts: String,
+    pub resolv_conf: String,
+}
+
+impl GoMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![b'g'];
+        v.extend_from_slice(&(self.hosts.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(self.resolv_conf.len() as u32).to_le_bytes());
+        v.extend_from_slice(self.hosts.as_bytes());
+        v.extend_from_slice(self.resolv_conf.as_bytes());
+        v
+    }
+
+    /// The two lengths from the 9-byte header.
+    pub fn lengths(header: &[u8; 9]) -> Option<(usize, usize)> {
+        let (tag, rest) = header.split_first()?;
+        let h = u32::from_le_bytes(rest[..4].try_into().ok()?) as usize;
+        let r = u32::from_le_bytes(rest[4..].try_into().ok()?) as usize;
+        // /etc files of a few KiB; anything else is not a message of ours.
+        (*tag == b'g' && h + r <= 1 << 20).then_some((h, r))
+    }
+}
+
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -139,9 +168,9 @@ impl Launched {
 
     /// Lets the child go on to exec, then waits for the job to end while
     /// forwarding the runner's signals to it.
-    pub fn go_and_wait(mut self, signals: &Forwarder) -> io::Result<Exit> {
+    pub fn go_and_wait(mut self, signals: &Forwarder, go: &GoMessage) -> io::Result<Exit> {
         // EPIPE here means the child already died (it reports why below).
-        if let Err(e) = self.go.write_all(b"g") {
+        if let Err(e) = self.go.write_all(&go.encode()) {
             log::debug!("child gone before go: {e}");
         }
         let mut report = Vec::new();
@@ -261,6 +290,17 @@ mod tests {
         let f = LaunchFailure { code: 127, message: "not found".into() };
         assert_eq!(LaunchFailure::decode(&f.encode()), Some(f));
         assert_eq!(LaunchFailure::decode(b""), None);
+    }
+
+    #[test]
+    fn go_messages_round_trip() {
+        let m = GoMessage { hosts: "127.0.0.1 localhost\n".into(), resolv_conf: "nameserver 198.18.0.1\n".into() };
+        let bytes = m.encode();
+        let header: [u8; 9] = bytes[..9].try_into().unwrap();
+        let (h, r) = GoMessage::lengths(&header).unwrap();
+        assert_eq!(&bytes[9..9 + h], m.hosts.as_bytes());
+        assert_eq!(&bytes[9 + h..9 + h + r], m.resolv_conf.as_bytes());
+        assert_eq!(GoMessage::lengths(&[b'x', 0, 0, 0, 0, 0, 0, 0, 0]), None);
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub struct Action {
     pub cwd: String,
     #[serde(default)]
     pub hostname: Option<String>,
-    #[serde(default)]
+    /// Also accepted as `user` (as the formulas issue spells it).
+    #[serde(default, alias = "user")]
     pub userinfo: UserInfo,
     #[serde(default)]
     pub policy: Privileges,
@@ -288,5 +289,25 @@ mod tests {
             assert_eq!(err.exit_code(), crate::error::EXIT_INVALID);
             assert!(err.to_string().contains(want), "{text}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod alias_tests {
+    use super::*;
+
+    #[test]
+    fn user_is_an_alias_of_userinfo_with_one_setup_hash() {
+        let ware = "tar:7dbffef49d6640402ace7ecdebc0fc29378dd15e007c31663f151d722bba0009";
+        let json = |key: &str| {
+            format!(
+                r#"{{"inputs":{{"/":"{ware}"}},"action":{{"exec":["/bin/true"],"{key}":{{"uid":5,"gid":6}},"network":"bridge"}}}}"#
+            )
+        };
+        let a = Formula::from_json(&json("user")).unwrap();
+        let b = Formula::from_json(&json("userinfo")).unwrap();
+        assert_eq!(a.action.userinfo.uid, 5);
+        assert_eq!(a.action.network, Network::Bridge);
+        assert_eq!(a.setup_hash(), b.setup_hash());
     }
 }

@@ -138,7 +138,7 @@ pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Er
         let iface = crate::state::iface_name(&bridge, slot);
         match state.try_lock_slot(&bridge, slot) {
             Ok(Some(_lock)) if dry_run => {
-                if network::links_with_prefix(&iface)?.iter().any(|n| *n == iface) {
+                if network::links_with_prefix(&iface)?.contains(&iface) {
                     out.veths_deleted.push(iface);
                 }
             }
@@ -178,11 +178,11 @@ fn clean_outputs(state_dir: &std::path::Path, dry_run: bool, out: &mut GcOutput)
         }
         let dir = lock_path.with_extension("");
         if !dry_run {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    out.errors.push(format!("{}: {e}", dir.display()));
-                    continue;
-                }
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                out.errors.push(format!("{}: {e}", dir.display()));
+                continue;
             }
             let _ = std::fs::remove_file(&lock_path);
         }

@@ -72,10 +72,10 @@ pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> R
 
     // Tear down and release. A failure here is reported, but the job's
     // own status still wins: the job did run.
-    if let Some(n) = net {
-        if let Err(e) = n.teardown() {
-            eprintln!("repeatr: {e}");
-        }
+    if let Some(n) = net
+        && let Err(e) = n.teardown()
+    {
+        eprintln!("repeatr: {e}");
     }
     Ok(exit)
 }

@@ -409,7 +409,7 @@ fn gc_reclaims_and_deletes_leftovers() {
     assert_eq!(v["reclaimed"][0]["job"], "crashy");
     assert_eq!(v["veths_deleted"][0], iface.as_str());
     assert_eq!(net.leases_json().len(), 1, "dry run changed nothing");
-    assert_eq!(net.veths(), [iface.clone()]);
+    assert_eq!(net.veths(), std::slice::from_ref(&iface));
     let out = net.output(&["gc"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("reclaimed lease of job crashy"), "{}", stdout(&out));

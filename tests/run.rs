@@ -387,7 +387,8 @@ fn hostile_tars_fail_whole_and_leave_the_host_untouched() {
     std::fs::write(outside.path().join("secret"), "secret").unwrap();
     let up = "../../../../../../../../../../";
     use tar::EntryType::{Directory, Link, Regular, Symlink};
-    let cases: Vec<(&str, Vec<(tar::EntryType, String, String)>)> = vec![
+    type Entries = Vec<(tar::EntryType, String, String)>;
+    let cases: Vec<(&str, Entries)> = vec![
         ("traversal", vec![(Regular, format!("{up}{o}/evil"), String::new())]),
         ("absolute", vec![(Regular, format!("/{o}/evil"), String::new())]),
         (

@@ -153,7 +153,7 @@ fn wait_for_go(go: &OwnedFd) -> Result<GoMessage, LaunchFailure> {
 
 fn runner_gone(go: &OwnedFd) -> bool {
     let mut fds = [PollFd::new(go.as_fd(), PollFlags::POLLIN)];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(_) if fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)))
+    poll(&mut fds, PollTimeout::ZERO).is_ok() && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP))
 }
 
 /// Finds the command in the job's PATH (inside the new root) and execs it.

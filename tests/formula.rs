@@ -181,7 +181,8 @@ fn outputs_of_a_job_killed_by_a_signal_are_still_packed() {
         "action": {"exec": ["/bin/sh", "-c", "echo partial > /out/p; exec sleep 1000"]},
         "outputs": {"/out": {}}}"#,
     );
-    let runner = b.cmd(&f, &["--name", "killme"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let runner =
+        Runner::new(b.cmd(&f, &["--name", "killme"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
     let p = b.repeatr.state.path().join("outputs/killme/0/p");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !p.exists() {
@@ -190,7 +191,7 @@ fn outputs_of_a_job_killed_by_a_signal_are_still_packed() {
     }
     let job = children_of(runner.id());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(job[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let out = runner.wait_with_output().unwrap();
+    let out = runner.into_inner().wait_with_output().unwrap();
     assert_eq!(code(&out), 137, "{}", stderr(&out));
     let rec = record(&out);
     assert_eq!(rec["exitCode"], 137);
@@ -219,7 +220,8 @@ fn gc_removes_the_outputs_of_a_killed_runner() {
         "action": {"exec": ["/bin/sh", "-c", "echo partial > /out/p; exec sleep 1000"]},
         "outputs": {"/out": {}}}"#,
     );
-    let mut runner = b.cmd(&f, &["--name", "crashy"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut runner =
+        Runner::new(b.cmd(&f, &["--name", "crashy"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     let dir = b.repeatr.state.path().join("outputs/crashy");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !dir.join("0/p").exists() {

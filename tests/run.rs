@@ -48,7 +48,7 @@ fn signal_death_is_128_plus_n() {
     // SIGKILL from the host's pid namespace is the one signal pid 1 of the
     // job cannot ignore.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(job[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let out = runner.wait_with_output().unwrap();
+    let out = runner.into_inner().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
 }
 
@@ -64,7 +64,7 @@ fn sigterm_to_the_runner_runs_the_jobs_trap() {
         let mut runner = r.spawn_sh(rootfs.path(), &script);
         wait_for_line(&mut runner, "ready");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(runner.id() as i32), sig).unwrap();
-        let out = runner.wait_with_output().unwrap();
+        let out = runner.into_inner().wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
         assert!(stdout(&out).contains(&format!("got-{name}")));
     }
@@ -197,7 +197,7 @@ fn only_fds_0_to_2_reach_the_job() {
             Ok(())
         });
     }
-    let mut runner = cmd.spawn().unwrap();
+    let mut runner = Runner::new(cmd.spawn().unwrap());
     wait_for_line(&mut runner, "ready");
     let job = children_of(runner.id());
     // Seen from the host, so nothing the job itself opens gets in the way.

@@ -139,10 +139,10 @@ impl Repeatr {
         self.run(rootfs, opts, &["/bin/sh", "-c", script])
     }
 
-    pub fn spawn_sh(&self, rootfs: &Path, script: &str) -> Child {
+    pub fn spawn_sh(&self, rootfs: &Path, script: &str) -> Runner {
         let mut c = self.cmd();
         c.arg("run").arg("--rootfs").arg(rootfs).args(["--net", "none", "--", "/bin/sh", "-c", script]);
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map(Runner::new).unwrap()
     }
 }
 
@@ -210,4 +210,44 @@ pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle))
         .map(String::from)
         .collect()
+}
+
+/// A runner process that a failing test must not leave behind: dropping it
+/// SIGKILLs the runner if it still runs, and the kernel then kills its job
+/// (PR_SET_PDEATHSIG) and everything the job had.
+pub struct Runner(Option<Child>);
+
+impl Runner {
+    pub fn new(child: Child) -> Runner {
+        Runner(Some(child))
+    }
+
+    /// The child, for `wait_with_output` (which consumes it).
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("runner already taken")
+    }
+}
+
+impl std::ops::Deref for Runner {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("runner already taken")
+    }
+}
+
+impl std::ops::DerefMut for Runner {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("runner already taken")
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut()
+            && matches!(c.try_wait(), Ok(None))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

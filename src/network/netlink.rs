@@ -121,44 +121,14 @@ impl Netlink {
     /// Sends a request that changes something and waits for its ACK.
     pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<(), NlError> {
         let seq = self.send(msg, flags | NLM_F_REQUEST | NLM_F_ACK)?;
-        loop {
-            let n = self.recv()?;
-            let mut done = false;
-            self.walk(n, seq, |m| {
-                match m {
-                    Reply::Error(e) => return Err(e),
-                    Reply::Ack | Reply::Done => done = true,
-                    Reply::Msg(_, _) => {}
-                }
-                Ok(())
-            })?;
-            if done {
-                return Ok(());
-            }
-        }
+        self.replies(seq).map(drop)
     }
 
     /// A GET for one object (e.g. a link by name): its single reply.
     pub fn get(&mut self, msg: RouteNetlinkMessage) -> Result<RouteNetlinkMessage, NlError> {
         let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK)?;
-        let mut found = None;
-        loop {
-            let n = self.recv()?;
-            let mut done = false;
-            self.walk(n, seq, |m| {
-                match m {
-                    Reply::Error(e) => return Err(e),
-                    Reply::Ack | Reply::Done => done = true,
-                    Reply::Msg(m, _) => found = Some(m),
-                }
-                Ok(())
-            })?;
-            // The ACK follows the reply; without it we would leave it queued
-            // and the next request would read it.
-            if done {
-                return found.ok_or_else(|| invalid("GET answered without a message".into()));
-            }
-        }
+        let (mut found, _) = self.replies(seq)?;
+        found.pop().ok_or_else(|| invalid("GET answered without a message".into()))
     }
 
     /// Dumps every object of a kind, re-running the dump if the kernel
@@ -166,31 +136,39 @@ impl Netlink {
     pub fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, NlError> {
         for _ in 0..DUMP_RETRIES {
             let seq = self.send(msg.clone(), NLM_F_REQUEST | NLM_F_DUMP)?;
-            let mut out = Vec::new();
-            let mut interrupted = false;
-            loop {
-                let n = self.recv()?;
-                let mut done = false;
-                self.walk(n, seq, |m| {
-                    match m {
-                        Reply::Error(e) => return Err(e),
-                        Reply::Ack | Reply::Done => done = true,
-                        Reply::Msg(m, flags) => {
-                            interrupted |= flags & NLM_F_DUMP_INTR != 0;
-                            out.push(m);
-                        }
-                    }
-                    Ok(())
-                })?;
-                if done {
-                    break;
-                }
-            }
+            let (out, interrupted) = self.replies(seq)?;
             if !interrupted {
                 return Ok(out);
             }
         }
         Err(NlError::from(io::Error::from_raw_os_error(libc::EINTR)))
+    }
+
+    /// Reads the replies to request `seq` up to its ACK or DONE: the
+    /// messages, and whether a dump was flagged interrupted. Reading up to
+    /// the end matters: a reply left queued would be read by the next
+    /// request.
+    fn replies(&mut self, seq: u32) -> Result<(Vec<RouteNetlinkMessage>, bool), NlError> {
+        let mut out = Vec::new();
+        let mut interrupted = false;
+        loop {
+            let n = self.recv()?;
+            let mut done = false;
+            self.walk(n, seq, |m| {
+                match m {
+                    Reply::Error(e) => return Err(e),
+                    Reply::Ack | Reply::Done => done = true,
+                    Reply::Msg(m, flags) => {
+                        interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                        out.push(m);
+                    }
+                }
+                Ok(())
+            })?;
+            if done {
+                return Ok((out, interrupted));
+            }
+        }
     }
 
     /// Parses the `n` bytes just received and hands every message of

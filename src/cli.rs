@@ -143,7 +143,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => log::LevelFilter::Trace,
     };
     let mut b = env_logger::Builder::new();
-    b.filter_level(level).format_timestamp_millis().target(env_logger::Target::Stderr);
+    b.filter_level(level).format_timestamp_micros().target(env_logger::Target::Stderr);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }
@@ -168,6 +168,13 @@ pub fn main() -> i32 {
         }
     };
     init_logging(cli.verbose, cli.quiet);
+    // The job's child resolves paths under the state dir after it has
+    // left the runner's working directory: hold them absolute from here on.
+    let mut cli = cli;
+    match std::path::absolute(&cli.state_dir) {
+        Ok(p) => cli.state_dir = p,
+        Err(e) => return report(&Error::StateDir { path: cli.state_dir.clone(), err: e }),
+    }
     let result = match &cli.command {
         Command::Run(args) => job::run(&cli, args),
         Command::Leases { json } => admin::leases(&cli, *json),

@@ -52,8 +52,12 @@ pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> R
                     Some(n)
                 }
                 Err(e) => {
-                    launched.kill();
-                    return Err(e);
+                    // A child that died on its own takes its netns with it,
+                    // so our error is then only the symptom: report its cause.
+                    return match launched.kill() {
+                        Some(failure) => Ok(report_exit(&spec.id, Exit::Failed(failure))),
+                        None => Err(e),
+                    };
                 }
             }
         }
@@ -61,14 +65,7 @@ pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> R
     };
 
     // Wait: the job runs; signals to us are forwarded to it.
-    let exit = launched.go_and_wait(&signals, &go).map_err(Error::io("waiting for the job"))?;
-    match &exit {
-        Exit::Failed(f) => eprintln!("repeatr: {}", f.message),
-        Exit::Aborted(sig) => {
-            log::warn!("job {} aborted by signal {sig} before it started", spec.id)
-        }
-        Exit::Code(_) | Exit::Signaled(_) => log::info!("job {} ended: {exit:?}", spec.id),
-    }
+    let exit = report_exit(&spec.id, launched.go_and_wait(&signals, &go).map_err(Error::io("waiting for the job"))?);
 
     // Tear down and release. A failure here is reported, but the job's
     // own status still wins: the job did run.
@@ -78,6 +75,17 @@ pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> R
         eprintln!("repeatr: {e}");
     }
     Ok(exit)
+}
+
+/// Says how the job ended (a failed launch on stderr, as one line) and
+/// passes the exit on.
+fn report_exit(id: &str, exit: Exit) -> Exit {
+    match &exit {
+        Exit::Failed(f) => eprintln!("repeatr: {}", f.message),
+        Exit::Aborted(sig) => log::warn!("job {id} aborted by signal {sig} before it started"),
+        Exit::Code(_) | Exit::Signaled(_) => log::info!("job {id} ended: {exit:?}"),
+    }
+    exit
 }
 
 /// Turns the command line into a [`Spec`], opening every host object now.

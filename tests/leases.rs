@@ -498,3 +498,28 @@ fn a_read_only_state_dir_is_refused() {
     assert!(err.contains("Read-only"), "{err}");
     net.assert_no_veths();
 }
+
+/// `--state-dir` given relative to the caller's directory: the job's child
+/// looks up paths under it after it has left that directory, so the runner
+/// must hold it absolute (a networked run once failed here with a
+/// misleading "opening the job's network namespace").
+#[test]
+fn a_relative_state_dir_works_for_networked_jobs() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("l", 21, 24);
+    with_rootfs(&net);
+    let mut c = net.cmd();
+    c.env_remove("REPEATR_STATE_DIR").current_dir(net.repeatr.state.path()).args(["--state-dir", "rel-state"]);
+    c.args(["run", "--rootfs", "rootfs", "--", "/bin/sh", "-c", "ip -4 -o addr show eth0"]).stdin(Stdio::null());
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("198.18.21."), "{}", stdout(&out));
+    assert!(net.repeatr.state.path().join("rel-state/state.db").exists());
+    let mut l = net.cmd();
+    l.env_remove("REPEATR_STATE_DIR").current_dir(net.repeatr.state.path()).args(["--state-dir", "rel-state"]);
+    let out = l.args(["leases", "--json"]).output().unwrap();
+    assert_eq!(stdout(&out).trim(), "[]", "{}", stderr(&out));
+    net.assert_no_veths();
+}

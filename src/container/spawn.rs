@@ -160,10 +160,16 @@ impl Launched {
     }
 
     /// Kills the child (and with it, as pid 1, its whole namespace) and
-    /// reaps it; for when setting up around it failed.
-    pub fn kill(self) {
+    /// reaps it; for when setting up around it failed. Returns the child's
+    /// own launch failure if it had already failed (a bad rootfs, say):
+    /// that, not what the runner tripped over next, is what the user needs.
+    pub fn kill(mut self) -> Option<LaunchFailure> {
         let _ = sys::pidfd_send_signal(self.child.pidfd.as_fd(), libc::SIGKILL);
         let _ = wait_pidfd(self.child.pidfd.as_fd());
+        // The child is gone: whatever it reported is in the pipe, and EOF follows.
+        let mut report = Vec::new();
+        let _ = self.report.read_to_end(&mut report);
+        LaunchFailure::decode(&report)
     }
 
     /// Lets the child go on to exec, then waits for the job to end while
@@ -173,6 +179,7 @@ impl Launched {
         if let Err(e) = self.go.write_all(&go.encode()) {
             log::debug!("child gone before go: {e}");
         }
+        log::trace!("go sent");
         let mut report = Vec::new();
         let mut report_open = true;
         let mut aborted: Option<i32> = None;
@@ -193,6 +200,9 @@ impl Launched {
             let (child_done, sig_ready, report_ready) = (ready(0), ready(1), ready(2));
             if report_ready {
                 report_open = read_some(&mut self.report, &mut report)?;
+                if !report_open {
+                    log::trace!("report pipe closed: the job exec'd or died");
+                }
             }
             if sig_ready {
                 for sig in signals.pending() {
@@ -204,6 +214,7 @@ impl Launched {
             }
         }
         let status = wait_pidfd(self.child.pidfd.as_fd())?;
+        log::trace!("job reaped");
         // The child is gone, so every byte it wrote is in the pipe now.
         if report_open {
             self.report.read_to_end(&mut report)?;

@@ -35,7 +35,9 @@ impl JobNet {
         let config = Config::load(config_path)?.network;
         let routes = network::host_ipv4_routes()?;
         config.validate(&routes)?;
+        log::trace!("config checked against {} host routes", routes.len());
         let state = StateDir::open(state_dir)?;
+        log::trace!("state dir open");
         let req = LeaseRequest { ip, ..LeaseRequest::new(&config, job, &command.join(" ")) };
         let lease = state.acquire(&req)?;
         log::debug!("leased {} slot {} on {}", lease.record.ip, lease.record.slot, lease.record.bridge);
@@ -45,6 +47,7 @@ impl JobNet {
         // the bridge (ensure_bridge also tolerates EEXIST, for other tools).
         let c = &net.config;
         net.state.locked(|| network::ensure_bridge(&c.bridge, c.gateway, c.subnet, c.mtu))??;
+        log::trace!("bridge {} ready", c.bridge);
         Ok(net)
     }
 

@@ -93,6 +93,7 @@ pub fn attach_job(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<(), NetworkE
         Err(e) => return Err(NetworkError::netlink(op(), e)),
     }
 
+    log::trace!("veth {} created", spec.host_name);
     if let Err(e) = configure_job_side(spec, netns) {
         // Deleting the host end takes the peer with it, wherever it is.
         let mut errors = vec![e];

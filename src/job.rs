@@ -45,7 +45,7 @@ pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> R
     let net = match spec.net {
         NetMode::Bridge => {
             let leased = JobNet::lease(&cli.state_dir, cli.config.as_deref(), &spec.id, ip, &spec.argv)
-                .and_then(|n| n.attach(&launched).map(|()| n));
+                .and_then(|mut n| n.attach(&launched).map(|()| n));
             match leased {
                 Ok(n) => {
                     go = GoMessage { hosts: n.hosts(&spec.hostname), resolv_conf: n.resolv_conf() };

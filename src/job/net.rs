@@ -10,12 +10,17 @@ use std::path::Path;
 use crate::config::{Config, NetworkConfig};
 use crate::container::Launched;
 use crate::error::Error;
-use crate::network::{self, VethSpec};
+use crate::network::{self, HostNet, VethSpec};
 use crate::state::{Lease, LeaseRequest, StateDir};
 
 pub struct JobNet {
     state: StateDir,
     config: NetworkConfig,
+    host: HostNet,
+    /// The bridge's ifindex.
+    bridge: u32,
+    /// The host veth's ifindex, once attached.
+    veth: Option<u32>,
     /// `None` once released.
     lease: Option<Lease>,
 }
@@ -36,17 +41,18 @@ impl JobNet {
         let routes = network::host_ipv4_routes()?;
         config.validate(&routes)?;
         log::trace!("config checked against {} host routes", routes.len());
+        let host = HostNet::open()?;
         let state = StateDir::open(state_dir)?;
         log::trace!("state dir open");
         let req = LeaseRequest { ip, ..LeaseRequest::new(&config, job, &command.join(" ")) };
         let lease = state.acquire(&req)?;
         log::debug!("leased {} slot {} on {}", lease.record.ip, lease.record.slot, lease.record.bridge);
-        let net = JobNet { state, config, lease: Some(lease) };
+        let mut net = JobNet { state, config, host, bridge: 0, veth: None, lease: Some(lease) };
         net.clean_reclaimed_slots();
         // Under the state lock, so two first runs do not both try to create
         // the bridge (ensure_bridge also tolerates EEXIST, for other tools).
-        let c = &net.config;
-        net.state.locked(|| network::ensure_bridge(&c.bridge, c.gateway, c.subnet, c.mtu))??;
+        let (c, host) = (&net.config, &mut net.host);
+        net.bridge = net.state.locked(|| host.ensure_bridge(&c.bridge, c.gateway, c.subnet, c.mtu))??;
         log::trace!("bridge {} ready", c.bridge);
         Ok(net)
     }
@@ -91,7 +97,7 @@ impl JobNet {
     }
 
     /// Plugs the launched (not yet running) job into the bridge.
-    pub fn attach(&self, job: &Launched) -> Result<(), Error> {
+    pub fn attach(&mut self, job: &Launched) -> Result<(), Error> {
         let Some(lease) = &self.lease else {
             return Ok(());
         };
@@ -104,7 +110,7 @@ impl JobNet {
             gateway: self.config.gateway,
             mtu: self.config.mtu,
         };
-        network::attach_job(&spec, netns.as_fd())?;
+        self.veth = Some(self.host.attach_job(&spec, self.bridge, netns.as_fd())?.host_index);
         log::debug!("attached {} to {}", spec.host_name, spec.bridge);
         Ok(())
     }
@@ -124,7 +130,7 @@ impl JobNet {
         // The job is dead, so its netns is going and the kernel destroys
         // the veth pair with it; we only free the slot's name at once.
         let r = &lease.record;
-        match network::retire_link(&r.iface) {
+        match self.host.retire_link(&r.iface, self.veth.take()) {
             Ok(found) => log::debug!("veth {} retired: {found}", r.iface),
             Err(e) => errors.push(e.to_string()),
         }

@@ -22,22 +22,32 @@ use super::{NetworkError, check_ifname, mac_for_ip};
 /// whenever a job comes or goes and neighbours' ARP entries for the gateway
 /// go stale until they time out.
 pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Result<u32, NetworkError> {
+    ensure_bridge_with(&mut host_socket()?, name, gateway, subnet, mtu)
+}
+
+/// [`ensure_bridge`] on an open host socket.
+pub(crate) fn ensure_bridge_with(
+    nl: &mut Netlink,
+    name: &str,
+    gateway: Ipv4Addr,
+    subnet: Ipv4Net,
+    mtu: u32,
+) -> Result<u32, NetworkError> {
     check_ifname(name)?;
     check_gateway(name, gateway, subnet)?;
     super::veth::check_mtu(name, mtu)?;
-    let mut nl = host_socket()?;
 
     let lookup =
         |nl: &mut Netlink| get_link(nl, name).map_err(|e| NetworkError::netlink(format!("look up bridge {name}"), e));
-    let link = match lookup(&mut nl)? {
+    let link = match lookup(nl)? {
         Some(l) => l,
         None => {
-            match create_bridge(&mut nl, name, gateway, mtu) {
+            match create_bridge(nl, name, gateway, mtu) {
                 Ok(()) => {}
                 Err(e) if e.raw() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(NetworkError::netlink(format!("create bridge {name}"), e)),
             }
-            lookup(&mut nl)?.ok_or_else(|| NetworkError::Unexpected {
+            lookup(nl)?.ok_or_else(|| NetworkError::Unexpected {
                 op: format!("create bridge {name}"),
                 reason: "it vanished right after creation (deleted concurrently?)".into(),
             })?
@@ -54,9 +64,9 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -
         });
     }
     if !info.up {
-        set_up(&mut nl, info.index).map_err(|e| NetworkError::netlink(format!("bring bridge {name} up"), e))?;
+        set_up(nl, info.index).map_err(|e| NetworkError::netlink(format!("bring bridge {name} up"), e))?;
     }
-    add_address(&mut nl, info.index, gateway, subnet.prefix_len())
+    add_address(nl, info.index, gateway, subnet.prefix_len())
         .map_err(|e| NetworkError::netlink(format!("add {gateway}/{} to bridge {name}", subnet.prefix_len()), e))?;
     Ok(info.index)
 }
@@ -93,6 +103,14 @@ fn create_bridge(nl: &mut Netlink, name: &str, gateway: Ipv4Addr, mtu: u32) -> R
 /// Adds `ip/prefix` to link `index`; already there is success (the kernel
 /// answers EEXIST for the same local address and mask).
 pub(crate) fn add_address(nl: &mut Netlink, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), NlError> {
+    match nl.request(address_message(index, ip, prefix), NLM_F_CREATE | NLM_F_EXCL) {
+        Err(e) if e.raw() == Some(libc::EEXIST) => Ok(()),
+        r => r,
+    }
+}
+
+/// The NEWADDR for `ip/prefix` on link `index`.
+pub(crate) fn address_message(index: u32, ip: Ipv4Addr, prefix: u8) -> RouteNetlinkMessage {
     let mut msg = AddressMessage::default();
     msg.header.family = AddressFamily::Inet;
     msg.header.prefix_len = prefix;
@@ -108,10 +126,7 @@ pub(crate) fn add_address(nl: &mut Netlink, index: u32, ip: Ipv4Addr, prefix: u8
     {
         msg.attributes.push(AddressAttribute::Broadcast(net.broadcast()));
     }
-    match nl.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL) {
-        Err(e) if e.raw() == Some(libc::EEXIST) => Ok(()),
-        r => r,
-    }
+    RouteNetlinkMessage::NewAddress(msg)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::{NetworkError, check_ifname};
 
 /// Every netns gets its loopback device first, so it is always ifindex 1
 /// (LOOPBACK_IFINDEX in the kernel).
-const LOOPBACK_IFINDEX: u32 = 1;
+pub(crate) const LOOPBACK_IFINDEX: u32 = 1;
 
 pub(crate) fn host_socket() -> Result<Netlink, NetworkError> {
     Netlink::new().map_err(|source| NetworkError::Socket { place: "in the host netns".into(), source })
@@ -77,11 +77,16 @@ pub(crate) fn get_link(nl: &mut Netlink, name: &str) -> Result<Option<LinkMessag
 
 /// Sets IFF_UP on one link, touching no other flag (the change mask).
 pub(crate) fn set_up(nl: &mut Netlink, index: u32) -> Result<(), NlError> {
+    nl.request(up_message(index), 0)
+}
+
+/// The SETLINK that brings link `index` up.
+pub(crate) fn up_message(index: u32) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     msg.header.flags = LinkFlags::Up;
     msg.header.change_mask = LinkFlags::Up;
-    nl.request(RouteNetlinkMessage::SetLink(msg), 0)
+    RouteNetlinkMessage::SetLink(msg)
 }
 
 /// Deletes a link by name; Ok(false) if it did not exist (teardown and gc
@@ -139,11 +144,7 @@ fn list_links(keep: impl Fn(&str, &LinkMessage) -> bool) -> Result<Vec<String>, 
 /// child calls it in its own fresh netns before exec (where `lo` starts down).
 pub fn loopback_up() -> Result<(), NetworkError> {
     let mut nl = Netlink::new().map_err(|source| NetworkError::Socket { place: "in the job netns".into(), source })?;
-    loopback_up_with(&mut nl)
-}
-
-pub(crate) fn loopback_up_with(nl: &mut Netlink) -> Result<(), NetworkError> {
-    set_up(nl, LOOPBACK_IFINDEX).map_err(|e| NetworkError::netlink("bring lo up in the job netns", e))
+    set_up(&mut nl, LOOPBACK_IFINDEX).map_err(|e| NetworkError::netlink("bring lo up in the job netns", e))
 }
 
 /// Names of retired host veths: `rpt~` and the link's ifindex in hex. An
@@ -161,27 +162,34 @@ pub const RETIRED_PREFIX: &str = "rpt~";
 /// netns goes, which it does once the job has exited. Ok(false) if the link is
 /// gone already. `repeatr gc` deletes a retiree something keeps alive.
 pub fn retire_link(name: &str) -> Result<bool, NetworkError> {
+    retire_link_with(&mut host_socket()?, name, None)
+}
+
+/// [`retire_link`] on an open socket; `index` is the link's ifindex if the
+/// caller knows it (from creating it), which saves looking it up. An
+/// ifindex is not reused while the kernel has others to hand out, so a
+/// known one still names this link or none.
+pub(crate) fn retire_link_with(nl: &mut Netlink, name: &str, index: Option<u32>) -> Result<bool, NetworkError> {
     check_ifname(name)?;
-    let mut nl = host_socket()?;
-    let Some(link) = get_link(&mut nl, name).map_err(|e| NetworkError::netlink(format!("look up {name}"), e))? else {
-        return Ok(false);
+    let index = match index {
+        Some(i) => i,
+        None => match get_link(nl, name).map_err(|e| NetworkError::netlink(format!("look up {name}"), e))? {
+            Some(link) => link.header.index,
+            None => return Ok(false),
+        },
     };
-    let index = link.header.index;
     let retired = format!("{RETIRED_PREFIX}{index:x}");
     let mut down = LinkMessage::default();
     down.header.index = index;
     down.header.change_mask = LinkFlags::Up;
-    match nl.request(RouteNetlinkMessage::SetLink(down), 0) {
-        Err(e) if e.raw() == Some(libc::ENODEV) => return Ok(false),
-        Err(e) => return Err(NetworkError::netlink(format!("set {name} down"), e)),
-        Ok(()) => {}
-    }
     let mut rename = LinkMessage::default();
     rename.header.index = index;
     rename.attributes.push(LinkAttribute::IfName(retired.clone()));
-    match nl.request(RouteNetlinkMessage::SetLink(rename), 0) {
+    // Both in one round trip: the kernel handles them in order.
+    match nl.request_all(vec![(RouteNetlinkMessage::SetLink(down), 0), (RouteNetlinkMessage::SetLink(rename), 0)]) {
         Ok(()) => Ok(true),
-        Err(e) if e.raw() == Some(libc::ENODEV) => Ok(false),
-        Err(e) => Err(NetworkError::netlink(format!("rename {name} to {retired}"), e)),
+        Err((_, e)) if e.raw() == Some(libc::ENODEV) => Ok(false),
+        Err((0, e)) => Err(NetworkError::netlink(format!("set {name} down"), e)),
+        Err((_, e)) => Err(NetworkError::netlink(format!("rename {name} to {retired}"), e)),
     }
 }

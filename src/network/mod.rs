@@ -15,12 +15,48 @@ mod veth;
 use std::io;
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
+
 pub use bridge::ensure_bridge;
 pub use link::{RETIRED_PREFIX, delete_link, links_with_prefix, loopback_up, retire_link, retired_ports};
 pub use routes::host_ipv4_routes;
-pub use veth::{VethSpec, attach_job};
+pub use veth::{AttachedVeth, VethSpec, attach_job};
 
 use netlink::NlError;
+
+/// One rtnetlink socket in the host netns for all of a job's host-side
+/// steps: the bridge check, the veth, its retirement. The free functions
+/// above open a socket per call; a runner on the job's start path saves
+/// those and the lookups whose answers it already has.
+pub struct HostNet {
+    nl: netlink::Netlink,
+}
+
+impl HostNet {
+    pub fn open() -> Result<HostNet, NetworkError> {
+        Ok(HostNet { nl: link::host_socket()? })
+    }
+
+    /// See [`ensure_bridge`]; returns the bridge's ifindex.
+    pub fn ensure_bridge(&mut self, name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Result<u32, NetworkError> {
+        bridge::ensure_bridge_with(&mut self.nl, name, gateway, subnet, mtu)
+    }
+
+    /// See [`attach_job`]; `bridge` is the ifindex `ensure_bridge` returned.
+    pub fn attach_job(
+        &mut self,
+        spec: &VethSpec,
+        bridge: u32,
+        netns: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<AttachedVeth, NetworkError> {
+        veth::attach_job_with(&mut self.nl, spec, bridge, netns)
+    }
+
+    /// See [`retire_link`]; `index` if known saves a lookup.
+    pub fn retire_link(&mut self, name: &str, index: Option<u32>) -> Result<bool, NetworkError> {
+        link::retire_link_with(&mut self.nl, name, index)
+    }
+}
 
 /// Linux interface names are at most IFNAMSIZ - 1 bytes.
 pub const IFNAMSIZ_MAX: usize = 15;

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
     NetlinkPayload, NlaBuffer, NlasIterator,
 };
 use netlink_packet_route::RouteNetlinkMessage;
@@ -87,22 +87,36 @@ impl Netlink {
         })
     }
 
-    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<u32, NlError> {
+    /// Appends one message to `out` under the next sequence number.
+    fn encode(&mut self, msg: RouteNetlinkMessage, flags: u16, out: &mut Vec<u8>) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = flags;
         header.sequence_number = self.seq;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
         packet.finalize();
-        let mut out = vec![0u8; packet.header.length as usize];
-        packet.serialize(&mut out);
+        let start = out.len();
+        // Messages in one datagram start on 4-byte boundaries (NLMSG_ALIGN).
+        out.resize(start + ((packet.header.length as usize + 3) & !3), 0);
+        packet.serialize(&mut out[start..]);
+        self.seq
+    }
+
+    fn send_bytes(&mut self, out: &[u8]) -> Result<(), NlError> {
         loop {
-            match self.sock.send(&out, 0) {
-                Ok(_) => return Ok(self.seq),
+            match self.sock.send(out, 0) {
+                Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<u32, NlError> {
+        let mut out = Vec::new();
+        let seq = self.encode(msg, flags, &mut out);
+        self.send_bytes(&out)?;
+        Ok(seq)
     }
 
     fn recv(&mut self) -> Result<usize, NlError> {
@@ -122,6 +136,51 @@ impl Netlink {
     pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<(), NlError> {
         let seq = self.send(msg, flags | NLM_F_REQUEST | NLM_F_ACK)?;
         self.replies(seq).map(drop)
+    }
+
+    /// A change request with NLM_F_ECHO: the kernel (6.1 and later) also
+    /// sends back the object as it made it, e.g. a new link with its
+    /// ifindex. Older kernels only ACK: the result is then empty.
+    pub fn request_echo(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        let seq = self.send(msg, flags | NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO)?;
+        self.replies(seq).map(|(found, _)| found)
+    }
+
+    /// Several change requests in one datagram, for one round trip instead
+    /// of one each. The kernel handles them in order and ACKs each; a failed
+    /// one does not stop the others, so every ACK is read. The first
+    /// failure comes back with the index of its request.
+    pub fn request_all(&mut self, msgs: Vec<(RouteNetlinkMessage, u16)>) -> Result<(), (usize, NlError)> {
+        let mut out = Vec::new();
+        let first = self.seq.wrapping_add(1);
+        let count = msgs.len();
+        for (msg, flags) in msgs {
+            self.encode(msg, flags | NLM_F_REQUEST | NLM_F_ACK, &mut out);
+        }
+        self.send_bytes(&out).map_err(|e| (0, e))?;
+        let mut acked = 0;
+        let mut failed: Option<(usize, NlError)> = None;
+        while acked < count {
+            let n = self.recv().map_err(|e| (acked, e))?;
+            self.walk_any(n, |seq, reply| {
+                let index = seq.wrapping_sub(first) as usize;
+                if index >= count {
+                    return; // a reply to an earlier, abandoned request
+                }
+                match reply {
+                    Reply::Ack | Reply::Done => acked += 1,
+                    Reply::Error(e) => {
+                        acked += 1;
+                        if failed.as_ref().is_none_or(|(i, _)| index < *i) {
+                            failed = Some((index, e));
+                        }
+                    }
+                    Reply::Msg(..) => {}
+                }
+            })
+            .map_err(|e| (acked, e))?;
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// A GET for one object (e.g. a link by name): its single reply.
@@ -175,6 +234,18 @@ impl Netlink {
     /// sequence `seq` to `f` (older replies, e.g. of an abandoned request,
     /// are skipped).
     fn walk(&self, n: usize, seq: u32, mut f: impl FnMut(Reply) -> Result<(), NlError>) -> Result<(), NlError> {
+        let mut result = Ok(());
+        self.walk_any(n, |s, reply| {
+            if s == seq && result.is_ok() {
+                result = f(reply);
+            }
+        })?;
+        result
+    }
+
+    /// Parses the `n` bytes just received and hands every message to `f`
+    /// with its sequence number.
+    fn walk_any(&self, n: usize, mut f: impl FnMut(u32, Reply)) -> Result<(), NlError> {
         let mut off = 0;
         while off + 16 <= n {
             let bytes = &self.buf[off..n];
@@ -185,9 +256,7 @@ impl Netlink {
                 return Err(invalid(format!("netlink message length {len}")));
             }
             off += (len + 3) & !3;
-            if msg.header.sequence_number != seq {
-                continue;
-            }
+            let seq = msg.header.sequence_number;
             let flags = msg.header.flags;
             let reply = match msg.payload {
                 NetlinkPayload::Error(e) if e.code.is_none() => Reply::Ack,
@@ -199,7 +268,7 @@ impl Netlink {
                 NetlinkPayload::InnerMessage(m) => Reply::Msg(m, flags),
                 _ => continue,
             };
-            f(reply)?;
+            f(seq, reply);
         }
         Ok(())
     }

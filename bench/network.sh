@@ -76,8 +76,10 @@ PREFIX=rptnb- # netns, runc and podman container names
 BRIDGES=("$RPT_BR_START" "$CNI_BR" "$POD_BR" "$RPT_BR_LEASE" "$RPT_BR_BURST")
 
 work=$(mktemp -d /tmp/rpt-netbench-XXXXXX)
-bin=$top/target/release/repeatr
-lease_bin=$top/target/release/examples/lease_bench
+# Where .cargo/config.toml puts builds: target/<host triple>/.
+rel=$top/target/$(rustc -vV | sed -n 's/^host: //p')/release
+bin=$rel/repeatr
+lease_bin=$rel/examples/lease_bench
 export CONTAINERS_CONF=$work/containers.conf
 podman=(podman --runtime runc --cgroup-manager cgroupfs --events-backend file)
 fwd_before=$(cat /proc/sys/net/ipv4/ip_forward)

@@ -10,7 +10,8 @@ runs=${1:-10}
 src=${2:-/usr/lib/x86_64-linux-gnu}
 command -v hyperfine >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >/dev/null
 cargo build --release -q
-bin=$PWD/target/release/repeatr
+# Where .cargo/config.toml puts builds: target/<host triple>/.
+bin=$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release/repeatr
 
 work=$(mktemp -d /tmp/rpt-packbench-XXXXXX)
 trap 'rm -rf "$work"' EXIT

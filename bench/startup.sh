@@ -15,7 +15,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release -q
-bin=$PWD/target/release/repeatr
+# Where .cargo/config.toml puts builds: target/<host triple>/.
+bin=$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release/repeatr
 
 work=$(mktemp -d /tmp/rpt-bench-XXXXXX)
 cleanup() { runc delete -f rpt-bench >/dev/null 2>&1 || true; rm -rf "$work"; }

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXPECTED=tar:5e5496ba7d0f64ac81bf3c0feddf2f4405698bfd492e1c770c05be5fccc942bc
-repeatr=${REPEATR:-target/debug/repeatr}
+repeatr=${REPEATR:-target/$(rustc -vV | sed -n 's/^host: //p')/debug/repeatr}
 [ -x "$repeatr" ] || cargo build -q
 work=$(mktemp -d /tmp/rpt-hello-XXXXXX)
 trap 'rm -rf "$work"' EXIT

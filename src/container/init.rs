@@ -13,7 +13,6 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::mount::MsFlags;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::spawn::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER, GoMessage, LaunchFailure};
 use super::spec::{NetMode, Rootfs, Spec};
@@ -89,41 +88,47 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
         return Err(setup_err("--workdir")(io::Error::other("it resolves outside the job's root")));
     }
 
-    // The network is the runner's to plug in now that our netns exists; we
-    // wait for its word. EOF instead of a byte: the runner died.
+    // `--net none`: lo is all the network there is (while we still may).
     if spec.net == NetMode::None {
         crate::network::loopback_up().map_err(|e| setup_err("bringing up lo")(io::Error::other(e)))?;
     }
-    // The address is only known once the runner has leased it, which it
-    // does while we build the root: /etc/hosts and resolv.conf come with
-    // the go. Written into the job's view only (after the pivot, `/` is the
-    // job's root, so nothing here can lead out of it).
-    let go_msg = wait_for_go(&go)?;
+
+    // Everything up to the exec happens before the runner's go, so that
+    // after it only the exec remains on the job's start path. The address
+    // is only known once the runner has leased it, which it does while we
+    // build the root: /etc/hosts and resolv.conf are created now, in the
+    // job's view only (after the pivot, `/` is the job's root), and
+    // filled from the go.
     let root = File::open("/").map_err(setup_err("/"))?;
-    for (name, contents) in
-        [("hostname", format!("{}\n", spec.hostname)), ("hosts", go_msg.hosts), ("resolv.conf", go_msg.resolv_conf)]
-    {
-        mounts::write_etc_file(root.as_fd(), name, &contents).map_err(setup_err("writing /etc"))?;
-    }
+    let etc = |name| mounts::create_etc_file(root.as_fd(), name).map_err(setup_err("writing /etc"));
+    etc("hostname")?.write_all(format!("{}\n", spec.hostname).as_bytes()).map_err(setup_err("writing /etc"))?;
+    let (mut hosts, mut resolv_conf) = (etc("hosts")?, etc("resolv.conf")?);
     drop(root);
 
-    // 15-17. Identity, capabilities, no_new_privs.
+    // 15-17. Identity, capabilities, no_new_privs. A setuid clears the
+    //        death signal: set it again. Had the runner died in the gap,
+    //        the go below reads EOF and we exit.
     security::drop_privileges(spec.user, spec.caps).map_err(setup_err("dropping privileges"))?;
     security::no_new_privs().map_err(setup_err("PR_SET_NO_NEW_PRIVS"))?;
-    // A setuid clears the death signal: set it again, then make sure the
-    // runner did not die in the gap (POLLHUP on `go`).
     security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
-    if runner_gone(&go) {
-        sys::exit_now(EXIT_RUNNER);
-    }
 
-    // 18-19. Clean signal state, nothing but 0-2 across the exec.
+    // 18. Clean signal state.
     security::reset_signals().map_err(setup_err("resetting signals"))?;
+    let exec = prepare_exec(spec)?;
+
+    // The network is the runner's to plug in now that our netns exists; we
+    // wait for its word. EOF instead of a byte: the runner died.
+    let go_msg = wait_for_go(&go)?;
+    hosts.write_all(go_msg.hosts.as_bytes()).map_err(setup_err("writing /etc/hosts"))?;
+    resolv_conf.write_all(go_msg.resolv_conf.as_bytes()).map_err(setup_err("writing /etc/resolv.conf"))?;
+    drop((hosts, resolv_conf));
+
+    // 19. Nothing but 0-2 across the exec.
     sys::cloexec_from(3).map_err(setup_err("close_range"))?;
 
     // 21. exec; the report pipe is O_CLOEXEC, so its EOF tells the runner
     //     the exec worked.
-    Ok(exec(spec))
+    Ok(exec.run())
 }
 
 /// After the pivot, so `/` is the job's root and nothing can lead out of it.
@@ -151,16 +156,18 @@ fn wait_for_go(go: &OwnedFd) -> Result<GoMessage, LaunchFailure> {
     Ok(GoMessage { hosts: text(&body[..h]), resolv_conf: text(&body[h..]) })
 }
 
-fn runner_gone(go: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(go.as_fd(), PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).is_ok() && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP))
+/// The job's command line and environment as the exec needs them, and the
+/// paths to try for the command (its PATH inside the new root), made
+/// before the go so that only the exec itself follows it.
+struct Exec {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cmd: String,
+    path_var: String,
+    candidates: Vec<CString>,
 }
 
-/// Finds the command in the job's PATH (inside the new root) and execs it.
-/// Returns only on failure: 127 when nothing was found, 126 when something
-/// was found but could not be executed (as a shell reports them).
-fn exec(spec: &Spec) -> LaunchFailure {
-    let fail = |code, message: String| LaunchFailure { code, message };
+fn prepare_exec(spec: &Spec) -> Result<Exec, LaunchFailure> {
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -169,38 +176,53 @@ fn exec(spec: &Spec) -> LaunchFailure {
     let (argv, envp) = match (sys::cstrings(&spec.argv), sys::cstrings(&env)) {
         (Ok(a), Ok(e)) => (a, e),
         _ => {
-            return fail(EXIT_RUNNER, "an argument or environment entry contains a NUL byte".into());
+            let message = "an argument or environment entry contains a NUL byte".into();
+            return Err(LaunchFailure { code: EXIT_RUNNER, message });
         }
     };
-    let cmd = &spec.argv[0];
-    let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(super::spec::DEFAULT_PATH);
-    let candidates: Vec<String> = if cmd.contains('/') {
+    let cmd = spec.argv[0].clone();
+    let path_var =
+        env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(super::spec::DEFAULT_PATH).to_string();
+    let candidates = if cmd.contains('/') {
         vec![cmd.clone()]
     } else {
         path_var.split(':').filter(|d| !d.is_empty()).map(|d| format!("{d}/{cmd}")).collect()
     };
-    let mut denied: Option<(String, io::Error)> = None;
-    for cand in &candidates {
-        let Ok(c) = CString::new(cand.as_bytes()) else {
-            continue;
-        };
-        let err = sys::execve(&c, &argv, &envp);
-        match err.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
-            _ => {
-                denied.get_or_insert((cand.clone(), err));
+    // A candidate with a NUL byte cannot exist: skip it.
+    let candidates = candidates.into_iter().filter_map(|c| CString::new(c).ok()).collect();
+    Ok(Exec { argv, envp, cmd, path_var, candidates })
+}
+
+impl Exec {
+    /// Execs the first candidate that exists. Returns only on failure: 127
+    /// when nothing was found, 126 when something was found but could not
+    /// be executed (as a shell reports them).
+    fn run(self) -> LaunchFailure {
+        let fail = |code, message: String| LaunchFailure { code, message };
+        let mut denied: Option<(&CString, io::Error)> = None;
+        for cand in &self.candidates {
+            let err = sys::execve(cand, &self.argv, &self.envp);
+            match err.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
+                _ => {
+                    denied.get_or_insert((cand, err));
+                }
             }
         }
-    }
-    match denied {
-        Some((path, err)) => fail(EXIT_CANNOT_EXEC, format!("cannot execute {path:?} in the job: {err}")),
-        None if cmd.contains('/') => {
-            fail(EXIT_NOT_FOUND, format!("{cmd:?} not found in the job's rootfs; check the path inside the image"))
+        let cmd = &self.cmd;
+        match denied {
+            Some((path, err)) => fail(EXIT_CANNOT_EXEC, format!("cannot execute {path:?} in the job: {err}")),
+            None if cmd.contains('/') => {
+                fail(EXIT_NOT_FOUND, format!("{cmd:?} not found in the job's rootfs; check the path inside the image"))
+            }
+            None => fail(
+                EXIT_NOT_FOUND,
+                format!(
+                    "{cmd:?} not found in the job's PATH ({}); give an absolute path or set --env PATH=...",
+                    self.path_var
+                ),
+            ),
         }
-        None => fail(
-            EXIT_NOT_FOUND,
-            format!("{cmd:?} not found in the job's PATH ({path_var}); give an absolute path or set --env PATH=..."),
-        ),
     }
 }
 

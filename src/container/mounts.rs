@@ -201,13 +201,19 @@ pub fn mount_binds(root: BorrowedFd<'_>, binds: &[BindMount]) -> io::Result<()> 
     Ok(())
 }
 
-/// Writes a regular file into the job's view of /etc, replacing whatever
-/// is there (a symlink such as resolv.conf -> ../run/systemd/... included).
-/// With a directory rootfs this lands in the overlay's upper layer, with a
-/// tar in the tmpfs: never in the source.
-pub fn write_etc_file(root: BorrowedFd<'_>, name: &str, contents: &str) -> io::Result<()> {
+/// Puts a new, empty regular file (0644) at /etc/NAME in the job's view,
+/// replacing whatever is there (a symlink such as resolv.conf ->
+/// ../run/systemd/... included), and returns it open for writing: the
+/// child creates its network files before it drops privileges and fills
+/// them once the runner's go brings their contents. With a directory
+/// rootfs this lands in the overlay's upper layer, with a tar in the
+/// tmpfs: never in the source.
+pub fn create_etc_file(root: BorrowedFd<'_>, name: &str) -> io::Result<File> {
     let etc = resolve_in_root(root, Path::new("/etc"), Create::Dir)?;
     let etc = sys::openat2(etc.as_fd(), Path::new("."), libc::O_DIRECTORY | libc::O_RDONLY, 0, Resolve::Beneath)?;
+    // Made under a name of our own (O_NOFOLLOW: never through a symlink
+    // the image put there), then renamed over NAME, which replaces a
+    // symlink instead of following it.
     let tmp = format!(".{name}.repeatr");
     let fd = nix::fcntl::openat(
         etc.as_fd(),
@@ -220,11 +226,16 @@ pub fn write_etc_file(root: BorrowedFd<'_>, name: &str, contents: &str) -> io::R
         Mode::from_bits_truncate(0o644),
     )
     .map_err(|e| ctx(e.into(), format!("writing /etc/{name}")))?;
-    let mut f = File::from(fd);
-    f.write_all(contents.as_bytes())?;
+    let f = File::from(fd);
     nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(0o644)).map_err(io::Error::from)?;
     nix::fcntl::renameat(etc.as_fd(), tmp.as_str(), etc.as_fd(), name)
-        .map_err(|e| ctx(e.into(), format!("replacing /etc/{name}")))
+        .map_err(|e| ctx(e.into(), format!("replacing /etc/{name}")))?;
+    Ok(f)
+}
+
+/// [`create_etc_file`] with its contents.
+pub fn write_etc_file(root: BorrowedFd<'_>, name: &str, contents: &str) -> io::Result<()> {
+    create_etc_file(root, name)?.write_all(contents.as_bytes())
 }
 
 /// Makes the directory `new_root` (a mount point) the job's `/` and drops

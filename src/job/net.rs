@@ -38,10 +38,10 @@ impl JobNet {
         command: &[String],
     ) -> Result<JobNet, Error> {
         let config = Config::load(config_path)?.network;
-        let routes = network::host_ipv4_routes()?;
+        let mut host = HostNet::open()?;
+        let routes = host.routes_overlapping(config.subnet)?;
         config.validate(&routes)?;
-        log::trace!("config checked against {} host routes", routes.len());
-        let host = HostNet::open()?;
+        log::trace!("config checked against the {} host routes that overlap its subnet", routes.len());
         let state = StateDir::open(state_dir)?;
         log::trace!("state dir open");
         let req = LeaseRequest { ip, ..LeaseRequest::new(&config, job, &command.join(" ")) };

@@ -37,6 +37,11 @@ impl HostNet {
         Ok(HostNet { nl: link::host_socket()? })
     }
 
+    /// The host's IPv4 routes that overlap `subnet` (see [`host_ipv4_routes`]).
+    pub fn routes_overlapping(&mut self, subnet: Ipv4Net) -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
+        routes::routes_overlapping(&mut self.nl, subnet)
+    }
+
     /// See [`ensure_bridge`]; returns the bridge's ifindex.
     pub fn ensure_bridge(&mut self, name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Result<u32, NetworkError> {
         bridge::ensure_bridge_with(&mut self.nl, name, gateway, subnet, mtu)

@@ -9,13 +9,24 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::NetworkError;
 use super::link::{host_socket, link_name};
+use super::netlink::Netlink;
 
 /// The IPv4 routes of the host's main table as (destination, device name),
 /// without the default route (it overlaps every subnet, so it says nothing).
 /// Routes without a device (blackhole, unreachable) have an empty name; a
 /// multipath route is listed with its first next hop's device.
 pub fn host_ipv4_routes() -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
-    let mut nl = host_socket()?;
+    routes_where(&mut host_socket()?, |_| true)
+}
+
+/// The same, only the routes that overlap `subnet` (contain it or lie
+/// inside it): all the config check needs, named with one GETLINK per
+/// device of those few instead of every device with a route.
+pub(crate) fn routes_overlapping(nl: &mut Netlink, subnet: Ipv4Net) -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
+    routes_where(nl, |r| r.contains(&subnet) || subnet.contains(r))
+}
+
+fn routes_where(nl: &mut Netlink, keep: impl Fn(&Ipv4Net) -> bool) -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
     let mut req = RouteMessage::default();
     req.header.address_family = AddressFamily::Inet;
     let routes =
@@ -30,11 +41,11 @@ pub fn host_ipv4_routes() -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
         let RouteNetlinkMessage::NewRoute(r) = m else {
             continue;
         };
-        let Some((dst, oif)) = main_table_entry(&r) else {
+        let Some((dst, oif)) = main_table_entry(&r).filter(|(dst, _)| keep(dst)) else {
             continue;
         };
         let name = match oif {
-            Some(i) => names.entry(i).or_insert_with(|| link_name_by_index(&mut nl, i)).clone(),
+            Some(i) => names.entry(i).or_insert_with(|| link_name_by_index(nl, i)).clone(),
             None => String::new(),
         };
         out.push((dst, name));
@@ -46,7 +57,7 @@ pub fn host_ipv4_routes() -> Result<Vec<(Ipv4Net, String)>, NetworkError> {
 
 /// A link's name by index; empty if it vanished meanwhile (the route then
 /// goes with it, and an empty name only shows in a message).
-fn link_name_by_index(nl: &mut super::netlink::Netlink, index: u32) -> String {
+fn link_name_by_index(nl: &mut Netlink, index: u32) -> String {
     let mut req = LinkMessage::default();
     req.header.index = index;
     match nl.get(RouteNetlinkMessage::GetLink(req)) {

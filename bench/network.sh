@@ -13,6 +13,7 @@
 #   bench/network.sh [startup|leases|burst|all]...      (default: all)
 #
 # Knobs (environment): RUNS=100 (hyperfine runs per start-up command),
+# STATE_FS=tmpfs (where repeatr's state dirs are: tmpfs, like /run, or disk),
 # LEASE_PROCS="1 8 64", RPT_LEASE_CYCLES=6400 and CNI_LEASE_CYCLES=640
 # (cycles per measurement, split over the processes), LEASE_RUNS=3,
 # BURST=200 (jobs), BURST_SLEEP=30 (seconds each job sleeps once up),
@@ -98,7 +99,7 @@ cleanup() {
     done
   fi
   if [ -x "$bin" ]; then
-    for sd in "$work"/state-*; do
+    for sd in "$work"/state/*; do
       [ -d "$sd" ] && "$bin" --state-dir "$sd" gc >/dev/null 2>&1
     done
   fi
@@ -146,7 +147,27 @@ rpt_conf() { # FILE BRIDGE SUBNET
 }
 rpt_conf "$work/rpt-startup.toml" "$RPT_BR_START" "$RPT_NET_START"
 rpt_conf "$work/rpt-burst.toml" "$RPT_BR_BURST" "$RPT_NET_BURST"
-mkdir -p "$work/state-startup" "$work/state-none" "$work/state-burst" "$work/state-lease"
+# repeatr's state dirs live where its default, /run/repeatr, lives on a
+# usual host: a tmpfs (systemd mounts /run so). STATE_FS=disk puts them
+# in $work instead (on this kind of machine /run is not a tmpfs; there
+# SQLite's checkpoint fsyncs, one job in ten, then reach the disk).
+STATE_FS=${STATE_FS:-tmpfs}
+case $STATE_FS in
+tmpfs)
+  mkdir -p "$work/state"
+  mount -t tmpfs -o size=64m,mode=0700 rpt-netbench "$work/state"
+  notes+=("repeatr state dirs on a tmpfs, as /run/repeatr is on a usual host (STATE_FS=disk: on $(findmnt -n -o FSTYPE --target "$work"))")
+  ;;
+disk) notes+=("repeatr state dirs on $(findmnt -n -o FSTYPE --target "$work") (STATE_FS=disk)") ;;
+*)
+  echo "STATE_FS must be tmpfs or disk" >&2
+  exit 2
+  ;;
+esac
+for s in startup none burst lease; do
+  mkdir -p "$work/state/$s"
+  ln -s "$work/state/$s" "$work/state-$s"
+done
 
 # The job's "up" line: printed once it has an address from our range.
 upcheck="ip -4 -o addr show 2>/dev/null | grep -q 'inet 198\\.19\\.' && echo up || echo noaddr"

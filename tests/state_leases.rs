@@ -145,7 +145,11 @@ fn twenty_first_runs_at_once() {
 
     let conn = Connection::open(dir.join("state.db")).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 1);
+    let migrations = std::fs::read_dir("migrations")
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
+        .count();
+    assert_eq!(version, migrations as i64, "every migration applied once");
     drop(conn);
 
     let state = StateDir::open(&dir).unwrap();
@@ -533,10 +537,9 @@ fn db_that_forgot_a_live_job_blocks_allocation() {
     let (tmp, state) = fresh();
     let root = tmp.path().join("state");
     let live = state.acquire(&req("live", "198.18.13.0/24")).unwrap();
-    // An old copy of the database put back: the row is gone, the job lives.
-    let conn = Connection::open(root.join("state.db")).unwrap();
-    conn.execute("DELETE FROM leases", []).unwrap();
-    drop(conn);
+    // An old copy of the database put back: the row is gone, the job
+    // lives, and the copy's write count is behind state.gen.
+    put_back_an_old_copy(&root);
     let e = state.acquire(&req("x", "198.18.13.0/24")).unwrap_err();
     assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
     StateDir::rebuild(&root).unwrap();
@@ -544,6 +547,31 @@ fn db_that_forgot_a_live_job_blocks_allocation() {
     assert_ne!(next.record.ip, live.record.ip);
 }
 
+/// What restoring an old copy of state.db does to it: the leases taken
+/// since are gone, and so are the writes that counted them.
+fn put_back_an_old_copy(root: &Path) {
+    let conn = Connection::open(root.join("state.db")).unwrap();
+    conn.execute("DELETE FROM leases", []).unwrap();
+    conn.execute("UPDATE meta SET value = value - 1 WHERE key = 'generation'", []).unwrap();
+}
+
+/// Without state.gen (or with one that does not match), the rows are not
+/// trusted: every sidecar is compared with them, as after a restore.
+#[test]
+fn a_missing_generation_file_means_the_full_check() {
+    let (tmp, state) = fresh();
+    let root = tmp.path().join("state");
+    let _live = state.acquire(&req("live", "198.18.13.0/24")).unwrap();
+    let conn = Connection::open(root.join("state.db")).unwrap();
+    conn.execute("DELETE FROM leases", []).unwrap();
+    drop(conn);
+    std::fs::remove_file(root.join("state.gen")).unwrap();
+    let e = state.acquire(&req("x", "198.18.13.0/24")).unwrap_err();
+    assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
+}
+
+/// With matching counts an allocation reads no sidecar; `gc` always
+/// checks them all and repairs a damaged one of a live job from its row.
 #[test]
 fn damaged_sidecar_of_a_known_job_is_rewritten() {
     let (_tmp, state) = fresh();
@@ -551,6 +579,8 @@ fn damaged_sidecar_of_a_known_job_is_rewritten() {
     let path = state.root().join("slots").join(BRIDGE).join("0.json");
     std::fs::write(&path, "{ not json").unwrap();
     let _next = state.acquire(&req("next", "198.18.13.0/24")).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"{ not json", "the fast path leaves sidecars alone");
+    state.gc(false).unwrap();
     let back: repeatr::state::LeaseRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(back, live.record);
 }
@@ -653,9 +683,7 @@ fn reclaiming_an_old_row_keeps_the_sidecar_of_a_live_job_in_its_slot() {
     let live = state.acquire(&req("live", "198.18.18.0/24")).unwrap();
     // A database restored from an old copy: the live job's row is gone and
     // an old-boot row claims its slot.
-    let conn = Connection::open(state.root().join("state.db")).unwrap();
-    conn.execute("DELETE FROM leases", []).unwrap();
-    drop(conn);
+    put_back_an_old_copy(state.root());
     insert_row_without_lock_file(state.root(), "old", "198.18.9.9", 0, 1, 1, "other-boot");
     let e = state.acquire(&req("x", "198.18.18.0/24")).unwrap_err();
     assert!(matches!(e, StateError::LostLeases { .. }), "{e}");

@@ -181,8 +181,7 @@ fn prepare_exec(spec: &Spec) -> Result<Exec, LaunchFailure> {
         }
     };
     let cmd = spec.argv[0].clone();
-    let path_var =
-        env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(super::spec::DEFAULT_PATH).to_string();
+    let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(super::spec::DEFAULT_PATH).to_string();
     let candidates = if cmd.contains('/') {
         vec![cmd.clone()]
     } else {

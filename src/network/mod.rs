@@ -43,7 +43,13 @@ impl HostNet {
     }
 
     /// See [`ensure_bridge`]; returns the bridge's ifindex.
-    pub fn ensure_bridge(&mut self, name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Result<u32, NetworkError> {
+    pub fn ensure_bridge(
+        &mut self,
+        name: &str,
+        gateway: Ipv4Addr,
+        subnet: Ipv4Net,
+        mtu: u32,
+    ) -> Result<u32, NetworkError> {
         bridge::ensure_bridge_with(&mut self.nl, name, gateway, subnet, mtu)
     }
 

@@ -13,8 +13,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::error::StateError;
 use super::lock::{SlotLock, StateLock};
 use super::{
-    GcReport, Lease, LeaseInfo, LeaseRecord, LeaseRequest, LeaseState, MAX_SLOTS, StateDir, alloc, check_slot, schema,
-    sidecar, time,
+    GcReport, Lease, LeaseInfo, LeaseRecord, LeaseRequest, LeaseState, MAX_SLOTS, StateDir, alloc, check_slot,
+    generation, liveness, schema, sidecar, time,
 };
 use crate::config::{check_gateway, check_subnet, reserved_role};
 use crate::sys;
@@ -41,7 +41,15 @@ impl StateDir {
             let dead = rows.swap_remove(i);
             self.forget(&tx, &dead)?;
         }
-        self.check_sidecars(&rows)?;
+        if generation::in_file(&self.generation) == Some(generation::in_db(&tx, &self.db)?) {
+            // These rows are what the runners last wrote: the sidecars of
+            // the leases just reclaimed are theirs, and their slots free.
+            for dead in &reclaimed {
+                self.remove_dead_sidecar(dead)?;
+            }
+        } else {
+            self.check_sidecars(&rows)?;
+        }
 
         let taken: HashMap<Ipv4Addr, &str> = rows.iter().map(|r| (r.ip, r.job.as_str())).collect();
         let ip = match req.ip {
@@ -76,12 +84,14 @@ impl StateDir {
         }
         let paths = self.slot_paths(&record.bridge, record.slot);
         sidecar::write(&paths, &record)?;
+        let count = generation::bump(&tx, &self.db)?;
         if let Err(e) = tx.commit() {
             // Best effort: a sidecar left behind is ignored once the slot
             // lock (dropped with `slot_lock` on return) is free.
             let _ = sidecar::remove(&paths.json);
             return Err(StateError::db(&self.db)(e));
         }
+        generation::write_file(&self.generation, count);
         Ok(Lease { record, reclaimed: reclaimed.iter().map(|r| r.slot).collect(), slot_lock })
     }
 
@@ -99,7 +109,9 @@ impl StateDir {
             params![lease.record.job, lease.record.bridge, lease.record.slot],
         )
         .map_err(StateError::db(&self.db))?;
+        let count = generation::bump(&tx, &self.db)?;
         tx.commit().map_err(StateError::db(&self.db))?;
+        generation::write_file(&self.generation, count);
         sidecar::remove(&self.slot_paths(&lease.record.bridge, lease.record.slot).json)?;
         drop(lease);
         Ok(())
@@ -137,8 +149,11 @@ impl StateDir {
         let tx = schema::write_tx(&mut conn, &self.db)?;
         let mut rows = load(&tx, &self.db)?;
         let reclaimed = self.reclaim(&tx, &mut rows, None)?;
+        // gc is where a user looks after a crash: always the full check.
         let sidecars_removed = self.check_sidecars(&rows)?;
+        let count = generation::bump(&tx, &self.db)?;
         tx.commit().map_err(StateError::db(&self.db))?;
+        generation::write_file(&self.generation, count);
         Ok(GcReport { dry_run, reclaimed, sidecars_removed })
     }
 
@@ -202,6 +217,16 @@ impl StateDir {
             removed.push(found.path);
         }
         Ok(removed)
+    }
+
+    /// Removes the sidecar in a reclaimed lease's slot if nobody holds that
+    /// slot's lock (then nobody can own the file).
+    fn remove_dead_sidecar(&self, dead: &LeaseRecord) -> Result<(), StateError> {
+        let paths = self.slot_paths(&dead.bridge, dead.slot);
+        if liveness::lock_held(&paths.lock)? == Some(false) {
+            sidecar::remove(&paths.json)?;
+        }
+        Ok(())
     }
 
     /// The lowest slot of `bridge` that no row uses and nobody holds. A

@@ -8,6 +8,7 @@
 
 mod alloc;
 mod error;
+mod generation;
 mod leases;
 mod liveness;
 mod lock;
@@ -47,6 +48,8 @@ pub struct StateDir {
     root: PathBuf,
     db: PathBuf,
     lock: PathBuf,
+    /// `state.gen`: see `generation`.
+    generation: PathBuf,
     slots: PathBuf,
     boot_id: String,
     /// The connection and the inode of the file it opened.
@@ -172,6 +175,7 @@ impl StateDir {
             root: root.to_path_buf(),
             db: root.join("state.db"),
             lock: root.join("state.lock"),
+            generation: root.join("state.gen"),
             slots,
             boot_id,
             conn: RefCell::new(None),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::error::StateError;
 use super::leases::{insert, set_last_ip};
 use super::lock::StateLock;
-use super::{LeaseRecord, StateDir, schema, sidecar, time};
+use super::{LeaseRecord, StateDir, generation, schema, sidecar, time};
 
 /// What a rebuild did.
 #[derive(Clone, Debug, Serialize)]
@@ -69,7 +69,10 @@ impl StateDir {
         for r in newest {
             set_last_ip(&tx, &r.bridge, r.ip, &dir.db)?;
         }
+        // The rows now agree with every live sidecar: allocations may trust them.
+        let count = generation::bump(&tx, &dir.db)?;
         tx.commit().map_err(StateError::db(&dir.db))?;
+        generation::write_file(&dir.generation, count);
         Ok(report)
     }
 

@@ -137,8 +137,13 @@ fn validate(cli: &Cli, args: &RunArgs) -> Result<Spec, Error> {
 /// `STATE_DIR/mnt`: one empty directory that every job's child mounts its
 /// private tmpfs on, inside its own mount namespace. It is never written
 /// to on the host, so no job can leave anything in it.
+///
+/// Returned without symlinks (/var/run -> /run, a state dir linked
+/// elsewhere): the child opens it with RESOLVE_BENEATH, under which an
+/// absolute symlink fails with EXDEV.
 pub(crate) fn ensure_mount_base(state_dir: &Path) -> Result<PathBuf, Error> {
     let base = state_dir.join("mnt");
-    crate::state::private_dir(&base).map_err(|err| Error::StateDir { path: state_dir.to_path_buf(), err })?;
-    Ok(base)
+    let err = |err| Error::StateDir { path: state_dir.to_path_buf(), err };
+    crate::state::private_dir(&base).map_err(err)?;
+    std::fs::canonicalize(&base).map_err(err)
 }

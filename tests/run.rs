@@ -462,3 +462,30 @@ fn net_none_has_only_loopback_and_it_is_up() {
     );
     assert_eq!(stdout(&out), "lo\n1\nlo-ok\n", "{}", stderr(&out));
 }
+
+/// A state dir reached through a symlink (as /var/run -> /run is on
+/// Debian): the child resolves the mount base beneath `/`, where an
+/// absolute symlink would fail with EXDEV unless the runner resolved it.
+#[test]
+fn a_state_dir_behind_a_symlink_works() {
+    if !require_root() {
+        return;
+    }
+    let r = Repeatr::new();
+    let rootfs = Rootfs::busybox();
+    let real = r.state.path().join("real-state");
+    std::fs::create_dir(&real).unwrap();
+    let link = r.state.path().join("linked-state");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = r
+        .cmd()
+        .arg("--state-dir")
+        .arg(&link)
+        .args(["run", "--net", "none", "--rootfs"])
+        .arg(rootfs.path())
+        .args(["--", "/bin/echo", "through-the-link"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "through-the-link\n");
+}

@@ -304,9 +304,7 @@ mod tests {
 
     #[test]
     fn kernel_errors_carry_errno_and_ext_ack() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root (CI=true)");
-            eprintln!("skipping: needs root");
+        if !crate::test_require_root() {
             return;
         }
         // In a private netns, so a bug here cannot touch the host's lo.

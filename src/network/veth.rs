@@ -258,9 +258,7 @@ mod tests {
     /// in two private netns (a "host" and a "job"), touching nothing real.
     #[test]
     fn attach_without_echo_looks_the_indexes_up() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root (CI=true)");
-            eprintln!("skipping: needs root");
+        if !crate::test_require_root() {
             return;
         }
         let (host_ns, job_ns) = (new_netns(), new_netns());
@@ -301,9 +299,7 @@ mod tests {
     /// the kernel still carries out the ones after it.
     #[test]
     fn a_failed_request_in_a_batch_is_named_by_its_index() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root (CI=true)");
-            eprintln!("skipping: needs root");
+        if !crate::test_require_root() {
             return;
         }
         let ns = new_netns();

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::config::{Config, NetworkConfig};
 use crate::container::Launched;
 use crate::error::Error;
-use crate::network::{self, HostNet, VethSpec};
+use crate::network::{HostNet, VethSpec};
 use crate::state::{Lease, LeaseRequest, StateDir};
 
 pub struct JobNet {
@@ -60,12 +60,12 @@ impl JobNet {
     /// Host veths of slots whose dead owners this lease reclaimed: each one
     /// is deleted while we hold that slot's lock, so it cannot be a veth a
     /// new job has just created.
-    fn clean_reclaimed_slots(&self) {
+    fn clean_reclaimed_slots(&mut self) {
         let Some(lease) = &self.lease else { return };
         for &slot in &lease.reclaimed {
             match self.state.try_lock_slot(&self.config.bridge, slot) {
                 Ok(Some(lock)) => {
-                    if let Err(e) = network::delete_link(&lock.iface()) {
+                    if let Err(e) = self.host.delete_link(&lock.iface()) {
                         log::warn!("deleting leftover {}: {e}", lock.iface());
                     }
                 }

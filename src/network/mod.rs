@@ -63,6 +63,12 @@ impl HostNet {
         veth::attach_job_with(&mut self.nl, spec, bridge, netns)
     }
 
+    /// See [`delete_link`].
+    pub fn delete_link(&mut self, name: &str) -> Result<bool, NetworkError> {
+        check_ifname(name)?;
+        link::delete_link_with(&mut self.nl, name)
+    }
+
     /// See [`retire_link`]; `index` if known saves a lookup.
     pub fn retire_link(&mut self, name: &str, index: Option<u32>) -> Result<bool, NetworkError> {
         link::retire_link_with(&mut self.nl, name, index)

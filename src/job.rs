@@ -44,8 +44,7 @@ pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> R
     let mut go = GoMessage { hosts: spec.hosts.clone(), resolv_conf: spec.resolv_conf.clone() };
     let net = match spec.net {
         NetMode::Bridge => {
-            let leased = JobNet::lease(&cli.state_dir, cli.config.as_deref(), &spec.id, ip, &spec.argv)
-                .and_then(|mut n| n.attach(&launched).map(|()| n));
+            let leased = JobNet::plug_in(&cli.state_dir, cli.config.as_deref(), &launched, &spec.id, ip, &spec.argv);
             match leased {
                 Ok(n) => {
                     go = GoMessage { hosts: n.hosts(&spec.hostname), resolv_conf: n.resolv_conf() };

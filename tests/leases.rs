@@ -273,8 +273,14 @@ fn a_slash_29_is_exhausted_by_concurrent_jobs() {
     let holders: Vec<Child> = (0..5).map(|_| net.job(&[], HOLD).stdout(Stdio::null()).spawn().unwrap()).collect();
     net.wait_files(5);
     let out = net.job(&[], "true").output().unwrap();
+    // The refused job's veth, made while its lease was being taken, is
+    // gone once it has exited (HostNet::discard's own test checks it goes
+    // before the job's netns does).
+    let ports = net.veths();
     net.release_all();
     wait_all(holders);
+    assert_eq!(ports.len(), 5, "only the five holders' veths: {ports:?}");
+    assert!(ports.iter().all(|p| !p.starts_with(repeatr::network::PENDING_PREFIX)), "{ports:?}");
     assert_eq!(code(&out), 125);
     assert_eq!(stderr(&out).trim(), "repeatr: no free address in 198.18.13.0/29: 5 leased");
     net.assert_no_veths();
@@ -309,6 +315,7 @@ fn ip_requests_are_checked() {
         assert!(err.contains(needle), "--ip {ip}: {err}");
     }
     assert!(net.leases_json().is_empty());
+    net.assert_no_veths();
 }
 
 #[test]

@@ -20,7 +20,7 @@ use ipnet::Ipv4Net;
 pub use bridge::ensure_bridge;
 pub use link::{RETIRED_PREFIX, delete_link, links_with_prefix, loopback_up, retire_link, retired_ports};
 pub use routes::host_ipv4_routes;
-pub use veth::{AttachedVeth, VethSpec, attach_job};
+pub use veth::{AttachedVeth, PENDING_PREFIX, PendingVeth, VethSpec, attach_job};
 
 use netlink::NlError;
 
@@ -61,6 +61,33 @@ impl HostNet {
         netns: std::os::fd::BorrowedFd<'_>,
     ) -> Result<AttachedVeth, NetworkError> {
         veth::attach_job_with(&mut self.nl, spec, bridge, netns)
+    }
+
+    /// See [`veth::create_pending`]: a veth into `netns` on the bridge
+    /// (name, ifindex), before the job's lease is known.
+    pub fn create_pending(
+        &mut self,
+        bridge: (&str, u32),
+        mtu: u32,
+        netns: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<PendingVeth, NetworkError> {
+        veth::create_pending(&mut self.nl, bridge, mtu, netns)
+    }
+
+    /// See [`veth::finish_pending`]: names, addresses and brings up a
+    /// pending veth as `spec` says.
+    pub fn finish_pending(
+        &mut self,
+        pending: PendingVeth,
+        spec: &VethSpec,
+        netns: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<AttachedVeth, NetworkError> {
+        veth::finish_pending(&mut self.nl, pending, spec, netns)
+    }
+
+    /// Deletes a pending veth whose job got no lease.
+    pub fn discard(&mut self, pending: PendingVeth) -> Result<(), NetworkError> {
+        veth::discard(&mut self.nl, pending)
     }
 
     /// See [`delete_link`].

@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -63,15 +64,24 @@ pub struct AttachedVeth {
     pub host_index: u32,
 }
 
+/// Host-end names of veths made before their job's lease is known:
+/// `rpt+<pid>-<n>` (hex), renamed to `{bridge}-{slot}` once it is. `+`
+/// occurs in no bridge or job veth name, nor in retired ones (`rpt~`).
+/// A runner killed in between leaves none behind: its job dies with it,
+/// and the kernel destroys the pair with the job's netns.
+pub const PENDING_PREFIX: &str = "rpt+";
+
+/// A veth made before its job's lease was known (see [`create_pending`]).
+#[derive(Debug)]
+pub struct PendingVeth {
+    name: String,
+    host_index: u32,
+    /// In the job netns's own index space; `None` if the kernel did not say.
+    peer_index: Option<u32>,
+}
+
 /// Plugs the job's netns `netns` (e.g. an fd of `/proc/PID/ns/net`) into
-/// the bridge: one RTM_NEWLINK creates the veth with its peer already inside
-/// the netns as `eth0` (MAC from the IP, MTU) and the host end enslaved
-/// and up; then, inside the netns, the address, `eth0` and `lo` up, the default
-/// route. On failure, the veth is removed again (which removes both ends).
-///
-/// A leftover host link of the same name (a runner killed before its
-/// teardown; names are per lease slot, so it cannot be a live job's) is
-/// deleted and the creation retried once.
+/// the bridge: [`create_pending`], then [`finish_pending`].
 pub fn attach_job(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<AttachedVeth, NetworkError> {
     let mut host = host_socket()?;
     let bridge = get_link(&mut host, &spec.bridge)
@@ -85,9 +95,7 @@ pub fn attach_job(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<AttachedVeth
     attach_job_with(&mut host, spec, bridge, netns)
 }
 
-/// [`attach_job`] on an open host socket, with the bridge's ifindex known
-/// (from `ensure_bridge`): two netlink round trips on the job's start path,
-/// one per netns.
+/// [`attach_job`] on an open host socket, with the bridge's ifindex known.
 pub(crate) fn attach_job_with(
     host: &mut Netlink,
     spec: &VethSpec,
@@ -95,83 +103,145 @@ pub(crate) fn attach_job_with(
     netns: BorrowedFd<'_>,
 ) -> Result<AttachedVeth, NetworkError> {
     check_spec(spec)?;
-    let op =
-        || format!("create veth {} on bridge {} (peer {JOB_IFNAME} in the job netns)", spec.host_name, spec.bridge);
-    let echoed = match create_veth(host, spec, bridge, netns) {
-        Ok(echoed) => echoed,
-        Err(e) if e.raw() == Some(libc::EEXIST) => {
-            // EEXIST is either our host name (stale) or eth0 in the netns;
-            // deleting the host name is right in the first case and a no-op
-            // in the second, where the retry then fails with a clear error.
-            log::warn!("{}: exists, deleting the stale link and retrying", spec.host_name);
-            delete_link_with(host, &spec.host_name)?;
-            create_veth(host, spec, bridge, netns).map_err(|e| NetworkError::netlink(op(), e))?
-        }
-        Err(e) => return Err(NetworkError::netlink(op(), e)),
-    };
-    log::trace!("veth {} created", spec.host_name);
-    finish_attach(host, spec, echoed, netns)
+    let pending = create_pending(host, (&spec.bridge, bridge), spec.mtu, netns)?;
+    finish_pending(host, pending, spec, netns)
 }
 
-/// The job side of a veth just created, and the host end's ifindex; on
-/// failure the veth is deleted again.
-fn finish_attach(
+/// Creates a job's veth before its address and slot are known, so that
+/// the kernel's work on it (the costliest step of plugging a job in, about
+/// a millisecond) can overlap with taking the lease: one RTM_NEWLINK makes
+/// the host end (`rpt+…`, down, enslaved to `bridge`) and its peer `eth0`
+/// already inside `netns` (so there is never an `eth0` in the host netns
+/// to clash with another job's), both with the MTU.
+pub(crate) fn create_pending(
     host: &mut Netlink,
+    (bridge_name, bridge): (&str, u32),
+    mtu: u32,
+    netns: BorrowedFd<'_>,
+) -> Result<PendingVeth, NetworkError> {
+    static MADE: AtomicU32 = AtomicU32::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed) & 0xffff;
+    let name = format!("{PENDING_PREFIX}{:x}-{n:x}", std::process::id());
+    check_ifname(&name)?;
+    check_mtu(&name, mtu)?;
+    let op = || format!("create veth {name} on bridge {bridge_name} (peer {JOB_IFNAME} in the job netns)");
+    let echoed = match create_veth(host, &name, mtu, bridge, netns) {
+        // EEXIST is either a stale link of our name (a runner of a recycled
+        // pid killed half way) or eth0 in the netns; deleting our name is
+        // right in the first case, a no-op in the second, where the retry
+        // then fails with a clear error.
+        Err(e) if e.raw() == Some(libc::EEXIST) => {
+            log::warn!("{name}: exists, deleting the stale link and retrying");
+            delete_link_with(host, &name)?;
+            create_veth(host, &name, mtu, bridge, netns)
+        }
+        r => r,
+    }
+    .map_err(|e| NetworkError::netlink(op(), e))?;
+    let (host_index, peer_index) = match echoed {
+        Some((h, p)) => (h, Some(p)),
+        // A kernel without NLM_F_ECHO for new links (before 6.1).
+        None => {
+            let found = get_link(host, &name).map_err(|e| NetworkError::netlink(format!("look up {name}"), e))?;
+            let index = found.map(|l| l.header.index).ok_or_else(|| NetworkError::Unexpected {
+                op: op(),
+                reason: "the veth vanished right after creation".into(),
+            })?;
+            (index, None)
+        }
+    };
+    log::trace!("veth {name} created");
+    Ok(PendingVeth { name, host_index, peer_index })
+}
+
+/// Gives a pending veth its job's lease: the host end its name
+/// `spec.host_name` and up; the job end its MAC (from the IP), address,
+/// up, `lo` up and the default route. On failure the veth is deleted
+/// again (which removes both ends).
+///
+/// A leftover host link of the final name (a runner killed before its
+/// teardown; names are per lease slot, so it cannot be a live job's) is
+/// deleted and the rename retried once.
+pub(crate) fn finish_pending(
+    host: &mut Netlink,
+    pending: PendingVeth,
     spec: &VethSpec,
-    echoed: Option<Made>,
     netns: BorrowedFd<'_>,
 ) -> Result<AttachedVeth, NetworkError> {
-    let result = match echoed {
-        Some(made) => configure_job_side(spec, Some(made.peer_index), netns).map(|()| made.host_index),
-        // A kernel without NLM_F_ECHO for new links (before 6.1): look both up.
-        None => configure_job_side(spec, None, netns).and_then(|()| {
-            get_link(host, &spec.host_name)
-                .map_err(|e| NetworkError::netlink(format!("look up {}", spec.host_name), e))?
-                .map(|l| l.header.index)
-                .ok_or_else(|| NetworkError::Unexpected {
-                    op: format!("look up {}", spec.host_name),
-                    reason: "the veth vanished right after creation".into(),
-                })
-        }),
-    };
+    let result = check_spec(spec)
+        .and_then(|()| name_and_up(host, &pending, spec))
+        .and_then(|()| configure_job_side(spec, pending.peer_index, netns));
     match result {
-        Ok(host_index) => Ok(AttachedVeth { host_index }),
-        // Deleting the host end takes the peer with it, wherever it is.
-        Err(e) => Err(match delete_link_with(host, &spec.host_name) {
-            Ok(_) => e,
+        Ok(()) => Ok(AttachedVeth { host_index: pending.host_index }),
+        Err(e) => Err(match delete_index(host, pending.host_index) {
+            Ok(()) => e,
             Err(d) => NetworkError::Multiple(vec![e, d]),
         }),
     }
 }
 
-/// The ifindexes of a veth just made, from the kernel's echo of it.
-struct Made {
-    host_index: u32,
-    /// In the job netns's own index space (IFLA_LINK of the host end).
-    peer_index: u32,
+/// The host end: renamed (it is down, as a rename needs) and brought up.
+fn name_and_up(host: &mut Netlink, pending: &PendingVeth, spec: &VethSpec) -> Result<(), NetworkError> {
+    let index = pending.host_index;
+    let rename = || {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::IfName(spec.host_name.clone()));
+        (RouteNetlinkMessage::SetLink(msg), 0)
+    };
+    let op = |i: usize| match i {
+        0 => format!("rename {} to {}", pending.name, spec.host_name),
+        _ => format!("bring {} up", spec.host_name),
+    };
+    match host.request_all(vec![rename(), (up_message(index), 0)]) {
+        Err((0, e)) if e.raw() == Some(libc::EEXIST) => {
+            log::warn!("{}: exists, deleting the stale link and retrying", spec.host_name);
+            delete_link_with(host, &spec.host_name)?;
+            // The up above ran even though the rename failed; a running
+            // link cannot be renamed (EBUSY): down first.
+            let mut down = LinkMessage::default();
+            down.header.index = index;
+            down.header.change_mask = LinkFlags::Up;
+            host.request_all(vec![(RouteNetlinkMessage::SetLink(down), 0), rename(), (up_message(index), 0)])
+                .map_err(|(i, e)| NetworkError::netlink(op(i.saturating_sub(1)), e))
+        }
+        r => r.map_err(|(i, e)| NetworkError::netlink(op(i), e)),
+    }
 }
 
-/// Creates the pair; `Some` with both ifindexes if the kernel echoed the
-/// new link back (6.1 and later), `None` if it only ACKed.
-fn create_veth(nl: &mut Netlink, spec: &VethSpec, bridge: u32, netns: BorrowedFd<'_>) -> Result<Option<Made>, NlError> {
-    // No IFF_UP here: veth_newlink configures the peer before it links the
-    // two ends, and veth_open of an unlinked end fails with ENOTCONN. The
-    // job side brings it up once it has its address.
+/// Deletes a pending veth (both ends).
+pub(crate) fn discard(host: &mut Netlink, pending: PendingVeth) -> Result<(), NetworkError> {
+    delete_index(host, pending.host_index)
+}
+
+fn delete_index(host: &mut Netlink, index: u32) -> Result<(), NetworkError> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    match host.request(RouteNetlinkMessage::DelLink(msg), 0) {
+        Err(e) if e.raw() != Some(libc::ENODEV) => Err(NetworkError::netlink(format!("delete veth #{index}"), e)),
+        _ => Ok(()),
+    }
+}
+
+/// Creates the pair; `Some((host, peer))` ifindexes if the kernel echoed
+/// the new link back (6.1 and later), `None` if it only ACKed.
+fn create_veth(
+    nl: &mut Netlink,
+    name: &str,
+    mtu: u32,
+    bridge: u32,
+    netns: BorrowedFd<'_>,
+) -> Result<Option<(u32, u32)>, NlError> {
+    // Both ends down: the host end must be renamed later, which a running
+    // link refuses, and the job end gets its MAC before it goes up.
     let mut peer = LinkMessage::default();
     peer.attributes.push(LinkAttribute::IfName(JOB_IFNAME.to_string()));
-    // Derived from the IP so a reused address keeps its MAC and neighbours'
-    // ARP caches stay valid (which also makes arp_notify unnecessary).
-    peer.attributes.push(LinkAttribute::Address(mac_for_ip(spec.ip).to_vec()));
-    peer.attributes.push(LinkAttribute::Mtu(spec.mtu));
-    // The kernel moves the peer into the netns while creating it, so there
-    // is never an `eth0` in the host netns to clash with another job's.
+    peer.attributes.push(LinkAttribute::Mtu(mtu));
     peer.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
 
     let mut msg = LinkMessage::default();
-    msg.header.flags = LinkFlags::Up;
-    msg.header.change_mask = LinkFlags::Up;
-    msg.attributes.push(LinkAttribute::IfName(spec.host_name.clone()));
-    msg.attributes.push(LinkAttribute::Mtu(spec.mtu));
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    msg.attributes.push(LinkAttribute::Mtu(mtu));
     msg.attributes.push(LinkAttribute::Controller(bridge));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
@@ -179,12 +249,12 @@ fn create_veth(nl: &mut Netlink, spec: &VethSpec, bridge: u32, netns: BorrowedFd
     ]));
     let echoed = nl.request_echo(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
     Ok(echoed.iter().find_map(|m| match m {
-        RouteNetlinkMessage::NewLink(l) if link_name(l) == Some(spec.host_name.as_str()) => {
-            let peer_index = l.attributes.iter().find_map(|a| match a {
+        RouteNetlinkMessage::NewLink(l) if link_name(l) == Some(name) => {
+            let peer = l.attributes.iter().find_map(|a| match a {
                 LinkAttribute::Link(i) => Some(*i),
                 _ => None,
             })?;
-            Some(Made { host_index: l.header.index, peer_index })
+            Some((l.header.index, peer))
         }
         _ => None,
     }))
@@ -208,15 +278,22 @@ fn configure_job_side(spec: &VethSpec, eth0: Option<u32>, netns: BorrowedFd<'_>)
                 .index
         }
     };
-    // In this order: the route's gateway must be reachable through an
-    // address on an up link when the kernel checks it.
+    // In this order: the MAC while eth0 is down; the route's gateway must
+    // be reachable through an address on an up link when the kernel
+    // checks it. The MAC is derived from the IP so a reused address keeps
+    // its MAC and neighbours' ARP caches stay valid.
+    let mut mac = LinkMessage::default();
+    mac.header.index = index;
+    mac.attributes.push(LinkAttribute::Address(mac_for_ip(spec.ip).to_vec()));
     let steps = [
+        format!("set the MAC of {JOB_IFNAME} in the job netns"),
         format!("add {}/{} to {JOB_IFNAME} in the job netns", spec.ip, spec.prefix),
         format!("bring {JOB_IFNAME} up in the job netns"),
         "bring lo up in the job netns".to_string(),
         format!("add default route via {} in the job netns", spec.gateway),
     ];
     nl.request_all(vec![
+        (RouteNetlinkMessage::SetLink(mac), 0),
         (address_message(index, spec.ip, spec.prefix), NLM_F_CREATE | NLM_F_EXCL),
         (up_message(index), 0),
         (up_message(LOOPBACK_IFINDEX), 0),
@@ -253,11 +330,13 @@ mod tests {
         .unwrap()
     }
 
-    /// The path for kernels that do not echo new links (before 6.1): both
-    /// ifindexes are looked up, and the job side comes out the same. Runs
-    /// in two private netns (a "host" and a "job"), touching nothing real.
+    /// A veth made before its lease, then finished: the host end renamed
+    /// and up, eth0 with the IP's MAC, address, default route, lo up. The
+    /// peer's index is dropped first, to take the path of kernels that do
+    /// not echo new links (before 6.1), where eth0 is looked up by name.
+    /// Runs in two private netns (a "host" and a "job"), touching nothing real.
     #[test]
-    fn attach_without_echo_looks_the_indexes_up() {
+    fn a_pending_veth_is_finished_with_its_lease() {
         if !crate::test_require_root() {
             return;
         }
@@ -273,15 +352,20 @@ mod tests {
         let mut host = Netlink::in_netns(host_ns.as_fd()).unwrap();
         let net = "198.18.250.0/24".parse().unwrap();
         let bridge = super::super::bridge::ensure_bridge_with(&mut host, "rptu", spec.gateway, net, 1400).unwrap();
-        let echoed = create_veth(&mut host, &spec, bridge, job_ns.as_fd()).unwrap();
-        let made = echoed.expect("this kernel echoes new links");
-        let attached = finish_attach(&mut host, &spec, None, job_ns.as_fd()).unwrap();
-        assert_eq!(attached.host_index, made.host_index);
+        let mut pending = create_pending(&mut host, ("rptu", bridge), spec.mtu, job_ns.as_fd()).unwrap();
+        assert!(pending.name.starts_with(PENDING_PREFIX), "{}", pending.name);
+        let peer = pending.peer_index.take().expect("this kernel echoes new links");
+        let attached = finish_pending(&mut host, pending, &spec, job_ns.as_fd()).unwrap();
 
+        let h = get_link(&mut host, "rptu-0").unwrap().expect("the host end under its lease's name");
+        assert_eq!(h.header.index, attached.host_index);
+        assert!(h.header.flags.contains(LinkFlags::Up));
         let mut job = Netlink::in_netns(job_ns.as_fd()).unwrap();
         let eth0 = get_link(&mut job, JOB_IFNAME).unwrap().expect("eth0 in the job netns");
-        assert_eq!(eth0.header.index, made.peer_index);
+        assert_eq!(eth0.header.index, peer);
         assert!(eth0.header.flags.contains(LinkFlags::Up));
+        assert!(eth0.attributes.contains(&LinkAttribute::Address(mac_for_ip(spec.ip).to_vec())));
+        assert!(eth0.attributes.contains(&LinkAttribute::Mtu(1400)));
         let lo = get_link(&mut job, "lo").unwrap().unwrap();
         assert!(lo.header.flags.contains(LinkFlags::Up));
         let routes = job.dump(RouteNetlinkMessage::GetRoute(RouteMessage::default())).unwrap();
@@ -293,6 +377,58 @@ mod tests {
             _ => false,
         });
         assert!(default_via_gateway, "{routes:?}");
+    }
+
+    /// A leftover link of the final name is replaced; a failed finish
+    /// deletes the pending veth.
+    #[test]
+    fn finishing_replaces_a_leftover_and_cleans_up_on_failure() {
+        if !crate::test_require_root() {
+            return;
+        }
+        let (host_ns, job_ns) = (new_netns(), new_netns());
+        let mut host = Netlink::in_netns(host_ns.as_fd()).unwrap();
+        let gw = Ipv4Addr::new(198, 18, 251, 1);
+        let bridge =
+            super::super::bridge::ensure_bridge_with(&mut host, "rptv", gw, "198.18.251.0/24".parse().unwrap(), 1500)
+                .unwrap();
+        // The leftover: another pending veth, renamed to the slot name.
+        let other_ns = new_netns();
+        let spec =
+            |ip| VethSpec { host_name: "rptv-3".into(), bridge: "rptv".into(), ip, prefix: 24, gateway: gw, mtu: 1500 };
+        let leftover = create_pending(&mut host, ("rptv", bridge), 1500, other_ns.as_fd()).unwrap();
+        finish_pending(&mut host, leftover, &spec(Ipv4Addr::new(198, 18, 251, 3)), other_ns.as_fd()).unwrap();
+        let p = create_pending(&mut host, ("rptv", bridge), 1500, job_ns.as_fd()).unwrap();
+        let attached = finish_pending(&mut host, p, &spec(Ipv4Addr::new(198, 18, 251, 4)), job_ns.as_fd()).unwrap();
+        let h = get_link(&mut host, "rptv-3").unwrap().unwrap();
+        assert_eq!(h.header.index, attached.host_index, "the new veth took the name");
+        assert!(h.header.flags.contains(LinkFlags::Up));
+
+        // A job that got no lease: its pending veth goes while the job's
+        // netns still lives (which would otherwise keep it).
+        let p = create_pending(&mut host, ("rptv", bridge), 1500, job_ns.as_fd());
+        let unleased = new_netns();
+        let p2 = create_pending(&mut host, ("rptv", bridge), 1500, unleased.as_fd()).unwrap();
+        let name = p2.name.clone();
+        discard(&mut host, p2).unwrap();
+        assert!(get_link(&mut host, &name).unwrap().is_none(), "{name} left after discard");
+        assert!(p.is_err(), "eth0 is taken in that netns already");
+
+        // A gateway outside the subnet: the route fails, the veth goes.
+        let third_ns = new_netns();
+        let p = create_pending(&mut host, ("rptv", bridge), 1500, third_ns.as_fd()).unwrap();
+        let (name, index) = (p.name.clone(), p.host_index);
+        let bad = VethSpec {
+            host_name: "rptv-4".into(),
+            gateway: Ipv4Addr::new(198, 18, 99, 1),
+            ..spec(Ipv4Addr::new(198, 18, 251, 5))
+        };
+        let e = finish_pending(&mut host, p, &bad, third_ns.as_fd()).unwrap_err();
+        assert!(e.to_string().contains("default route"), "{e}");
+        assert!(
+            get_link(&mut host, "rptv-4").unwrap().is_none() && get_link(&mut host, &name).unwrap().is_none(),
+            "veth #{index} left"
+        );
     }
 
     /// A batch whose middle request fails reports that request's index, and

@@ -267,13 +267,6 @@ impl StateDir {
         }
     }
 
-    /// Runs `f` inside the state lock: for the few host-wide set-up steps
-    /// that concurrent runners must not race on (creating the bridge).
-    pub fn locked<T>(&self, f: impl FnOnce() -> T) -> Result<T, StateError> {
-        let _lock = StateLock::acquire(&self.lock)?;
-        Ok(f())
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
     }

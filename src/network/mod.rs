@@ -1,9 +1,12 @@
 //! Bridge networking over synchronous netlink.
 //!
-//! The runner calls, in the host netns: [`ensure_bridge`] once per run,
-//! [`attach_job`] after cloning the job child (with `/proc/PID/ns/net`), and
-//! [`delete_link`] on the host veth at teardown (deleting one end of a veth
-//! deletes both, and a netns that is already gone took its end with it).
+//! A runner does all its host-side steps through one [`HostNet`] socket:
+//! the route check and `ensure_bridge`, then, after cloning the job child
+//! (with `/proc/PID/ns/net`), `create_pending` while its lease is being
+//! taken and `finish_pending` once it is known, and `retire_link` on the
+//! host veth at teardown (the kernel destroys the pair with the job's
+//! netns). The free functions ([`ensure_bridge`], [`attach_job`],
+//! [`retire_link`], ...) open a socket per call, for `gc` and tests.
 //! `--net none` jobs call [`loopback_up`] themselves, inside their new netns.
 
 mod bridge;
@@ -53,17 +56,7 @@ impl HostNet {
         bridge::ensure_bridge_with(&mut self.nl, name, gateway, subnet, mtu)
     }
 
-    /// See [`attach_job`]; `bridge` is the ifindex `ensure_bridge` returned.
-    pub fn attach_job(
-        &mut self,
-        spec: &VethSpec,
-        bridge: u32,
-        netns: std::os::fd::BorrowedFd<'_>,
-    ) -> Result<AttachedVeth, NetworkError> {
-        veth::attach_job_with(&mut self.nl, spec, bridge, netns)
-    }
-
-    /// See [`veth::create_pending`]: a veth into `netns` on the bridge
+    /// See `veth::create_pending`: a veth into `netns` on the bridge
     /// (name, ifindex), before the job's lease is known.
     pub fn create_pending(
         &mut self,
@@ -74,7 +67,7 @@ impl HostNet {
         veth::create_pending(&mut self.nl, bridge, mtu, netns)
     }
 
-    /// See [`veth::finish_pending`]: names, addresses and brings up a
+    /// See `veth::finish_pending`: names, addresses and brings up a
     /// pending veth as `spec` says.
     pub fn finish_pending(
         &mut self,

@@ -71,7 +71,7 @@ pub struct AttachedVeth {
 /// and the kernel destroys the pair with the job's netns.
 pub const PENDING_PREFIX: &str = "rpt+";
 
-/// A veth made before its job's lease was known (see [`create_pending`]).
+/// A veth made before its job's lease was known (see `create_pending`).
 #[derive(Debug)]
 pub struct PendingVeth {
     name: String,
@@ -81,7 +81,7 @@ pub struct PendingVeth {
 }
 
 /// Plugs the job's netns `netns` (e.g. an fd of `/proc/PID/ns/net`) into
-/// the bridge: [`create_pending`], then [`finish_pending`].
+/// the bridge: `create_pending`, then `finish_pending`.
 pub fn attach_job(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<AttachedVeth, NetworkError> {
     let mut host = host_socket()?;
     let bridge = get_link(&mut host, &spec.bridge)
@@ -92,19 +92,10 @@ pub fn attach_job(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<AttachedVeth
         })?
         .header
         .index;
-    attach_job_with(&mut host, spec, bridge, netns)
-}
-
-/// [`attach_job`] on an open host socket, with the bridge's ifindex known.
-pub(crate) fn attach_job_with(
-    host: &mut Netlink,
-    spec: &VethSpec,
-    bridge: u32,
-    netns: BorrowedFd<'_>,
-) -> Result<AttachedVeth, NetworkError> {
+    // Before anything is made: finish_pending checks again, but only after.
     check_spec(spec)?;
-    let pending = create_pending(host, (&spec.bridge, bridge), spec.mtu, netns)?;
-    finish_pending(host, pending, spec, netns)
+    let pending = create_pending(&mut host, (&spec.bridge, bridge), spec.mtu, netns)?;
+    finish_pending(&mut host, pending, spec, netns)
 }
 
 /// Creates a job's veth before its address and slot are known, so that

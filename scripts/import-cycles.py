@@ -69,7 +69,22 @@ def expand(tree):
     return out
 
 
-def resolve(path, here, children, mods):
+def inline_depths(code):
+    """For each offset of `code`, how many inline modules (`mod x { .. }`,
+    such as a file's `mod tests`) enclose it: their `super` is the file."""
+    opens = {m.end() - 1 for m in re.finditer(r"\bmod\s+\w+\s*\{", code)}
+    depth, stack, out = 0, [], []
+    for i, ch in enumerate(code):
+        if ch == "{":
+            stack.append(i in opens)
+            depth += i in opens
+        elif ch == "}" and stack:
+            depth -= stack.pop()
+        out.append(depth)
+    return out
+
+
+def resolve(path, here, children, mods, inline=0):
     """The module tuple a path names, or None if it is outside the crate."""
     parts = [p for p in path.split("::") if p]
     if not parts:
@@ -77,7 +92,7 @@ def resolve(path, here, children, mods):
     if parts[0] == "crate":
         base, rest = [], parts[1:]
     elif parts[0] in ("super", "self"):
-        base = list(here)
+        base = list(here) + ["<inline>"] * inline
         rest = parts
         while rest and rest[0] in ("super", "self"):
             if rest[0] == "super":
@@ -87,6 +102,11 @@ def resolve(path, here, children, mods):
         base, rest = list(here), parts
     else:
         return None
+    while base and base[-1] == "<inline>":
+        base.pop()
+        # Still inside the file: an inline module's items are the file's.
+        if not rest:
+            return tuple(base)
     mod = tuple(base)
     for p in rest:
         if tuple(list(mod) + [p]) in mods:
@@ -102,16 +122,19 @@ def edges(mods):
         with open(path) as f:
             code = strip(f.read())
         children = set(re.findall(r"\bmod\s+(\w+)\s*;", code))
+        depths = inline_depths(code)
         paths = []
         for m in re.finditer(r"\buse\s+([^;]+);", code):
-            paths += expand(m.group(1))
-        paths += re.findall(r"\b(?:crate|super|self)(?:::\w+)+", code)
+            paths += [(p, depths[m.start()]) for p in expand(m.group(1))]
+        for m in re.finditer(r"\b(?:crate|super|self)(?:::\w+)+", code):
+            paths.append((m.group(0), depths[m.start()]))
         if children:
             alt = "|".join(sorted(children))
-            paths += re.findall(r"(?<![:\w])(?:%s)(?:::\w+)+" % alt, code)
+            for m in re.finditer(r"(?<![:\w])(?:%s)(?:::\w+)+" % alt, code):
+                paths.append((m.group(0), depths[m.start()]))
         deps = set()
-        for p in paths:
-            target = resolve(p, mod, children, mods)
+        for p, inline in paths:
+            target = resolve(p, mod, children, mods, inline)
             if target is None or target == mod:
                 continue
             # A file declaring a child module may name it; that is the

@@ -9,8 +9,9 @@ use std::io;
 
 use crate::container::SpecError;
 
-/// The exit code of every runner error that has no class of its own below.
-pub const EXIT_RUNNER_ERROR: i32 = 125;
+/// The exit code of every runner error that has no class of its own below;
+/// defined with the launch protocol, whose setup failures are runner errors.
+pub use crate::container::protocol::EXIT_RUNNER_ERROR;
 
 // Error classes with codes of their own (`WareError::exit_code`), so a
 // script can tell a bad request or a missing / damaged ware from a broken

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use nix::mount::MsFlags;
 
-use super::spawn::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER, GoMessage, LaunchFailure};
+use super::protocol::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER_ERROR, GoMessage, LaunchFailure};
 use super::spec::{NetMode, Rootfs, Spec};
 use super::{mounts, rootfs, security};
 use crate::sys;
@@ -30,7 +30,7 @@ pub fn child_main(spec: &Spec, go: OwnedFd, report: OwnedFd) -> ! {
 }
 
 fn setup_err(what: &str) -> impl Fn(io::Error) -> LaunchFailure + '_ {
-    move |e| LaunchFailure { code: EXIT_RUNNER, message: format!("{what}: {e}") }
+    move |e| LaunchFailure { code: EXIT_RUNNER_ERROR, message: format!("{what}: {e}") }
 }
 
 /// Returns only with the reason the job could not be started.
@@ -144,7 +144,7 @@ fn wait_for_go(go: &OwnedFd) -> Result<GoMessage, LaunchFailure> {
     let mut f = File::from(go.try_clone().map_err(setup_err("go pipe"))?);
     let mut read = |buf: &mut [u8]| match std::io::Read::read_exact(&mut f, buf) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => sys::exit_now(EXIT_RUNNER),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => sys::exit_now(EXIT_RUNNER_ERROR),
         Err(e) => Err(setup_err("waiting for the runner")(e)),
     };
     let mut header = [0u8; 9];
@@ -177,7 +177,7 @@ fn prepare_exec(spec: &Spec) -> Result<Exec, LaunchFailure> {
         (Ok(a), Ok(e)) => (a, e),
         _ => {
             let message = "an argument or environment entry contains a NUL byte".into();
-            return Err(LaunchFailure { code: EXIT_RUNNER, message });
+            return Err(LaunchFailure { code: EXIT_RUNNER_ERROR, message });
         }
     };
     let cmd = spec.argv[0].clone();

@@ -4,6 +4,7 @@
 //! - `spec`: what to launch, validated and opened on the host *before* any
 //!   namespace exists, so bad input fails early and leaves nothing behind;
 //! - `spawn`: the clone into new namespaces and the runner<->child pipes;
+//! - `protocol`: what travels over those pipes, and the launch's exit codes;
 //! - `init`: the child's side, from clone to exec, step by step;
 //! - `rootfs`, `mounts`: building the job's root inside its mount namespace;
 //! - `security`: capabilities, no_new_privs, signal reset, fd hygiene;
@@ -12,6 +13,7 @@
 
 pub mod init;
 pub mod mounts;
+pub mod protocol;
 pub mod rootfs;
 pub mod security;
 pub mod signals;
@@ -19,5 +21,6 @@ pub mod spawn;
 pub mod spec;
 pub mod tar;
 
-pub use spawn::{Exit, GoMessage, Launched, spawn};
+pub use protocol::GoMessage;
+pub use spawn::{Exit, Launched, spawn};
 pub use spec::{BindMount, Caps, MakeDir, NetMode, Rootfs, Spec, SpecError, User};

@@ -37,7 +37,11 @@ pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> R
     let signals = container::signals::Forwarder::install().map_err(Error::io("installing signal handlers"))?;
 
     // Launch: the child builds its root while we lease and plug its network in.
-    let launched = container::spawn(&spec).map_err(Error::io("creating the job's namespaces"))?;
+    // SAFETY: the runner is single-threaded here, as `spawn` requires: no
+    // thread it started before this point is still running (signal-hook's
+    // handlers start none), and the lease thread starts in `JobNet::plug_in`,
+    // after the clone.
+    let launched = unsafe { container::spawn(&spec) }.map_err(Error::io("creating the job's namespaces"))?;
     log::info!("job {} started as pid {}", spec.id, launched.pid());
 
     // Lease: an address and a bridge slot, held until `teardown`.

@@ -1,8 +1,12 @@
-//! The narrow syscall boundary: thin, safe wrappers over the Linux calls that
+//! The narrow syscall boundary: thin wrappers over the Linux calls that
 //! neither std nor nix wraps (openat2, clone3, the new mount API, pidfds,
-//! close_range). Everything above this module works with `OwnedFd`,
-//! `io::Result` and plain Rust types, so the launch logic can be read (and
-//! unit-tested) without thinking about raw pointers.
+//! close_range) and over those that nix leaves unsafe or that take raw
+//! pointers (waitid, prctl, sigaction, execve). `unsafe` lives here; the
+//! one wrapper that is itself unsafe, [`clone3`], carries a contract its
+//! callers (`container::spawn`, and `job::launch` above it) must keep.
+//! Everything above this module works with `OwnedFd`, `io::Result` and
+//! plain Rust types, so the launch logic can be read (and unit-tested)
+//! without thinking about raw pointers.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -99,10 +103,13 @@ pub struct Child {
 /// fork(2) with namespace flags: `clone3` with no stack, so the child goes on
 /// from this same point, as after fork. Returns `None` in the child.
 ///
-/// Call it only while the process is single-threaded: the child runs
-/// ordinary Rust code (allocation included) before it execs, which is only
-/// sound when no other thread can hold a lock at the moment of the clone.
-pub fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
+/// # Safety
+///
+/// The process must be single-threaded at the call: the child runs ordinary
+/// Rust code (allocation included) before it execs, and it has only the
+/// calling thread, so a lock another thread held at the moment of the clone
+/// (malloc's, stdio's) would stay locked in the child for ever.
+pub unsafe fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
     let mut pidfd: libc::c_int = -1;
     // SAFETY: a plain C struct of integers, for which all-zero is valid.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
@@ -111,7 +118,8 @@ pub fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
     args.exit_signal = libc::SIGCHLD as u64;
     // SAFETY: clone_args is fully initialised (zeroed, then set) and its
     // size passed; without CLONE_VM/stack the child gets a copy of our
-    // memory, exactly as with fork(2). See the single-thread rule above.
+    // memory, exactly as with fork(2). Our caller is single-threaded (the
+    // contract above), so no lock in that copy is held by a missing thread.
     let ret = unsafe {
         libc::syscall(libc::SYS_clone3, &mut args as *mut libc::clone_args, std::mem::size_of::<libc::clone_args>())
     };
@@ -131,6 +139,67 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<
         libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
     };
     check(ret).map(drop)
+}
+
+/// `waitid(P_PIDFD, pidfd, WEXITED)`: reaps the child behind `pidfd` and
+/// returns its `si_code` (`CLD_EXITED`, `CLD_KILLED`, ...) and `si_status`
+/// (the exit code, or the signal).
+pub fn waitid_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<(libc::c_int, libc::c_int)> {
+    // SAFETY: a plain C struct of integers, for which all-zero is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable siginfo_t; P_PIDFD takes the fd
+    // as the id. WEXITED reaps the child.
+    let ret = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
+    check(ret as libc::c_long)?;
+    // SAFETY: waitid filled a CLD_* record, for which si_status is valid.
+    let status = unsafe { info.si_status() };
+    Ok((info.si_code, status))
+}
+
+/// `prctl(PR_SET_NO_NEW_PRIVS, 1)`: no exec from here on can raise privileges.
+pub fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    check(ret as libc::c_long).map(drop)
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)`: the kernel sends `sig` when the parent dies.
+pub fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) };
+    check(ret as libc::c_long).map(drop)
+}
+
+/// Every signal's disposition back to SIG_DFL (SIGKILL and SIGSTOP have
+/// none to reset), the real-time ones included.
+pub fn default_signal_dispositions() -> io::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no code of ours in a handler.
+        unsafe { sigaction(sig, &dfl) }.map_err(io::Error::from)?;
+    }
+    // Real-time signals are not in nix's Signal enum; reset them by number.
+    for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: as above; failures for glibc-reserved numbers are harmless.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    Ok(())
+}
+
+/// `mallopt(M_ARENA_MAX, n)` where the C library is glibc (elsewhere there
+/// is no such knob, and nothing to do). It only shapes arenas made after it.
+pub fn malloc_arena_max(n: libc::c_int) {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes two integers; glibc serialises it internally.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, n);
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = n;
 }
 
 /// Marks every fd from `first` up close-on-exec, so that nothing the runner

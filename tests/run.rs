@@ -189,6 +189,8 @@ fn only_fds_0_to_2_reach_the_job() {
     ]);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
     let raw = std::os::fd::AsRawFd::as_raw_fd(&leak);
+    // SAFETY: the closure runs between fork and exec and only calls dup2,
+    // which is async-signal-safe; `leak` outlives the spawn.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
             if libc::dup2(raw, 7) < 0 {

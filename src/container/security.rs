@@ -4,9 +4,10 @@ use std::collections::HashSet;
 use std::io;
 
 use caps::{CapSet, Capability};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, sigaction};
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 
 use super::spec::{Caps, User};
+use crate::sys;
 
 /// Docker's default capability set: what a job keeps even as root.
 pub const KEPT_CAPS: [Capability; 14] = [
@@ -72,36 +73,20 @@ pub fn drop_privileges(user: User, policy: Caps) -> io::Result<()> {
 /// PR_SET_NO_NEW_PRIVS: setuid binaries and file capabilities in the image
 /// cannot raise the job above what it was given.
 pub fn no_new_privs() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    sys::set_no_new_privs()
 }
 
 /// The job dies with its runner: SIGKILL from the kernel when the runner
 /// goes, however it goes. A setuid clears this setting, so it is set again
 /// after the identity switch.
 pub fn die_with_parent() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    sys::set_parent_death_signal(libc::SIGKILL)
 }
 
 /// Resets every signal disposition to default and unblocks all signals.
 /// The runner ignores SIGPIPE (Rust's std does so at startup) and has
 /// signal-hook handlers installed; an exec'd job would inherit the ignore.
 pub fn reset_signals() -> io::Result<()> {
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in Signal::iterator() {
-        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL runs no code of ours in a handler.
-        unsafe { sigaction(sig, &dfl) }.map_err(io::Error::from)?;
-    }
-    // Real-time signals are not in nix's Signal enum; reset them by number.
-    for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
-        // SAFETY: as above; failures for glibc-reserved numbers are harmless.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
+    sys::default_signal_dispositions()?;
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
 }

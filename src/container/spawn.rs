@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
@@ -62,8 +62,14 @@ const NAMESPACES: libc::c_int =
 /// The child starts building its root at once; it waits for [`Launched::go`]
 /// before it drops privileges and execs.
 ///
-/// Must be called while the runner is single-threaded (see `sys::clone3`).
-pub fn spawn(spec: &Spec) -> io::Result<Launched> {
+///
+/// # Safety
+///
+/// The runner must be single-threaded at the call, as [`sys::clone3`]
+/// requires: the child runs ordinary Rust code (allocation included) up to
+/// its exec, and a lock held by another thread at the clone would never be
+/// released in it.
+pub unsafe fn spawn(spec: &Spec) -> io::Result<Launched> {
     let (go_r, go_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
 
@@ -73,7 +79,8 @@ pub fn spawn(spec: &Spec) -> io::Result<Launched> {
     let all = SigSet::all();
     let mut old = SigSet::empty();
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old)).map_err(io::Error::from)?;
-    let cloned = sys::clone3(NAMESPACES);
+    // SAFETY: our caller is single-threaded (this function's contract).
+    let cloned = unsafe { sys::clone3(NAMESPACES) };
     match cloned {
         Ok(None) => {
             drop(go_w);
@@ -217,21 +224,11 @@ fn read_some(f: &mut File, into: &mut Vec<u8>) -> io::Result<bool> {
 /// Reaps the child behind a pidfd and turns its status into an [`Exit`].
 fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Exit> {
     loop {
-        // SAFETY: a plain C struct of integers, for which all-zero is valid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is a valid, writable siginfo_t; P_PIDFD takes the fd
-        // as the id. WEXITED reaps the child.
-        let ret = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
-        if ret < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        // SAFETY: waitid filled a CLD_* record, for which si_status is valid.
-        let status = unsafe { info.si_status() };
-        return Ok(match info.si_code {
+        let (code, status) = match sys::waitid_pidfd(pidfd) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
+        return Ok(match code {
             libc::CLD_EXITED => Exit::Code(status),
             _ => Exit::Signaled(status),
         });

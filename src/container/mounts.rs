@@ -4,7 +4,7 @@
 //! (CVE-2021-30465, the runc symlink-exchange attack).
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -231,11 +231,6 @@ pub fn create_etc_file(root: BorrowedFd<'_>, name: &str) -> io::Result<File> {
     nix::fcntl::renameat(etc.as_fd(), tmp.as_str(), etc.as_fd(), name)
         .map_err(|e| ctx(e.into(), format!("replacing /etc/{name}")))?;
     Ok(f)
-}
-
-/// [`create_etc_file`] with its contents.
-pub fn write_etc_file(root: BorrowedFd<'_>, name: &str, contents: &str) -> io::Result<()> {
-    create_etc_file(root, name)?.write_all(contents.as_bytes())
 }
 
 /// Makes the directory `new_root` (a mount point) the job's `/` and drops

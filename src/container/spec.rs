@@ -36,8 +36,6 @@ pub enum SpecError {
     Name(String),
     #[error("no command given; usage: repeatr run [OPTIONS] -- CMD [ARGS...]")]
     NoCommand,
-    #[error("argument {0:?} contains a NUL byte")]
-    Nul(String),
 }
 
 /// The job's root filesystem, opened on the host.

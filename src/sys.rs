@@ -10,7 +10,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -250,6 +250,14 @@ pub fn set_mount_attrs(fd: BorrowedFd<'_>, attrs: u64) -> io::Result<()> {
         )
     };
     check(ret).map(drop)
+}
+
+/// A detached, recursive copy of the mount tree at `fd` with `attrs` set on
+/// every mount in it (so read-only reaches submounts too, unlike a remount).
+pub fn detached_copy(fd: BorrowedFd<'_>, attrs: u64) -> io::Result<OwnedFd> {
+    let tree = clone_tree(fd)?;
+    set_mount_attrs(tree.as_fd(), attrs)?;
+    Ok(tree)
 }
 
 /// Attaches the detached mount `tree` on top of the object `target` refers to.

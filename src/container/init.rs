@@ -1,7 +1,6 @@
 //! The child's side of the launch, from the clone to the exec, in order.
 //! It runs as pid 1 of the job's new pid namespace, inside new mount, uts,
-//! ipc and net namespaces. Every step says why it is where it is; the
-//! numbers refer to ../shared/notes/launch-checklist.md.
+//! ipc and net namespaces. Every step says why it is where it is.
 //!
 //! Failures are reported to the runner over the report pipe and the child
 //! exits; since everything it built lives in its own namespaces, its death
@@ -11,11 +10,11 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
-
-use nix::mount::MsFlags;
+use std::path::Path;
 
 use super::protocol::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER_ERROR, GoMessage, LaunchFailure};
 use super::spec::{NetMode, Rootfs, Spec};
+use super::syscall::{Linux, Syscall};
 use super::{mounts, rootfs, security};
 use crate::sys;
 
@@ -35,38 +34,14 @@ fn setup_err(what: &str) -> impl Fn(io::Error) -> LaunchFailure + '_ {
 
 /// Returns only with the reason the job could not be started.
 fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailure> {
-    // 4. Die with the runner; setsid so the job never shares the runner's
-    //    session (a terminal's job control must not reach around us).
+    // First, die with the runner: from here on the kernel kills us however
+    // the runner goes (one that died before this call is caught at the go,
+    // whose pipe then reads EOF). setsid so the job never shares the
+    // runner's session (a terminal's job control must not reach around us).
     security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
     let _ = nix::unistd::setsid();
 
-    // 5. Nothing mounted from here on may propagate back to the host.
-    nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| setup_err("making / rslave")(e.into()))?;
-
-    // 6. The root, on a tmpfs that only this mount namespace sees.
-    let root = rootfs::build(&spec.rootfs, &spec.mount_base).map_err(setup_err("building the rootfs"))?;
-    // Further trees, in path order, each resolved inside the root (so an
-    // earlier tree's symlink cannot send a later one out of it); before
-    // the binds, so nothing is ever placed under a host mount.
-    for (path, file) in &spec.wares {
-        rootfs::place(root.as_fd(), path, file).map_err(setup_err("placing an input"))?;
-    }
-
-    // 7-10. Kernel filesystems, /dev, the user's binds: each target
-    //       resolved inside the new root.
-    mounts::mount_proc_sys(root.as_fd()).map_err(setup_err("mounting /proc and /sys"))?;
-    mounts::mount_dev(root.as_fd()).map_err(setup_err("building /dev"))?;
-    mounts::mount_binds(root.as_fd(), &spec.mounts).map_err(setup_err("--mount"))?;
-
-    // 13. The hostname (its /etc files come with the runner's go below).
-    nix::unistd::sethostname(&spec.hostname).map_err(|e| setup_err("sethostname")(e.into()))?;
-
-    // 11-12. Into the new root for good; then hide and freeze what the
-    //        kernel exposes of the host.
-    mounts::pivot_into(root.as_fd()).map_err(setup_err("pivot_root"))?;
-    drop(root);
-    mounts::protect_kernel_paths().map_err(setup_err("masking kernel paths"))?;
+    build_and_enter_root(&Linux, spec)?;
     if spec.stdout_to_stderr {
         nix::unistd::dup2_stdout(std::io::stderr()).map_err(|e| setup_err("stdout")(e.into()))?;
     }
@@ -76,7 +51,9 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
         nix::unistd::dup2_stdin(null.as_fd()).map_err(|e| setup_err("stdin")(e.into()))?;
     }
 
-    // 14. The working directory, created if missing, checked to be inside.
+    // The working directory, created if missing (after the pivot, so it
+    // lands inside), then checked to be inside: getcwd of a directory
+    // outside the root would not be absolute.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     for d in &spec.make_dirs {
         make_dir(d).map_err(setup_err("creating a directory"))?;
@@ -105,14 +82,16 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
     let (mut hosts, mut resolv_conf) = (etc("hosts")?, etc("resolv.conf")?);
     drop(root);
 
-    // 15-17. Identity, capabilities, no_new_privs. A setuid clears the
-    //        death signal: set it again. Had the runner died in the gap,
-    //        the go below reads EOF and we exit.
+    // Identity and capabilities (in the order `drop_privileges` explains),
+    // then no_new_privs, so that nothing in the image can raise the job
+    // above them. A setuid clears the death signal: set it again. Had the
+    // runner died in the gap, the go below reads EOF and we exit.
     security::drop_privileges(spec.user, spec.caps).map_err(setup_err("dropping privileges"))?;
     security::no_new_privs().map_err(setup_err("PR_SET_NO_NEW_PRIVS"))?;
     security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
 
-    // 18. Clean signal state.
+    // Clean signal state: Rust's std ignores SIGPIPE and the runner has
+    // handlers installed; an exec'd job would inherit the ignores.
     security::reset_signals().map_err(setup_err("resetting signals"))?;
     let exec = prepare_exec(spec)?;
 
@@ -123,12 +102,51 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
     resolv_conf.write_all(go_msg.resolv_conf.as_bytes()).map_err(setup_err("writing /etc/resolv.conf"))?;
     drop((hosts, resolv_conf));
 
-    // 19. Nothing but 0-2 across the exec.
+    // Nothing but 0-2 across the exec (runc CVE-2024-21626: a leaked fd
+    // let the job's cwd sit in the host's mount namespace); right before
+    // the exec, so every fd opened on the way is covered.
     sys::cloexec_from(3).map_err(setup_err("close_range"))?;
 
-    // 21. exec; the report pipe is O_CLOEXEC, so its EOF tells the runner
-    //     the exec worked.
+    // exec; the report pipe is O_CLOEXEC, so its EOF tells the runner
+    // the exec worked.
     Ok(exec.run())
+}
+
+/// From the host's tree into the job's root, for good: built, filled,
+/// mounted into, pivoted into, its kernel paths masked. Generic over the
+/// [`Syscall`] seam so a test records the order of these steps without
+/// root; the launch runs them with [`Linux`].
+fn build_and_enter_root<S: Syscall>(s: &S, spec: &Spec) -> Result<(), LaunchFailure> {
+    // Before any other mount: nothing mounted from here on may propagate
+    // back to the host.
+    s.make_rslave(Path::new("/")).map_err(setup_err("making / rslave"))?;
+
+    // The root, on a tmpfs that only this mount namespace sees: the kernel
+    // takes it down when the job dies, even after a SIGKILL of the runner.
+    let root = rootfs::build(s, &spec.rootfs, &spec.mount_base).map_err(setup_err("building the rootfs"))?;
+    // Further trees, in path order, each resolved inside the root (so an
+    // earlier tree's symlink cannot send a later one out of it); before
+    // the binds, so nothing is ever placed under a host mount.
+    for (path, file) in &spec.wares {
+        rootfs::place(s, &root, path, file).map_err(setup_err("placing an input"))?;
+    }
+
+    // Kernel filesystems, /dev, the user's binds: once the root's content
+    // is complete, and each target resolved inside the new root, so that a
+    // symlink in the image cannot send a mount onto the host.
+    mounts::mount_proc_sys(s, &root).map_err(setup_err("mounting /proc and /sys"))?;
+    mounts::mount_dev(s, &root).map_err(setup_err("building /dev"))?;
+    mounts::mount_binds(s, &root, &spec.mounts).map_err(setup_err("--mount"))?;
+
+    // The hostname (its /etc files are written later, with the runner's go).
+    s.set_hostname(&spec.hostname).map_err(setup_err("sethostname"))?;
+
+    // Into the new root for good; then hide and freeze what the kernel
+    // exposes of the host, in the job's /proc and /sys, where `/` is the
+    // job's root and no path can lead out of it.
+    s.pivot_into(&root).map_err(setup_err("pivot_root"))?;
+    drop(root);
+    mounts::protect_kernel_paths(s).map_err(setup_err("masking kernel paths"))
 }
 
 /// After the pivot, so `/` is the job's root and nothing can lead out of it.
@@ -241,7 +259,171 @@ pub fn home_of(passwd: &str, uid: u32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::home_of;
+    use std::os::fd::AsRawFd;
+    use std::path::PathBuf;
+
+    use super::super::mounts::{MASKED_PATHS, READONLY_PATHS};
+    use super::super::recorder::Recorder;
+    use super::super::spec::{BindMount, Caps, User};
+    use super::*;
+
+    /// Stands for an fd the runner opened (a rootfs tree, a bind source, a
+    /// ware's tar); the recorder never reads it.
+    fn runner_fd() -> File {
+        File::open("/dev/null").unwrap()
+    }
+
+    fn spec(rootfs: Rootfs, mounts: Vec<BindMount>, wares: Vec<(PathBuf, File)>) -> Spec {
+        Spec {
+            id: "job".into(),
+            rootfs,
+            argv: vec!["/bin/true".into()],
+            env: Vec::new(),
+            workdir: "/".into(),
+            hostname: "job".into(),
+            user: User { uid: 0, gid: 0 },
+            mounts,
+            net: NetMode::None,
+            hosts: String::new(),
+            resolv_conf: String::new(),
+            mount_base: "/mnt/base".into(),
+            wares,
+            caps: Caps::DockerDefault,
+            make_dirs: Vec::new(),
+            stdout_to_stderr: false,
+        }
+    }
+
+    /// The masked paths that are directories on a host: they get a
+    /// read-only tmpfs, the files /dev/null.
+    const MASKED_DIRS: [&str; 5] =
+        ["/proc/acpi", "/proc/asound", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"];
+
+    /// What follows a complete root at `root`: /proc and /sys, then /dev,
+    /// every target resolved inside the root.
+    fn kernel_fs_steps(root: &str) -> String {
+        format!(
+            "check /proc, /sys and /dev at {root}
+            resolve {root}/proc in root {root}
+            mount proc on {root}/proc
+            resolve {root}/sys in root {root}
+            mount sysfs on {root}/sys
+            resolve {root}/dev in root {root}
+            mount tmpfs on {root}/dev (mode=755,size=65536k)
+            open {root}/dev in root {root}
+            make the /dev entries at {root}/dev
+            open {root}/dev/pts beneath {root}/dev
+            mount devpts on {root}/dev/pts (newinstance,ptmxmode=0666,mode=0620,gid=5)
+            open {root}/dev/shm beneath {root}/dev
+            mount tmpfs on {root}/dev/shm (mode=1777,size=65536k)"
+        )
+    }
+
+    /// The pivot into `root`, and after it, with `/` the job's root, the
+    /// masks: each path opened inside that root, then covered.
+    fn entering_steps(root: &str) -> String {
+        let mut steps = format!(
+            "hostname job
+            pivot into {root}
+            open /
+            open /dev/null in root /
+            check /dev/null at /dev/null"
+        );
+        for path in MASKED_PATHS {
+            let cover = if MASKED_DIRS.contains(&path) {
+                format!("mount tmpfs on {path} (size=0)")
+            } else {
+                format!("bind /dev/null on {path}")
+            };
+            steps += &format!("\nopen {path} in root /\n{cover}");
+        }
+        for path in READONLY_PATHS {
+            steps += &format!("\nopen {path} in root /\nbind {path} on {path}");
+        }
+        steps
+    }
+
+    /// Fails at the first step out of place, with the whole log to read.
+    fn assert_steps(rec: &Recorder, want: &str) {
+        let got = rec.calls();
+        let want: Vec<&str> = want.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let log = got.join("\n");
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(got.get(i).map(String::as_str), Some(*w), "step {i} differs; the steps were:\n{log}");
+        }
+        assert_eq!(got.len(), want.len(), "steps after the last expected one; the steps were:\n{log}");
+    }
+
+    /// Every step in order, so a reordering fails here: a mount onto a
+    /// target not resolved inside the root, /proc before the root is
+    /// complete, a bind before the wares are placed, a mask before the pivot.
+    #[test]
+    fn mount_steps_of_a_directory_rootfs_with_a_ware_and_a_bind() {
+        let (tree, source) = (OwnedFd::from(runner_fd()), OwnedFd::from(runner_fd()));
+        let (tree_fd, source_fd) = (tree.as_raw_fd(), source.as_raw_fd());
+        let bind = BindMount {
+            source_path: "/srv/data".into(),
+            source,
+            source_is_dir: true,
+            target: "/data".into(),
+            readonly: true,
+        };
+        let spec =
+            spec(Rootfs::Dir { tree, owner: (0, 0, 0o755) }, vec![bind], vec![("/opt/tool".into(), runner_fd())]);
+        let rec = Recorder::with_dirs(&MASKED_DIRS);
+        build_and_enter_root(&rec, &spec).unwrap();
+
+        let root = "/mnt/base/merged";
+        let want = format!(
+            "rslave /
+            open /
+            open /mnt/base beneath /
+            mount tmpfs on /mnt/base (mode=755)
+            open /mnt/base
+            make lower, upper, work and merged at /mnt/base
+            open /mnt/base/upper beneath /mnt/base
+            give upper the source root's owner and mode at /mnt/base/upper
+            open /mnt/base/lower beneath /mnt/base
+            attach fd {tree_fd} on /mnt/base/lower
+            open /mnt/base/lower beneath /mnt/base
+            open /mnt/base/work beneath /mnt/base
+            open /mnt/base/merged beneath /mnt/base
+            mount overlay on {root} (lowerdir=fd(/mnt/base/lower),upperdir=fd(/mnt/base/upper),workdir=fd(/mnt/base/work))
+            open {root} beneath /mnt/base
+            resolve {root}/opt/tool in root {root}
+            open {root}/opt/tool beneath {root}/opt/tool
+            unpack a ware at {root}/opt/tool
+            {kernel_fs}
+            resolve {root}/data in root {root}
+            attach fd {source_fd} on {root}/data
+            {entering}",
+            kernel_fs = kernel_fs_steps(root),
+            entering = entering_steps(root),
+        );
+        assert_steps(&rec, &want);
+    }
+
+    #[test]
+    fn mount_steps_of_a_tar_rootfs() {
+        let spec = spec(Rootfs::Tar { file: runner_fd(), from_stdin: false }, Vec::new(), Vec::new());
+        let rec = Recorder::with_dirs(&MASKED_DIRS);
+        build_and_enter_root(&rec, &spec).unwrap();
+
+        let root = "/mnt/base";
+        let want = format!(
+            "rslave /
+            open /
+            open /mnt/base beneath /
+            mount tmpfs on /mnt/base (mode=755)
+            open /mnt/base
+            unpack the rootfs at /mnt/base
+            {kernel_fs}
+            {entering}",
+            kernel_fs = kernel_fs_steps(root),
+            entering = entering_steps(root),
+        );
+        assert_steps(&rec, &want);
+    }
 
     #[test]
     fn home_comes_from_the_images_passwd() {

@@ -7,6 +7,9 @@
 //! - `protocol`: what travels over those pipes, and the launch's exit codes;
 //! - `init`: the child's side, from clone to exec, step by step;
 //! - `rootfs`, `mounts`: building the job's root inside its mount namespace;
+//! - `resolve`: paths inside that root, looked up as if it were `/`;
+//! - `syscall`: the seam those steps run through (the kernel, or a test's
+//!   recorder), so that their order is checked without root;
 //! - `security`: capabilities, no_new_privs, signal reset, fd hygiene;
 //! - `signals`: forwarding the runner's signals to the job;
 //! - `tar`: safe unpacking of rootfs tars.
@@ -14,11 +17,15 @@
 pub mod init;
 pub mod mounts;
 pub mod protocol;
+#[cfg(test)]
+mod recorder;
+pub mod resolve;
 pub mod rootfs;
 pub mod security;
 pub mod signals;
 pub mod spawn;
 pub mod spec;
+pub mod syscall;
 pub mod tar;
 
 pub use protocol::GoMessage;

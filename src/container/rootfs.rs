@@ -7,6 +7,7 @@
 //!   never touched;
 //! - a tar is unpacked into that tmpfs.
 
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -14,42 +15,32 @@ use std::path::Path;
 use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 
-use super::mounts::mount_fs;
+use super::resolve::Create;
 use super::spec::Rootfs;
+use super::syscall::Syscall;
 use super::tar;
-use crate::sys::{self, Resolve};
+use crate::sys::Resolve;
 
 /// Builds the root on a fresh tmpfs at `base` and returns an fd of it
 /// (a mount point, as pivot_root wants).
-pub fn build(rootfs: &Rootfs, base: &Path) -> io::Result<OwnedFd> {
-    let base_fd = sys::openat2(
-        std::fs::File::open("/")?.as_fd(),
-        base.strip_prefix("/").unwrap_or(base),
-        libc::O_PATH | libc::O_DIRECTORY,
-        0,
-        Resolve::Beneath,
-    )?;
-    mount_fs("tmpfs", base_fd.as_fd(), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755"))?;
+pub fn build<S: Syscall>(s: &S, rootfs: &Rootfs, base: &Path) -> io::Result<S::Fd> {
+    let rel = base.strip_prefix("/").unwrap_or(base);
+    let base_fd = s.open_at(&s.open_dir(Path::new("/"))?, rel, libc::O_PATH | libc::O_DIRECTORY, Resolve::Beneath)?;
+    s.mount_fs("tmpfs", &base_fd, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755"))?;
     // The fd from before names the directory under the new tmpfs.
-    let tmpfs = open_dir(base)?;
+    let tmpfs = s.open_dir(base)?;
     match rootfs {
-        Rootfs::Dir { tree, owner } => overlay(tree, *owner, &tmpfs),
+        Rootfs::Dir { tree, owner } => overlay(s, tree, *owner, &tmpfs),
         Rootfs::Tar { file, .. } => {
-            let reader = tar::decompressed(Box::new(file.try_clone()?)).map_err(io::Error::other)?;
-            let stats = tar::unpack(reader, tmpfs.as_fd()).map_err(io::Error::other)?;
-            log::debug!("unpacked {} entries, {} bytes", stats.entries, stats.bytes);
+            s.fs_work(&tmpfs, "unpack the rootfs", |dir| {
+                let reader = tar::decompressed(Box::new(file.try_clone()?)).map_err(io::Error::other)?;
+                let stats = tar::unpack(reader, dir).map_err(io::Error::other)?;
+                log::debug!("unpacked {} entries, {} bytes", stats.entries, stats.bytes);
+                Ok(())
+            })?;
             Ok(tmpfs)
         }
     }
-}
-
-fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    nix::fcntl::open(
-        path,
-        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io::Error::from)
 }
 
 /// overlay(lower = the directory, upper + work on the tmpfs) mounted at
@@ -57,43 +48,54 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 /// string cannot then be confused by ',' or ':' in a host path, and the
 /// lower is the very directory the runner opened (its detached copy,
 /// attached here at `tmpfs/lower`).
-fn overlay(lower_tree: &OwnedFd, (uid, gid, mode): (u32, u32, u32), tmpfs: &OwnedFd) -> io::Result<OwnedFd> {
-    for name in ["lower", "upper", "work", "merged"] {
-        nix::sys::stat::mkdirat(tmpfs.as_fd(), name, Mode::from_bits_truncate(0o755)).map_err(io::Error::from)?;
-    }
+fn overlay<S: Syscall>(
+    s: &S,
+    lower_tree: &OwnedFd,
+    (uid, gid, mode): (u32, u32, u32),
+    tmpfs: &S::Fd,
+) -> io::Result<S::Fd> {
+    s.fs_work(tmpfs, "make lower, upper, work and merged", |tmpfs| {
+        for name in ["lower", "upper", "work", "merged"] {
+            nix::sys::stat::mkdirat(tmpfs, name, Mode::from_bits_truncate(0o755)).map_err(io::Error::from)?;
+        }
+        Ok(())
+    })?;
     // The merged root shows the upper dir's owner and mode: copy the
     // source root's, or every image would get a root-owned 0755 `/`.
-    let upper =
-        sys::openat2(tmpfs.as_fd(), Path::new("upper"), libc::O_DIRECTORY | libc::O_RDONLY, 0, Resolve::Beneath)?;
-    nix::unistd::fchown(upper.as_fd(), Some(uid.into()), Some(gid.into())).map_err(io::Error::from)?;
-    nix::sys::stat::fchmod(upper.as_fd(), Mode::from_bits_truncate(mode)).map_err(io::Error::from)?;
-    let lower_dir = sys::openat2(tmpfs.as_fd(), Path::new("lower"), libc::O_PATH, 0, Resolve::Beneath)?;
-    sys::move_mount_onto(lower_tree.as_fd(), lower_dir.as_fd())?;
+    let upper = s.open_at(tmpfs, Path::new("upper"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::Beneath)?;
+    s.fs_work(&upper, "give upper the source root's owner and mode", |upper| {
+        nix::unistd::fchown(upper, Some(uid.into()), Some(gid.into())).map_err(io::Error::from)?;
+        nix::sys::stat::fchmod(upper, Mode::from_bits_truncate(mode)).map_err(io::Error::from)
+    })?;
+    let lower_dir = s.open_at(tmpfs, Path::new("lower"), libc::O_PATH, Resolve::Beneath)?;
+    s.attach(lower_tree.as_fd(), &lower_dir)?;
     // Reopen: the fd from before the attach names the directory under it.
-    let lower = sys::openat2(tmpfs.as_fd(), Path::new("lower"), libc::O_PATH, 0, Resolve::Beneath)?;
-    let work = sys::openat2(tmpfs.as_fd(), Path::new("work"), libc::O_PATH, 0, Resolve::Beneath)?;
-    let merged = sys::openat2(tmpfs.as_fd(), Path::new("merged"), libc::O_PATH, 0, Resolve::Beneath)?;
+    let lower = s.open_at(tmpfs, Path::new("lower"), libc::O_PATH, Resolve::Beneath)?;
+    let work = s.open_at(tmpfs, Path::new("work"), libc::O_PATH, Resolve::Beneath)?;
+    let merged = s.open_at(tmpfs, Path::new("merged"), libc::O_PATH, Resolve::Beneath)?;
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
-        sys::fd_path(lower.as_fd()).to_string_lossy(),
-        sys::fd_path(upper.as_fd()).to_string_lossy(),
-        sys::fd_path(work.as_fd()).to_string_lossy(),
+        s.fd_path(&lower).to_string_lossy(),
+        s.fd_path(&upper).to_string_lossy(),
+        s.fd_path(&work).to_string_lossy(),
     );
-    mount_fs("overlay", merged.as_fd(), MsFlags::empty(), Some(&data)).map_err(|e| {
+    s.mount_fs("overlay", &merged, MsFlags::empty(), Some(&data)).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("{e} (is the rootfs directory on a filesystem overlayfs accepts as a lower layer?)"),
         )
     })?;
-    sys::openat2(tmpfs.as_fd(), Path::new("merged"), libc::O_DIRECTORY | libc::O_RDONLY, 0, Resolve::Beneath)
+    s.open_at(tmpfs, Path::new("merged"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::Beneath)
 }
 
 /// Unpacks the tar in `file` at `path` inside `root` (created if missing,
 /// resolved as if `root` were `/`).
-pub fn place(root: std::os::fd::BorrowedFd<'_>, path: &Path, file: &std::fs::File) -> io::Result<()> {
-    let at = super::mounts::resolve_in_root(root, path, super::mounts::Create::Dir)?;
-    let dir = sys::openat2(at.as_fd(), Path::new("."), libc::O_DIRECTORY | libc::O_RDONLY, 0, Resolve::Beneath)?;
-    let reader = tar::decompressed(Box::new(file.try_clone()?)).map_err(io::Error::other)?;
-    tar::unpack(reader, dir.as_fd()).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-    Ok(())
+pub fn place<S: Syscall>(s: &S, root: &S::Fd, path: &Path, file: &File) -> io::Result<()> {
+    let at = s.resolve_in_root(root, path, Create::Dir)?;
+    let dir = s.open_at(&at, Path::new("."), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::Beneath)?;
+    s.fs_work(&dir, "unpack a ware", |dir| {
+        let reader = tar::decompressed(Box::new(file.try_clone()?)).map_err(io::Error::other)?;
+        tar::unpack(reader, dir).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        Ok(())
+    })
 }

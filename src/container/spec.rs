@@ -9,6 +9,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::sys;
+
 /// The default PATH every job gets unless `--env PATH=...` says otherwise.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -154,7 +156,7 @@ pub fn open_rootfs(arg: &Path) -> Result<Rootfs, SpecError> {
     if meta.is_dir() {
         let fd = open_path(arg).map_err(open_err)?;
         let owner = dir_owner_mode(&fd).map_err(open_err)?;
-        let tree = detached_copy(&fd, libc::MOUNT_ATTR_RDONLY).map_err(open_err)?;
+        let tree = sys::detached_copy(fd.as_fd(), libc::MOUNT_ATTR_RDONLY).map_err(open_err)?;
         Ok(Rootfs::Dir { tree, owner })
     } else if meta.is_file() {
         Ok(Rootfs::Tar { file: File::open(arg).map_err(open_err)?, from_stdin: false })
@@ -169,14 +171,6 @@ fn open_path(path: &Path) -> io::Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path)?;
     Ok(f.into())
-}
-
-/// A detached, recursive copy of the mount tree at `fd` with `attrs` set on
-/// every mount in it (so read-only reaches submounts too, unlike a remount).
-fn detached_copy(fd: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
-    let tree = crate::sys::clone_tree(fd.as_fd())?;
-    crate::sys::set_mount_attrs(tree.as_fd(), attrs)?;
-    Ok(tree)
 }
 
 /// Parses `SRC:DST[:ro|:rw]` and opens SRC.
@@ -214,7 +208,7 @@ pub fn parse_mount(spec: &str) -> Result<BindMount, SpecError> {
     if readonly {
         attrs |= libc::MOUNT_ATTR_RDONLY;
     }
-    let tree = detached_copy(&source, attrs).map_err(open_err)?;
+    let tree = sys::detached_copy(source.as_fd(), attrs).map_err(open_err)?;
     Ok(BindMount { source_path: src_path.clone(), source: tree, source_is_dir: meta.is_dir(), target, readonly })
 }
 

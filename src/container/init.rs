@@ -343,10 +343,29 @@ mod tests {
         steps
     }
 
-    /// Fails at the first step out of place, with the whole log to read.
-    fn assert_steps(rec: &Recorder, want: &str) {
-        let got = rec.calls();
+    /// Runs `spec`'s mount steps through a recorder and checks them, in
+    /// this order: / made rslave and the tmpfs at the mount base; the
+    /// root's `content`; the kernel filesystems; the `binds`; the pivot into
+    /// `root` and the masks. Fails at the first step out of place, with the
+    /// whole log to read.
+    fn assert_steps(spec: &Spec, root: &str, content: &str, binds: &str) {
+        let rec = Recorder::with_dirs(&MASKED_DIRS);
+        build_and_enter_root(&rec, spec).unwrap();
+        let want = format!(
+            "rslave /
+            open /
+            open /mnt/base beneath /
+            mount tmpfs on /mnt/base (mode=755)
+            open /mnt/base
+            {content}
+            {kernel_fs}
+            {binds}
+            {entering}",
+            kernel_fs = kernel_fs_steps(root),
+            entering = entering_steps(root),
+        );
         let want: Vec<&str> = want.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let got = rec.calls();
         let log = got.join("\n");
         for (i, w) in want.iter().enumerate() {
             assert_eq!(got.get(i).map(String::as_str), Some(*w), "step {i} differs; the steps were:\n{log}");
@@ -370,17 +389,9 @@ mod tests {
         };
         let spec =
             spec(Rootfs::Dir { tree, owner: (0, 0, 0o755) }, vec![bind], vec![("/opt/tool".into(), runner_fd())]);
-        let rec = Recorder::with_dirs(&MASKED_DIRS);
-        build_and_enter_root(&rec, &spec).unwrap();
-
         let root = "/mnt/base/merged";
-        let want = format!(
-            "rslave /
-            open /
-            open /mnt/base beneath /
-            mount tmpfs on /mnt/base (mode=755)
-            open /mnt/base
-            make lower, upper, work and merged at /mnt/base
+        let content = format!(
+            "make lower, upper, work and merged at /mnt/base
             open /mnt/base/upper beneath /mnt/base
             give upper the source root's owner and mode at /mnt/base/upper
             open /mnt/base/lower beneath /mnt/base
@@ -392,37 +403,19 @@ mod tests {
             open {root} beneath /mnt/base
             resolve {root}/opt/tool in root {root}
             open {root}/opt/tool beneath {root}/opt/tool
-            unpack a ware at {root}/opt/tool
-            {kernel_fs}
-            resolve {root}/data in root {root}
-            attach fd {source_fd} on {root}/data
-            {entering}",
-            kernel_fs = kernel_fs_steps(root),
-            entering = entering_steps(root),
+            unpack a ware at {root}/opt/tool"
         );
-        assert_steps(&rec, &want);
+        let binds = format!(
+            "resolve {root}/data in root {root}
+            attach fd {source_fd} on {root}/data"
+        );
+        assert_steps(&spec, root, &content, &binds);
     }
 
     #[test]
     fn mount_steps_of_a_tar_rootfs() {
         let spec = spec(Rootfs::Tar { file: runner_fd(), from_stdin: false }, Vec::new(), Vec::new());
-        let rec = Recorder::with_dirs(&MASKED_DIRS);
-        build_and_enter_root(&rec, &spec).unwrap();
-
-        let root = "/mnt/base";
-        let want = format!(
-            "rslave /
-            open /
-            open /mnt/base beneath /
-            mount tmpfs on /mnt/base (mode=755)
-            open /mnt/base
-            unpack the rootfs at /mnt/base
-            {kernel_fs}
-            {entering}",
-            kernel_fs = kernel_fs_steps(root),
-            entering = entering_steps(root),
-        );
-        assert_steps(&rec, &want);
+        assert_steps(&spec, "/mnt/base", "unpack the rootfs at /mnt/base", "");
     }
 
     #[test]

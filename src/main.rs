@@ -7,5 +7,5 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    std::process::exit(repeatr::cli::main());
+    std::process::exit(repeatr::main());
 }

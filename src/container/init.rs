@@ -20,8 +20,8 @@ use super::{mounts, rootfs, security};
 use crate::sys;
 
 /// Never returns: either execs the job or exits with a reported failure.
-pub fn child_main(spec: &Spec, go: OwnedFd, report: OwnedFd) -> ! {
-    let failure = match setup_and_exec(spec, go) {
+pub fn child_main(spec: &Spec, mount_base: &std::path::Path, go: OwnedFd, report: OwnedFd) -> ! {
+    let failure = match setup_and_exec(spec, mount_base, go) {
         Ok(f) | Err(f) => f,
     };
     let mut report = File::from(report);
@@ -34,7 +34,7 @@ fn setup_err(what: &str) -> impl Fn(io::Error) -> LaunchFailure + '_ {
 }
 
 /// Returns only with the reason the job could not be started.
-fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailure> {
+fn setup_and_exec(spec: &Spec, mount_base: &std::path::Path, go: OwnedFd) -> Result<LaunchFailure, LaunchFailure> {
     // 4. Die with the runner; setsid so the job never shares the runner's
     //    session (a terminal's job control must not reach around us).
     security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
@@ -45,7 +45,7 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
         .map_err(|e| setup_err("making / rslave")(e.into()))?;
 
     // 6. The root, on a tmpfs that only this mount namespace sees.
-    let root = rootfs::build(&spec.rootfs, &spec.mount_base).map_err(setup_err("building the rootfs"))?;
+    let root = rootfs::build(&spec.rootfs, mount_base).map_err(setup_err("building the rootfs"))?;
     // Further trees, in path order, each resolved inside the root (so an
     // earlier tree's symlink cannot send a later one out of it); before
     // the binds, so nothing is ever placed under a host mount.

@@ -116,8 +116,12 @@ const NAMESPACES: libc::c_int =
 /// The child starts building its root at once; it waits for [`Launched::go`]
 /// before it drops privileges and execs.
 ///
+/// `mount_base` is an empty host directory (absolute, without symlinks)
+/// that the child mounts its private tmpfs on, inside its own mount
+/// namespace only.
+///
 /// Must be called while the runner is single-threaded (see `sys::clone3`).
-pub fn spawn(spec: &Spec) -> io::Result<Launched> {
+pub fn spawn(spec: &Spec, mount_base: &std::path::Path) -> io::Result<Launched> {
     let (go_r, go_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
 
@@ -132,7 +136,7 @@ pub fn spawn(spec: &Spec) -> io::Result<Launched> {
         Ok(None) => {
             drop(go_w);
             drop(report_r);
-            super::init::child_main(spec, go_r, report_w)
+            super::init::child_main(spec, mount_base, go_r, report_w)
         }
         Ok(Some(child)) => {
             pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;

@@ -1,16 +1,17 @@
 //! The shared bridge all bridge-networked jobs plug into.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
+use super::address::add_address;
+use super::error::NetworkError;
+use super::iface::{check_ifname, check_mtu, mac_for_ip};
 use super::link::{get_link, host_socket, link_info, set_up};
 use super::netlink::{Netlink, NlError};
-use super::{NetworkError, check_ifname, mac_for_ip};
 
 /// Creates the bridge `name` if it is missing, else makes sure it is up and
 /// carries `gateway`/prefix; returns its ifindex. Safe to race with other
@@ -35,7 +36,7 @@ pub(crate) fn ensure_bridge_with(
 ) -> Result<u32, NetworkError> {
     check_ifname(name)?;
     check_gateway(name, gateway, subnet)?;
-    super::veth::check_mtu(name, mtu)?;
+    check_mtu(name, mtu)?;
 
     let lookup =
         |nl: &mut Netlink| get_link(nl, name).map_err(|e| NetworkError::netlink(format!("look up bridge {name}"), e));
@@ -98,35 +99,6 @@ fn create_bridge(nl: &mut Netlink, name: &str, gateway: Ipv4Addr, mtu: u32) -> R
     msg.attributes.push(LinkAttribute::Mtu(mtu));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
     nl.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
-}
-
-/// Adds `ip/prefix` to link `index`; already there is success (the kernel
-/// answers EEXIST for the same local address and mask).
-pub(crate) fn add_address(nl: &mut Netlink, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), NlError> {
-    match nl.request(address_message(index, ip, prefix), NLM_F_CREATE | NLM_F_EXCL) {
-        Err(e) if e.raw() == Some(libc::EEXIST) => Ok(()),
-        r => r,
-    }
-}
-
-/// The NEWADDR for `ip/prefix` on link `index`.
-pub(crate) fn address_message(index: u32, ip: Ipv4Addr, prefix: u8) -> RouteNetlinkMessage {
-    let mut msg = AddressMessage::default();
-    msg.header.family = AddressFamily::Inet;
-    msg.header.prefix_len = prefix;
-    msg.header.index = index;
-    // IPv4 keeps the interface's own address in IFA_LOCAL; IFA_ADDRESS is
-    // the peer on point-to-point links and must equal it elsewhere.
-    msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-    msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
-    // Without IFA_BROADCAST the kernel sets none (unlike `ip addr add`'s
-    // usual `brd +`), and subnet broadcasts would not be recognised.
-    if let Ok(net) = Ipv4Net::new(ip, prefix)
-        && prefix < 31
-    {
-        msg.attributes.push(AddressAttribute::Broadcast(net.broadcast()));
-    }
-    RouteNetlinkMessage::NewAddress(msg)
 }
 
 #[cfg(test)]

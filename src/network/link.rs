@@ -4,8 +4,9 @@
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 
+use super::error::NetworkError;
+use super::iface::check_ifname;
 use super::netlink::{Netlink, NlError};
-use super::{NetworkError, check_ifname};
 
 /// Every netns gets its loopback device first, so it is always ifindex 1
 /// (LOOPBACK_IFINDEX in the kernel).

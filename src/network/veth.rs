@@ -11,10 +11,11 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::bridge::address_message;
+use super::address::address_message;
+use super::error::NetworkError;
+use super::iface::{check_ifname, check_mtu, mac_for_ip};
 use super::link::{LOOPBACK_IFINDEX, delete_link_with, get_link, host_socket, link_name, up_message};
 use super::netlink::{Netlink, NlError};
-use super::{NetworkError, check_ifname, mac_for_ip};
 
 /// The job end's name inside its netns.
 pub const JOB_IFNAME: &str = "eth0";
@@ -30,19 +31,6 @@ pub struct VethSpec {
     pub prefix: u8,
     pub gateway: Ipv4Addr,
     pub mtu: u32,
-}
-
-pub(crate) fn check_mtu(name: &str, mtu: u32) -> Result<(), NetworkError> {
-    // 68 is the IPv4 minimum (RFC 791); 65535 the largest an IPv4 packet
-    // can use, and what the kernel's bridge and veth accept at most.
-    if (68..=65535).contains(&mtu) {
-        Ok(())
-    } else {
-        Err(NetworkError::Unexpected {
-            op: format!("configure {name}"),
-            reason: format!("MTU {mtu} outside 68..=65535"),
-        })
-    }
 }
 
 fn check_spec(spec: &VethSpec) -> Result<(), NetworkError> {

@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::error::NetworkError;
+use crate::config::MTU_RANGE;
 
 /// Linux interface names are at most IFNAMSIZ - 1 bytes.
 pub const IFNAMSIZ_MAX: usize = 15;
@@ -26,15 +27,14 @@ pub fn check_ifname(name: &str) -> Result<(), NetworkError> {
     Ok(())
 }
 
+/// Refuses an MTU outside config's [`MTU_RANGE`].
 pub(crate) fn check_mtu(name: &str, mtu: u32) -> Result<(), NetworkError> {
-    // 68 is the IPv4 minimum (RFC 791); 65535 the largest an IPv4 packet
-    // can use, and what the kernel's bridge and veth accept at most.
-    if (68..=65535).contains(&mtu) {
+    if MTU_RANGE.contains(&mtu) {
         Ok(())
     } else {
         Err(NetworkError::Unexpected {
             op: format!("configure {name}"),
-            reason: format!("MTU {mtu} outside 68..=65535"),
+            reason: format!("MTU {mtu} outside {MTU_RANGE:?}"),
         })
     }
 }
@@ -60,6 +60,14 @@ mod tests {
         assert!(check_ifname("a/b").is_err());
         assert!(check_ifname("a b").is_err());
         assert!(check_ifname("..").is_err());
+    }
+
+    #[test]
+    fn mtu_within_config_range() {
+        assert!(check_mtu("b", 68).is_ok() && check_mtu("b", 65535).is_ok());
+        let e = check_mtu("b", 67).unwrap_err().to_string();
+        assert_eq!(e, "configure b: MTU 67 outside 68..=65535");
+        assert!(check_mtu("b", 65536).is_err());
     }
 
     #[test]

@@ -33,15 +33,6 @@ impl NetworkError {
     pub(super) fn netlink(op: impl Into<String>, e: NlError) -> Self {
         NetworkError::Netlink { op: op.into(), source: e.errno, ext_ack: e.ext_ack }
     }
-
-    /// Folds the errors a multi-step operation collected: none is success.
-    pub fn collect(mut errors: Vec<NetworkError>) -> Result<(), NetworkError> {
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(NetworkError::Multiple(errors)),
-        }
-    }
 }
 
 fn ext_ack_suffix(ext: &Option<String>) -> String {

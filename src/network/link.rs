@@ -22,24 +22,14 @@ pub(crate) struct LinkInfo {
     pub index: u32,
     pub up: bool,
     pub kind: Option<String>,
-    pub mac: Option<Vec<u8>>,
-    pub mtu: Option<u32>,
     pub master: Option<u32>,
 }
 
 pub(crate) fn link_info(msg: &LinkMessage) -> LinkInfo {
-    let mut info = LinkInfo {
-        index: msg.header.index,
-        up: msg.header.flags.contains(LinkFlags::Up),
-        kind: None,
-        mac: None,
-        mtu: None,
-        master: None,
-    };
+    let mut info =
+        LinkInfo { index: msg.header.index, up: msg.header.flags.contains(LinkFlags::Up), kind: None, master: None };
     for a in &msg.attributes {
         match a {
-            LinkAttribute::Address(m) => info.mac = Some(m.clone()),
-            LinkAttribute::Mtu(m) => info.mtu = Some(*m),
             LinkAttribute::Controller(m) => info.master = Some(*m),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
@@ -115,7 +105,7 @@ pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
     list_links(|name, _| name.starts_with(prefix))
 }
 
-/// Retired host veths (see [`retire_link`]) still enslaved to `bridge`:
+/// Retired host veths (see [`HostNet::retire_link`](super::HostNet::retire_link)) still enslaved to `bridge`:
 /// what `repeatr gc` deletes for that bridge's config.
 pub fn retired_ports(bridge: &str) -> Result<Vec<String>, NetworkError> {
     let mut nl = host_socket()?;
@@ -151,7 +141,7 @@ pub fn loopback_up() -> Result<(), NetworkError> {
 /// Names of retired host veths: `rpt~` and the link's ifindex in hex. An
 /// ifindex is unique among the links that exist, so two retirees never
 /// clash, whatever bridge or slot they came from; `~` occurs in no bridge
-/// or job veth name. See [`retire_link`].
+/// or job veth name. See [`HostNet::retire_link`](super::HostNet::retire_link).
 pub const RETIRED_PREFIX: &str = "rpt~";
 
 /// Frees the name of a job's host veth at teardown without waiting for
@@ -162,15 +152,12 @@ pub const RETIRED_PREFIX: &str = "rpt~";
 /// down and rename); the kernel destroys the pair anyway when the job's
 /// netns goes, which it does once the job has exited. Ok(false) if the link is
 /// gone already. `repeatr gc` deletes a retiree something keeps alive.
-pub fn retire_link(name: &str) -> Result<bool, NetworkError> {
-    retire_link_with(&mut host_socket()?, name, None)
-}
-
-/// [`retire_link`] on an open socket; `index` is the link's ifindex if the
-/// caller knows it (from creating it), which saves looking it up. An
-/// ifindex is not reused while the kernel has others to hand out, so a
-/// known one still names this link or none.
-pub(crate) fn retire_link_with(nl: &mut Netlink, name: &str, index: Option<u32>) -> Result<bool, NetworkError> {
+///
+/// `index` is the link's ifindex if the caller knows it (from creating
+/// it), which saves looking it up. An ifindex is not reused while the
+/// kernel has others to hand out, so a known one still names this link or
+/// none.
+pub(crate) fn retire_link(nl: &mut Netlink, name: &str, index: Option<u32>) -> Result<bool, NetworkError> {
     check_ifname(name)?;
     let index = match index {
         Some(i) => i,

@@ -5,8 +5,9 @@
 //! (with `/proc/PID/ns/net`), `create_pending` while its lease is being
 //! taken and `finish_pending` once it is known, and `retire_link` on the
 //! host veth at teardown (the kernel destroys the pair with the job's
-//! netns). The free functions ([`ensure_bridge`], [`attach_job`],
-//! [`retire_link`], ...) open a socket per call, for `gc` and tests.
+//! netns). The free functions ([`ensure_bridge`], [`delete_link`],
+//! [`links_with_prefix`], [`retired_ports`], [`host_ipv4_routes`]) open a
+//! socket per call, for `gc` and tests.
 //! `--net none` jobs call [`loopback_up`] themselves, inside their new netns.
 
 mod address;
@@ -25,9 +26,9 @@ use ipnet::Ipv4Net;
 pub use bridge::ensure_bridge;
 pub use error::NetworkError;
 pub use iface::{IFNAMSIZ_MAX, check_ifname, mac_for_ip};
-pub use link::{RETIRED_PREFIX, delete_link, links_with_prefix, loopback_up, retire_link, retired_ports};
+pub use link::{RETIRED_PREFIX, delete_link, links_with_prefix, loopback_up, retired_ports};
 pub use routes::host_ipv4_routes;
-pub use veth::{AttachedVeth, PENDING_PREFIX, PendingVeth, VethSpec, attach_job};
+pub use veth::{AttachedVeth, PENDING_PREFIX, PendingVeth, VethSpec};
 
 /// One rtnetlink socket in the host netns for all of a job's host-side
 /// steps: the bridge check, the veth, its retirement. The free functions
@@ -91,8 +92,9 @@ impl HostNet {
         link::delete_link_with(&mut self.nl, name)
     }
 
-    /// See [`retire_link`]; `index` if known saves a lookup.
+    /// See `link::retire_link`: frees the host veth's name at teardown
+    /// (down, renamed to `rpt~<ifindex>`); `index` if known saves a lookup.
     pub fn retire_link(&mut self, name: &str, index: Option<u32>) -> Result<bool, NetworkError> {
-        link::retire_link_with(&mut self.nl, name, index)
+        link::retire_link(&mut self.nl, name, index)
     }
 }

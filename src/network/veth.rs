@@ -14,7 +14,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use super::address::address_message;
 use super::error::NetworkError;
 use super::iface::{check_ifname, check_mtu, mac_for_ip};
-use super::link::{LOOPBACK_IFINDEX, delete_link_with, get_link, host_socket, link_name, up_message};
+use super::link::{LOOPBACK_IFINDEX, delete_link_with, get_link, link_name, up_message};
 use super::netlink::{Netlink, NlError};
 
 /// The job end's name inside its netns.
@@ -66,24 +66,6 @@ pub struct PendingVeth {
     host_index: u32,
     /// In the job netns's own index space; `None` if the kernel did not say.
     peer_index: Option<u32>,
-}
-
-/// Plugs the job's netns `netns` (e.g. an fd of `/proc/PID/ns/net`) into
-/// the bridge: `create_pending`, then `finish_pending`.
-pub fn attach_job(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<AttachedVeth, NetworkError> {
-    let mut host = host_socket()?;
-    let bridge = get_link(&mut host, &spec.bridge)
-        .map_err(|e| NetworkError::netlink(format!("look up bridge {}", spec.bridge), e))?
-        .ok_or_else(|| NetworkError::Unexpected {
-            op: format!("attach {} to bridge {}", spec.host_name, spec.bridge),
-            reason: "the bridge does not exist".into(),
-        })?
-        .header
-        .index;
-    // Before anything is made: finish_pending checks again, but only after.
-    check_spec(spec)?;
-    let pending = create_pending(&mut host, (&spec.bridge, bridge), spec.mtu, netns)?;
-    finish_pending(&mut host, pending, spec, netns)
 }
 
 /// Creates a job's veth before its address and slot are known, so that

@@ -80,6 +80,24 @@ pub(crate) fn up_message(index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(msg)
 }
 
+/// The SETLINK that takes link `index` down (IFF_UP in the change mask,
+/// cleared in the flags).
+pub(crate) fn down_message(index: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.change_mask = LinkFlags::Up;
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+/// The SETLINK that renames link `index` to `name` (the kernel refuses it
+/// with EBUSY while the link is up).
+pub(crate) fn rename_message(index: u32, name: &str) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
 /// Deletes a link by name; Ok(false) if it did not exist (teardown and gc
 /// call it on names that may already be gone). Deleting either end of a veth
 /// deletes the pair.
@@ -167,14 +185,8 @@ pub(crate) fn retire_link(nl: &mut Netlink, name: &str, index: Option<u32>) -> R
         },
     };
     let retired = format!("{RETIRED_PREFIX}{index:x}");
-    let mut down = LinkMessage::default();
-    down.header.index = index;
-    down.header.change_mask = LinkFlags::Up;
-    let mut rename = LinkMessage::default();
-    rename.header.index = index;
-    rename.attributes.push(LinkAttribute::IfName(retired.clone()));
     // Both in one round trip: the kernel handles them in order.
-    match nl.request_all(vec![(RouteNetlinkMessage::SetLink(down), 0), (RouteNetlinkMessage::SetLink(rename), 0)]) {
+    match nl.request_all(vec![(down_message(index), 0), (rename_message(index, &retired), 0)]) {
         Ok(()) => Ok(true),
         Err((_, e)) if e.raw() == Some(libc::ENODEV) => Ok(false),
         Err((0, e)) => Err(NetworkError::netlink(format!("set {name} down"), e)),

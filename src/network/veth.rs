@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -14,7 +14,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use super::address::address_message;
 use super::error::NetworkError;
 use super::iface::{check_ifname, check_mtu, mac_for_ip};
-use super::link::{LOOPBACK_IFINDEX, delete_link_with, get_link, link_name, up_message};
+use super::link::{LOOPBACK_IFINDEX, delete_link_with, down_message, get_link, link_name, rename_message, up_message};
 use super::netlink::{Netlink, NlError};
 
 /// The job end's name inside its netns.
@@ -144,12 +144,7 @@ pub(crate) fn finish_pending(
 /// The host end: renamed (it is down, as a rename needs) and brought up.
 fn name_and_up(host: &mut Netlink, pending: &PendingVeth, spec: &VethSpec) -> Result<(), NetworkError> {
     let index = pending.host_index;
-    let rename = || {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::IfName(spec.host_name.clone()));
-        (RouteNetlinkMessage::SetLink(msg), 0)
-    };
+    let rename = || (rename_message(index, &spec.host_name), 0);
     let op = |i: usize| match i {
         0 => format!("rename {} to {}", pending.name, spec.host_name),
         _ => format!("bring {} up", spec.host_name),
@@ -160,10 +155,7 @@ fn name_and_up(host: &mut Netlink, pending: &PendingVeth, spec: &VethSpec) -> Re
             delete_link_with(host, &spec.host_name)?;
             // The up above ran even though the rename failed; a running
             // link cannot be renamed (EBUSY): down first.
-            let mut down = LinkMessage::default();
-            down.header.index = index;
-            down.header.change_mask = LinkFlags::Up;
-            host.request_all(vec![(RouteNetlinkMessage::SetLink(down), 0), rename(), (up_message(index), 0)])
+            host.request_all(vec![(down_message(index), 0), rename(), (up_message(index), 0)])
                 .map_err(|(i, e)| NetworkError::netlink(op(i.saturating_sub(1)), e))
         }
         r => r.map_err(|(i, e)| NetworkError::netlink(op(i), e)),
@@ -279,6 +271,7 @@ fn default_route_message(oif: u32, gateway: Ipv4Addr) -> RouteNetlinkMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_route::link::LinkFlags;
     use std::os::fd::{AsFd, OwnedFd};
 
     /// A new netns held by an fd, made on a thread that exits at once.

@@ -123,8 +123,9 @@ pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
     list_links(|name, _| name.starts_with(prefix))
 }
 
-/// Retired host veths (see [`HostNet::retire_link`](super::HostNet::retire_link)) still enslaved to `bridge`:
-/// what `repeatr gc` deletes for that bridge's config.
+/// Retired host veths (see [`HostNet::retire_link`](super::HostNet::retire_link))
+/// still enslaved to `bridge`: what `repeatr gc` deletes for that bridge's
+/// config.
 pub fn retired_ports(bridge: &str) -> Result<Vec<String>, NetworkError> {
     let mut nl = host_socket()?;
     let Some(br) = get_link(&mut nl, bridge).map_err(|e| NetworkError::netlink(format!("look up {bridge}"), e))? else {

@@ -27,6 +27,8 @@ pub const DEFAULT_MTU: u32 = 1500;
 /// Host veths are `{bridge}-{slot}` with slot up to 4 digits: 10 + 1 + 4 = 15
 /// bytes, the kernel's limit for an interface name (IFNAMSIZ - 1).
 pub const MAX_BRIDGE_NAME: usize = 10;
+/// 68 is the IPv4 minimum (RFC 791); 65535 the largest an IPv4 packet can
+/// use, and what the kernel's bridge and veth accept at most.
 pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
 /// Every way the configuration can be wrong. Each message is one line: what

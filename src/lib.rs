@@ -7,6 +7,7 @@
 //! of the command line.
 
 mod admin;
+pub mod civil_time;
 mod cli;
 pub mod config;
 pub mod container;

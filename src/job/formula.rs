@@ -79,7 +79,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     }
     let record = RunRecord {
         guid: id.to_string(),
-        time: crate::state::time::rfc3339_now(),
+        time: crate::civil_time::rfc3339_now(),
         formula_id,
         exit_code,
         results,

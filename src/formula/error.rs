@@ -6,7 +6,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::container::tar::TarError;
+use crate::archive::TarError;
 use crate::error::{EXIT_INVALID, EXIT_RUNNER_ERROR, EXIT_WARE_CORRUPT, EXIT_WARE_NOT_FOUND};
 
 #[derive(Debug, thiserror::Error)]

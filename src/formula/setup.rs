@@ -248,6 +248,7 @@ impl<'de> Deserialize<'de> for Input {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formula::error::WareClass;
 
     const WARE: &str = "tar:7dbffef49d6640402ace7ecdebc0fc29378dd15e007c31663f151d722bba0009";
 
@@ -286,7 +287,7 @@ mod tests {
         ];
         for (text, want) in cases {
             let err = Formula::from_json(&text).unwrap_err();
-            assert_eq!(err.exit_code(), crate::error::EXIT_INVALID);
+            assert_eq!(err.class(), WareClass::Invalid);
             assert!(err.to_string().contains(want), "{text}: {err}");
         }
     }

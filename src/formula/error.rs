@@ -62,6 +62,9 @@ pub enum WareError {
     #[error("cannot unpack into {dir:?}: {problem}; pass an existing, empty directory")]
     Dest { dir: PathBuf, problem: String },
 
+    #[error("cannot write the formula in its canonical form: {0}; this is a bug in repeatr, please report it")]
+    Canonical(#[source] serde_json::Error),
+
     #[error("unpacking ware {id}: {source}")]
     Unpack {
         id: String,
@@ -101,6 +104,7 @@ impl WareError {
             | WareError::Warehouse { .. }
             | WareError::NoWarehouse
             | WareError::Dest { .. }
+            | WareError::Canonical(_)
             | WareError::Unpack { .. } => WareClass::Host,
         }
     }

@@ -56,7 +56,7 @@ fn invalid(problem: String) -> Error {
 
 pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let FormulaJob { formula, warehouse, check, id } = job;
-    let formula_id = formula.setup_hash().to_string();
+    let formula_id = formula.setup_hash()?.to_string();
 
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.

@@ -8,13 +8,15 @@
 use std::io;
 
 use crate::container::SpecError;
+use crate::formula::error::{WareClass, WareError};
 
 /// The exit code of every runner error that has no class of its own below.
 pub const EXIT_RUNNER_ERROR: i32 = 125;
 
-// Error classes with codes of their own (`WareError::exit_code`), so a
-// script can tell a bad request or a missing / damaged ware from a broken
-// host. All below 125, like it; the job's own codes only pass through `run`.
+// Ware error classes with codes of their own (`WareError::class`, mapped in
+// `Error::exit_code`), so a script can tell a bad request or a missing /
+// damaged ware from a broken host. All below 125, like it; the job's own
+// codes only pass through `run`.
 /// The request is invalid: a bad ware id, filter or formula, or a tree that
 /// a filter rejects (setid or device file). Fix the input.
 pub const EXIT_INVALID: i32 = 121;
@@ -47,13 +49,18 @@ pub enum Error {
     #[error("teardown: {0}")]
     Teardown(String),
     #[error(transparent)]
-    Ware(#[from] crate::formula::WareError),
+    Ware(#[from] WareError),
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Ware(e) => e.exit_code(),
+            Error::Ware(e) => match e.class() {
+                WareClass::Invalid => EXIT_INVALID,
+                WareClass::NotFound => EXIT_WARE_NOT_FOUND,
+                WareClass::Corrupt => EXIT_WARE_CORRUPT,
+                WareClass::Host => EXIT_RUNNER_ERROR,
+            },
             _ => EXIT_RUNNER_ERROR,
         }
     }

@@ -7,6 +7,8 @@
 //! of the command line.
 
 mod admin;
+pub mod archive;
+pub mod civil_time;
 mod cli;
 pub mod config;
 pub mod container;

@@ -7,8 +7,9 @@
 //! - `init`: the child's side, from clone to exec, step by step;
 //! - `rootfs`, `mounts`: building the job's root inside its mount namespace;
 //! - `security`: capabilities, no_new_privs, signal reset, fd hygiene;
-//! - `signals`: forwarding the runner's signals to the job;
-//! - `tar`: safe unpacking of rootfs tars.
+//! - `signals`: forwarding the runner's signals to the job.
+//!
+//! Rootfs tars are unpacked by `crate::archive`.
 
 pub mod init;
 pub mod mounts;
@@ -17,7 +18,6 @@ pub mod security;
 pub mod signals;
 pub mod spawn;
 pub mod spec;
-pub mod tar;
 
 pub use spawn::{Exit, GoMessage, Launched, spawn};
 pub use spec::{BindMount, Caps, MakeDir, NetMode, Rootfs, Spec, SpecError, User};

@@ -16,7 +16,7 @@ use nix::sys::stat::Mode;
 
 use super::mounts::mount_fs;
 use super::spec::Rootfs;
-use super::tar;
+use crate::archive as tar;
 use crate::sys::{self, Resolve};
 
 /// Builds the root on a fresh tmpfs at `base` and returns an fd of it

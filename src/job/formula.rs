@@ -56,7 +56,7 @@ fn invalid(problem: String) -> Error {
 
 pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let FormulaJob { formula, warehouse, check, id } = job;
-    let formula_id = formula.setup_hash().to_string();
+    let formula_id = formula.setup_hash()?.to_string();
 
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.
@@ -79,7 +79,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     }
     let record = RunRecord {
         guid: id.to_string(),
-        time: crate::state::time::rfc3339_now(),
+        time: crate::civil_time::rfc3339_now(),
         formula_id,
         exit_code,
         results,

@@ -8,6 +8,7 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -18,5 +19,10 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 export CI=${CI:-true}
+# Gates before any test: formatting, lints (warnings are errors), and no
+# two files of src/ importing each other.
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+python3 scripts/import-cycles.py
 cargo build --all-targets
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"

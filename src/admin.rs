@@ -2,17 +2,18 @@
 //! that runners share. Neither blocks a run for longer than a read or one
 //! short transaction.
 
+use std::path::Path;
+
 use serde::Serialize;
 
-use crate::cli::Cli;
 use crate::config::Config;
 use crate::error::Error;
 use crate::network;
 use crate::state::{LeaseInfo, LeaseRecord, RebuildReport, StateDir};
 
 /// Prints the lease table (or JSON array) and returns the exit code.
-pub fn leases(cli: &Cli, json: bool) -> Result<i32, Error> {
-    let state = StateDir::open(&cli.state_dir)?;
+pub fn leases(state_dir: &Path, json: bool) -> Result<i32, Error> {
+    let state = StateDir::open(state_dir)?;
     let list = state.list()?;
     if json {
         println!("{}", to_json(&list)?);
@@ -83,14 +84,25 @@ struct GcOutput {
     errors: Vec<String>,
 }
 
+/// What `gc` is asked to do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GcOptions {
+    /// Say what would be done, change nothing.
+    pub dry_run: bool,
+    pub json: bool,
+    /// Rebuild a damaged or lost state.db from the live jobs first.
+    pub rebuild: bool,
+}
+
 /// Reclaims stale leases, deletes leftover host veths of free slots, and
 /// optionally rebuilds a damaged database first.
-pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Error> {
+pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i32, Error> {
+    let GcOptions { dry_run, json, rebuild } = opts;
     let mut out = GcOutput { dry_run, ..Default::default() };
     if rebuild && !dry_run {
-        out.rebuilt = Some(StateDir::rebuild(&cli.state_dir)?);
+        out.rebuilt = Some(StateDir::rebuild(state_dir)?);
     }
-    let state = StateDir::open(&cli.state_dir)?;
+    let state = StateDir::open(state_dir)?;
     let report = state.gc(dry_run)?;
     out.reclaimed = report.reclaimed;
     out.sidecars_removed = report.sidecars_removed;
@@ -99,7 +111,7 @@ pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Er
     // configured bridge whose slot nobody holds. Each is deleted only while
     // we hold its slot lock, so a job starting right now cannot lose its own.
     let mut candidates: Vec<(String, u16)> = out.reclaimed.iter().map(|r| (r.bridge.clone(), r.slot)).collect();
-    let bridge = match Config::load(cli.config.as_deref()) {
+    let bridge = match Config::load(config) {
         Ok(config) => Some(config.network.bridge),
         Err(e) => {
             out.errors.push(e.to_string());
@@ -152,7 +164,9 @@ pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Er
         }
     }
 
-    clean_outputs(&cli.state_dir, dry_run, &mut out);
+    let outputs = crate::job::outputs::reclaim_dead(state_dir, dry_run);
+    out.outputs_removed = outputs.removed;
+    out.errors.extend(outputs.errors);
 
     if json {
         println!("{}", to_json(&out)?);
@@ -160,34 +174,6 @@ pub fn gc(cli: &Cli, dry_run: bool, json: bool, rebuild: bool) -> Result<i32, Er
         print!("{}", summary(&out));
     }
     Ok(if out.errors.is_empty() { 0 } else { crate::error::EXIT_RUNNER_ERROR })
-}
-
-/// `STATE/outputs/<job>/` of formula runs whose runner is gone: its
-/// `<job>.lock` is free. Removed with the lock file.
-fn clean_outputs(state_dir: &std::path::Path, dry_run: bool, out: &mut GcOutput) {
-    let base = state_dir.join("outputs");
-    let Ok(entries) = std::fs::read_dir(&base) else { return };
-    for e in entries.flatten() {
-        let lock_path = e.path();
-        if lock_path.extension().and_then(|x| x.to_str()) != Some("lock") {
-            continue;
-        }
-        let Ok(lock) = std::fs::OpenOptions::new().write(true).open(&lock_path) else { continue };
-        if lock.try_lock().is_err() {
-            continue; // a live run
-        }
-        let dir = lock_path.with_extension("");
-        if !dry_run {
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                out.errors.push(format!("{}: {e}", dir.display()));
-                continue;
-            }
-            let _ = std::fs::remove_file(&lock_path);
-        }
-        out.outputs_removed.push(dir);
-    }
 }
 
 fn summary(o: &GcOutput) -> String {

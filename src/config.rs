@@ -27,6 +27,8 @@ pub const DEFAULT_MTU: u32 = 1500;
 /// Host veths are `{bridge}-{slot}` with slot up to 4 digits: 10 + 1 + 4 = 15
 /// bytes, the kernel's limit for an interface name (IFNAMSIZ - 1).
 pub const MAX_BRIDGE_NAME: usize = 10;
+/// 68 is the IPv4 minimum (RFC 791); 65535 the largest an IPv4 packet can
+/// use, and what the kernel's bridge and veth accept at most.
 pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
 /// Every way the configuration can be wrong. Each message is one line: what
@@ -153,6 +155,13 @@ impl NetworkConfig {
             None => DEFAULT_MTU,
         };
         let dns = match raw.dns {
+            Some(list) if list.len() > MAX_NAMESERVERS => {
+                return Err(bad(
+                    "network.dns",
+                    &format!("{} entries", list.len()),
+                    format!("a job's resolver reads at most {MAX_NAMESERVERS} nameservers; list at most that many"),
+                ));
+            }
             Some(list) => {
                 list.iter().map(|d| parse_ipv4(d).map_err(|p| bad("network.dns", d, p))).collect::<Result<_, _>>()?
             }
@@ -278,8 +287,14 @@ fn parse_ipv4(text: &str) -> Result<Ipv4Addr, String> {
     }
 }
 
-/// The host's usable nameservers: a loopback one (systemd-resolved's
-/// 127.0.0.53, a local dnsmasq) would point at the job's own loopback.
+/// glibc's and musl's resolvers read the first three `nameserver` lines
+/// (MAXNS) and ignore the rest: more is never useful, and a long list only
+/// makes the job's resolv.conf (sent to the child on the go pipe) large.
+pub const MAX_NAMESERVERS: usize = 3;
+
+/// The host's usable nameservers, the first [`MAX_NAMESERVERS`]: a loopback
+/// one (systemd-resolved's 127.0.0.53, a local dnsmasq) would point at the
+/// job's own loopback.
 pub fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
     resolv_conf
         .lines()
@@ -289,6 +304,7 @@ pub fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
         })
         .filter_map(|w| w.parse::<Ipv4Addr>().ok())
         .filter(|ip| !ip.is_loopback())
+        .take(MAX_NAMESERVERS)
         .collect()
 }
 
@@ -439,6 +455,16 @@ mod tests {
         let mut c = parse("").unwrap().network;
         c.mtu = 10;
         assert!(c.validate(&[]).unwrap_err().to_string().contains("network.mtu"));
+    }
+
+    #[test]
+    fn dns_lists_are_bounded() {
+        let list: Vec<String> = (0..100_000).map(|i| format!("\"198.18.{}.{}\"", i / 256 % 256, i % 256)).collect();
+        let e = err(&format!("[network]\ndns = [{}]\n", list.join(",")));
+        assert!(e.contains("network.dns") && e.contains("at most 3"), "{e}");
+        let many: String = (1..=5).map(|i| format!("nameserver 192.0.2.{i}\n")).collect();
+        let c = Config::parse("", Path::new("/etc/repeatr/config.toml"), &many).unwrap();
+        assert_eq!(c.network.dns.len(), 3);
     }
 
     #[test]

@@ -8,14 +8,16 @@
 use std::io;
 
 use crate::container::SpecError;
+use crate::formula::error::{WareClass, WareError};
 
 /// The exit code of every runner error that has no class of its own below;
 /// defined with the launch protocol, whose setup failures are runner errors.
 pub use crate::container::protocol::EXIT_RUNNER_ERROR;
 
-// Error classes with codes of their own (`WareError::exit_code`), so a
-// script can tell a bad request or a missing / damaged ware from a broken
-// host. All below 125, like it; the job's own codes only pass through `run`.
+// Ware error classes with codes of their own (`WareError::class`, mapped in
+// `Error::exit_code`), so a script can tell a bad request or a missing /
+// damaged ware from a broken host. All below 125, like it; the job's own
+// codes only pass through `run`.
 /// The request is invalid: a bad ware id, filter or formula, or a tree that
 /// a filter rejects (setid or device file). Fix the input.
 pub const EXIT_INVALID: i32 = 121;
@@ -33,6 +35,8 @@ pub enum Error {
     NotRoot,
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error(transparent)]
+    JobId(#[from] crate::job::JobIdError),
     #[error("state dir {path:?}: {err}; check that it is on a local, writable filesystem or pass --state-dir")]
     StateDir { path: std::path::PathBuf, err: io::Error },
     #[error("{what}: {err}")]
@@ -46,13 +50,18 @@ pub enum Error {
     #[error("teardown: {0}")]
     Teardown(String),
     #[error(transparent)]
-    Ware(#[from] crate::formula::WareError),
+    Ware(#[from] WareError),
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Ware(e) => e.exit_code(),
+            Error::Ware(e) => match e.class() {
+                WareClass::Invalid => EXIT_INVALID,
+                WareClass::NotFound => EXIT_WARE_NOT_FOUND,
+                WareClass::Corrupt => EXIT_WARE_CORRUPT,
+                WareClass::Host => EXIT_RUNNER_ERROR,
+            },
             _ => EXIT_RUNNER_ERROR,
         }
     }

@@ -1,37 +1,76 @@
 //! One job's life, top to bottom:
-//! validate -> launch -> lease -> plug network -> go -> wait -> tear down -> release.
+//! launch -> lease -> plug network -> go -> wait -> tear down -> release.
 //!
 //! The runner is the job's parent for its whole life and the only owner of
 //! what the job holds on the host; everything inside the job's namespaces
-//! dies with the job.
+//! dies with the job. A job comes as a [`Request`]: where the host's shared
+//! state and configuration are, and what to run (a validated container
+//! spec, or a formula). Who made the request (the command line) is not
+//! this module's business.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Cli, RunArgs};
-use crate::container::{self, Exit, GoMessage, NetMode, Spec, spec};
+use crate::container::{self, Exit, GoMessage, NetMode, Spec};
 use crate::error::Error;
 use crate::sys;
 
+mod etc;
 mod formula;
+mod id;
 mod net;
+pub mod outputs;
+
+pub use formula::FormulaJob;
+pub use id::{JobId, JobIdError};
 use net::JobNet;
 
+/// Where the host's shared state and configuration are: the same for
+/// every job on a host.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Absolute: the job's child resolves paths under it after it has left
+    /// the runner's working directory.
+    pub state_dir: PathBuf,
+    /// `None`: the default file, if it exists.
+    pub config: Option<PathBuf>,
+}
+
+/// What to run.
+pub enum Work {
+    /// A command in a container; `ip` asks for that address on the bridge.
+    Command { spec: Spec, ip: Option<Ipv4Addr> },
+    /// A formula: verified wares in, packed outputs and a run record out.
+    Formula(FormulaJob),
+}
+
+pub struct Request {
+    pub host: Host,
+    pub work: Work,
+}
+
+/// Every job creates namespaces, mounts and network devices, and opening
+/// its spec (a detached mount tree of the rootfs) already needs root: the
+/// caller checks this before it builds a request of either kind.
+pub fn require_root() -> Result<(), Error> {
+    if nix::unistd::geteuid().is_root() { Ok(()) } else { Err(Error::NotRoot) }
+}
+
 /// Runs one job and returns the exit status the runner should exit with.
-pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
-    // Before anything else: no fd the runner inherited may reach the job.
+pub fn run(req: Request) -> Result<i32, Error> {
+    // Before any clone: no fd the runner inherited may reach the job.
     sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
-    if let Some(formula) = &args.formula {
-        return formula::run(cli, args, formula);
+    match req.work {
+        Work::Command { spec, ip } => Ok(launch(&req.host, spec, ip)?.status()),
+        Work::Formula(f) => formula::run(&req.host, f),
     }
-    let spec = validate(cli, args)?;
-    log::debug!("job {}: validated", spec.id);
-    Ok(launch(cli, spec, args.ip)?.status())
 }
 
 /// launch -> lease -> plug network -> go -> wait -> tear down -> release,
 /// for a validated spec; returns how the job ended. The child builds its
 /// root while the runner leases and plugs in its network.
-pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> Result<Exit, Error> {
+fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Error> {
+    let mount_base = ensure_mount_base(&host.state_dir)?;
     // Before anything that holds host resources, so a Ctrl-C from here on
     // aborts cleanly through the teardown below instead of killing us.
     let signals = container::signals::Forwarder::install().map_err(Error::io("installing signal handlers"))?;
@@ -41,19 +80,16 @@ pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> R
     // thread it started before this point is still running (signal-hook's
     // handlers start none), and the lease thread starts in `JobNet::plug_in`,
     // after the clone.
-    let launched = unsafe { container::spawn(&spec) }.map_err(Error::io("creating the job's namespaces"))?;
+    let launched =
+        unsafe { container::spawn(&spec, &mount_base) }.map_err(Error::io("creating the job's namespaces"))?;
     log::info!("job {} started as pid {}", spec.id, launched.pid());
 
     // Lease: an address and a bridge slot, held until `teardown`.
-    let mut go = GoMessage { hosts: spec.hosts.clone(), resolv_conf: spec.resolv_conf.clone() };
     let net = match spec.net {
         NetMode::Bridge => {
-            let leased = JobNet::plug_in(&cli.state_dir, cli.config.as_deref(), &launched, &spec.id, ip, &spec.argv);
+            let leased = JobNet::plug_in(&host.state_dir, host.config.as_deref(), &launched, &spec.id, ip, &spec.argv);
             match leased {
-                Ok(n) => {
-                    go = GoMessage { hosts: n.hosts(&spec.hostname), resolv_conf: n.resolv_conf() };
-                    Some(n)
-                }
+                Ok(n) => Some(n),
                 Err(e) => {
                     // A child that died on its own takes its netns with it,
                     // so our error is then only the symptom: report its cause.
@@ -65,6 +101,10 @@ pub(crate) fn launch(cli: &Cli, spec: Spec, ip: Option<std::net::Ipv4Addr>) -> R
             }
         }
         NetMode::None => None,
+    };
+    let go = GoMessage {
+        hosts: etc::hosts(&spec.hostname, net.as_ref().and_then(JobNet::ip)),
+        resolv_conf: etc::resolv_conf(net.as_ref().map(JobNet::config)),
     };
 
     // Wait: the job runs; signals to us are forwarded to it.
@@ -91,52 +131,6 @@ fn report_exit(id: &str, exit: Exit) -> Exit {
     exit
 }
 
-/// Turns the command line into a [`Spec`], opening every host object now.
-fn validate(cli: &Cli, args: &RunArgs) -> Result<Spec, Error> {
-    if args.command.is_empty() {
-        return Err(spec::SpecError::NoCommand.into());
-    }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::NotRoot);
-    }
-    let id = match &args.name {
-        Some(n) => n.clone(),
-        None => spec::generate_job_id().map_err(Error::io("generating a job id"))?,
-    };
-    spec::check_job_id(&id)?;
-    let hostname = args.hostname.clone().unwrap_or_else(|| id.clone());
-    spec::check_hostname(&hostname)?;
-    for kv in &args.env {
-        spec::check_env(kv)?;
-    }
-    let workdir = spec::clean_job_path(&args.workdir).ok_or_else(|| spec::SpecError::Workdir(args.workdir.clone()))?;
-    let user = spec::parse_user(&args.user)?;
-    let mounts = args.mounts.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
-    let rootfs_arg =
-        args.rootfs.as_deref().ok_or_else(|| Error::Usage("--rootfs is required (or give a FORMULA)".into()))?;
-    let rootfs = spec::open_rootfs(rootfs_arg)?;
-    let mount_base = ensure_mount_base(&cli.state_dir)?;
-    Ok(Spec {
-        env: spec::build_env(&args.env, &hostname),
-        hosts: format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
-        // For --net none; bridge networking fills in its own below.
-        resolv_conf: "# no network (--net none)\n".into(),
-        id,
-        rootfs,
-        argv: args.command.clone(),
-        workdir,
-        hostname,
-        user,
-        mounts,
-        net: args.net,
-        mount_base,
-        wares: Vec::new(),
-        caps: container::Caps::DockerDefault,
-        make_dirs: Vec::new(),
-        stdout_to_stderr: false,
-    })
-}
-
 /// `STATE_DIR/mnt`: one empty directory that every job's child mounts its
 /// private tmpfs on, inside its own mount namespace. It is never written
 /// to on the host, so no job can leave anything in it.
@@ -144,7 +138,7 @@ fn validate(cli: &Cli, args: &RunArgs) -> Result<Spec, Error> {
 /// Returned without symlinks (/var/run -> /run, a state dir linked
 /// elsewhere): the child opens it with RESOLVE_BENEATH, under which an
 /// absolute symlink fails with EXDEV.
-pub(crate) fn ensure_mount_base(state_dir: &Path) -> Result<PathBuf, Error> {
+fn ensure_mount_base(state_dir: &Path) -> Result<PathBuf, Error> {
     let base = state_dir.join("mnt");
     let err = |err| Error::StateDir { path: state_dir.to_path_buf(), err };
     crate::state::private_dir(&base).map_err(err)?;

@@ -1,19 +1,29 @@
 //! repeatr: a daemonless container job runner.
 //!
 //! One invocation is one job: `job` reads top to bottom as
-//! lease -> set up -> launch -> wait -> tear down -> release, and each stage
-//! lives in the module named for it.
+//! launch -> lease -> plug network -> go -> wait -> tear down -> release,
+//! and each stage lives in the module named for it. `cli` turns the command
+//! line into a job's request (or an `admin` command); the job knows nothing
+//! of the command line.
 
-pub mod admin;
-pub mod cli;
+mod admin;
+pub mod archive;
+pub mod civil_time;
+mod cli;
 pub mod config;
 pub mod container;
 pub mod error;
 pub mod formula;
-pub mod job;
+mod job;
 pub mod network;
 pub mod state;
 pub mod sys;
+
+/// The `repeatr` command: parses the command line, runs it, and returns
+/// the process's exit code.
+pub fn main() -> i32 {
+    cli::main()
+}
 
 /// For unit tests that need root: false (skip) when not root, but a
 /// failure when CI=true, where a skipped test would count as passed.

@@ -4,5 +4,5 @@ fn main() {
     // ~200 KB more resident in every waiting runner, measured with smaps.
     // Before any thread exists, so that no arena but the main one is made.
     repeatr::sys::malloc_arena_max(1);
-    std::process::exit(repeatr::cli::main());
+    std::process::exit(repeatr::main());
 }

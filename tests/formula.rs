@@ -240,3 +240,65 @@ fn gc_removes_the_outputs_of_a_killed_runner() {
     let again = b.repeatr.cmd().arg("gc").output().unwrap();
     assert_eq!(stdout(&again), "nothing to clean\n");
 }
+
+/// Job ids with a dot: a run of `a.b` owns `a.b.lock` and `a.b/`, never
+/// `a.lock`. While `a` runs, a finished `a.b` must leave `a`'s lock in place,
+/// so that a second `a` is refused instead of deleting the live outputs.
+#[test]
+fn a_dotted_job_id_never_frees_another_jobs_outputs() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let long = b.formula(
+        "long.json",
+        r#"{"inputs": {"/": "ROOT"},
+        "action": {"exec": ["/bin/sh", "-c", "echo live > /out/p; exec sleep 1000"]},
+        "outputs": {"/out": {}}}"#,
+    );
+    let quick = b.formula("quick.json", BUILD);
+    let mut a =
+        Runner::new(b.cmd(&long, &["--name", "a"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let outputs = b.repeatr.state.path().join("outputs");
+    let live = outputs.join("a/0/p");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !live.exists() {
+        assert!(Instant::now() < deadline, "job a never wrote its output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ab = b.run(&quick, &["--name", "a.b"]);
+    assert_eq!(code(&ab), 0, "{}", stderr(&ab));
+    assert!(outputs.join("a.lock").exists(), "a.b's run removed a's lock");
+    assert!(!outputs.join("a.b.lock").exists() && !outputs.join("a.b").exists(), "a.b left its own files");
+    let again = b.run(&quick, &["--name", "a"]);
+    assert_eq!(code(&again), 121, "{}", stderr(&again));
+    assert!(stderr(&again).contains("job a is already running"), "{}", stderr(&again));
+    assert!(live.exists(), "the live job's outputs were deleted");
+    a.kill().unwrap();
+    a.wait().unwrap();
+}
+
+/// `--check` never hides the job's own status: a failed job exits with its
+/// code even when its outputs match the record; a job that succeeded
+/// exits 1 when an output differs (a_nondeterministic_job_is_caught_by_check).
+#[test]
+fn check_keeps_a_failed_jobs_status() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let f = b.formula(
+        "fails.json",
+        r#"{"inputs": {"/": "ROOT"},
+        "action": {"exec": ["/bin/sh", "-c", "echo same > /out/s; exit 3"]},
+        "outputs": {"/out": {}}}"#,
+    );
+    let first = b.run(&f, &[]);
+    assert_eq!(code(&first), 3, "{}", stderr(&first));
+    let rec_path = b.repeatr.state.path().join("rec.json");
+    std::fs::write(&rec_path, &first.stdout).unwrap();
+    let second = b.run(&f, &["--check", rec_path.to_str().unwrap()]);
+    assert!(stderr(&second).contains("all 1 outputs match"), "{}", stderr(&second));
+    assert_eq!(code(&second), 3, "{}", stderr(&second));
+    assert_eq!(record(&second)["exitCode"], 3);
+}

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use repeatr::network::{
-    NetworkError, VethSpec, attach_job, delete_link, ensure_bridge, host_ipv4_routes, links_with_prefix, loopback_up,
-    mac_for_ip,
+    AttachedVeth, HostNet, NetworkError, VethSpec, delete_link, ensure_bridge, host_ipv4_routes, links_with_prefix,
+    loopback_up, mac_for_ip,
 };
 use serde_json::Value;
 
@@ -132,6 +132,15 @@ fn spec(bridge: &str, subnet: Ipv4Net, slot: u32, mtu: u32) -> VethSpec {
     }
 }
 
+/// Plugs `netns` into the bridge `s.bridge` (ifindex `bridge`, as
+/// `ensure_bridge` returned it) the runner's way: a pending veth, then
+/// finished with `s`'s lease.
+fn attach(bridge: u32, s: &VethSpec, netns: &OwnedFd) -> Result<AttachedVeth, NetworkError> {
+    let mut host = HostNet::open()?;
+    let pending = host.create_pending((&s.bridge, bridge), s.mtu, netns.as_fd())?;
+    host.finish_pending(pending, s, netns.as_fd())
+}
+
 #[test]
 fn ensure_bridge_is_idempotent_and_repairs() {
     if !require_root() {
@@ -183,10 +192,10 @@ fn ensure_bridge_refuses_bad_input_and_non_bridges() {
     let ns = new_netns();
     let other = format!("{br}o");
     g.veth(&other);
-    ensure_bridge(&other, host(net, 1), net, 1500).expect("bridge");
+    let other_index = ensure_bridge(&other, host(net, 1), net, 1500).expect("bridge");
     let mut s = spec(&other, net, 0, 1500);
     s.host_name = br.clone();
-    attach_job(&s, ns.as_fd()).expect("attach");
+    attach(other_index, &s, &ns).expect("attach");
     let e = ensure_bridge(&br, host(net, 1), net, 1500).expect_err("not a bridge");
     assert!(e.to_string().contains("veth"), "{e}");
     g.netns.push(ns);
@@ -203,7 +212,7 @@ fn attach_job_configures_the_netns() {
     let ns = new_netns();
     let s = spec(&br, net, 7, 1450);
     g.veth(&s.host_name);
-    attach_job(&s, ns.as_fd()).expect("attach");
+    attach(br_index, &s, &ns).expect("attach");
 
     let links = json(run_in(&ns, &["ip", "-j", "addr"]));
     let eth0 = links.as_array().unwrap().iter().find(|l| l["ifname"] == "eth0").expect("eth0");
@@ -228,7 +237,6 @@ fn attach_job_configures_the_netns() {
     assert_eq!(h[0]["master"], br.as_str());
     assert_eq!(h[0]["mtu"], 1450);
     assert!(has_flag(&h[0], "UP"));
-    let _ = br_index;
 
     assert_eq!(links_with_prefix(&format!("{br}-")).expect("list"), vec![s.host_name.clone()]);
     assert!(delete_link(&s.host_name).expect("delete"));
@@ -246,13 +254,13 @@ fn two_jobs_reach_each_other_and_the_gateway() {
     }
     let (br, net) = names(3);
     let mut g = Guard::new(&br);
-    ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
     let (a, b) = (new_netns(), new_netns());
     let (sa, sb) = (spec(&br, net, 0, 1500), spec(&br, net, 1, 1500));
     g.veth(&sa.host_name);
     g.veth(&sb.host_name);
-    attach_job(&sa, a.as_fd()).expect("attach a");
-    attach_job(&sb, b.as_fd()).expect("attach b");
+    attach(index, &sa, &a).expect("attach a");
+    attach(index, &sb, &b).expect("attach b");
 
     let ping = |ns: &OwnedFd, ip: Ipv4Addr| {
         let out = run_in(ns, &["ping", "-c1", "-W2", &ip.to_string()]);
@@ -315,14 +323,14 @@ fn attach_replaces_a_stale_host_link() {
     }
     let (br, net) = names(5);
     let mut g = Guard::new(&br);
-    ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
     let s = spec(&br, net, 3, 1500);
     g.veth(&s.host_name);
     // A runner killed before its teardown left its veth (and its netns) behind.
     let old = new_netns();
-    attach_job(&s, old.as_fd()).expect("first");
+    attach(index, &s, &old).expect("first");
     let new = new_netns();
-    attach_job(&s, new.as_fd()).expect("over a stale link");
+    attach(index, &s, &new).expect("over a stale link");
     let links = json(run_in(&new, &["ip", "-j", "link"]));
     assert!(links.as_array().unwrap().iter().any(|l| l["ifname"] == "eth0"));
     g.netns.push(old);
@@ -339,16 +347,19 @@ fn attach_fails_cleanly() {
     let ns = new_netns();
     let s = spec(&br, net, 0, 1500);
     g.veth(&s.host_name);
-    // No bridge yet.
-    let e = attach_job(&s, ns.as_fd()).expect_err("no bridge");
+    // The bridge is deleted after its ifindex was taken: the kernel
+    // refuses the veth's master, and the error names the bridge.
+    let gone = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    assert!(delete_link(&br).expect("delete the bridge"));
+    let e = attach(gone, &s, &ns).expect_err("no bridge");
     assert!(e.to_string().contains(&br), "{e}");
-    ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
     // eth0 already taken in the netns: the veth is created nowhere.
-    attach_job(&s, ns.as_fd()).expect("attach");
+    attach(index, &s, &ns).expect("attach");
     let mut s2 = spec(&br, net, 1, 1500);
     s2.host_name = format!("{br}-1");
     g.veth(&s2.host_name);
-    let e: NetworkError = attach_job(&s2, ns.as_fd()).expect_err("eth0 exists");
+    let e: NetworkError = attach(index, &s2, &ns).expect_err("eth0 exists");
     assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
     eprintln!("attach over a taken eth0: {e}");
     assert!(e.to_string().contains(&br) && e.to_string().contains("eth0"), "{e}");
@@ -396,8 +407,8 @@ fn twenty_concurrent_attaches_on_one_bridge() {
                 let ns = new_netns();
                 barrier.wait();
                 let t = Instant::now();
-                ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
-                attach_job(&s, ns.as_fd()).expect("attach");
+                let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+                attach(index, &s, &ns).expect("attach");
                 ok.fetch_add(1, Ordering::SeqCst);
                 (ns, t.elapsed())
             })
@@ -410,7 +421,7 @@ fn twenty_concurrent_attaches_on_one_bridge() {
         g.netns.push(ns);
     }
     assert_eq!(ok.load(Ordering::SeqCst), N);
-    eprintln!("{N} concurrent ensure_bridge + attach_job: slowest {slowest:?}");
+    eprintln!("{N} concurrent ensure_bridge + attach: slowest {slowest:?}");
     let listed = links_with_prefix(&format!("{br}-")).expect("list");
     assert_eq!(listed.len(), N as usize, "{listed:?}");
     let master = host_json(&["-j", "link", "show", "master", &br]);
@@ -437,16 +448,16 @@ fn attach_job_timing() {
     const N: u32 = 50;
     let (br, net) = names(8);
     let mut g = Guard::new(&br);
-    ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
     let s = spec(&br, net, 0, 1500);
     g.veth(&s.host_name);
-    let (mut attach, mut delete, mut max) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut attached, mut delete, mut max) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..N {
         let ns = new_netns();
         let t = Instant::now();
-        attach_job(&s, ns.as_fd()).expect("attach");
+        attach(index, &s, &ns).expect("attach");
         let d = t.elapsed();
-        attach += d;
+        attached += d;
         max = max.max(d);
         let t = Instant::now();
         assert!(delete_link(&s.host_name).expect("delete"));
@@ -458,8 +469,8 @@ fn attach_job_timing() {
     }
     let ensure = t.elapsed() / N;
     eprintln!(
-        "attach_job mean {:?} (max {max:?}), delete_link mean {:?}, ensure_bridge (existing) mean {ensure:?}, over {N}",
-        attach / N,
+        "attach mean {:?} (max {max:?}), delete_link mean {:?}, ensure_bridge (existing) mean {ensure:?}, over {N}",
+        attached / N,
         delete / N
     );
 }
@@ -473,7 +484,7 @@ fn attach_to_a_child_process_netns_and_tear_down_after_it_died() {
     }
     let (br, net) = names(9);
     let mut g = Guard::new(&br);
-    ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
     let s = spec(&br, net, 4, 1500);
     g.veth(&s.host_name);
 
@@ -490,7 +501,7 @@ fn attach_to_a_child_process_netns_and_tear_down_after_it_died() {
     }
     let mut child = cmd.spawn().expect("spawn");
     let ns = OwnedFd::from(std::fs::File::open(format!("/proc/{}/ns/net", child.id())).expect("open netns"));
-    attach_job(&s, ns.as_fd()).expect("attach");
+    attach(index, &s, &ns).expect("attach");
     let out = Command::new("nsenter")
         .args(["-t", &child.id().to_string(), "-n", "ping", "-c1", "-W2", &s.gateway.to_string()])
         .output()

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use repeatr::container::tar::{TarError, UnpackStats, decompressed, unpack};
+use repeatr::archive::{TarError, UnpackStats, decompressed, unpack};
 use tar::{Builder, EntryType, Header};
 
 /// `base/root` is the unpack target; `base/outside` is where escapes would land.

@@ -10,6 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use repeatr::error::Error;
 use repeatr::formula::{Filters, IdFilter, MtimeFilter, Policy, WareError, WareId, Warehouse, hash_path};
 use tar::{Builder, EntryType, Header};
 
@@ -197,7 +198,7 @@ fn setid_is_rejected_by_default_and_kept_on_request() {
     let err = hash_path(&src, &Filters::default(), false).unwrap_err();
     assert!(matches!(err, WareError::Rejected { filter: "setid", .. }), "{err}");
     assert!(err.to_string().contains("run.sh"), "{err}");
-    assert_eq!(err.exit_code(), 121);
+    assert_eq!(Error::from(err).exit_code(), 121);
 
     let keep = Filters { setid: Policy::Keep, ..Filters::default() };
     let wh = Warehouse::new(t.path().join("wh"));
@@ -274,7 +275,7 @@ fn corrupt_and_missing_wares_are_told_apart() {
     flip(&path, offset_of(&pristine, b"a dot txt"));
     let err = wh.verify(&id).unwrap_err();
     assert!(matches!(err, WareError::HashMismatch { .. }), "{err}");
-    assert_eq!(err.exit_code(), 123);
+    assert_eq!(Error::from(err).exit_code(), 123);
     let out = t.path().join("out");
     fs::create_dir(&out).unwrap();
     let err = wh.unpack(&id, &out).unwrap_err();
@@ -287,13 +288,13 @@ fn corrupt_and_missing_wares_are_told_apart() {
     flip(&path, offset_of(&pristine, b"./run.sh"));
     let err = wh.verify(&id).unwrap_err();
     assert!(matches!(err, WareError::Corrupt { .. } | WareError::HashMismatch { .. }), "{err}");
-    assert_eq!(err.exit_code(), 123);
     assert!(err.to_string().contains("delete that file"), "{err}");
+    assert_eq!(Error::from(err).exit_code(), 123);
 
     fs::remove_file(&path).unwrap();
     let err = wh.verify(&id).unwrap_err();
     assert!(matches!(err, WareError::NotFound { .. }), "{err}");
-    assert_eq!(err.exit_code(), 122);
+    assert_eq!(Error::from(err).exit_code(), 122);
 }
 
 #[test]
@@ -367,7 +368,7 @@ fn hostile_and_odd_tars_are_refused() {
         let err = hash_path(&path, &Filters::default(), false).unwrap_err();
         assert!(matches!(err, WareError::SourceTar { .. }), "{err}");
         assert!(err.to_string().contains(want), "{path:?}: {err}");
-        assert_eq!(err.exit_code(), 121);
+        assert_eq!(Error::from(err).exit_code(), 121);
     }
 }
 

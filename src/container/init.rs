@@ -19,8 +19,8 @@ use super::{mounts, rootfs, security};
 use crate::sys;
 
 /// Never returns: either execs the job or exits with a reported failure.
-pub fn child_main(spec: &Spec, go: OwnedFd, report: OwnedFd) -> ! {
-    let failure = match setup_and_exec(spec, go) {
+pub fn child_main(spec: &Spec, mount_base: &Path, go: OwnedFd, report: OwnedFd) -> ! {
+    let failure = match setup_and_exec(spec, mount_base, go) {
         Ok(f) | Err(f) => f,
     };
     let mut report = File::from(report);
@@ -33,7 +33,7 @@ fn setup_err(what: &str) -> impl Fn(io::Error) -> LaunchFailure + '_ {
 }
 
 /// Returns only with the reason the job could not be started.
-fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailure> {
+fn setup_and_exec(spec: &Spec, mount_base: &Path, go: OwnedFd) -> Result<LaunchFailure, LaunchFailure> {
     // First, die with the runner: from here on the kernel kills us however
     // the runner goes (one that died before this call is caught at the go,
     // whose pipe then reads EOF). setsid so the job never shares the
@@ -41,7 +41,7 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
     security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
     let _ = nix::unistd::setsid();
 
-    build_and_enter_root(&Linux, spec)?;
+    build_and_enter_root(&Linux, spec, mount_base)?;
     if spec.stdout_to_stderr {
         nix::unistd::dup2_stdout(std::io::stderr()).map_err(|e| setup_err("stdout")(e.into()))?;
     }
@@ -116,14 +116,14 @@ fn setup_and_exec(spec: &Spec, go: OwnedFd) -> Result<LaunchFailure, LaunchFailu
 /// mounted into, pivoted into, its kernel paths masked. Generic over the
 /// [`Syscall`] seam so a test records the order of these steps without
 /// root; the launch runs them with [`Linux`].
-fn build_and_enter_root<S: Syscall>(s: &S, spec: &Spec) -> Result<(), LaunchFailure> {
+fn build_and_enter_root<S: Syscall>(s: &S, spec: &Spec, mount_base: &Path) -> Result<(), LaunchFailure> {
     // Before any other mount: nothing mounted from here on may propagate
     // back to the host.
     s.make_rslave(Path::new("/")).map_err(setup_err("making / rslave"))?;
 
     // The root, on a tmpfs that only this mount namespace sees: the kernel
     // takes it down when the job dies, even after a SIGKILL of the runner.
-    let root = rootfs::build(s, &spec.rootfs, &spec.mount_base).map_err(setup_err("building the rootfs"))?;
+    let root = rootfs::build(s, &spec.rootfs, mount_base).map_err(setup_err("building the rootfs"))?;
     // Further trees, in path order, each resolved inside the root (so an
     // earlier tree's symlink cannot send a later one out of it); before
     // the binds, so nothing is ever placed under a host mount.
@@ -284,9 +284,6 @@ mod tests {
             user: User { uid: 0, gid: 0 },
             mounts,
             net: NetMode::None,
-            hosts: String::new(),
-            resolv_conf: String::new(),
-            mount_base: "/mnt/base".into(),
             wares,
             caps: Caps::DockerDefault,
             make_dirs: Vec::new(),
@@ -350,7 +347,7 @@ mod tests {
     /// whole log to read.
     fn assert_steps(spec: &Spec, root: &str, content: &str, binds: &str) {
         let rec = Recorder::with_dirs(&MASKED_DIRS);
-        build_and_enter_root(&rec, spec).unwrap();
+        build_and_enter_root(&rec, spec, Path::new("/mnt/base")).unwrap();
         let want = format!(
             "rslave /
             open /

@@ -11,8 +11,9 @@
 //! - `syscall`: the seam those steps run through (the kernel, or a test's
 //!   recorder), so that their order is checked without root;
 //! - `security`: capabilities, no_new_privs, signal reset, fd hygiene;
-//! - `signals`: forwarding the runner's signals to the job;
-//! - `tar`: safe unpacking of rootfs tars.
+//! - `signals`: forwarding the runner's signals to the job.
+//!
+//! Rootfs tars are unpacked by `crate::archive`.
 
 pub mod init;
 pub mod mounts;
@@ -26,7 +27,6 @@ pub mod signals;
 pub mod spawn;
 pub mod spec;
 pub mod syscall;
-pub mod tar;
 
 pub use protocol::GoMessage;
 pub use spawn::{Exit, Launched, spawn};

@@ -18,7 +18,7 @@ use nix::sys::stat::Mode;
 use super::resolve::Create;
 use super::spec::Rootfs;
 use super::syscall::Syscall;
-use super::tar;
+use crate::archive as tar;
 use crate::sys::Resolve;
 
 /// Builds the root on a fresh tmpfs at `base` and returns an fd of it

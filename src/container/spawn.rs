@@ -62,6 +62,9 @@ const NAMESPACES: libc::c_int =
 /// The child starts building its root at once; it waits for [`Launched::go`]
 /// before it drops privileges and execs.
 ///
+/// `mount_base` is an empty host directory (absolute, without symlinks)
+/// that the child mounts its private tmpfs on, inside its own mount
+/// namespace only.
 ///
 /// # Safety
 ///
@@ -69,7 +72,7 @@ const NAMESPACES: libc::c_int =
 /// requires: the child runs ordinary Rust code (allocation included) up to
 /// its exec, and a lock held by another thread at the clone would never be
 /// released in it.
-pub unsafe fn spawn(spec: &Spec) -> io::Result<Launched> {
+pub unsafe fn spawn(spec: &Spec, mount_base: &std::path::Path) -> io::Result<Launched> {
     let (go_r, go_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
 
@@ -85,7 +88,7 @@ pub unsafe fn spawn(spec: &Spec) -> io::Result<Launched> {
         Ok(None) => {
             drop(go_w);
             drop(report_r);
-            super::init::child_main(spec, go_r, report_w)
+            super::init::child_main(spec, mount_base, go_r, report_w)
         }
         Ok(Some(child)) => {
             pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;

@@ -36,8 +36,15 @@ pub enum SpecError {
     Hostname(String),
     #[error("bad --name {0:?}: use 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit")]
     Name(String),
+    #[error(
+        "bad --name {0:?}: it is also the job's default hostname, which allows only letters, digits, '-' and '.'; \
+         pass --hostname NAME too, or pick another --name"
+    )]
+    NameNotHostname(String),
     #[error("no command given; usage: repeatr run [OPTIONS] -- CMD [ARGS...]")]
     NoCommand,
+    #[error("the command is an empty string; usage: repeatr run [OPTIONS] -- CMD [ARGS...]")]
+    EmptyCommand,
 }
 
 /// The job's root filesystem, opened on the host.
@@ -114,12 +121,6 @@ pub struct Spec {
     pub user: User,
     pub mounts: Vec<BindMount>,
     pub net: NetMode,
-    /// Contents written to the job's /etc/hosts and /etc/resolv.conf.
-    pub hosts: String,
-    pub resolv_conf: String,
-    /// An empty host directory the child mounts its private tmpfs on; the
-    /// mount only exists in the job's mount namespace.
-    pub mount_base: PathBuf,
     /// More trees (verified wares) unpacked into the root after it is built,
     /// in this order, each at its path; before any bind mount.
     pub wares: Vec<(PathBuf, File)>,
@@ -272,23 +273,6 @@ pub fn check_hostname(h: &str) -> Result<(), SpecError> {
     if ok { Ok(()) } else { Err(SpecError::Hostname(h.into())) }
 }
 
-/// Job ids name leases, hostnames and log lines: keep them to a safe alphabet.
-pub fn check_job_id(id: &str) -> Result<(), SpecError> {
-    let ok = !id.is_empty()
-        && id.len() <= 63
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-        && id.as_bytes()[0].is_ascii_alphanumeric();
-    if ok { Ok(()) } else { Err(SpecError::Name(id.into())) }
-}
-
-/// A short unique job id: 12 hex digits from the kernel's CSPRNG.
-pub fn generate_job_id() -> io::Result<String> {
-    let mut buf = [0u8; 6];
-    let mut f = File::open("/dev/urandom")?;
-    io::Read::read_exact(&mut f, &mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// The owner and mode of a rootfs directory, so the job's root keeps them.
 fn dir_owner_mode(fd: &OwnedFd) -> io::Result<(u32, u32, u32)> {
     let meta = File::from(fd.try_clone()?).metadata()?;
@@ -338,9 +322,6 @@ mod tests {
 
     #[test]
     fn names() {
-        assert!(check_job_id("job-1.a_b").is_ok());
-        assert!(check_job_id("-x").is_err() && check_job_id("a/b").is_err() && check_job_id("").is_err());
         assert!(check_hostname("my-host").is_ok() && check_hostname("a b").is_err());
-        assert_eq!(generate_job_id().unwrap().len(), 12);
     }
 }

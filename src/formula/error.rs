@@ -1,13 +1,13 @@
 //! What can go wrong with wares, one variant per thing the user must do
-//! differently. Each class has its own exit code (`exit_code`), so a script
-//! can tell "the ware is missing" from "the ware is damaged" from "the
-//! request itself is wrong" from a broken host (125).
+//! differently. Each variant belongs to a class (`WareError::class`), and
+//! `crate::error` gives each class its exit code, so a script can tell "the
+//! ware is missing" from "the ware is damaged" from "the request itself is
+//! wrong" from a broken host.
 
 use std::io;
 use std::path::PathBuf;
 
-use crate::container::tar::TarError;
-use crate::error::{EXIT_INVALID, EXIT_RUNNER_ERROR, EXIT_WARE_CORRUPT, EXIT_WARE_NOT_FOUND};
+use crate::archive::TarError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WareError {
@@ -62,6 +62,9 @@ pub enum WareError {
     #[error("cannot unpack into {dir:?}: {problem}; pass an existing, empty directory")]
     Dest { dir: PathBuf, problem: String },
 
+    #[error("cannot write the formula in its canonical form: {0}; this is a bug in repeatr, please report it")]
+    Canonical(#[source] serde_json::Error),
+
     #[error("unpacking ware {id}: {source}")]
     Unpack {
         id: String,
@@ -70,24 +73,39 @@ pub enum WareError {
     },
 }
 
+/// What a [`WareError`] asks of the user, one class per exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WareClass {
+    /// The request is wrong: fix the input.
+    Invalid,
+    /// The ware is not in the warehouse: pack or fetch it.
+    NotFound,
+    /// The stored ware is damaged: delete it and pack or fetch it again.
+    Corrupt,
+    /// The host failed (a file, the warehouse, unpacking): a runner error.
+    Host,
+}
+
 impl WareError {
-    /// The process exit code for this error (the table is in `crate::error`).
-    pub fn exit_code(&self) -> i32 {
+    /// What this error asks of the user; `crate::error` turns that into the
+    /// exit code.
+    pub fn class(&self) -> WareClass {
         match self {
             WareError::BadWareId { .. }
             | WareError::BadFormula { .. }
             | WareError::BadFilter { .. }
             | WareError::Rejected { .. }
             | WareError::Socket { .. }
-            | WareError::SourceTar { .. } => EXIT_INVALID,
-            WareError::NotFound { .. } => EXIT_WARE_NOT_FOUND,
-            WareError::Corrupt { .. } | WareError::HashMismatch { .. } => EXIT_WARE_CORRUPT,
+            | WareError::SourceTar { .. } => WareClass::Invalid,
+            WareError::NotFound { .. } => WareClass::NotFound,
+            WareError::Corrupt { .. } | WareError::HashMismatch { .. } => WareClass::Corrupt,
             WareError::Source { .. }
             | WareError::Changed { .. }
             | WareError::Warehouse { .. }
             | WareError::NoWarehouse
             | WareError::Dest { .. }
-            | WareError::Unpack { .. } => EXIT_RUNNER_ERROR,
+            | WareError::Canonical(_)
+            | WareError::Unpack { .. } => WareClass::Host,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Wares and formulas: content-addressed file trees and the jobs that
-//! consume and produce them (see docs/ware-hash.md and docs/formula.md).
+//! consume and produce them (see docs/ware-hash.md and the README's
+//! "Formulas" section).
 //!
 //! - `ware_id`: `tar:<hash>` ids and SHA-256 digests
 //! - `tree`: the normalized tree and its manifest (what the hash covers)
@@ -9,7 +10,8 @@
 //! - `pack`: one pass that hashes (and writes) a tree
 //! - `warehouse`: the local store: pack, verify, unpack
 //! - `setup`: formula types and the setup hash
-//! - `error`: what goes wrong, and its exit code
+//! - `error`: what goes wrong, and its class (which `crate::error` maps to
+//!   an exit code)
 
 pub mod error;
 pub mod filter;
@@ -21,7 +23,7 @@ pub mod tree;
 pub mod ware_id;
 pub mod warehouse;
 
-pub use error::WareError;
+pub use error::{WareClass, WareError};
 pub use filter::{Filters, IdFilter, MtimeFilter, Policy};
 pub use pack::hash_path;
 pub use setup::{Formula, SetupHash};

@@ -15,7 +15,7 @@ use super::normtar::TarOut;
 use super::source::{CHUNK, Content, Node, scan_tar, walk_dir};
 use super::tree::{Kind, TreeHasher, display_path};
 use super::ware_id::{Digest, WareId};
-use crate::container::tar::decompressed;
+use crate::archive::decompressed;
 use crate::sys::{self, Resolve};
 
 /// Where regular-file data comes from while writing.

@@ -183,17 +183,17 @@ impl Formula {
     /// filled in, object keys in a fixed order (struct fields as declared,
     /// maps sorted by key bytes), serde_json's string escaping. So a formula
     /// that spells a default out and one that leaves it out hash the same.
-    pub fn canonical_json(&self) -> Vec<u8> {
-        // Serializing plain structs and BTreeMaps of strings cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+    pub fn canonical_json(&self) -> Result<Vec<u8>, WareError> {
+        // An empty text in its place would give every formula one hash.
+        serde_json::to_vec(self).map_err(WareError::Canonical)
     }
 
     /// SHA-256 of `repeatr-formula-v1\n` + the canonical JSON.
-    pub fn setup_hash(&self) -> SetupHash {
+    pub fn setup_hash(&self) -> Result<SetupHash, WareError> {
         let mut sha = Sha256::new();
         sha.update(SETUP_MAGIC);
-        sha.update(self.canonical_json());
-        SetupHash(Digest(sha.finalize().into()))
+        sha.update(self.canonical_json()?);
+        Ok(SetupHash(Digest(sha.finalize().into())))
     }
 }
 
@@ -248,6 +248,7 @@ impl<'de> Deserialize<'de> for Input {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formula::error::WareClass;
 
     const WARE: &str = "tar:7dbffef49d6640402ace7ecdebc0fc29378dd15e007c31663f151d722bba0009";
 
@@ -263,15 +264,15 @@ mod tests {
         assert_eq!(f.action.cwd, "/task");
         assert_eq!(f.action.userinfo.uid, 1000);
         assert_eq!(f.outputs["/out"].filters, Filters::default());
-        let explicit = String::from_utf8(f.canonical_json()).unwrap();
+        let explicit = String::from_utf8(f.canonical_json().unwrap()).unwrap();
         let g = Formula::from_json(&explicit).unwrap();
         assert_eq!(g, f);
-        assert_eq!(g.setup_hash(), f.setup_hash());
-        assert_eq!(f.setup_hash().to_string().len(), 64);
+        assert_eq!(g.setup_hash().unwrap(), f.setup_hash().unwrap());
+        assert_eq!(f.setup_hash().unwrap().to_string().len(), 64);
 
         let mut h = f.clone();
         h.action.exec.push("-j4".into());
-        assert_ne!(h.setup_hash(), f.setup_hash());
+        assert_ne!(h.setup_hash().unwrap(), f.setup_hash().unwrap());
     }
 
     #[test]
@@ -286,7 +287,7 @@ mod tests {
         ];
         for (text, want) in cases {
             let err = Formula::from_json(&text).unwrap_err();
-            assert_eq!(err.exit_code(), crate::error::EXIT_INVALID);
+            assert_eq!(err.class(), WareClass::Invalid);
             assert!(err.to_string().contains(want), "{text}: {err}");
         }
     }
@@ -308,6 +309,6 @@ mod alias_tests {
         let b = Formula::from_json(&json("userinfo")).unwrap();
         assert_eq!(a.action.userinfo.uid, 5);
         assert_eq!(a.action.network, Network::Bridge);
-        assert_eq!(a.setup_hash(), b.setup_hash());
+        assert_eq!(a.setup_hash().unwrap(), b.setup_hash().unwrap());
     }
 }

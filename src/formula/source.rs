@@ -20,7 +20,7 @@ use super::error::WareError;
 use super::filter::Filters;
 use super::tree::{Entry, Kind, display_path};
 use super::ware_id::Digest;
-use crate::container::tar::{clean, pax_time};
+use crate::archive::{clean, pax_time};
 
 /// Where a regular file's bytes are when the tree is written out.
 #[derive(Clone, Debug)]

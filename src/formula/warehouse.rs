@@ -23,7 +23,7 @@ use super::normtar::TarOut;
 use super::pack::{Source, emit, hash_stored};
 use super::source::CHUNK;
 use super::ware_id::WareId;
-use crate::container::tar::{UnpackStats, unpack};
+use crate::archive::{UnpackStats, unpack};
 
 #[derive(Clone, Debug)]
 pub struct Warehouse {

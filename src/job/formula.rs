@@ -10,11 +10,29 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{Cli, RunArgs};
+use super::outputs::OutputLock;
+use super::{Host, JobId};
 use crate::container::{Caps, Exit, MakeDir, NetMode, Rootfs, Spec, User, spec};
 use crate::error::Error;
 use crate::formula::setup::{Input, Network, Privileges};
 use crate::formula::{Formula, WareError, Warehouse};
+
+/// A formula to run: the formula, where its wares are and its outputs go,
+/// an earlier run record to compare with, and the job's id.
+pub struct FormulaJob {
+    pub formula: Formula,
+    pub warehouse: Warehouse,
+    pub check: Option<PathBuf>,
+    pub id: JobId,
+}
+
+impl FormulaJob {
+    /// Reads and parses the formula at `path`.
+    pub fn load(path: &Path, warehouse: Warehouse, check: Option<PathBuf>, id: JobId) -> Result<FormulaJob, Error> {
+        let text = fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        Ok(FormulaJob { formula: Formula::from_json(&text)?, warehouse, check, id })
+    }
+}
 
 /// What a run produced, as printed on stdout.
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,24 +54,17 @@ fn invalid(problem: String) -> Error {
     Error::Ware(WareError::BadFormula { problem })
 }
 
-pub fn run(cli: &Cli, args: &RunArgs, path: &Path) -> Result<i32, Error> {
-    let text = fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-    let formula = Formula::from_json(&text)?;
-    let formula_id = formula.setup_hash().to_string();
-    let warehouse = Warehouse::from_option(args.warehouse.clone())?;
-    let id = match &args.name {
-        Some(n) => n.clone(),
-        None => spec::generate_job_id().map_err(Error::io("generating a job id"))?,
-    };
-    spec::check_job_id(&id)?;
+pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
+    let FormulaJob { formula, warehouse, check, id } = job;
+    let formula_id = formula.setup_hash()?.to_string();
 
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.
-    let outputs = OutputDirs::create(&cli.state_dir, &id, &formula)?;
-    let spec = build_spec(cli, &formula, &warehouse, &id, &outputs)?;
+    let outputs = OutputDirs::create(&host.state_dir, &id, &formula)?;
+    let spec = build_spec(&formula, &warehouse, &id, &outputs)?;
     let hostname = spec.hostname.clone();
 
-    let exit = super::launch(cli, spec, None)?;
+    let exit = super::launch(host, spec, None)?;
     let exit_code = match &exit {
         Exit::Code(c) => *c,
         Exit::Signaled(s) => 128 + s,
@@ -67,8 +78,8 @@ pub fn run(cli: &Cli, args: &RunArgs, path: &Path) -> Result<i32, Error> {
         }
     }
     let record = RunRecord {
-        guid: id,
-        time: crate::state::time::rfc3339_now(),
+        guid: id.to_string(),
+        time: crate::civil_time::rfc3339_now(),
         formula_id,
         exit_code,
         results,
@@ -78,14 +89,22 @@ pub fn run(cli: &Cli, args: &RunArgs, path: &Path) -> Result<i32, Error> {
         serde_json::to_string_pretty(&record).map_err(|e| Error::Io { what: "encoding the record", err: e.into() })?;
     println!("{json}");
 
-    if let Some(check) = &args.check {
-        return compare(check, &record);
-    }
-    Ok(exit.status())
+    // The job's own status comes first: a failed job whose (partial)
+    // outputs happen to match is still a failed job. --check decides only
+    // for a job that succeeded.
+    let differ = match &check {
+        Some(path) => compare(path, &record)?,
+        None => false,
+    };
+    Ok(match exit.status() {
+        0 if differ => 1,
+        status => status,
+    })
 }
 
-/// `--check RECORD`: which outputs differ from an earlier run's.
-fn compare(path: &Path, now: &RunRecord) -> Result<i32, Error> {
+/// `--check RECORD`: says which outputs differ from an earlier run's;
+/// true if any does.
+fn compare(path: &Path, now: &RunRecord) -> Result<bool, Error> {
     let text = fs::read_to_string(path).map_err(|e| invalid(format!("cannot read record {}: {e}", path.display())))?;
     let before: RunRecord =
         serde_json::from_str(&text).map_err(|e| invalid(format!("{} is not a run record: {e}", path.display())))?;
@@ -104,15 +123,13 @@ fn compare(path: &Path, now: &RunRecord) -> Result<i32, Error> {
     }
     if differ == 0 {
         eprintln!("repeatr: all {} outputs match {}", now.results.len(), path.display());
-        Ok(0)
-    } else {
-        Ok(1)
     }
+    Ok(differ > 0)
 }
 
 /// The formula as a container spec: `/` from a ware, other wares placed
 /// in path order, mounts, output dirs, the action's identity and helpers.
-fn build_spec(cli: &Cli, f: &Formula, warehouse: &Warehouse, id: &str, outputs: &OutputDirs) -> Result<Spec, Error> {
+fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDirs) -> Result<Spec, Error> {
     let mut root = None;
     let mut wares = Vec::new();
     let mut mounts = Vec::new();
@@ -167,8 +184,7 @@ fn build_spec(cli: &Cli, f: &Formula, warehouse: &Warehouse, id: &str, outputs: 
     if a.helpers.make_cwd {
         make_dirs.push(MakeDir { path: a.cwd.clone().into(), mode: 0o755, owner: user });
     }
-    let hostname = a.hostname.clone().unwrap_or_else(|| id.to_string());
-    spec::check_hostname(&hostname)?;
+    let hostname = id.hostname(a.hostname.as_deref())?;
     let workdir = spec::clean_job_path(&a.cwd)
         .ok_or_else(|| invalid(format!("action.cwd {:?} is not a clean absolute path", a.cwd)))?;
     Ok(Spec {
@@ -177,8 +193,6 @@ fn build_spec(cli: &Cli, f: &Formula, warehouse: &Warehouse, id: &str, outputs: 
         argv: a.exec.clone(),
         env,
         workdir,
-        hosts: format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
-        resolv_conf: "# no network\n".into(),
         hostname,
         user,
         mounts,
@@ -186,7 +200,6 @@ fn build_spec(cli: &Cli, f: &Formula, warehouse: &Warehouse, id: &str, outputs: 
             Network::None => NetMode::None,
             Network::Bridge => NetMode::Bridge,
         },
-        mount_base: super::ensure_mount_base(&cli.state_dir)?,
         wares,
         caps: match a.policy {
             Privileges::Routine => Caps::None,
@@ -199,34 +212,32 @@ fn build_spec(cli: &Cli, f: &Formula, warehouse: &Warehouse, id: &str, outputs: 
 }
 
 /// `STATE_DIR/outputs/<job>/<n>`: one host directory per output, owned by
-/// the job's user, bound into the job at the output's path. Removed on drop;
-/// a runner killed before that leaves them to `repeatr gc` (the `.lock`
-/// beside them is flocked for the run's whole life).
+/// the job's user, bound into the job at the output's path (see
+/// `outputs`). Removed, with the lock, on drop.
 struct OutputDirs {
-    root: PathBuf,
+    lock: Option<OutputLock>,
     dirs: Vec<PathBuf>,
-    _lock: fs::File,
 }
 
 impl OutputDirs {
-    fn create(state_dir: &Path, id: &str, f: &Formula) -> Result<OutputDirs, Error> {
+    fn create(state_dir: &Path, id: &JobId, f: &Formula) -> Result<OutputDirs, Error> {
         let base = state_dir.join("outputs");
         let io = |err| Error::StateDir { path: state_dir.to_path_buf(), err };
         crate::state::private_dir(&base).map_err(io)?;
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(base.join(format!("{id}.lock")))
-            .map_err(io)?;
-        lock.try_lock().map_err(|_| invalid(format!("job {id} is already running")))?;
-        let root = base.join(id);
-        let _ = fs::remove_dir_all(&root);
+        let lock = OutputLock::try_take(&base, id.as_str(), true)
+            .map_err(io)?
+            .ok_or_else(|| invalid(format!("job {id} is already running; give this run another --name")))?;
+        // What is left of a dead run of the same id is ours now.
+        let root = lock.dir().to_path_buf();
+        match fs::remove_dir_all(&root) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let mut out = OutputDirs { lock: Some(lock), dirs: Vec::new() };
         crate::state::private_dir(&root).map_err(io)?;
-        let mut out = OutputDirs { root, dirs: Vec::new(), _lock: lock };
         let (uid, gid) = (f.action.userinfo.uid, f.action.userinfo.gid);
         for n in 0..f.outputs.len() {
-            let dir = out.root.join(n.to_string());
+            let dir = root.join(n.to_string());
             fs::create_dir(&dir).map_err(io)?;
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io)?;
             out.dirs.push(dir);
@@ -237,10 +248,11 @@ impl OutputDirs {
 
 impl Drop for OutputDirs {
     fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.root) {
-            log::warn!("removing {}: {e}", self.root.display());
+        if let Some(lock) = self.lock.take() {
+            let dir = lock.dir().display().to_string();
+            if let Err(e) = lock.remove() {
+                log::warn!("removing {dir}: {e}");
+            }
         }
-        // Nobody waits on it (try_lock only), so it can go while held.
-        let _ = fs::remove_file(self.root.with_extension("lock"));
     }
 }

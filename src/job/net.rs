@@ -109,21 +109,9 @@ impl JobNet {
         self.lease.as_ref().map(|l| l.record.ip)
     }
 
-    /// /etc/hosts for the job: its own name on its own address.
-    pub fn hosts(&self, hostname: &str) -> String {
-        let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        if let Some(ip) = self.ip() {
-            s += &format!("{ip}\t{hostname}\n");
-        }
-        s
-    }
-
-    /// /etc/resolv.conf for the job, from `network.dns`.
-    pub fn resolv_conf(&self) -> String {
-        if self.config.dns.is_empty() {
-            return format!("# no nameservers: set network.dns in {}\n", self.config.source.display());
-        }
-        self.config.dns.iter().map(|ns| format!("nameserver {ns}\n")).collect()
+    /// The network section of the config this job was plugged in with.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
     }
 
     /// Deletes the host veth and releases the lease, in that order (the

@@ -1,16 +1,18 @@
 //! The shared bridge all bridge-networked jobs plug into.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
+use super::address::add_address;
+use super::error::NetworkError;
+use super::iface::{check_ifname, check_mtu, mac_for_ip};
 use super::link::{get_link, host_socket, link_info, set_up};
 use super::netlink::{Netlink, NlError};
-use super::{NetworkError, check_ifname, mac_for_ip};
+use crate::config::{check_gateway, check_subnet};
 
 /// Creates the bridge `name` if it is missing, else makes sure it is up and
 /// carries `gateway`/prefix; returns its ifindex. Safe to race with other
@@ -33,9 +35,7 @@ pub(crate) fn ensure_bridge_with(
     subnet: Ipv4Net,
     mtu: u32,
 ) -> Result<u32, NetworkError> {
-    check_ifname(name)?;
-    check_gateway(name, gateway, subnet)?;
-    super::veth::check_mtu(name, mtu)?;
+    check_bridge(name, gateway, subnet, mtu)?;
 
     let lookup =
         |nl: &mut Netlink| get_link(nl, name).map_err(|e| NetworkError::netlink(format!("look up bridge {name}"), e));
@@ -71,20 +71,17 @@ pub(crate) fn ensure_bridge_with(
     Ok(info.index)
 }
 
-fn check_gateway(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net) -> Result<(), NetworkError> {
-    let reason = if subnet.prefix_len() > 30 {
-        Some(format!("subnet {subnet} has no room for a gateway and a job"))
-    } else if !subnet.contains(&gateway) {
-        Some(format!("gateway {gateway} is outside subnet {subnet}"))
-    } else if gateway == subnet.network() || gateway == subnet.broadcast() {
-        Some(format!("gateway {gateway} is the network or broadcast address of {subnet}"))
-    } else {
-        None
+/// What the bridge is to be: refused before anything is made, with
+/// config's rules for the subnet and gateway.
+fn check_bridge(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Result<(), NetworkError> {
+    check_ifname(name)?;
+    let refuse = |what: String, problem| NetworkError::Unexpected {
+        op: format!("configure bridge {name}"),
+        reason: format!("{what} {problem}"),
     };
-    match reason {
-        Some(reason) => Err(NetworkError::Unexpected { op: format!("configure bridge {name}"), reason }),
-        None => Ok(()),
-    }
+    check_subnet(subnet).map_err(|p| refuse(format!("subnet {subnet}"), p))?;
+    check_gateway(subnet, gateway).map_err(|p| refuse(format!("gateway {gateway}"), p))?;
+    check_mtu(name, mtu)
 }
 
 fn create_bridge(nl: &mut Netlink, name: &str, gateway: Ipv4Addr, mtu: u32) -> Result<(), NlError> {
@@ -100,47 +97,20 @@ fn create_bridge(nl: &mut Netlink, name: &str, gateway: Ipv4Addr, mtu: u32) -> R
     nl.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
 }
 
-/// Adds `ip/prefix` to link `index`; already there is success (the kernel
-/// answers EEXIST for the same local address and mask).
-pub(crate) fn add_address(nl: &mut Netlink, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), NlError> {
-    match nl.request(address_message(index, ip, prefix), NLM_F_CREATE | NLM_F_EXCL) {
-        Err(e) if e.raw() == Some(libc::EEXIST) => Ok(()),
-        r => r,
-    }
-}
-
-/// The NEWADDR for `ip/prefix` on link `index`.
-pub(crate) fn address_message(index: u32, ip: Ipv4Addr, prefix: u8) -> RouteNetlinkMessage {
-    let mut msg = AddressMessage::default();
-    msg.header.family = AddressFamily::Inet;
-    msg.header.prefix_len = prefix;
-    msg.header.index = index;
-    // IPv4 keeps the interface's own address in IFA_LOCAL; IFA_ADDRESS is
-    // the peer on point-to-point links and must equal it elsewhere.
-    msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-    msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
-    // Without IFA_BROADCAST the kernel sets none (unlike `ip addr add`'s
-    // usual `brd +`), and subnet broadcasts would not be recognised.
-    if let Ok(net) = Ipv4Net::new(ip, prefix)
-        && prefix < 31
-    {
-        msg.attributes.push(AddressAttribute::Broadcast(net.broadcast()));
-    }
-    RouteNetlinkMessage::NewAddress(msg)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn gateway_checks() {
-        let net: Ipv4Net = "198.18.4.0/24".parse().unwrap();
-        assert!(check_gateway("b", "198.18.4.1".parse().unwrap(), net).is_ok());
-        assert!(check_gateway("b", "198.18.4.0".parse().unwrap(), net).is_err());
-        assert!(check_gateway("b", "198.18.4.255".parse().unwrap(), net).is_err());
-        assert!(check_gateway("b", "198.18.5.1".parse().unwrap(), net).is_err());
-        let tiny: Ipv4Net = "198.18.4.0/31".parse().unwrap();
-        assert!(check_gateway("b", "198.18.4.1".parse().unwrap(), tiny).is_err());
+        let check =
+            |gateway: &str, subnet: &str| check_bridge("b", gateway.parse().unwrap(), subnet.parse().unwrap(), 1500);
+        assert!(check("198.18.4.1", "198.18.4.0/24").is_ok());
+        assert!(check("198.18.4.0", "198.18.4.0/24").is_err());
+        assert!(check("198.18.4.255", "198.18.4.0/24").is_err());
+        assert!(check("198.18.5.1", "198.18.4.0/24").is_err());
+        assert!(check("198.18.4.1", "198.18.4.0/31").is_err());
+        let e = check("198.18.4.1", "198.18.4.7/24").unwrap_err().to_string();
+        assert!(e.contains("bridge b") && e.contains("198.18.4.0/24"), "{e}");
     }
 }

@@ -4,8 +4,9 @@
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 
+use super::error::NetworkError;
+use super::iface::check_ifname;
 use super::netlink::{Netlink, NlError};
-use super::{NetworkError, check_ifname};
 
 /// Every netns gets its loopback device first, so it is always ifindex 1
 /// (LOOPBACK_IFINDEX in the kernel).
@@ -21,24 +22,14 @@ pub(crate) struct LinkInfo {
     pub index: u32,
     pub up: bool,
     pub kind: Option<String>,
-    pub mac: Option<Vec<u8>>,
-    pub mtu: Option<u32>,
     pub master: Option<u32>,
 }
 
 pub(crate) fn link_info(msg: &LinkMessage) -> LinkInfo {
-    let mut info = LinkInfo {
-        index: msg.header.index,
-        up: msg.header.flags.contains(LinkFlags::Up),
-        kind: None,
-        mac: None,
-        mtu: None,
-        master: None,
-    };
+    let mut info =
+        LinkInfo { index: msg.header.index, up: msg.header.flags.contains(LinkFlags::Up), kind: None, master: None };
     for a in &msg.attributes {
         match a {
-            LinkAttribute::Address(m) => info.mac = Some(m.clone()),
-            LinkAttribute::Mtu(m) => info.mtu = Some(*m),
             LinkAttribute::Controller(m) => info.master = Some(*m),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
@@ -89,6 +80,24 @@ pub(crate) fn up_message(index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(msg)
 }
 
+/// The SETLINK that takes link `index` down (IFF_UP in the change mask,
+/// cleared in the flags).
+pub(crate) fn down_message(index: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.change_mask = LinkFlags::Up;
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+/// The SETLINK that renames link `index` to `name` (the kernel refuses it
+/// with EBUSY while the link is up).
+pub(crate) fn rename_message(index: u32, name: &str) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
 /// Deletes a link by name; Ok(false) if it did not exist (teardown and gc
 /// call it on names that may already be gone). Deleting either end of a veth
 /// deletes the pair.
@@ -114,8 +123,9 @@ pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
     list_links(|name, _| name.starts_with(prefix))
 }
 
-/// Retired host veths (see [`retire_link`]) still enslaved to `bridge`:
-/// what `repeatr gc` deletes for that bridge's config.
+/// Retired host veths (see [`HostNet::retire_link`](super::HostNet::retire_link))
+/// still enslaved to `bridge`: what `repeatr gc` deletes for that bridge's
+/// config.
 pub fn retired_ports(bridge: &str) -> Result<Vec<String>, NetworkError> {
     let mut nl = host_socket()?;
     let Some(br) = get_link(&mut nl, bridge).map_err(|e| NetworkError::netlink(format!("look up {bridge}"), e))? else {
@@ -150,7 +160,7 @@ pub fn loopback_up() -> Result<(), NetworkError> {
 /// Names of retired host veths: `rpt~` and the link's ifindex in hex. An
 /// ifindex is unique among the links that exist, so two retirees never
 /// clash, whatever bridge or slot they came from; `~` occurs in no bridge
-/// or job veth name. See [`retire_link`].
+/// or job veth name. See [`HostNet::retire_link`](super::HostNet::retire_link).
 pub const RETIRED_PREFIX: &str = "rpt~";
 
 /// Frees the name of a job's host veth at teardown without waiting for
@@ -161,15 +171,12 @@ pub const RETIRED_PREFIX: &str = "rpt~";
 /// down and rename); the kernel destroys the pair anyway when the job's
 /// netns goes, which it does once the job has exited. Ok(false) if the link is
 /// gone already. `repeatr gc` deletes a retiree something keeps alive.
-pub fn retire_link(name: &str) -> Result<bool, NetworkError> {
-    retire_link_with(&mut host_socket()?, name, None)
-}
-
-/// [`retire_link`] on an open socket; `index` is the link's ifindex if the
-/// caller knows it (from creating it), which saves looking it up. An
-/// ifindex is not reused while the kernel has others to hand out, so a
-/// known one still names this link or none.
-pub(crate) fn retire_link_with(nl: &mut Netlink, name: &str, index: Option<u32>) -> Result<bool, NetworkError> {
+///
+/// `index` is the link's ifindex if the caller knows it (from creating
+/// it), which saves looking it up. An ifindex is not reused while the
+/// kernel has others to hand out, so a known one still names this link or
+/// none.
+pub(crate) fn retire_link(nl: &mut Netlink, name: &str, index: Option<u32>) -> Result<bool, NetworkError> {
     check_ifname(name)?;
     let index = match index {
         Some(i) => i,
@@ -179,14 +186,8 @@ pub(crate) fn retire_link_with(nl: &mut Netlink, name: &str, index: Option<u32>)
         },
     };
     let retired = format!("{RETIRED_PREFIX}{index:x}");
-    let mut down = LinkMessage::default();
-    down.header.index = index;
-    down.header.change_mask = LinkFlags::Up;
-    let mut rename = LinkMessage::default();
-    rename.header.index = index;
-    rename.attributes.push(LinkAttribute::IfName(retired.clone()));
     // Both in one round trip: the kernel handles them in order.
-    match nl.request_all(vec![(RouteNetlinkMessage::SetLink(down), 0), (RouteNetlinkMessage::SetLink(rename), 0)]) {
+    match nl.request_all(vec![(down_message(index), 0), (rename_message(index, &retired), 0)]) {
         Ok(()) => Ok(true),
         Err((_, e)) if e.raw() == Some(libc::ENODEV) => Ok(false),
         Err((0, e)) => Err(NetworkError::netlink(format!("set {name} down"), e)),

@@ -7,7 +7,7 @@ use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::NetworkError;
+use super::error::NetworkError;
 use super::link::{host_socket, link_name};
 use super::netlink::Netlink;
 

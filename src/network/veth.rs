@@ -5,16 +5,17 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::bridge::address_message;
-use super::link::{LOOPBACK_IFINDEX, delete_link_with, get_link, host_socket, link_name, up_message};
+use super::address::address_message;
+use super::error::NetworkError;
+use super::iface::{check_ifname, check_mtu, mac_for_ip};
+use super::link::{LOOPBACK_IFINDEX, delete_link_with, down_message, get_link, link_name, rename_message, up_message};
 use super::netlink::{Netlink, NlError};
-use super::{NetworkError, check_ifname, mac_for_ip};
 
 /// The job end's name inside its netns.
 pub const JOB_IFNAME: &str = "eth0";
@@ -30,19 +31,6 @@ pub struct VethSpec {
     pub prefix: u8,
     pub gateway: Ipv4Addr,
     pub mtu: u32,
-}
-
-pub(crate) fn check_mtu(name: &str, mtu: u32) -> Result<(), NetworkError> {
-    // 68 is the IPv4 minimum (RFC 791); 65535 the largest an IPv4 packet
-    // can use, and what the kernel's bridge and veth accept at most.
-    if (68..=65535).contains(&mtu) {
-        Ok(())
-    } else {
-        Err(NetworkError::Unexpected {
-            op: format!("configure {name}"),
-            reason: format!("MTU {mtu} outside 68..=65535"),
-        })
-    }
 }
 
 fn check_spec(spec: &VethSpec) -> Result<(), NetworkError> {
@@ -78,24 +66,6 @@ pub struct PendingVeth {
     host_index: u32,
     /// In the job netns's own index space; `None` if the kernel did not say.
     peer_index: Option<u32>,
-}
-
-/// Plugs the job's netns `netns` (e.g. an fd of `/proc/PID/ns/net`) into
-/// the bridge: `create_pending`, then `finish_pending`.
-pub fn attach_job(spec: &VethSpec, netns: BorrowedFd<'_>) -> Result<AttachedVeth, NetworkError> {
-    let mut host = host_socket()?;
-    let bridge = get_link(&mut host, &spec.bridge)
-        .map_err(|e| NetworkError::netlink(format!("look up bridge {}", spec.bridge), e))?
-        .ok_or_else(|| NetworkError::Unexpected {
-            op: format!("attach {} to bridge {}", spec.host_name, spec.bridge),
-            reason: "the bridge does not exist".into(),
-        })?
-        .header
-        .index;
-    // Before anything is made: finish_pending checks again, but only after.
-    check_spec(spec)?;
-    let pending = create_pending(&mut host, (&spec.bridge, bridge), spec.mtu, netns)?;
-    finish_pending(&mut host, pending, spec, netns)
 }
 
 /// Creates a job's veth before its address and slot are known, so that
@@ -174,12 +144,7 @@ pub(crate) fn finish_pending(
 /// The host end: renamed (it is down, as a rename needs) and brought up.
 fn name_and_up(host: &mut Netlink, pending: &PendingVeth, spec: &VethSpec) -> Result<(), NetworkError> {
     let index = pending.host_index;
-    let rename = || {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::IfName(spec.host_name.clone()));
-        (RouteNetlinkMessage::SetLink(msg), 0)
-    };
+    let rename = || (rename_message(index, &spec.host_name), 0);
     let op = |i: usize| match i {
         0 => format!("rename {} to {}", pending.name, spec.host_name),
         _ => format!("bring {} up", spec.host_name),
@@ -190,10 +155,7 @@ fn name_and_up(host: &mut Netlink, pending: &PendingVeth, spec: &VethSpec) -> Re
             delete_link_with(host, &spec.host_name)?;
             // The up above ran even though the rename failed; a running
             // link cannot be renamed (EBUSY): down first.
-            let mut down = LinkMessage::default();
-            down.header.index = index;
-            down.header.change_mask = LinkFlags::Up;
-            host.request_all(vec![(RouteNetlinkMessage::SetLink(down), 0), rename(), (up_message(index), 0)])
+            host.request_all(vec![(down_message(index), 0), rename(), (up_message(index), 0)])
                 .map_err(|(i, e)| NetworkError::netlink(op(i.saturating_sub(1)), e))
         }
         r => r.map_err(|(i, e)| NetworkError::netlink(op(i), e)),
@@ -309,6 +271,7 @@ fn default_route_message(oif: u32, gateway: Ipv4Addr) -> RouteNetlinkMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_route::link::LinkFlags;
     use std::os::fd::{AsFd, OwnedFd};
 
     /// A new netns held by an fd, made on a thread that exits at once.

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use rusqlite::ErrorCode;
 
-use super::MAX_SLOTS;
-use crate::config::ConfigError;
+use super::slot::MAX_SLOTS;
 
 /// The command that repairs a damaged or lost state.db.
 pub const REBUILD_HINT: &str = "run `repeatr gc --rebuild` to rebuild it from the live jobs";
@@ -62,9 +61,6 @@ pub enum StateError {
 
     #[error("invalid lease request: {0}")]
     Request(String),
-
-    #[error(transparent)]
-    Config(#[from] ConfigError),
 }
 
 impl StateError {

@@ -6,18 +6,95 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
+use ipnet::Ipv4Net;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
 
+use super::dir::{StateDir, check_slot};
 use super::error::StateError;
 use super::lock::{SlotLock, StateLock};
-use super::{
-    GcReport, Lease, LeaseInfo, LeaseRecord, LeaseRequest, LeaseState, MAX_SLOTS, StateDir, alloc, check_slot,
-    generation, liveness, schema, sidecar, time,
-};
-use crate::config::{check_gateway, check_subnet, reserved_role};
+use super::record::LeaseRecord;
+use super::slot::MAX_SLOTS;
+use super::{alloc, generation, liveness, schema, sidecar};
+use crate::civil_time;
+use crate::config::{NetworkConfig, check_gateway, check_subnet, reserved_role};
 use crate::sys;
+
+/// What a runner asks for.
+#[derive(Clone, Debug)]
+pub struct LeaseRequest {
+    pub job: String,
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// `--ip`: this address or an error, never another one.
+    pub ip: Option<Ipv4Addr>,
+    /// For display (`repeatr leases`); not interpreted.
+    pub command: String,
+    /// The runner's pid: the process that holds the slot lock.
+    pub pid: u32,
+}
+
+/// A lease held by this process. Dropping it without [`StateDir::release`]
+/// frees the slot lock, which makes the row stale: the next allocation
+/// reclaims it, exactly as after a crash.
+#[derive(Debug)]
+pub struct Lease {
+    pub record: LeaseRecord,
+    /// Slots on this bridge whose dead owners' leases this allocation
+    /// reclaimed. A host veth `{bridge}-{slot}` may be left over for each:
+    /// delete it only while holding [`StateDir::try_lock_slot`] for it.
+    pub reclaimed: Vec<u16>,
+    /// Held, never read: dropping it frees the slot.
+    _slot_lock: SlotLock,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    Running,
+    Stale,
+}
+
+/// A lease as `repeatr leases` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeaseInfo {
+    #[serde(flatten)]
+    pub lease: LeaseRecord,
+    pub state: LeaseState,
+}
+
+/// What `gc` reclaimed (or, with `dry_run`, would reclaim). For each lease,
+/// `bridge`/`slot`/`iface` name a host veth that may be left over: delete it
+/// while holding [`StateDir::try_lock_slot`] for that slot.
+#[derive(Clone, Debug, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub reclaimed: Vec<LeaseRecord>,
+    /// Sidecars of dead jobs removed: those of the reclaimed leases and any
+    /// left without a row (a runner killed between writing its sidecar and
+    /// committing).
+    pub sidecars_removed: Vec<PathBuf>,
+}
+
+impl LeaseRequest {
+    /// A request for this process (the runner) on the configured network;
+    /// set `ip` for `--ip`.
+    pub fn new(net: &NetworkConfig, job: &str, command: &str) -> LeaseRequest {
+        LeaseRequest {
+            job: job.to_string(),
+            bridge: net.bridge.clone(),
+            subnet: net.subnet,
+            gateway: net.gateway,
+            ip: None,
+            command: command.to_string(),
+            pid: std::process::id(),
+        }
+    }
+}
 
 const COLUMNS: &str = "job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at";
 
@@ -74,7 +151,7 @@ impl StateDir {
             start_time: start_time(req.pid),
             boot_id: self.boot_id.clone(),
             command: req.command.clone(),
-            started_at: time::rfc3339_now(),
+            started_at: civil_time::rfc3339_now(),
         };
         insert(&tx, &record, &self.db)?;
         if req.ip.is_none() {
@@ -92,7 +169,7 @@ impl StateDir {
             return Err(StateError::db(&self.db)(e));
         }
         generation::write_file(&self.generation, count);
-        Ok(Lease { record, reclaimed: reclaimed.iter().map(|r| r.slot).collect(), slot_lock })
+        Ok(Lease { record, reclaimed: reclaimed.iter().map(|r| r.slot).collect(), _slot_lock: slot_lock })
     }
 
     /// Gives a lease back: the row, then the sidecar, then (by dropping the

@@ -11,8 +11,8 @@ use std::fs::{File, TryLockError};
 use std::io::ErrorKind;
 use std::path::Path;
 
-use super::LeaseRecord;
 use super::error::StateError;
+use super::record::LeaseRecord;
 use crate::sys;
 
 /// Whether someone holds the lock file at `path`; `None` when that cannot

@@ -9,9 +9,10 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::error::StateError;
+use super::slot::iface_name;
 
 /// Opens (creating if needed) a lock file, readable and writable by root only.
 fn open_lock_file(path: &Path) -> Result<File, StateError> {
@@ -60,10 +61,6 @@ pub struct SlotLock {
 }
 
 impl SlotLock {
-    pub fn bridge(&self) -> &str {
-        &self.bridge
-    }
-
     pub fn slot(&self) -> u16 {
         self.slot
     }
@@ -74,10 +71,6 @@ impl SlotLock {
     }
 }
 
-pub fn iface_name(bridge: &str, slot: u16) -> String {
-    format!("{bridge}-{slot}")
-}
-
 /// Takes the lock at `path` without waiting: `None` when someone holds it.
 pub(crate) fn try_lock_slot_file(path: &Path, bridge: &str, slot: u16) -> Result<Option<SlotLock>, StateError> {
     let file = open_lock_file(path)?;
@@ -85,26 +78,5 @@ pub(crate) fn try_lock_slot_file(path: &Path, bridge: &str, slot: u16) -> Result
         Ok(()) => Ok(Some(SlotLock { _file: file, bridge: bridge.to_string(), slot })),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => Err(StateError::io("lock", path)(e)),
-    }
-}
-
-/// `slots/{bridge}/{slot}.lock` and its JSON sidecar, relative to the root.
-#[derive(Clone, Debug)]
-pub(crate) struct SlotPaths {
-    pub lock: PathBuf,
-    pub json: PathBuf,
-    pub tmp: PathBuf,
-}
-
-impl SlotPaths {
-    pub(crate) fn new(slots_dir: &Path, bridge: &str, slot: u16) -> SlotPaths {
-        let dir = slots_dir.join(bridge);
-        SlotPaths {
-            lock: dir.join(format!("{slot}.lock")),
-            json: dir.join(format!("{slot}.json")),
-            // Dot-named so that a scan for `{slot}.json` never sees a
-            // half-written record.
-            tmp: dir.join(format!(".{slot}.json.tmp")),
-        }
     }
 }

@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::dir::StateDir;
 use super::error::StateError;
 use super::leases::{insert, set_last_ip};
 use super::lock::StateLock;
-use super::{LeaseRecord, StateDir, generation, schema, sidecar, time};
+use super::record::LeaseRecord;
+use super::{generation, schema, sidecar};
+use crate::civil_time;
 
 /// What a rebuild did.
 #[derive(Clone, Debug, Serialize)]
@@ -82,7 +85,7 @@ impl StateDir {
     /// anyone's SQLite locks; and no one has it open, because every user
     /// holds the state lock, which the caller has exclusively.
     fn move_db_aside(&self) -> Result<Option<PathBuf>, StateError> {
-        let aside = self.root.join(format!("state.db.corrupt-{}", time::stamp_now()));
+        let aside = self.root.join(format!("state.db.corrupt-{}", civil_time::stamp_now()));
         let mut moved = None;
         for suffix in ["", "-wal", "-shm"] {
             let from = with_suffix(&self.db, suffix);

@@ -130,12 +130,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn migrate_twice_is_a_no_op() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A fresh, migrated state.db in `dir`.
+    fn migrated(dir: &tempfile::TempDir) -> (std::path::PathBuf, Connection) {
         let db = dir.path().join("state.db");
         let mut conn = connect(&db, true).unwrap();
         migrate(&mut conn, &db).unwrap();
+        (db, conn)
+    }
+
+    #[test]
+    fn migrate_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut conn) = migrated(&dir);
         migrate(&mut conn, &db).unwrap();
         assert_eq!(user_version(&conn, &db).unwrap(), SCHEMA_VERSION);
         drop(conn);
@@ -145,9 +151,7 @@ mod tests {
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("state.db");
-        let mut conn = connect(&db, true).unwrap();
-        migrate(&mut conn, &db).unwrap();
+        let (db, mut conn) = migrated(&dir);
         conn.pragma_update(None, "user_version", 99).unwrap();
         let e = migrate(&mut conn, &db).unwrap_err().to_string();
         assert!(e.contains("schema version 99") && e.contains("upgrade repeatr"), "{e}");

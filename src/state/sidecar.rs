@@ -7,10 +7,9 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::LeaseRecord;
-use super::MAX_SLOTS;
 use super::error::StateError;
-use super::lock::SlotPaths;
+use super::record::LeaseRecord;
+use super::slot::{MAX_SLOTS, SlotPaths};
 use crate::config::check_bridge;
 
 /// Writes the record atomically (temp file + rename), so a reader never sees

@@ -164,7 +164,7 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
         }
     }
 
-    let outputs = crate::job::outputs::reclaim_dead(state_dir, dry_run);
+    let outputs = crate::formula_run::outputs::reclaim_dead(state_dir, dry_run);
     out.outputs_removed = outputs.removed;
     out.errors.extend(outputs.errors);
 

@@ -3,160 +3,19 @@
 //! exit code.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser};
 
 use crate::admin::{self, GcOptions};
 use crate::container::{self, NetMode, Spec, SpecError, spec};
 use crate::error::{EXIT_RUNNER_ERROR, Error};
 use crate::formula::{Filters, WareId, Warehouse};
-use crate::job::{self, FormulaJob, Host, JobId, Request, Work};
+use crate::formula_run::{self, FormulaJob};
 
-#[derive(Parser, Debug)]
-#[command(name = "repeatr", version, about = "Run jobs in ephemeral containers, no daemon needed")]
-pub(crate) struct Cli {
-    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
-    /// Only errors on stderr.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-    /// Where leases and locks live (default /run/repeatr: they die with a reboot).
-    #[arg(long, value_name = "DIR", env = "REPEATR_STATE_DIR", global = true, default_value = crate::state::DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
-    /// Configuration file (default /etc/repeatr/config.toml; every key optional).
-    #[arg(long, value_name = "FILE", env = "REPEATR_CONFIG", global = true)]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run CMD in a new container (or a FORMULA); exits with the job's status.
-    Run(RunArgs),
-    /// Show who holds which address and slot; stale leases are marked.
-    Leases {
-        /// An array of JSON objects instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// After a crash or reboot: reclaim stale leases, delete leftover veths and outputs, report.
-    Gc {
-        /// Say what would be done, change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print what was done as one JSON object instead of lines of text.
-        #[arg(long)]
-        json: bool,
-        /// Rebuild a damaged or lost state.db from the live jobs' lease records.
-        #[arg(long)]
-        rebuild: bool,
-    },
-    /// Store a directory or tar in the warehouse as a ware; prints its id (tar:HASH).
-    Pack(PackArgs),
-    /// Verify a ware and unpack it into an existing empty directory.
-    Unpack(UnpackArgs),
-    /// Print a shell completion script (bash, zsh or fish) to stdout.
-    Completions {
-        /// The shell to complete for.
-        #[arg(value_enum)]
-        shell: Shell,
-    },
-    /// Print the man page (roff) to stdout, or write one page per command into DIR.
-    Man {
-        /// Write repeatr.1, repeatr-run.1, ... into this directory instead.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-    },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Shell {
-    Bash,
-    Zsh,
-    Fish,
-}
-
-#[derive(Args, Debug)]
-struct PackArgs {
-    /// A directory, a .tar/.tar.gz file, or - for a tar on stdin.
-    #[arg(value_name = "PATH")]
-    path: PathBuf,
-    /// The warehouse directory (wares live in DIR/tar/HASH.tar).
-    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR")]
-    warehouse: Option<PathBuf>,
-    /// Change a filter: uid=N|keep, gid=N|keep, mtime=2010-01-01T00:00:00Z|@SECS|keep,
-    /// setid|sticky|dev=keep|ignore|reject. Repeatable.
-    #[arg(long = "filter", value_name = "KEY=VALUE")]
-    filters: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-struct UnpackArgs {
-    /// The ware id, tar:HASH.
-    #[arg(value_name = "WARE")]
-    ware: String,
-    /// An existing, empty directory.
-    #[arg(value_name = "DIR")]
-    dir: PathBuf,
-    /// The warehouse directory.
-    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR")]
-    warehouse: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
-struct RunArgs {
-    /// A formula (JSON) to run instead of --rootfs and CMD: its record goes to stdout.
-    #[arg(value_name = "FORMULA", conflicts_with_all = ["rootfs", "command"])]
-    formula: Option<PathBuf>,
-    /// With FORMULA: where the input wares are and the outputs go (or REPEATR_WAREHOUSE).
-    #[arg(long, value_name = "DIR", env = "REPEATR_WAREHOUSE", requires = "formula")]
-    warehouse: Option<PathBuf>,
-    /// With FORMULA: compare the results with this earlier run record; exit 1 if the job
-    /// succeeded and an output differs.
-    #[arg(long, value_name = "RECORD", requires = "formula")]
-    check: Option<PathBuf>,
-    /// The root filesystem: a directory, a .tar/.tar.gz file, or - for a tar on stdin.
-    #[arg(long, value_name = "PATH")]
-    rootfs: Option<PathBuf>,
-    /// Networking: bridge (an address of its own on the configured bridge) or none (only lo).
-    #[arg(long, value_name = "MODE", value_enum, default_value_t = Net::Bridge)]
-    net: Net,
-    /// Ask for this IPv4 address on the bridge (it must be free and a host of the subnet).
-    #[arg(long, value_name = "ADDR")]
-    ip: Option<Ipv4Addr>,
-    /// Bind a host path into the job: SRC:DST[:ro|:rw] (rw by default). Repeatable.
-    #[arg(long = "mount", value_name = "SRC:DST[:ro|:rw]")]
-    mounts: Vec<String>,
-    /// Set an environment variable in the job. Repeatable. The host's environment never leaks in.
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
-    env: Vec<String>,
-    /// Working directory inside the job (created if missing).
-    #[arg(long, short = 'w', value_name = "DIR", default_value = "/")]
-    workdir: String,
-    /// Hostname of the job (default: the job id).
-    #[arg(long, value_name = "NAME")]
-    hostname: Option<String>,
-    /// User and group to run as, numeric.
-    #[arg(long, short = 'u', value_name = "UID[:GID]", default_value = "0:0")]
-    user: String,
-    /// The job id (default: 12 random hex digits); also the default hostname.
-    #[arg(long, value_name = "ID")]
-    name: Option<String>,
-    /// The command and its arguments.
-    #[arg(last = true, value_name = "CMD")]
-    command: Vec<String>,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Net {
-    /// An address of its own on the configured bridge.
-    Bridge,
-    /// A new network namespace with only lo.
-    None,
-}
+mod args;
+use crate::job::{self, Host, JobId, Request};
+use args::{Cli, Command, Net, PackArgs, RunArgs, Shell, UnpackArgs};
 
 fn init_logging(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
@@ -207,8 +66,11 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
     let config = cli.config;
     match cli.command {
         Command::Run(args) => {
-            let work = work(args)?;
-            job::run(Request { host: Host { state_dir, config }, work })
+            let host = Host { state_dir, config };
+            match work(args)? {
+                Work::Command { spec, ip } => job::run(Request { host, spec, ip }),
+                Work::Formula(f) => formula_run::run(&host, f),
+            }
         }
         Command::Leases { json } => admin::leases(&state_dir, json),
         Command::Gc { dry_run, json, rebuild } => {
@@ -219,6 +81,12 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir.as_deref()),
     }
+}
+
+/// What `run` was asked to run.
+enum Work {
+    Command { spec: Spec, ip: Option<Ipv4Addr> },
+    Formula(FormulaJob),
 }
 
 /// `run`'s flags as the job's work: a formula, or a command with a spec
@@ -288,28 +156,37 @@ fn unpack(args: UnpackArgs) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// Completion scripts and man pages, made by build.rs from the same
+/// definition the parser uses.
+const BASH_COMPLETION: &str = include_str!(concat!(env!("OUT_DIR"), "/repeatr.bash"));
+const ZSH_COMPLETION: &str = include_str!(concat!(env!("OUT_DIR"), "/_repeatr"));
+const FISH_COMPLETION: &str = include_str!(concat!(env!("OUT_DIR"), "/repeatr.fish"));
+const MAN_PAGES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/man_pages.rs"));
+
 fn completions(shell: Shell) -> Result<i32, Error> {
-    use clap_complete::shells;
-    let mut cmd = Cli::command();
-    let out = &mut std::io::stdout();
-    match shell {
-        Shell::Bash => clap_complete::generate(shells::Bash, &mut cmd, "repeatr", out),
-        Shell::Zsh => clap_complete::generate(shells::Zsh, &mut cmd, "repeatr", out),
-        Shell::Fish => clap_complete::generate(shells::Fish, &mut cmd, "repeatr", out),
-    }
+    let script = match shell {
+        Shell::Bash => BASH_COMPLETION,
+        Shell::Zsh => ZSH_COMPLETION,
+        Shell::Fish => FISH_COMPLETION,
+    };
+    print_text(script)
+}
+
+fn print_text(text: &str) -> Result<i32, Error> {
+    use std::io::Write;
+    std::io::stdout().write_all(text.as_bytes()).map_err(|err| Error::Io { what: "writing to stdout", err })?;
     Ok(0)
 }
 
 /// The man page of `repeatr` on stdout, or with `dir` one page per
 /// command (repeatr.1, repeatr-run.1, ...) written there.
 fn man(dir: Option<&Path>) -> Result<i32, Error> {
-    let cmd = Cli::command();
-    let write_err = |err| Error::Io { what: "writing the man page", err };
-    match dir {
-        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).map_err(write_err)?,
-        Some(dir) => {
-            clap_mangen::generate_to(cmd, dir).map_err(write_err)?;
-        }
+    let Some(dir) = dir else {
+        let main = MAN_PAGES.iter().find(|(name, _)| *name == "repeatr.1").map_or("", |(_, page)| page);
+        return print_text(main);
+    };
+    for (name, page) in MAN_PAGES {
+        std::fs::write(dir.join(name), page).map_err(|err| Error::Io { what: "writing a man page into --dir", err })?;
     }
     Ok(0)
 }
@@ -373,6 +250,21 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+        assert_eq!(args::DEFAULT_STATE_DIR, crate::state::DEFAULT_STATE_DIR);
+    }
+
+    #[test]
+    fn man_pages_and_completions_cover_every_command() {
+        let names: Vec<&str> = MAN_PAGES.iter().map(|(n, _)| *n).collect();
+        for sub in Cli::command().get_subcommands() {
+            let page = format!("repeatr-{}.1", sub.get_name());
+            assert!(names.contains(&page.as_str()), "no {page} in {names:?}");
+            for script in [BASH_COMPLETION, ZSH_COMPLETION, FISH_COMPLETION] {
+                assert!(script.contains(sub.get_name()), "{} missing from a completion script", sub.get_name());
+            }
+        }
+        assert!(names.contains(&"repeatr.1"));
+        assert!(FISH_COMPLETION.contains("rootfs") && BASH_COMPLETION.contains("--rootfs"));
     }
 
     #[test]
@@ -396,10 +288,11 @@ mod tests {
     #[test]
     fn errors_are_one_line_with_their_tip() {
         let typo = parse_err(&["repeatr", "gc", "--jsn"]);
-        assert!(
-            typo.contains("--jsn") && typo.contains("--json") && typo.ends_with("see 'repeatr gc --help'"),
-            "{typo}"
-        );
+        assert!(typo.contains("--jsn") && typo.contains("--json"), "{typo}");
+        let args: Vec<String> = ["repeatr", "-v", "gc", "--jsn"].map(String::from).to_vec();
+        assert_eq!(command_named(&args), "repeatr gc");
+        let args: Vec<String> = ["repeatr", "run", "--", "gc"].map(String::from).to_vec();
+        assert_eq!(command_named(&args), "repeatr run");
         let missing = parse_err(&["repeatr", "unpack", "tar:x"]);
         assert!(missing.contains("<DIR>") && !missing.contains("provided:;"), "{missing}");
         let net = parse_err(&["repeatr", "run", "--net", "brige", "--rootfs", "/", "--", "true"]);

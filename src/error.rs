@@ -35,8 +35,6 @@ pub enum Error {
     NotRoot,
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error(transparent)]
-    JobId(#[from] crate::job::JobIdError),
     #[error("state dir {path:?}: {err}; check that it is on a local, writable filesystem or pass --state-dir")]
     StateDir { path: std::path::PathBuf, err: io::Error },
     #[error("{what}: {err}")]

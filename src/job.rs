@@ -4,9 +4,9 @@
 //! The runner is the job's parent for its whole life and the only owner of
 //! what the job holds on the host; everything inside the job's namespaces
 //! dies with the job. A job comes as a [`Request`]: where the host's shared
-//! state and configuration are, and what to run (a validated container
-//! spec, or a formula). Who made the request (the command line) is not
-//! this module's business.
+//! state and configuration are, and a validated container spec (a formula
+//! run, `formula_run`, builds one from its formula and launches it here).
+//! Who made the request (the command line) is not this module's business.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,13 +16,10 @@ use crate::error::Error;
 use crate::sys;
 
 mod etc;
-mod formula;
 mod id;
 mod net;
-pub mod outputs;
 
-pub use formula::FormulaJob;
-pub use id::{JobId, JobIdError};
+pub use id::JobId;
 use net::JobNet;
 
 /// Where the host's shared state and configuration are: the same for
@@ -36,17 +33,13 @@ pub struct Host {
     pub config: Option<PathBuf>,
 }
 
-/// What to run.
-pub enum Work {
-    /// A command in a container; `ip` asks for that address on the bridge.
-    Command { spec: Spec, ip: Option<Ipv4Addr> },
-    /// A formula: verified wares in, packed outputs and a run record out.
-    Formula(FormulaJob),
-}
-
+/// A command to run in a container: a validated spec, whose every host
+/// object (rootfs, mount sources) is already open; `ip` asks for that
+/// address on the bridge.
 pub struct Request {
     pub host: Host,
-    pub work: Work,
+    pub spec: Spec,
+    pub ip: Option<Ipv4Addr>,
 }
 
 /// Every job creates namespaces, mounts and network devices, and opening
@@ -58,18 +51,15 @@ pub fn require_root() -> Result<(), Error> {
 
 /// Runs one job and returns the exit status the runner should exit with.
 pub fn run(req: Request) -> Result<i32, Error> {
-    // Before any clone: no fd the runner inherited may reach the job.
-    sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
-    match req.work {
-        Work::Command { spec, ip } => Ok(launch(&req.host, spec, ip)?.status()),
-        Work::Formula(f) => formula::run(&req.host, f),
-    }
+    Ok(launch(&req.host, req.spec, req.ip)?.status())
 }
 
 /// launch -> lease -> plug network -> go -> wait -> tear down -> release,
 /// for a validated spec; returns how the job ended. The child builds its
 /// root while the runner leases and plugs in its network.
-fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Error> {
+pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Error> {
+    // Before any clone: no fd the runner inherited may reach the job.
+    sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
     let mount_base = ensure_mount_base(&host.state_dir)?;
     // Before anything that holds host resources, so a Ctrl-C from here on
     // aborts cleanly through the teardown below instead of killing us.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod container;
 pub mod error;
 pub mod formula;
+mod formula_run;
 mod job;
 pub mod network;
 pub mod state;

@@ -9,6 +9,7 @@ use std::io;
 
 use crate::container::SpecError;
 use crate::container::spec::check_hostname;
+use crate::error::Error;
 
 /// A checked job id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,11 +17,11 @@ pub struct JobId(String);
 
 impl JobId {
     /// `name` checked, or a new id when none is given.
-    pub fn new(name: Option<&str>) -> Result<JobId, JobIdError> {
+    pub fn new(name: Option<&str>) -> Result<JobId, Error> {
         match name {
             Some(n) if valid(n) => Ok(JobId(n.to_string())),
-            Some(n) => Err(JobIdError::Bad(SpecError::Name(n.to_string()))),
-            None => generate().map(JobId).map_err(JobIdError::Generate),
+            Some(n) => Err(SpecError::Name(n.to_string()).into()),
+            None => generate().map(JobId).map_err(Error::io("generating a job id from /dev/urandom")),
         }
     }
 
@@ -45,14 +46,6 @@ impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum JobIdError {
-    #[error(transparent)]
-    Bad(SpecError),
-    #[error("generating a job id from /dev/urandom: {0}")]
-    Generate(io::Error),
 }
 
 /// 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit:

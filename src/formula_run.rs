@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::outputs::OutputLock;
-use super::{Host, JobId};
 use crate::container::{Caps, Exit, MakeDir, NetMode, Rootfs, Spec, User, spec};
 use crate::error::Error;
 use crate::formula::setup::{Input, Network, Privileges};
 use crate::formula::{Formula, WareError, Warehouse};
+use crate::job::{self, Host, JobId};
+
+pub(crate) mod outputs;
+use outputs::OutputLock;
 
 /// A formula to run: the formula, where its wares are and its outputs go,
 /// an earlier run record to compare with, and the job's id.
@@ -64,7 +66,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let spec = build_spec(&formula, &warehouse, &id, &outputs)?;
     let hostname = spec.hostname.clone();
 
-    let exit = super::launch(host, spec, None)?;
+    let exit = job::launch(host, spec, None)?;
     let exit_code = match &exit {
         Exit::Code(c) => *c,
         Exit::Signaled(s) => 128 + s,

@@ -1,0 +1,158 @@
+//! The command line's definition, and nothing else: build.rs compiles this
+//! file on its own to generate the man pages and shell completions, so it
+//! needs only clap and std.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `/run/repeatr`: leases die with a reboot. `crate::state::DEFAULT_STATE_DIR`
+/// is the same path (a unit test checks), written again here because this
+/// file must build without the crate.
+pub const DEFAULT_STATE_DIR: &str = "/run/repeatr";
+
+#[derive(Parser, Debug)]
+#[command(name = "repeatr", version, about = "Run jobs in ephemeral containers, no daemon needed")]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Where leases and locks live (default /run/repeatr: they die with a reboot).
+    #[arg(long, value_name = "DIR", env = "REPEATR_STATE_DIR", global = true, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Configuration file (default /etc/repeatr/config.toml; every key optional).
+    #[arg(long, value_name = "FILE", env = "REPEATR_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run CMD in a new container (or a FORMULA); exits with the job's status.
+    Run(RunArgs),
+    /// Show who holds which address and slot; stale leases are marked.
+    Leases {
+        /// An array of JSON objects instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// After a crash or reboot: reclaim stale leases, delete leftover veths and outputs, report.
+    Gc {
+        /// Say what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print what was done as one JSON object instead of lines of text.
+        #[arg(long)]
+        json: bool,
+        /// Rebuild a damaged or lost state.db from the live jobs' lease records.
+        #[arg(long)]
+        rebuild: bool,
+    },
+    /// Store a directory or tar in the warehouse as a ware; prints its id (tar:HASH).
+    Pack(PackArgs),
+    /// Verify a ware and unpack it into an existing empty directory.
+    Unpack(UnpackArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into DIR.
+    Man {
+        /// Write repeatr.1, repeatr-run.1, ... into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Args, Debug)]
+pub struct PackArgs {
+    /// A directory, a .tar/.tar.gz file, or - for a tar on stdin.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The warehouse directory (wares live in DIR/tar/HASH.tar).
+    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR")]
+    pub warehouse: Option<PathBuf>,
+    /// Change a filter: uid=N|keep, gid=N|keep, mtime=2010-01-01T00:00:00Z|@SECS|keep,
+    /// setid|sticky|dev=keep|ignore|reject. Repeatable.
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UnpackArgs {
+    /// The ware id, tar:HASH.
+    #[arg(value_name = "WARE")]
+    pub ware: String,
+    /// An existing, empty directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The warehouse directory.
+    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR")]
+    pub warehouse: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A formula (JSON) to run instead of --rootfs and CMD: its record goes to stdout.
+    #[arg(value_name = "FORMULA", conflicts_with_all = ["rootfs", "command"])]
+    pub formula: Option<PathBuf>,
+    /// With FORMULA: where the input wares are and the outputs go (or REPEATR_WAREHOUSE).
+    #[arg(long, value_name = "DIR", env = "REPEATR_WAREHOUSE", requires = "formula")]
+    pub warehouse: Option<PathBuf>,
+    /// With FORMULA: compare the results with this earlier run record; exit 1 if the job
+    /// succeeded and an output differs.
+    #[arg(long, value_name = "RECORD", requires = "formula")]
+    pub check: Option<PathBuf>,
+    /// The root filesystem: a directory, a .tar/.tar.gz file, or - for a tar on stdin.
+    #[arg(long, value_name = "PATH")]
+    pub rootfs: Option<PathBuf>,
+    /// Networking: bridge (an address of its own on the configured bridge) or none (only lo).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = Net::Bridge)]
+    pub net: Net,
+    /// Ask for this IPv4 address on the bridge (it must be free and a host of the subnet).
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Option<Ipv4Addr>,
+    /// Bind a host path into the job: SRC:DST[:ro|:rw] (rw by default). Repeatable.
+    #[arg(long = "mount", value_name = "SRC:DST[:ro|:rw]")]
+    pub mounts: Vec<String>,
+    /// Set an environment variable in the job. Repeatable. The host's environment never leaks in.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the job (created if missing).
+    #[arg(long, short = 'w', value_name = "DIR", default_value = "/")]
+    pub workdir: String,
+    /// Hostname of the job (default: the job id).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// User and group to run as, numeric.
+    #[arg(long, short = 'u', value_name = "UID[:GID]", default_value = "0:0")]
+    pub user: String,
+    /// The job id (default: 12 random hex digits); also the default hostname.
+    #[arg(long, value_name = "ID")]
+    pub name: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Net {
+    /// An address of its own on the configured bridge.
+    Bridge,
+    /// A new network namespace with only lo.
+    None,
+}

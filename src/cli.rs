@@ -133,7 +133,7 @@ fn work(args: RunArgs) -> Result<Work, Error> {
             Net::None => NetMode::None,
         },
         wares: Vec::new(),
-        caps: container::Caps::DockerDefault,
+        caps: container::Caps::with_changes(&args.cap_add, &args.cap_drop)?,
         make_dirs: Vec::new(),
         stdout_to_stderr: false,
     };

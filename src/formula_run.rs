@@ -60,6 +60,8 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let FormulaJob { formula, warehouse, check, id } = job;
     let formula_id = formula.setup_hash()?.to_string();
 
+    // The identity first: output dirs are chowned to it.
+    User::new(formula.action.userinfo.uid, formula.action.userinfo.gid)?;
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.
     let outputs = OutputDirs::create(&host.state_dir, &id, &formula)?;
@@ -159,7 +161,7 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
     }
 
     let a = &f.action;
-    let user = User { uid: a.userinfo.uid, gid: a.userinfo.gid };
+    let user = User::new(a.userinfo.uid, a.userinfo.gid)?;
     let mut env: Vec<String> = a.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     for kv in &env {
         spec::check_env(kv)?;
@@ -204,9 +206,9 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
         },
         wares,
         caps: match a.policy {
-            Privileges::Routine => Caps::None,
-            Privileges::Governor => Caps::DockerDefault,
-            Privileges::Sysad => Caps::All,
+            Privileges::Routine => Caps::none(),
+            Privileges::Governor => Caps::default_set(),
+            Privileges::Sysad => Caps::all(),
         },
         make_dirs,
         stdout_to_stderr: true,

@@ -224,8 +224,10 @@ fn jobs_reach_each_other_and_the_gateway() {
     with_rootfs(&net);
     let server = net.job(&["--name", "srv", "--ip", "198.18.11.50"], HOLD).stdout(Stdio::null()).spawn().unwrap();
     net.wait_files(1);
+    // busybox's ping needs a raw socket (it has no fallback to ping
+    // sockets, unlike iputils'): NET_RAW is not in the default set.
     let out = net
-        .job(&[], &format!("ping -c1 -W3 {} >/dev/null && echo gw-ok; ping -c1 -W3 198.18.11.50 >/dev/null && echo peer-ok; cat /etc/resolv.conf; grep $(hostname) /etc/hosts", net.gateway))
+        .job(&["--cap-add", "NET_RAW"], &format!("ping -c1 -W3 {} >/dev/null && echo gw-ok; ping -c1 -W3 198.18.11.50 >/dev/null && echo peer-ok; cat /etc/resolv.conf; grep $(hostname) /etc/hosts", net.gateway))
         .output()
         .unwrap();
     net.release_all();

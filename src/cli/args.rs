@@ -31,6 +31,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run CMD in a new container (or a FORMULA); exits with the job's status.
@@ -141,6 +143,13 @@ pub struct RunArgs {
     /// User and group to run as, numeric.
     #[arg(long, short = 'u', value_name = "UID[:GID]", default_value = "0:0")]
     pub user: String,
+    /// Give the job a capability beyond the default set (podman's), e.g. NET_RAW; ALL for
+    /// every one. Repeatable.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Take a capability out of the default set, e.g. CHOWN; ALL for every one. Repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
     /// The job id (default: 12 random hex digits); also the default hostname.
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,

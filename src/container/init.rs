@@ -9,7 +9,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use super::protocol::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER_ERROR, GoMessage, LaunchFailure};
@@ -20,7 +20,7 @@ use crate::sys;
 
 /// Never returns: either execs the job or exits with a reported failure.
 pub fn child_main(spec: &Spec, mount_base: &Path, go: OwnedFd, report: OwnedFd) -> ! {
-    let failure = match setup_and_exec(spec, mount_base, go) {
+    let failure = match setup_and_exec(spec, mount_base, go, report.as_raw_fd()) {
         Ok(f) | Err(f) => f,
     };
     let mut report = File::from(report);
@@ -33,13 +33,30 @@ fn setup_err(what: &str) -> impl Fn(io::Error) -> LaunchFailure + '_ {
 }
 
 /// Returns only with the reason the job could not be started.
-fn setup_and_exec(spec: &Spec, mount_base: &Path, go: OwnedFd) -> Result<LaunchFailure, LaunchFailure> {
+fn setup_and_exec(
+    spec: &Spec,
+    mount_base: &Path,
+    go: OwnedFd,
+    report_fd: std::os::fd::RawFd,
+) -> Result<LaunchFailure, LaunchFailure> {
     // First, die with the runner: from here on the kernel kills us however
     // the runner goes (one that died before this call is caught at the go,
     // whose pipe then reads EOF). setsid so the job never shares the
     // runner's session (a terminal's job control must not reach around us).
     security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
     let _ = nix::unistd::setsid();
+
+    // Only what the launch needs stays open: an fd the runner's caller
+    // left open would otherwise be reachable through /proc/self/fd/N by
+    // every path below that comes from the image.
+    let mut keep = spec.fds();
+    keep.extend([go.as_raw_fd(), report_fd]);
+    sys::close_fds_except(&keep).map_err(setup_err("closing inherited fds"))?;
+
+    // Unprivileged ICMP ("ping" sockets) for every group, in the job's own
+    // netns: the job has no CAP_NET_RAW, and iputils' ping falls back to
+    // these (Docker sets the same).
+    security::allow_ping_sockets().map_err(setup_err("net.ipv4.ping_group_range"))?;
 
     build_and_enter_root(&Linux, spec, mount_base)?;
     if spec.stdout_to_stderr {
@@ -54,12 +71,16 @@ fn setup_and_exec(spec: &Spec, mount_base: &Path, go: OwnedFd) -> Result<LaunchF
     // The working directory, created if missing (after the pivot, so it
     // lands inside), then checked to be inside: getcwd of a directory
     // outside the root would not be absolute.
+    // Both resolved inside the root, fd by fd (RESOLVE_IN_ROOT, no magic
+    // links): an image symlink to /proc/self/fd/N never leads out.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let root = File::open("/").map_err(setup_err("/"))?;
     for d in &spec.make_dirs {
-        make_dir(d).map_err(setup_err("creating a directory"))?;
+        make_dir(root.as_fd(), d).map_err(setup_err("creating a directory"))?;
     }
-    std::fs::create_dir_all(&spec.workdir).map_err(setup_err("creating --workdir"))?;
-    std::env::set_current_dir(&spec.workdir).map_err(setup_err("entering --workdir"))?;
+    let workdir = open_dir_in_root(root.as_fd(), &spec.workdir).map_err(setup_err("creating --workdir"))?;
+    nix::unistd::fchdir(workdir.as_fd()).map_err(|e| setup_err("entering --workdir")(e.into()))?;
+    drop((workdir, root));
     let cwd = nix::unistd::getcwd().map_err(|e| setup_err("getcwd")(e.into()))?;
     if !cwd.is_absolute() {
         return Err(setup_err("--workdir")(io::Error::other("it resolves outside the job's root")));
@@ -86,7 +107,8 @@ fn setup_and_exec(spec: &Spec, mount_base: &Path, go: OwnedFd) -> Result<LaunchF
     // then no_new_privs, so that nothing in the image can raise the job
     // above them. A setuid clears the death signal: set it again. Had the
     // runner died in the gap, the go below reads EOF and we exit.
-    security::drop_privileges(spec.user, spec.caps).map_err(setup_err("dropping privileges"))?;
+    security::new_session_keyring().map_err(setup_err("joining a new session keyring"))?;
+    security::drop_privileges(spec.user, &spec.caps).map_err(setup_err("dropping privileges"))?;
     security::no_new_privs().map_err(setup_err("PR_SET_NO_NEW_PRIVS"))?;
     security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
 
@@ -150,11 +172,17 @@ fn build_and_enter_root<S: Syscall>(s: &S, spec: &Spec, mount_base: &Path) -> Re
 }
 
 /// After the pivot, so `/` is the job's root and nothing can lead out of it.
-fn make_dir(d: &super::spec::MakeDir) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(&d.path)?;
-    std::os::unix::fs::lchown(&d.path, Some(d.owner.uid), Some(d.owner.gid))?;
-    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode))
+fn make_dir(root: std::os::fd::BorrowedFd<'_>, d: &super::spec::MakeDir) -> io::Result<()> {
+    let dir = open_dir_in_root(root, &d.path)?;
+    nix::unistd::fchown(dir.as_fd(), Some(d.owner.uid.into()), Some(d.owner.gid.into())).map_err(io::Error::from)?;
+    nix::sys::stat::fchmod(dir.as_fd(), nix::sys::stat::Mode::from_bits_truncate(d.mode)).map_err(io::Error::from)
+}
+
+/// The directory at `path` inside `root`, created (with what is missing on
+/// the way) if need be, opened for reading.
+fn open_dir_in_root(root: std::os::fd::BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
+    let at = super::resolve::resolve_in_root(root, path, super::resolve::Create::Dir)?;
+    sys::openat2(at.as_fd(), Path::new("."), libc::O_DIRECTORY | libc::O_RDONLY, 0, sys::Resolve::Beneath)
 }
 
 /// Blocks until the runner says go; EOF instead (the runner died) ends us.
@@ -285,7 +313,7 @@ mod tests {
             mounts,
             net: NetMode::None,
             wares,
-            caps: Caps::DockerDefault,
+            caps: Caps::default_set(),
             make_dirs: Vec::new(),
             stdout_to_stderr: false,
         }
@@ -299,6 +327,13 @@ mod tests {
     /// What follows a complete root at `root`: /proc and /sys, then /dev,
     /// every target resolved inside the root.
     fn kernel_fs_steps(root: &str) -> String {
+        let nodes = ["null", "zero", "full", "random", "urandom", "tty"];
+        let open_nodes: Vec<String> = nodes.iter().map(|n| format!("open {root}/dev/{n} beneath {root}/dev")).collect();
+        let bind_nodes: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("open {root}/dev/{n} beneath {root}/dev\nbind {root}/dev/{n} on {root}/dev/{n}"))
+            .collect();
+        let (open_nodes, bind_nodes) = (open_nodes.join("\n"), bind_nodes.join("\n"));
         format!(
             "check /proc, /sys and /dev at {root}
             resolve {root}/proc in root {root}
@@ -306,9 +341,14 @@ mod tests {
             resolve {root}/sys in root {root}
             mount sysfs on {root}/sys
             resolve {root}/dev in root {root}
+            mount tmpfs on {root}/dev (mode=755,size=64k)
+            open {root}/dev in root {root}
+            make the device nodes at {root}/dev
+            {open_nodes}
             mount tmpfs on {root}/dev (mode=755,size=65536k)
             open {root}/dev in root {root}
             make the /dev entries at {root}/dev
+            {bind_nodes}
             open {root}/dev/pts beneath {root}/dev
             mount devpts on {root}/dev/pts (newinstance,ptmxmode=0666,mode=0620,gid=5)
             open {root}/dev/shm beneath {root}/dev

@@ -49,15 +49,42 @@ pub fn mount_proc_sys<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<()> {
     s.mount_fs("sysfs", &sys_dir, NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY, None)
 }
 
-/// A minimal /dev on a small tmpfs: the usual nodes made by mknod (so their
-/// device numbers are known, not whatever the host's /dev holds), the fd
-/// links, a private devpts instance and /dev/shm.
+/// The device nodes a job gets, as (name, major, minor): what Docker and
+/// podman give, nothing that reaches host hardware or storage.
+const DEV_NODES: [(&str, u32, u32); 6] =
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// A minimal /dev: a `nodev` tmpfs (so a node the job makes there, with
+/// CAP_MKNOD or a tar's help, never opens a device), the usual nodes bound
+/// onto it one by one from a scratch tmpfs underneath that the job cannot
+/// reach (a bind of a node is a mount of its own, which `nodev` on /dev
+/// does not cover; this is how bubblewrap does it), the fd links, a
+/// private devpts instance and /dev/shm.
 pub fn mount_dev<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<()> {
     let dev_dir = s.resolve_in_root(root, Path::new("/dev"), Create::Dir)?;
-    s.mount_fs("tmpfs", &dev_dir, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
+    // The scratch tmpfs: the nodes are made here, where devices work...
+    s.mount_fs("tmpfs", &dev_dir, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=64k"))?;
+    let scratch = s.open_at(root, Path::new("dev"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::InRoot)?;
+    s.fs_work(&scratch, "make the device nodes", make_dev_nodes)?;
+    let nodes = DEV_NODES
+        .iter()
+        .map(|(name, _, _)| s.open_at(&scratch, Path::new(name), libc::O_PATH, Resolve::Beneath))
+        .collect::<io::Result<Vec<_>>>()?;
+    // ...and the job's /dev goes on top of it, where they do not.
+    s.mount_fs(
+        "tmpfs",
+        &dev_dir,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
     // Reopen: the fd from before the mount names the directory under it.
     let dev = s.open_at(root, Path::new("dev"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::InRoot)?;
     s.fs_work(&dev, "make the /dev entries", make_dev_entries)?;
+    for ((name, _, _), node) in DEV_NODES.iter().zip(&nodes) {
+        let target = s.open_at(&dev, Path::new(name), libc::O_PATH, Resolve::Beneath)?;
+        s.bind(node, &target, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC)
+            .map_err(|e| ctx(e, format!("binding /dev/{name}")))?;
+    }
     let pts = s.open_at(&dev, Path::new("pts"), libc::O_PATH, Resolve::Beneath)?;
     s.mount_fs(
         "devpts",
@@ -69,22 +96,35 @@ pub fn mount_dev<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<()> {
     s.mount_fs("tmpfs", &shm, NOSUID_NODEV_NOEXEC, Some("mode=1777,size=65536k"))
 }
 
-/// The nodes, the fd links and the mount points of devpts and shm in the
-/// fresh /dev tmpfs.
-fn make_dev_entries(dev: BorrowedFd<'_>) -> io::Result<()> {
-    let nodes: [(&str, u64, u64); 6] =
-        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
-    for (name, major, minor) in nodes {
-        mknodat(dev, name, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), libc::makedev(major as u32, minor as u32))
+/// The device nodes, on the scratch tmpfs (made by mknod, so their numbers
+/// are known, not whatever the host's /dev holds).
+fn make_dev_nodes(dir: BorrowedFd<'_>) -> io::Result<()> {
+    for (name, major, minor) in DEV_NODES {
+        mknodat(dir, name, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), libc::makedev(major, minor))
             .map_err(|e| ctx(e.into(), format!("mknod /dev/{name}")))?;
         // mknod honours the umask; the nodes must be world-usable.
         nix::sys::stat::fchmodat(
-            dev,
+            dir,
             name,
             Mode::from_bits_truncate(0o666),
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
         .map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// In the job's /dev: an empty file per node (a bind target), the fd
+/// links, and the mount points of devpts and shm.
+fn make_dev_entries(dev: BorrowedFd<'_>) -> io::Result<()> {
+    for (name, _, _) in DEV_NODES {
+        nix::fcntl::openat(
+            dev,
+            name,
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_EXCL | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o666),
+        )
+        .map_err(|e| ctx(e.into(), format!("creating /dev/{name}")))?;
     }
     let links = [
         ("fd", "/proc/self/fd"),

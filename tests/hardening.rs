@@ -193,3 +193,32 @@ fn an_inherited_fd_is_not_reachable_from_the_image() {
     let left: Vec<_> = std::fs::read_dir(host.path()).unwrap().collect();
     assert!(left.is_empty(), "the job wrote into the caller's directory: {left:?}\n{}", stderr(&out));
 }
+
+/// `--mount HOSTDIR:/etc` once made the runner overwrite HOSTDIR/hosts,
+/// hostname and resolv.conf on the host. The job's files are bound over
+/// them instead: the job sees its own, the host's are untouched, and one
+/// that is missing from the host directory is not created there.
+#[test]
+fn a_host_dir_bound_at_etc_is_never_written() {
+    if !require_root() {
+        return;
+    }
+    let r = Repeatr::new();
+    let rootfs = Rootfs::busybox();
+    let host = tempfile::Builder::new().prefix("rpt-host-etc-").tempdir().unwrap();
+    std::fs::write(host.path().join("hosts"), "HOST hosts\n").unwrap();
+    std::fs::write(host.path().join("hostname"), "HOST hostname\n").unwrap();
+    std::fs::write(host.path().join("passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    for mode in ["rw", "ro"] {
+        let bind = format!("{}:/etc:{mode}", host.path().display());
+        let out = r.sh(rootfs.path(), &["--mount", &bind, "--name", "etcjob"], "cat /etc/hostname /etc/hosts");
+        assert_eq!(code(&out), 0, "{mode}: {}", stderr(&out));
+        let o = stdout(&out);
+        assert!(o.starts_with("etcjob\n") && o.contains("localhost etcjob") && !o.contains("HOST"), "{mode}: {o}");
+        assert_eq!(std::fs::read_to_string(host.path().join("hosts")).unwrap(), "HOST hosts\n");
+        assert_eq!(std::fs::read_to_string(host.path().join("hostname")).unwrap(), "HOST hostname\n");
+        assert!(!host.path().join("resolv.conf").exists(), "{mode}: a file was made in the host directory");
+        let names: Vec<_> = std::fs::read_dir(host.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 3, "{mode}: {names:?}");
+    }
+}

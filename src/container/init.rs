@@ -58,7 +58,7 @@ fn setup_and_exec(
     // these (Docker sets the same).
     security::allow_ping_sockets().map_err(setup_err("net.ipv4.ping_group_range"))?;
 
-    build_and_enter_root(&Linux, spec, mount_base)?;
+    let etc = build_and_enter_root(&Linux, spec, mount_base)?;
     if spec.stdout_to_stderr {
         nix::unistd::dup2_stdout(std::io::stderr()).map_err(|e| setup_err("stdout")(e.into()))?;
     }
@@ -94,14 +94,13 @@ fn setup_and_exec(
     // Everything up to the exec happens before the runner's go, so that
     // after it only the exec remains on the job's start path. The address
     // is only known once the runner has leased it, which it does while we
-    // build the root: /etc/hosts and resolv.conf are created now, in the
-    // job's view only (after the pivot, `/` is the job's root), and
-    // filled from the go.
-    let root = File::open("/").map_err(setup_err("/"))?;
-    let etc = |name| mounts::create_etc_file(root.as_fd(), name).map_err(setup_err("writing /etc"));
-    etc("hostname")?.write_all(format!("{}\n", spec.hostname).as_bytes()).map_err(setup_err("writing /etc"))?;
-    let (mut hosts, mut resolv_conf) = (etc("hosts")?, etc("resolv.conf")?);
-    drop(root);
+    // build the root: /etc/hosts and resolv.conf (bound into the job's
+    // view with the root, see `mounts::bind_etc_files`) are filled from
+    // the go; the hostname is known now.
+    File::from(etc.hostname)
+        .write_all(format!("{}\n", spec.hostname).as_bytes())
+        .map_err(setup_err("writing /etc/hostname"))?;
+    let (mut hosts, mut resolv_conf) = (File::from(etc.hosts), File::from(etc.resolv_conf));
 
     // Identity and capabilities (in the order `drop_privileges` explains),
     // then no_new_privs, so that nothing in the image can raise the job
@@ -138,7 +137,11 @@ fn setup_and_exec(
 /// mounted into, pivoted into, its kernel paths masked. Generic over the
 /// [`Syscall`] seam so a test records the order of these steps without
 /// root; the launch runs them with [`Linux`].
-fn build_and_enter_root<S: Syscall>(s: &S, spec: &Spec, mount_base: &Path) -> Result<(), LaunchFailure> {
+fn build_and_enter_root<S: Syscall>(
+    s: &S,
+    spec: &Spec,
+    mount_base: &Path,
+) -> Result<mounts::EtcFiles<S::Fd>, LaunchFailure> {
     // Before any other mount: nothing mounted from here on may propagate
     // back to the host.
     s.make_rslave(Path::new("/")).map_err(setup_err("making / rslave"))?;
@@ -157,18 +160,21 @@ fn build_and_enter_root<S: Syscall>(s: &S, spec: &Spec, mount_base: &Path) -> Re
     // is complete, and each target resolved inside the new root, so that a
     // symlink in the image cannot send a mount onto the host.
     mounts::mount_proc_sys(s, &root).map_err(setup_err("mounting /proc and /sys"))?;
-    mounts::mount_dev(s, &root).map_err(setup_err("building /dev"))?;
+    let scratch = mounts::mount_dev(s, &root).map_err(setup_err("building /dev"))?;
     mounts::mount_binds(s, &root, &spec.mounts).map_err(setup_err("--mount"))?;
+    // Over the user's binds, so that they cover one at /etc; filled later
+    // (hosts and resolv.conf with the runner's go).
+    let etc = mounts::bind_etc_files(s, &root, &scratch).map_err(setup_err("/etc files"))?;
 
-    // The hostname (its /etc files are written later, with the runner's go).
     s.set_hostname(&spec.hostname).map_err(setup_err("sethostname"))?;
 
     // Into the new root for good; then hide and freeze what the kernel
     // exposes of the host, in the job's /proc and /sys, where `/` is the
     // job's root and no path can lead out of it.
     s.pivot_into(&root).map_err(setup_err("pivot_root"))?;
-    drop(root);
-    mounts::protect_kernel_paths(s).map_err(setup_err("masking kernel paths"))
+    drop((root, scratch));
+    mounts::protect_kernel_paths(s).map_err(setup_err("masking kernel paths"))?;
+    Ok(etc)
 }
 
 /// After the pivot, so `/` is the job's root and nothing can lead out of it.
@@ -341,7 +347,7 @@ mod tests {
             resolve {root}/sys in root {root}
             mount sysfs on {root}/sys
             resolve {root}/dev in root {root}
-            mount tmpfs on {root}/dev (mode=755,size=64k)
+            mount tmpfs on {root}/dev (mode=755,size=256k)
             open {root}/dev in root {root}
             make the device nodes at {root}/dev
             {open_nodes}
@@ -354,6 +360,21 @@ mod tests {
             open {root}/dev/shm beneath {root}/dev
             mount tmpfs on {root}/dev/shm (mode=1777,size=65536k)"
         )
+    }
+
+    /// The job's /etc files: made on the scratch tmpfs under /dev, each
+    /// bound over its path, resolved inside the root.
+    fn etc_steps(root: &str) -> String {
+        let mut steps = format!("make the /etc files at {root}/dev");
+        for name in ["hostname", "hosts", "resolv.conf"] {
+            steps += &format!(
+                "\nopen {root}/dev/{name} beneath {root}/dev
+                open {root}/etc/{name} in root {root}
+                bind {root}/dev/{name} on {root}/etc/{name}
+                open {root}/dev/{name} beneath {root}/dev"
+            );
+        }
+        steps
     }
 
     /// The pivot into `root`, and after it, with `/` the job's root, the
@@ -397,8 +418,10 @@ mod tests {
             {content}
             {kernel_fs}
             {binds}
+            {etc}
             {entering}",
             kernel_fs = kernel_fs_steps(root),
+            etc = etc_steps(root),
             entering = entering_steps(root),
         );
         let want: Vec<&str> = want.lines().map(str::trim).filter(|l| !l.is_empty()).collect();

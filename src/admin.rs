@@ -36,14 +36,14 @@ fn table(list: &[LeaseInfo]) -> String {
             let state =
                 serde_json::to_value(i.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
             [
-                l.job.clone(),
+                crate::escape::control(&l.job),
                 l.ip.to_string(),
                 l.slot.to_string(),
                 l.iface.clone(),
                 l.pid.to_string(),
                 l.started_at.clone(),
                 state,
-                l.command.clone(),
+                crate::escape::control(&l.command),
             ]
         })
         .collect();
@@ -217,4 +217,32 @@ fn summary(o: &GcOutput) -> String {
         s += "nothing to clean\n";
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::LeaseState;
+
+    #[test]
+    fn the_table_shows_control_characters_escaped() {
+        let lease = LeaseRecord {
+            job: "j\u{1b}[1m".into(),
+            bridge: "rpt0".into(),
+            subnet: "198.18.0.0/24".parse().unwrap(),
+            ip: "198.18.0.2".parse().unwrap(),
+            gateway: "198.18.0.1".parse().unwrap(),
+            slot: 0,
+            iface: "rpt0-0".into(),
+            pid: 1,
+            start_time: 1,
+            boot_id: "b".into(),
+            command: "sh -c 'printf \"\u{1b}[2J\"'\nforged line".into(),
+            started_at: "2026-12-01T00:00:00Z".into(),
+        };
+        let out = table(&[LeaseInfo { lease, state: LeaseState::Running }]);
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+        assert_eq!(out.lines().count(), 2, "one header and one row: {out}");
+        assert!(out.contains("j\\u{1b}[1m") && out.contains("\\nforged line"), "{out}");
+    }
 }

@@ -601,6 +601,44 @@ fn a_second_state_dir_is_refused_the_bridge() {
     net.assert_no_veths();
 }
 
+/// `gc` run with another state dir (and this test's config) deletes
+/// nothing of a running job: its veth is another state dir's, so it is
+/// left alone and reported.
+#[test]
+fn gc_of_another_state_dir_leaves_a_running_job_alone() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("n", 23, 24);
+    with_rootfs(&net);
+    let (runner, iface, veth, ip) = running_job(&net, "busy");
+    let other = tempfile::Builder::new().prefix("rpt-state-").tempdir().unwrap();
+    let gc = |args: &[&str]| net.cmd().env("REPEATR_STATE_DIR", other.path()).arg("gc").args(args).output().unwrap();
+    let first = net.repeatr.state.path().display().to_string();
+    for args in [&["--dry-run", "--json"][..], &["--json"]] {
+        let out = gc(args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["veths_deleted"], serde_json::json!([]), "{v}");
+        assert_eq!(v["links_kept"][0]["name"], iface.as_str(), "{v}");
+        assert_eq!(v["links_kept"][0]["owner"], format!("belongs to the state dir {first}"), "{v}");
+    }
+    let out = gc(&[]);
+    assert!(
+        stdout(&out).contains(&format!("left {iface} alone: it belongs to the state dir {first}")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(veth_state(&iface), veth, "the running job's veth");
+    assert_eq!(job_address(&runner), ip, "the running job's address");
+    assert_eq!(net.leases_json()[0]["state"], "running");
+    net.release_all();
+    for out in wait_all(vec![runner]) {
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    net.assert_no_veths();
+}
+
 /// A bridge of the configured name made by hand is not repeatr's: the run
 /// is refused in one line saying so and how to fix it, and the bridge is
 /// left down and without an address; once it is deleted, the run works.
@@ -630,4 +668,45 @@ fn a_bridge_made_by_hand_is_refused() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("198.18.24."), "{}", stdout(&out));
     net.assert_no_veths();
+}
+
+/// A runner killed while it made its bridge leaves it under a pending name
+/// (`rpt+<pid>-<n>`), marked but not yet renamed: `gc` deletes it once that
+/// pid is gone, and leaves a live runner's and another state dir's alone.
+#[test]
+fn gc_deletes_half_made_bridges_of_its_own_state_dir() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("p", 25, 24);
+    let mut dead = Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    let ours = repeatr::network::LinkOwner::of_dir(net.repeatr.state.path()).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let theirs = repeatr::network::LinkOwner::of_dir(other_dir.path()).unwrap();
+    let pending = |pid: u32, n: u32| format!("{}{pid:x}-{n:x}", repeatr::network::PENDING_PREFIX);
+    let (stale, live, foreign) = (pending(dead.id(), 0), pending(std::process::id(), 0xfff0), pending(dead.id(), 1));
+    struct Del(Vec<String>);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            for l in &self.0 {
+                let _ = Command::new("ip").args(["link", "del", l]).stderr(Stdio::null()).status();
+            }
+        }
+    }
+    let _del = Del(vec![stale.clone(), live.clone(), foreign.clone()]);
+    for (name, owner) in [(&stale, &ours), (&live, &ours), (&foreign, &theirs)] {
+        let st = Command::new("ip").args(["link", "add", name, "type", "bridge"]).status().unwrap();
+        assert!(st.success());
+        let st = Command::new("ip").args(["link", "set", name, "alias", &owner.alias()]).status().unwrap();
+        assert!(st.success());
+    }
+    let exists = |name: &str| Command::new("ip").args(["link", "show", name]).output().unwrap().status.success();
+    let out = net.output(&["gc", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bridges_deleted"], serde_json::json!([stale]), "{v}");
+    let kept: Vec<&str> = v["links_kept"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(kept, vec![foreign.as_str()], "{v}");
+    assert!(!exists(&stale) && exists(&live) && exists(&foreign));
 }

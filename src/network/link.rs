@@ -240,7 +240,10 @@ pub fn loopback_up() -> Result<(), NetworkError> {
 /// Names of links made before they can have their own: `rpt+<pid>-<n>`
 /// (hex), renamed once they can (a job's veth once its lease is known, a
 /// bridge once it carries its marker). `+` occurs in no bridge or job veth
-/// name, nor in retired ones (`rpt~`).
+/// name, nor in retired ones (`rpt~`). A runner killed in between leaves
+/// no veth behind (its job dies with it, and the kernel destroys the pair
+/// with the job's netns), but may leave a bridge: see
+/// [`stale_pending_bridges`].
 pub const PENDING_PREFIX: &str = "rpt+";
 
 /// The next pending name of this process. Another link may have it (a

@@ -57,10 +57,8 @@ impl OutputLock {
         let flags = if create { OFlag::O_RDWR | OFlag::O_CREAT } else { OFlag::O_RDWR };
         loop {
             let Some(file) = base.open_file(&name, flags, "open lock file")? else {
-                if create {
-                    continue;
-                }
-                return Ok(None);
+                // With O_CREAT, only when `outputs/` itself is gone.
+                return if create { Err(io::ErrorKind::NotFound.into()) } else { Ok(None) };
             };
             match file.try_lock() {
                 Ok(()) => {}
@@ -110,17 +108,9 @@ pub struct Reclaimed {
 /// `dry_run` only listed (no file is created, removed or changed).
 pub fn reclaim_dead(state_dir: &Path, dry_run: bool) -> Reclaimed {
     let mut out = Reclaimed::default();
-    let dir = match PrivateDir::open(state_dir, false).and_then(|d| d.map_or(Ok(None), |d| d.subdir("outputs", false)))
-    {
-        Ok(Some(dir)) => dir,
+    let (dir, names) = match listed(state_dir) {
+        Ok(Some(found)) => found,
         Ok(None) => return out,
-        Err(e) => {
-            out.errors.push(e.to_string());
-            return out;
-        }
-    };
-    let names = match dir.names() {
-        Ok(names) => names,
         Err(e) => {
             out.errors.push(e.to_string());
             return out;
@@ -150,6 +140,15 @@ pub fn reclaim_dead(state_dir: &Path, dry_run: bool) -> Reclaimed {
         }
     }
     out
+}
+
+/// `STATE_DIR/outputs`, opened without following a link, and its names;
+/// `None` if either dir is missing.
+fn listed(state_dir: &Path) -> Result<Option<(PrivateDir, Vec<String>)>, crate::state::StateError> {
+    let Some(state) = PrivateDir::open(state_dir, false)? else { return Ok(None) };
+    let Some(dir) = state.subdir("outputs", false)? else { return Ok(None) };
+    let names = dir.names()?;
+    Ok(Some((dir, names)))
 }
 
 #[cfg(test)]

@@ -250,17 +250,25 @@ impl PrivateDir {
     /// Creates `name`, 0600, failing if anything (a symlink included) is
     /// there.
     pub(crate) fn create_new(&self, name: &str) -> Result<File, StateError> {
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        openat(self.fd.as_fd(), name, flags, Mode::from_bits_truncate(FILE_MODE))
-            .map(File::from)
-            .map_err(errno("create", &self.join(name)))
+        self.create_excl(name).map_err(errno("create", &self.join(name)))
     }
 
     /// A temp file `name`, new: a stale one (a crashed writer's, or
-    /// whatever was planted there) is unlinked first, never followed.
+    /// whatever was planted there) is unlinked, never followed, and the
+    /// file created again.
     pub(crate) fn create_temp(&self, name: &str) -> Result<File, StateError> {
-        self.remove(name)?;
-        self.create_new(name)
+        match self.create_excl(name) {
+            Err(Errno::EEXIST) => {
+                self.remove(name)?;
+                self.create_new(name)
+            }
+            created => created.map_err(errno("create", &self.join(name))),
+        }
+    }
+
+    fn create_excl(&self, name: &str) -> nix::Result<File> {
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        openat(self.fd.as_fd(), name, flags, Mode::from_bits_truncate(FILE_MODE)).map(File::from)
     }
 
     /// Renames `from` onto `to`, both in this dir; a symlink at `to` is

@@ -1,9 +1,9 @@
-//! The state dir is root's alone (issue 9 item 5). A local user who could
-//! create the state dir first planted symlinks (`slots/B/.0.json.tmp`,
-//! `state.gen`, `state.lock`) that made a root runner overwrite and create
-//! root-owned files elsewhere. These tests do what the red team did, as
-//! root on the real kernel, with uid 65534 as the other user: repeatr must
-//! refuse, in one line naming the path, and touch nothing.
+//! The state dir is root's alone (issue 9 item 5). A local user who can
+//! create the state dir first can plant symlinks (`slots/B/.0.json.tmp`,
+//! `state.gen`, `state.lock`) through which a root runner would overwrite
+//! and create root-owned files elsewhere. These tests do what the red team
+//! did, as root on the real kernel, with uid 65534 as the other user:
+//! repeatr must refuse, in one line naming the path, and touch nothing.
 
 mod common;
 

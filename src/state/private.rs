@@ -10,10 +10,11 @@
 //!   (/var/run -> /run); the state dir itself, and every directory repeatr
 //!   creates, must be root's and not writable by group or others at all;
 //! * what is found is held as an fd ([`PrivateDir`]), and every file and
-//!   subdirectory is opened relative to it, with O_NOFOLLOW, and checked
-//!   with fstat (a regular file, root's, one link: a hard link to a file
-//!   elsewhere is as bad as a symlink); temp files are created O_EXCL
-//!   after removing a stale one by name.
+//!   subdirectory is opened relative to it, one name at a time, with
+//!   O_NOFOLLOW (nothing in the state dir is a link), and checked with
+//!   fstat (a regular file, root's, one link: a hard link to a file
+//!   elsewhere is as bad as a symlink); temp files are created O_EXCL, a
+//!   stale one unlinked by name first.
 //!
 //! "Root" here means uid 0 or the user running repeatr: the threat is
 //! another user, and a user's own tests may use their own dirs.
@@ -22,8 +23,7 @@
 //! point to, so the path of a checked directory is also safe to hand to
 //! code that only takes paths (SQLite, the job's child).
 
-use std::collections::HashMap;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;

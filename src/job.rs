@@ -125,12 +125,11 @@ fn report_exit(id: &str, exit: Exit) -> Exit {
 /// private tmpfs on, inside its own mount namespace. It is never written
 /// to on the host, so no job can leave anything in it.
 ///
-/// Returned without symlinks (/var/run -> /run, a state dir linked
-/// elsewhere): the child opens it with RESOLVE_BENEATH, under which an
-/// absolute symlink fails with EXDEV.
+/// The state dir and `mnt` are checked as `StateDir::open` checks them
+/// (another user's state dir is refused), and the path is returned without
+/// symlinks (/var/run -> /run, a state dir linked elsewhere): the child
+/// opens it with RESOLVE_BENEATH, under which an absolute symlink fails
+/// with EXDEV.
 fn ensure_mount_base(state_dir: &Path) -> Result<PathBuf, Error> {
-    let base = state_dir.join("mnt");
-    let err = |err| Error::StateDir { path: state_dir.to_path_buf(), err };
-    crate::state::private_dir(&base).map_err(err)?;
-    std::fs::canonicalize(&base).map_err(err)
+    Ok(crate::state::private_subdir(state_dir, "mnt")?)
 }

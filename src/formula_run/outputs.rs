@@ -12,16 +12,29 @@
 //! process that opened the file just before its holder unlinked it locks
 //! an orphan inode, sees the mismatch and opens the path again; so two
 //! runs of one job id never both hold "the" lock.
+//!
+//! `outputs/` is opened, checked and held as the state dir's other
+//! directories are (`state::PrivateDir`): the lock file is opened relative
+//! to it, never through a symlink, so a link planted at `<job>.lock` (or
+//! an `outputs` that is a link) cannot make root lock, create or remove
+//! files elsewhere.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+
+use crate::state::PrivateDir;
 
 /// An exclusive hold on `outputs/<job>.lock`.
 pub struct OutputLock {
     file: File,
-    path: PathBuf,
+    /// `outputs/`, held open.
+    base: PrivateDir,
+    /// `<job>.lock`.
+    name: String,
     /// `outputs/<job>`: the job id is a whole file name here, never cut at
     /// a dot (job `a.b` owns `a.b.lock` and `a.b/`, nothing of job `a`).
     dir: PathBuf,
@@ -30,14 +43,22 @@ pub struct OutputLock {
 impl OutputLock {
     /// Takes the lock of `job`'s outputs in `base` (`STATE_DIR/outputs`);
     /// `None` if a live run holds it. With `create` false a missing lock
-    /// file is `None` too (a look that must leave no file behind).
+    /// file (or `base`) is `None` too (a look that must leave no file
+    /// behind).
     pub fn try_take(base: &Path, job: &str, create: bool) -> io::Result<Option<OutputLock>> {
-        let path = base.join(format!("{job}.lock"));
+        match PrivateDir::open_inner(base, create)? {
+            Some(base) => OutputLock::try_take_in(base, job, create),
+            None => Ok(None),
+        }
+    }
+
+    fn try_take_in(base: PrivateDir, job: &str, create: bool) -> io::Result<Option<OutputLock>> {
+        let name = format!("{job}.lock");
+        let flags = if create { OFlag::O_RDWR | OFlag::O_CREAT } else { OFlag::O_RDWR };
         loop {
-            let file = match OpenOptions::new().write(true).create(create).truncate(false).mode(0o600).open(&path) {
-                Ok(f) => f,
-                Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e),
+            let Some(file) = base.open_file(&name, flags, "open lock file")? else {
+                // With O_CREAT, only when `outputs/` itself is gone.
+                return if create { Err(io::ErrorKind::NotFound.into()) } else { Ok(None) };
             };
             match file.try_lock() {
                 Ok(()) => {}
@@ -45,19 +66,15 @@ impl OutputLock {
                 Err(TryLockError::Error(e)) => return Err(e),
             }
             let held = file.metadata()?;
-            match fs::symlink_metadata(&path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(Some(OutputLock { file, dir: base.join(job), path }));
+            match base.stat(&name)? {
+                Some(now) if now.st_dev == held.dev() && now.st_ino == held.ino() => {
+                    let dir = base.join(job);
+                    return Ok(Some(OutputLock { file, base, name, dir }));
                 }
                 // Unlinked (and maybe re-created) by its holder meanwhile.
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if create {
-                        continue;
-                    }
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
+                Some(_) => continue,
+                None if create => continue,
+                None => return Ok(None),
             }
         }
     }
@@ -73,7 +90,7 @@ impl OutputLock {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        fs::remove_file(&self.path)?;
+        self.base.remove(&self.name)?;
         drop(self.file);
         Ok(())
     }
@@ -90,16 +107,26 @@ pub struct Reclaimed {
 /// The outputs of every run whose lock is free: removed, or with
 /// `dry_run` only listed (no file is created, removed or changed).
 pub fn reclaim_dead(state_dir: &Path, dry_run: bool) -> Reclaimed {
-    let base = state_dir.join("outputs");
     let mut out = Reclaimed::default();
-    let Ok(entries) = fs::read_dir(&base) else { return out };
-    let mut jobs: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".lock")).map(String::from))
+    let (dir, names) = match listed(state_dir) {
+        Ok(Some(found)) => found,
+        Ok(None) => return out,
+        Err(e) => {
+            out.errors.push(e.to_string());
+            return out;
+        }
+    };
+    // A job id is a plain name (`JobId`): never `.` or `..`, which would
+    // make `<job>/` the directory itself or its parent.
+    let mut jobs: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".lock"))
+        .filter(|j| !matches!(*j, "" | "." | ".."))
+        .map(String::from)
         .collect();
     jobs.sort();
     for job in jobs {
-        match OutputLock::try_take(&base, &job, false) {
+        match dir.try_clone().map_err(io::Error::from).and_then(|base| OutputLock::try_take_in(base, &job, false)) {
             Ok(None) => {}
             Ok(Some(lock)) if dry_run => out.removed.push(lock.dir().to_path_buf()),
             Ok(Some(lock)) => {
@@ -109,41 +136,57 @@ pub fn reclaim_dead(state_dir: &Path, dry_run: bool) -> Reclaimed {
                     Err(e) => out.errors.push(format!("{}: {e}", dir.display())),
                 }
             }
-            Err(e) => out.errors.push(format!("{}: {e}", base.join(format!("{job}.lock")).display())),
+            Err(e) => out.errors.push(format!("{}: {e}", dir.join(&format!("{job}.lock")).display())),
         }
     }
     out
+}
+
+/// `STATE_DIR/outputs`, opened without following a link, and its names;
+/// `None` if either dir is missing.
+fn listed(state_dir: &Path) -> Result<Option<(PrivateDir, Vec<String>)>, crate::state::StateError> {
+    let Some(state) = PrivateDir::open(state_dir, false)? else { return Ok(None) };
+    let Some(dir) = state.subdir("outputs", false)? else { return Ok(None) };
+    let names = dir.names()?;
+    Ok(Some((dir, names)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A state dir (a temp dir of ours) and its `outputs/`, not yet made.
+    fn outputs_dir() -> (tempfile::TempDir, PathBuf) {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("outputs");
+        (state, dir)
+    }
+
     #[test]
     fn a_dotted_job_id_owns_only_its_own_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = OutputLock::try_take(dir.path(), "a", true).unwrap().expect("free");
+        let (_state, dir) = outputs_dir();
+        let a = OutputLock::try_take(&dir, "a", true).unwrap().expect("free");
         fs::create_dir(a.dir()).unwrap();
-        let ab = OutputLock::try_take(dir.path(), "a.b", true).unwrap().expect("free");
-        assert_eq!(ab.dir(), dir.path().join("a.b"));
+        let ab = OutputLock::try_take(&dir, "a.b", true).unwrap().expect("free");
+        assert_eq!(ab.dir(), dir.join("a.b"));
         ab.remove().unwrap();
-        assert!(dir.path().join("a.lock").exists() && dir.path().join("a").exists());
-        assert!(OutputLock::try_take(dir.path(), "a", true).unwrap().is_none(), "a is still held");
+        assert!(dir.join("a.lock").exists() && dir.join("a").exists());
+        assert!(OutputLock::try_take(&dir, "a", true).unwrap().is_none(), "a is still held");
         a.remove().unwrap();
-        assert!(fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing left");
+        assert!(fs::read_dir(&dir).unwrap().next().is_none(), "nothing left");
     }
 
     #[test]
     fn a_lock_unlinked_by_its_holder_is_not_taken_through_a_stale_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let held = OutputLock::try_take(dir.path(), "j", true).unwrap().unwrap();
+        let (_state, dir) = outputs_dir();
+        let held = OutputLock::try_take(&dir, "j", true).unwrap().unwrap();
         // Someone opened the file before the holder removed it...
-        let stale = File::open(dir.path().join("j.lock")).unwrap();
+        let stale = File::open(dir.join("j.lock")).unwrap();
         held.remove().unwrap();
         stale.try_lock().unwrap();
         // ...and holds the orphan inode: a new run must still get the path's lock.
-        let fresh = OutputLock::try_take(dir.path(), "j", true).unwrap().expect("the path's lock is free");
-        assert!(OutputLock::try_take(dir.path(), "j", true).unwrap().is_none());
+        let fresh = OutputLock::try_take(&dir, "j", true).unwrap().expect("the path's lock is free");
+        assert!(OutputLock::try_take(&dir, "j", true).unwrap().is_none());
         fresh.remove().unwrap();
     }
 
@@ -164,5 +207,33 @@ mod tests {
         assert!(!base.join("dead").exists() && !base.join("dead.lock").exists());
         assert!(base.join("live").exists() && base.join("live.lock").exists());
         drop(live);
+    }
+
+    #[test]
+    fn a_linked_outputs_dir_is_refused_and_its_target_untouched() {
+        let (state, dir) = outputs_dir();
+        let elsewhere = state.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("dead.lock"), "").unwrap();
+        fs::create_dir(elsewhere.join("dead")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        let e = OutputLock::try_take(&dir, "j", true).err().expect("a linked outputs/ was used");
+        assert!(e.to_string().contains("is a symlink"), "{e}");
+        let seen = reclaim_dead(state.path(), false);
+        assert!(seen.removed.is_empty(), "{:?}", seen.removed);
+        assert!(seen.errors.iter().any(|e| e.contains("is a symlink")), "{:?}", seen.errors);
+        assert!(elsewhere.join("dead").exists() && elsewhere.join("dead.lock").exists());
+        assert!(!elsewhere.join("j.lock").exists());
+    }
+
+    #[test]
+    fn a_linked_lock_file_is_refused() {
+        let (state, dir) = outputs_dir();
+        fs::create_dir(&dir).unwrap();
+        let victim = state.path().join("victim");
+        std::os::unix::fs::symlink(&victim, dir.join("j.lock")).unwrap();
+        let e = OutputLock::try_take(&dir, "j", true).err().expect("a linked lock file was used");
+        assert!(e.to_string().contains("is a symlink"), "{e}");
+        assert!(!victim.exists(), "the link was followed");
     }
 }

@@ -3,27 +3,33 @@
 //! Taking and giving back leases is in `leases`, rebuilding in `rebuild`.
 
 use std::cell::{RefCell, RefMut};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
 use super::error::StateError;
 use super::lock::{SlotLock, StateLock, try_lock_slot_file};
+use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
-use super::slot::{MAX_SLOTS, SlotPaths};
-use super::{liveness, schema, sidecar};
+use super::slot::{MAX_SLOTS, SlotFiles};
+use super::{generation, liveness, schema, sidecar};
 
-/// An open state dir: paths, plus one SQLite connection reused by every
-/// operation of this process (see `conn`).
+/// The database, in the state dir. Only SQLite opens it.
+pub(super) const DB: &str = "state.db";
+
+/// The database and the files SQLite keeps beside it, which it creates
+/// with the database's mode and owner.
+pub(super) const DB_FILES: [&str; 3] = ["state.db", "state.db-wal", "state.db-shm"];
+
+/// An open state dir: its checked directories, held open (see `private`),
+/// plus one SQLite connection reused by every operation of this process
+/// (see `conn`).
 #[derive(Debug)]
 pub struct StateDir {
-    pub(super) root: PathBuf,
+    pub(super) dir: PrivateDir,
+    pub(super) slots: PrivateDir,
+    /// `state.db` in the checked dir: the path SQLite opens.
     pub(super) db: PathBuf,
-    pub(super) lock: PathBuf,
-    /// `state.gen`: see `generation`.
-    pub(super) generation: PathBuf,
-    pub(super) slots: PathBuf,
     pub(super) boot_id: String,
     /// The connection and the inode of the file it opened.
     conn: RefCell<Option<(Connection, u64)>>,
@@ -31,29 +37,25 @@ pub struct StateDir {
 
 impl StateDir {
     /// Opens the state dir at `root`, creating it (0700) and its database on
-    /// first use, and brings the schema up to date.
+    /// first use, and brings the schema up to date. A state dir another
+    /// user could have written is refused (see `private`).
     pub fn open(root: &Path) -> Result<StateDir, StateError> {
         let dir = StateDir::layout(root)?;
-        let _lock = StateLock::acquire(&dir.lock)?;
+        let _lock = StateLock::acquire(&dir.dir)?;
         dir.init_db()?;
         Ok(dir)
     }
 
-    /// Paths, directories and the boot id, without touching the database.
+    /// Directories, checks and the boot id, without touching the database.
     pub(super) fn layout(root: &Path) -> Result<StateDir, StateError> {
-        let slots = root.join("slots");
-        private_dir(&slots).map_err(StateError::io("create state dir", &slots))?;
+        let dir = PrivateDir::create(root)?;
+        let slots = dir.create_subdir("slots")?;
+        // Written in place after each commit, where a failure is only
+        // logged: a link planted at its name is refused here instead.
+        dir.check(generation::FILE)?;
         let boot_id_path = Path::new("/proc/sys/kernel/random/boot_id");
         let boot_id = crate::sys::boot_id().map_err(StateError::io("read", boot_id_path))?;
-        Ok(StateDir {
-            root: root.to_path_buf(),
-            db: root.join("state.db"),
-            lock: root.join("state.lock"),
-            generation: root.join("state.gen"),
-            slots,
-            boot_id,
-            conn: RefCell::new(None),
-        })
+        Ok(StateDir { db: dir.join(DB), dir, slots, boot_id, conn: RefCell::new(None) })
     }
 
     /// Creates or migrates state.db. Caller holds the state lock, so two
@@ -61,13 +63,42 @@ impl StateDir {
     /// jobs' sidecars exist means it was lost: starting empty would hand
     /// their addresses out again.
     fn init_db(&self) -> Result<(), StateError> {
-        let exists = self.db.try_exists().map_err(StateError::io("look up", &self.db))?;
-        if !exists && let Some(live) = self.live_sidecars()?.into_iter().next() {
-            return Err(self.lost_lease(live));
+        if !self.db_exists()? {
+            if let Some(live) = self.live_sidecars()?.into_iter().next() {
+                return Err(self.lost_lease(live));
+            }
+            self.create_db()?;
         }
+        self.check_db_files()?;
         let mut conn = schema::connect(&self.db, true)?;
         schema::migrate(&mut conn, &self.db)?;
         *self.conn.borrow_mut() = Some((conn, self.db_inode()?));
+        Ok(())
+    }
+
+    pub(super) fn db_exists(&self) -> Result<bool, StateError> {
+        Ok(self.dir.stat(DB).map_err(StateError::io("look up", &self.db))?.is_some())
+    }
+
+    /// An empty state.db, 0600, for SQLite to fill: SQLite would create it
+    /// 0644, and gives its -wal and -shm the database's mode.
+    pub(super) fn create_db(&self) -> Result<(), StateError> {
+        self.dir.create_new(DB).map(drop)
+    }
+
+    /// Before SQLite opens state.db by its path: it and its -wal and -shm
+    /// must be regular files of root's with one link (SQLite opens them
+    /// O_NOFOLLOW, but a hard link it would write through), and 0600,
+    /// since the leases hold command lines: one created with SQLite's
+    /// default mode is narrowed.
+    pub(super) fn check_db_files(&self) -> Result<(), StateError> {
+        for name in DB_FILES {
+            if let Some(st) = self.dir.check(name)?
+                && st.st_mode & 0o077 != 0
+            {
+                self.dir.chmod(name, 0o600)?;
+            }
+        }
         Ok(())
     }
 
@@ -94,6 +125,7 @@ impl StateDir {
                 // is now the new database's WAL. Its fds close at exit.
                 std::mem::forget(old);
             }
+            self.check_db_files()?;
             *slot = Some((schema::connect(&self.db, false)?, inode));
         }
         RefMut::filter_map(slot, |s| s.as_mut().map(|(c, _)| c))
@@ -102,13 +134,8 @@ impl StateDir {
 
     /// The inode at `state.db` now (0 when missing).
     fn db_inode(&self) -> Result<u64, StateError> {
-        use std::os::unix::fs::MetadataExt;
-        match std::fs::metadata(&self.db) {
-            Ok(m) => Ok(m.ino()),
-            // Missing: `connect` says so in its own words.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(StateError::io("look up", &self.db)(e)),
-        }
+        // Missing (0): `connect` says so in its own words.
+        Ok(self.dir.stat(DB).map_err(StateError::io("look up", &self.db))?.map_or(0, |st| st.st_ino))
     }
 
     /// The error for a live job the database does not know.
@@ -123,8 +150,9 @@ impl StateDir {
     /// Sidecars of live jobs.
     fn live_sidecars(&self) -> Result<Vec<sidecar::Sidecar>, StateError> {
         let mut live = Vec::new();
-        for found in sidecar::scan(&self.slots)? {
-            if self.sidecar_live(&found)? {
+        let mut bridges = self.bridges();
+        for found in sidecar::scan(&mut bridges)? {
+            if self.sidecar_live(&found, &mut bridges)? {
                 live.push(found);
             }
         }
@@ -134,15 +162,19 @@ impl StateDir {
     /// A sidecar that parses is judged like its lease; one that does not
     /// can only be judged by its lock (and without a lock file, nobody can
     /// be shown to hold it).
-    pub(super) fn sidecar_live(&self, found: &sidecar::Sidecar) -> Result<bool, StateError> {
+    pub(super) fn sidecar_live(&self, found: &sidecar::Sidecar, bridges: &mut Subdirs<'_>) -> Result<bool, StateError> {
         match &found.record {
-            Some(record) => self.is_live(record),
-            None => Ok(liveness::lock_held(&self.slot_paths(&found.bridge, found.slot).lock)?.unwrap_or(false)),
+            Some(record) => self.is_live(record, bridges),
+            None => {
+                let lock = SlotFiles::new(found.slot).lock;
+                Ok(liveness::lock_held(bridges.get(&found.bridge)?, &lock)?.unwrap_or(false))
+            }
         }
     }
 
+    /// The state dir, every symlink resolved.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.dir.path()
     }
 
     /// Takes the lock of a slot if nobody holds it: the caller then owns the
@@ -150,23 +182,23 @@ impl StateDir {
     /// means a live job (or another cleaner) has it.
     pub fn try_lock_slot(&self, bridge: &str, slot: u16) -> Result<Option<SlotLock>, StateError> {
         check_slot(bridge, slot)?;
-        let paths = self.slot_paths(bridge, slot);
-        self.create_bridge_dir(bridge)?;
-        try_lock_slot_file(&paths.lock, bridge, slot)
+        let dir = self.slots.create_subdir(bridge)?;
+        try_lock_slot_file(&dir, &SlotFiles::new(slot).lock, bridge, slot)
     }
 
-    pub(super) fn slot_paths(&self, bridge: &str, slot: u16) -> SlotPaths {
-        SlotPaths::new(&self.slots, bridge, slot)
+    /// The bridges' dirs below `slots/`, each opened once per operation.
+    pub(super) fn bridges(&self) -> Subdirs<'_> {
+        Subdirs::new(&self.slots)
     }
 
-    fn create_bridge_dir(&self, bridge: &str) -> Result<(), StateError> {
-        let dir = self.slots.join(bridge);
-        private_dir(&dir).map_err(StateError::io("create", &dir))
-    }
-
-    pub(super) fn is_live(&self, record: &LeaseRecord) -> Result<bool, StateError> {
-        let path = self.slot_paths(&record.bridge, record.slot).lock;
-        liveness::is_live(record, &path, &self.boot_id)
+    pub(super) fn is_live(&self, record: &LeaseRecord, bridges: &mut Subdirs<'_>) -> Result<bool, StateError> {
+        // A name that is no bridge's (a damaged row) has no lock file to
+        // consult, and must not become a path.
+        let dir = match crate::config::check_bridge(&record.bridge) {
+            Ok(()) => bridges.get(&record.bridge)?,
+            Err(_) => None,
+        };
+        liveness::is_live(record, dir, &SlotFiles::new(record.slot).lock, &self.boot_id)
     }
 }
 
@@ -179,7 +211,7 @@ impl Drop for StateDir {
         let Some((conn, ino)) = self.conn.get_mut().take() else {
             return;
         };
-        let _lock = StateLock::acquire_shared(&self.lock);
+        let _lock = StateLock::acquire_shared(&self.dir);
         if self.db_inode().ok() == Some(ino) {
             drop(conn);
         } else {
@@ -188,10 +220,22 @@ impl Drop for StateDir {
     }
 }
 
-/// Creates a directory of the state dir (and its parents), 0700: what is in
-/// it concerns root's jobs only.
+/// Creates a directory inside the state dir (and its parents), 0700: what
+/// is in it concerns root's jobs only. Every directory on the path is
+/// checked as `StateDir::open` checks the state dir's, and the last name
+/// must not be a link (see `private`).
 pub fn private_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+    match PrivateDir::open_inner(path, true) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(std::io::ErrorKind::NotFound.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `name` in the state dir `root`, created 0700 if missing (both are
+/// checked, see `private`); returned with every symlink resolved.
+pub fn private_subdir(root: &Path, name: &str) -> Result<PathBuf, StateError> {
+    Ok(PrivateDir::create(root)?.create_subdir(name)?.path().to_path_buf())
 }
 
 /// Bridge names become path components and slot numbers file names: refuse

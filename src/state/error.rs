@@ -59,6 +59,10 @@ pub enum StateError {
     #[error("job {job} is already running (ip {ip}, pid {pid}); pick another job id or stop that job first")]
     DuplicateJob { job: String, ip: Ipv4Addr, pid: u32 },
 
+    /// Something another user could own or have planted: see `private`.
+    #[error("{what} {} {problem}; {remedy}", path.display())]
+    Unsafe { what: &'static str, path: PathBuf, problem: String, remedy: String },
+
     #[error("invalid lease request: {0}")]
     Request(String),
 }
@@ -96,6 +100,18 @@ impl StateError {
                 }
             },
         }
+    }
+}
+
+/// For callers that speak io::Error: the message stays whole, and an I/O
+/// failure keeps its kind.
+impl From<StateError> for io::Error {
+    fn from(e: StateError) -> io::Error {
+        let kind = match &e {
+            StateError::Io { source, .. } => source.kind(),
+            _ => io::ErrorKind::PermissionDenied,
+        };
+        io::Error::new(kind, e)
     }
 }
 

@@ -10,13 +10,17 @@
 //! without the counter. Comparing one number instead of reading one JSON
 //! file per live job keeps an allocation's cost flat as jobs pile up.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Write};
 use std::path::Path;
 
+use nix::fcntl::OFlag;
 use rusqlite::Connection;
 
 use super::error::StateError;
+use super::private::PrivateDir;
+
+/// The file, in the state dir.
+pub(crate) const FILE: &str = "state.gen";
 
 /// The database's count.
 pub(crate) fn in_db(conn: &Connection, db: &Path) -> Result<i64, StateError> {
@@ -32,21 +36,25 @@ pub(crate) fn bump(conn: &Connection, db: &Path) -> Result<i64, StateError> {
 
 /// The file's count; `None` when it is missing or unreadable, which reads
 /// as a mismatch (the safe answer).
-pub(crate) fn in_file(path: &Path) -> Option<i64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+pub(crate) fn in_file(dir: &PrivateDir) -> Option<i64> {
+    let mut text = String::new();
+    dir.open_file(FILE, OFlag::O_RDONLY, "read").ok()??.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 /// Records `generation` after a commit. Not atomic and not synced: a torn
 /// or lost write reads back as a mismatch, which costs one full check.
-pub(crate) fn write_file(path: &Path, generation: i64) {
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(format!("{generation}\n").as_bytes()));
+///
+/// Truncated only once opened and checked: a hard link planted at this
+/// name must not cut the file it links to.
+pub(crate) fn write_file(dir: &PrivateDir, generation: i64) {
+    let written = dir.open_file(FILE, OFlag::O_WRONLY | OFlag::O_CREAT, "write").and_then(|f| {
+        let mut f = f.ok_or_else(|| StateError::io("write", &dir.join(FILE))(std::io::ErrorKind::NotFound.into()))?;
+        f.set_len(0)
+            .and_then(|()| f.write_all(format!("{generation}\n").as_bytes()))
+            .map_err(StateError::io("write", &dir.join(FILE)))
+    });
     if let Err(e) = written {
-        log::warn!("{}: {e} (the next allocation checks every sidecar)", path.display());
+        log::warn!("{e} (the next allocation checks every sidecar)");
     }
 }

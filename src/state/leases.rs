@@ -15,9 +15,10 @@ use serde::Serialize;
 
 use super::dir::{StateDir, check_slot};
 use super::error::StateError;
-use super::lock::{SlotLock, StateLock};
+use super::lock::{SlotLock, StateLock, try_lock_slot_file};
+use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
-use super::slot::MAX_SLOTS;
+use super::slot::{MAX_SLOTS, SlotFiles};
 use super::{alloc, generation, liveness, schema, sidecar};
 use crate::civil_time;
 use crate::config::{NetworkConfig, check_gateway, check_subnet, reserved_role};
@@ -104,28 +105,29 @@ impl StateDir {
     /// holds the slot lock; keep it for the job's whole life.
     pub fn acquire(&self, req: &LeaseRequest) -> Result<Lease, StateError> {
         check_request(req)?;
-        let _lock = StateLock::acquire(&self.lock)?;
+        let _lock = StateLock::acquire(&self.dir)?;
         let mut conn = self.conn()?;
         let tx = schema::write_tx(&mut conn, &self.db)?;
+        let mut bridges = self.bridges();
         let mut rows = load(&tx, &self.db)?;
-        let reclaimed = self.reclaim(&tx, &mut rows, Some(&req.bridge))?;
+        let reclaimed = self.reclaim(&tx, &mut rows, Some(&req.bridge), &mut bridges)?;
         if let Some(i) = rows.iter().position(|r| r.job == req.job) {
             let holder = &rows[i];
-            if self.is_live(holder)? {
+            if self.is_live(holder, &mut bridges)? {
                 return Err(StateError::DuplicateJob { job: req.job.clone(), ip: holder.ip, pid: holder.pid });
             }
             // A dead job of the same id on another bridge.
             let dead = rows.swap_remove(i);
             self.forget(&tx, &dead)?;
         }
-        if generation::in_file(&self.generation) == Some(generation::in_db(&tx, &self.db)?) {
+        if generation::in_file(&self.dir) == Some(generation::in_db(&tx, &self.db)?) {
             // These rows are what the runners last wrote: the sidecars of
             // the leases just reclaimed are theirs, and their slots free.
             for dead in &reclaimed {
-                self.remove_dead_sidecar(dead)?;
+                remove_dead_sidecar(dead, &mut bridges)?;
             }
         } else {
-            self.check_sidecars(&rows)?;
+            self.check_sidecars(&rows, &mut bridges)?;
         }
 
         let taken: HashMap<Ipv4Addr, &str> = rows.iter().map(|r| (r.ip, r.job.as_str())).collect();
@@ -137,7 +139,8 @@ impl StateDir {
             }
         };
         let used: HashSet<u16> = rows.iter().filter(|r| r.bridge == req.bridge).map(|r| r.slot).collect();
-        let slot_lock = self.take_free_slot(&req.bridge, &used)?;
+        let dir = bridges.create(&req.bridge)?;
+        let slot_lock = take_free_slot(dir, &req.bridge, &used)?;
 
         let record = LeaseRecord {
             job: req.job.clone(),
@@ -159,16 +162,16 @@ impl StateDir {
             // next automatic pick goes on where the previous one left off.
             set_last_ip(&tx, &req.bridge, ip, &self.db)?;
         }
-        let paths = self.slot_paths(&record.bridge, record.slot);
-        sidecar::write(&paths, &record)?;
+        let files = SlotFiles::new(record.slot);
+        sidecar::write(dir, &files, &record)?;
         let count = generation::bump(&tx, &self.db)?;
         if let Err(e) = tx.commit() {
             // Best effort: a sidecar left behind is ignored once the slot
             // lock (dropped with `slot_lock` on return) is free.
-            let _ = sidecar::remove(&paths.json);
+            let _ = dir.remove(&files.json);
             return Err(StateError::db(&self.db)(e));
         }
-        generation::write_file(&self.generation, count);
+        generation::write_file(&self.dir, count);
         Ok(Lease { record, reclaimed: reclaimed.iter().map(|r| r.slot).collect(), _slot_lock: slot_lock })
     }
 
@@ -176,7 +179,7 @@ impl StateDir {
     /// lease) the slot lock. In that order so that at no moment is the slot
     /// free while a record still claims it for a live job.
     pub fn release(&self, lease: Lease) -> Result<(), StateError> {
-        let _lock = StateLock::acquire(&self.lock)?;
+        let _lock = StateLock::acquire(&self.dir)?;
         let mut conn = self.conn()?;
         let tx = schema::write_tx(&mut conn, &self.db)?;
         // Matching the slot too: after a rebuild the job id may have been
@@ -188,8 +191,10 @@ impl StateDir {
         .map_err(StateError::db(&self.db))?;
         let count = generation::bump(&tx, &self.db)?;
         tx.commit().map_err(StateError::db(&self.db))?;
-        generation::write_file(&self.generation, count);
-        sidecar::remove(&self.slot_paths(&lease.record.bridge, lease.record.slot).json)?;
+        generation::write_file(&self.dir, count);
+        if let Some(dir) = self.bridges().get(&lease.record.bridge)? {
+            dir.remove(&SlotFiles::new(lease.record.slot).json)?;
+        }
         drop(lease);
         Ok(())
     }
@@ -200,13 +205,15 @@ impl StateDir {
     /// while it is open.
     pub fn list(&self) -> Result<Vec<LeaseInfo>, StateError> {
         let rows = {
-            let _lock = StateLock::acquire_shared(&self.lock)?;
+            let _lock = StateLock::acquire_shared(&self.dir)?;
+            self.check_db_files()?;
             let conn = schema::connect(&self.db, false)?;
             load(&conn, &self.db)?
         };
+        let mut bridges = self.bridges();
         rows.into_iter()
             .map(|lease| {
-                let state = if self.is_live(&lease)? { LeaseState::Running } else { LeaseState::Stale };
+                let state = if self.is_live(&lease, &mut bridges)? { LeaseState::Running } else { LeaseState::Stale };
                 Ok(LeaseInfo { lease, state })
             })
             .collect()
@@ -221,16 +228,17 @@ impl StateDir {
                 self.list()?.into_iter().filter(|i| i.state == LeaseState::Stale).map(|i| i.lease).collect();
             return Ok(GcReport { dry_run, reclaimed, sidecars_removed: Vec::new() });
         }
-        let _lock = StateLock::acquire(&self.lock)?;
+        let _lock = StateLock::acquire(&self.dir)?;
         let mut conn = self.conn()?;
         let tx = schema::write_tx(&mut conn, &self.db)?;
+        let mut bridges = self.bridges();
         let mut rows = load(&tx, &self.db)?;
-        let reclaimed = self.reclaim(&tx, &mut rows, None)?;
+        let reclaimed = self.reclaim(&tx, &mut rows, None, &mut bridges)?;
         // gc is where a user looks after a crash: always the full check.
-        let sidecars_removed = self.check_sidecars(&rows)?;
+        let sidecars_removed = self.check_sidecars(&rows, &mut bridges)?;
         let count = generation::bump(&tx, &self.db)?;
         tx.commit().map_err(StateError::db(&self.db))?;
-        generation::write_file(&self.generation, count);
+        generation::write_file(&self.dir, count);
         Ok(GcReport { dry_run, reclaimed, sidecars_removed })
     }
 
@@ -241,11 +249,12 @@ impl StateDir {
         conn: &Connection,
         rows: &mut Vec<LeaseRecord>,
         bridge: Option<&str>,
+        bridges: &mut Subdirs<'_>,
     ) -> Result<Vec<LeaseRecord>, StateError> {
         let mut dead = Vec::new();
         let mut kept = Vec::with_capacity(rows.len());
         for row in rows.drain(..) {
-            if bridge.is_none_or(|b| b == row.bridge) && !self.is_live(&row)? {
+            if bridge.is_none_or(|b| b == row.bridge) && !self.is_live(&row, bridges)? {
                 dead.push(row);
             } else {
                 kept.push(row);
@@ -271,52 +280,66 @@ impl StateDir {
     /// database lost leases (rebuilt from an old copy, deleted, replaced):
     /// allocating from it could hand out a live job's address, so refuse.
     /// Dead sidecars without a row are removed and returned.
-    fn check_sidecars(&self, rows: &[LeaseRecord]) -> Result<Vec<std::path::PathBuf>, StateError> {
+    fn check_sidecars(
+        &self,
+        rows: &[LeaseRecord],
+        bridges: &mut Subdirs<'_>,
+    ) -> Result<Vec<std::path::PathBuf>, StateError> {
         let by_slot: HashMap<(&str, u16), &LeaseRecord> =
             rows.iter().map(|r| ((r.bridge.as_str(), r.slot), r)).collect();
         let mut removed = Vec::new();
-        for found in sidecar::scan(&self.slots)? {
+        for found in sidecar::scan(bridges)? {
             let row = by_slot.get(&(found.bridge.as_str(), found.slot));
+            let files = SlotFiles::new(found.slot);
             match (&found.record, row) {
                 (Some(rec), Some(row)) if rec.job == row.job && rec.ip == row.ip => continue,
                 // Damaged, but the row says what it held: rewrite it, so
                 // that a later rebuild still finds this job.
                 (None, Some(row)) => {
-                    sidecar::write(&self.slot_paths(&row.bridge, row.slot), row)?;
+                    if let Some(dir) = bridges.get(&found.bridge)? {
+                        sidecar::write(dir, &files, row)?;
+                    }
                     continue;
                 }
                 _ => {}
             }
-            if self.sidecar_live(&found)? {
+            if self.sidecar_live(&found, bridges)? {
                 return Err(self.lost_lease(found));
             }
-            sidecar::remove(&found.path)?;
+            if let Some(dir) = bridges.get(&found.bridge)? {
+                dir.remove(&files.json)?;
+            }
             removed.push(found.path);
         }
         Ok(removed)
     }
+}
 
-    /// Removes the sidecar in a reclaimed lease's slot if nobody holds that
-    /// slot's lock (then nobody can own the file).
-    fn remove_dead_sidecar(&self, dead: &LeaseRecord) -> Result<(), StateError> {
-        let paths = self.slot_paths(&dead.bridge, dead.slot);
-        if liveness::lock_held(&paths.lock)? == Some(false) {
-            sidecar::remove(&paths.json)?;
-        }
-        Ok(())
+/// Removes the sidecar in a reclaimed lease's slot if nobody holds that
+/// slot's lock (then nobody can own the file).
+fn remove_dead_sidecar(dead: &LeaseRecord, bridges: &mut Subdirs<'_>) -> Result<(), StateError> {
+    let files = SlotFiles::new(dead.slot);
+    if check_slot(&dead.bridge, dead.slot).is_err() {
+        return Ok(());
     }
+    if let Some(dir) = bridges.get(&dead.bridge)?
+        && liveness::lock_held(Some(dir), &files.lock)? == Some(false)
+    {
+        dir.remove(&files.json)?;
+    }
+    Ok(())
+}
 
-    /// The lowest slot of `bridge` that no row uses and nobody holds. A
-    /// held lock without a row is skipped too: someone is cleaning up that
-    /// slot's veth, or a live job the database does not know.
-    fn take_free_slot(&self, bridge: &str, used: &HashSet<u16>) -> Result<SlotLock, StateError> {
-        for slot in (0..MAX_SLOTS).filter(|s| !used.contains(s)) {
-            if let Some(lock) = self.try_lock_slot(bridge, slot)? {
-                return Ok(lock);
-            }
+/// The lowest slot in the bridge's `dir` that no row uses and nobody holds.
+/// A held lock without a row is skipped too: someone is cleaning up that
+/// slot's veth, or a live job the database does not know.
+fn take_free_slot(dir: &PrivateDir, bridge: &str, used: &HashSet<u16>) -> Result<SlotLock, StateError> {
+    for slot in (0..MAX_SLOTS).filter(|s| !used.contains(s)) {
+        if let Some(lock) = try_lock_slot_file(dir, &SlotFiles::new(slot).lock, bridge, slot)? {
+            return Ok(lock);
         }
-        Err(StateError::NoFreeSlot { bridge: bridge.to_string() })
     }
+    Err(StateError::NoFreeSlot { bridge: bridge.to_string() })
 }
 
 fn check_request(req: &LeaseRequest) -> Result<(), StateError> {

@@ -7,41 +7,50 @@
 //! pid + start time only decide when the lock cannot be consulted (its file
 //! was deleted or cannot be opened).
 
-use std::fs::{File, TryLockError};
+use std::fs::TryLockError;
 use std::io::ErrorKind;
-use std::path::Path;
+
+use nix::fcntl::OFlag;
 
 use super::error::StateError;
+use super::private::PrivateDir;
 use super::record::LeaseRecord;
 use crate::sys;
 
-/// Whether someone holds the lock file at `path`; `None` when that cannot
-/// be known because the file cannot be opened. Opened read-only and never
-/// created: this must also work on a state dir we cannot write, and a
-/// missing file proves nothing about a holder of the unlinked one.
-pub(crate) fn lock_held(path: &Path) -> Result<Option<bool>, StateError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => {
-            return Ok(None);
-        }
-        Err(e) => return Err(StateError::io("open lock file", path)(e)),
+/// Whether someone holds the lock file `name` in `dir` (`None`: the
+/// bridge's dir is missing); `None` when that cannot be known because the
+/// file cannot be opened. Opened read-only and never created: this must
+/// also work on a state dir we cannot write, and a missing file proves
+/// nothing about a holder of the unlinked one.
+pub(crate) fn lock_held(dir: Option<&PrivateDir>, name: &str) -> Result<Option<bool>, StateError> {
+    let Some(dir) = dir else { return Ok(None) };
+    let file = match dir.open_file(name, OFlag::O_RDONLY, "open lock file") {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(None),
+        Err(StateError::Io { source, .. }) if source.kind() == ErrorKind::PermissionDenied => return Ok(None),
+        Err(e) => return Err(e),
     };
     // Taken and dropped at once: holding it longer would make a concurrent
     // allocation skip the slot for nothing.
     match file.try_lock() {
         Ok(()) => Ok(Some(false)),
         Err(TryLockError::WouldBlock) => Ok(Some(true)),
-        Err(TryLockError::Error(e)) => Err(StateError::io("lock", path)(e)),
+        Err(TryLockError::Error(e)) => Err(StateError::io("lock", &dir.join(name))(e)),
     }
 }
 
 /// Whether the lease's runner is alive.
-pub(crate) fn is_live(record: &LeaseRecord, lock_path: &Path, boot_id: &str) -> Result<bool, StateError> {
+/// `dir` is the lease's bridge dir (`None` if missing).
+pub(crate) fn is_live(
+    record: &LeaseRecord,
+    dir: Option<&PrivateDir>,
+    lock: &str,
+    boot_id: &str,
+) -> Result<bool, StateError> {
     if record.boot_id != boot_id {
         return Ok(false);
     }
-    Ok(match lock_held(lock_path)? {
+    Ok(match lock_held(dir, lock)? {
         Some(held) => held,
         None => process_matches(record.pid, record.start_time),
     })

@@ -7,23 +7,22 @@
 //! Lock files are never unlinked: a process waiting on an unlinked file
 //! would lock an inode nobody else can find.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::fs::{File, TryLockError};
+
+use nix::fcntl::OFlag;
 
 use super::error::StateError;
+use super::private::PrivateDir;
 use super::slot::iface_name;
 
-/// Opens (creating if needed) a lock file, readable and writable by root only.
-fn open_lock_file(path: &Path) -> Result<File, StateError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(StateError::io("open lock file", path))
+/// The state lock's file, in the state dir.
+pub(crate) const STATE_LOCK: &str = "state.lock";
+
+/// Opens (creating if needed) a lock file, readable and writable by root
+/// only, never through a symlink.
+fn open_lock_file(dir: &PrivateDir, name: &str) -> Result<File, StateError> {
+    dir.open_file(name, OFlag::O_RDWR | OFlag::O_CREAT, "open lock file")?
+        .ok_or_else(|| StateError::io("open lock file", &dir.join(name))(std::io::ErrorKind::NotFound.into()))
 }
 
 /// Exclusive hold on `state.lock`; released on drop.
@@ -35,17 +34,17 @@ pub(crate) struct StateLock {
 impl StateLock {
     /// Blocks until no other repeatr is inside a critical section. Each one
     /// is a few milliseconds, so waiting is always short.
-    pub(crate) fn acquire(path: &Path) -> Result<StateLock, StateError> {
-        let file = open_lock_file(path)?;
-        file.lock().map_err(StateError::io("lock", path))?;
+    pub(crate) fn acquire(dir: &PrivateDir) -> Result<StateLock, StateError> {
+        let file = open_lock_file(dir, STATE_LOCK)?;
+        file.lock().map_err(StateError::io("lock", &dir.join(STATE_LOCK)))?;
         Ok(StateLock { _file: file })
     }
 
     /// Shared hold for readers: waits out a writer, excludes `rebuild`
     /// (which moves state.db), and lets other readers in.
-    pub(crate) fn acquire_shared(path: &Path) -> Result<StateLock, StateError> {
-        let file = open_lock_file(path)?;
-        file.lock_shared().map_err(StateError::io("lock", path))?;
+    pub(crate) fn acquire_shared(dir: &PrivateDir) -> Result<StateLock, StateError> {
+        let file = open_lock_file(dir, STATE_LOCK)?;
+        file.lock_shared().map_err(StateError::io("lock", &dir.join(STATE_LOCK)))?;
         Ok(StateLock { _file: file })
     }
 }
@@ -71,12 +70,18 @@ impl SlotLock {
     }
 }
 
-/// Takes the lock at `path` without waiting: `None` when someone holds it.
-pub(crate) fn try_lock_slot_file(path: &Path, bridge: &str, slot: u16) -> Result<Option<SlotLock>, StateError> {
-    let file = open_lock_file(path)?;
+/// Takes the lock `name` in `dir` without waiting: `None` when someone
+/// holds it.
+pub(crate) fn try_lock_slot_file(
+    dir: &PrivateDir,
+    name: &str,
+    bridge: &str,
+    slot: u16,
+) -> Result<Option<SlotLock>, StateError> {
+    let file = open_lock_file(dir, name)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(SlotLock { _file: file, bridge: bridge.to_string(), slot })),
         Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(StateError::io("lock", path)(e)),
+        Err(TryLockError::Error(e)) => Err(StateError::io("lock", &dir.join(name))(e)),
     }
 }

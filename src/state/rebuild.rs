@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::dir::StateDir;
+use super::dir::{DB, DB_FILES, StateDir};
 use super::error::StateError;
 use super::leases::{insert, set_last_ip};
 use super::lock::StateLock;
 use super::record::LeaseRecord;
+use super::slot::SlotFiles;
 use super::{generation, schema, sidecar};
 use crate::civil_time;
 
@@ -36,17 +37,22 @@ impl StateDir {
     /// Rebuilds the state dir at `root`; see the module comment.
     pub fn rebuild(root: &Path) -> Result<RebuildReport, StateError> {
         let dir = StateDir::layout(root)?;
-        let _lock = StateLock::acquire(&dir.lock)?;
+        let _lock = StateLock::acquire(&dir.dir)?;
         let moved_aside = dir.move_db_aside()?;
+        dir.create_db()?;
+        dir.check_db_files()?;
         let mut conn = schema::connect(&dir.db, true)?;
         schema::migrate(&mut conn, &dir.db)?;
         let tx = schema::write_tx(&mut conn, &dir.db)?;
 
         let mut report =
             RebuildReport { moved_aside, restored: Vec::new(), dropped: Vec::new(), unrestorable: Vec::new() };
-        for found in sidecar::scan(&dir.slots)? {
-            if !dir.sidecar_live(&found)? {
-                sidecar::remove(&found.path)?;
+        let mut bridges = dir.bridges();
+        for found in sidecar::scan(&mut bridges)? {
+            if !dir.sidecar_live(&found, &mut bridges)? {
+                if let Some(bridge_dir) = bridges.get(&found.bridge)? {
+                    bridge_dir.remove(&SlotFiles::new(found.slot).json)?;
+                }
                 report.dropped.push(found.path);
                 continue;
             }
@@ -75,7 +81,7 @@ impl StateDir {
         // The rows now agree with every live sidecar: allocations may trust them.
         let count = generation::bump(&tx, &dir.db)?;
         tx.commit().map_err(StateError::db(&dir.db))?;
-        generation::write_file(&dir.generation, count);
+        generation::write_file(&dir.dir, count);
         Ok(report)
     }
 
@@ -85,24 +91,14 @@ impl StateDir {
     /// anyone's SQLite locks; and no one has it open, because every user
     /// holds the state lock, which the caller has exclusively.
     fn move_db_aside(&self) -> Result<Option<PathBuf>, StateError> {
-        let aside = self.root.join(format!("state.db.corrupt-{}", civil_time::stamp_now()));
+        let aside = format!("state.db.corrupt-{}", civil_time::stamp_now());
         let mut moved = None;
-        for suffix in ["", "-wal", "-shm"] {
-            let from = with_suffix(&self.db, suffix);
-            let to = with_suffix(&aside, suffix);
-            match std::fs::rename(&from, &to) {
-                Ok(()) if suffix.is_empty() => moved = Some(to),
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StateError::io("move aside", &from)(e)),
+        for from in DB_FILES {
+            let to = from.replacen("state.db", &aside, 1);
+            if self.dir.rename_if_exists(from, &to)? && from == DB {
+                moved = Some(self.dir.join(&to));
             }
         }
         Ok(moved)
     }
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }

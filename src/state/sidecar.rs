@@ -3,42 +3,33 @@
 //! rebuilt from the jobs that are still alive, and lets an allocation check
 //! that no live job holds an address the database has forgotten.
 
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use nix::fcntl::OFlag;
 
 use super::error::StateError;
+use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
-use super::slot::{MAX_SLOTS, SlotPaths};
+use super::slot::{MAX_SLOTS, SlotFiles};
 use crate::config::check_bridge;
 
-/// Writes the record atomically (temp file + rename), so a reader never sees
-/// half a record. No fsync: after a power cut the runner is gone, its slot
-/// lock is free and the file is ignored whatever it holds.
-pub(crate) fn write(paths: &SlotPaths, record: &LeaseRecord) -> Result<(), StateError> {
+/// Writes the record atomically (temp file + rename) into its bridge's
+/// dir, so a reader never sees half a record. No fsync: after a power cut
+/// the runner is gone, its slot lock is free and the file is ignored
+/// whatever it holds.
+pub(crate) fn write(dir: &PrivateDir, files: &SlotFiles, record: &LeaseRecord) -> Result<(), StateError> {
+    let tmp = dir.join(&files.tmp);
     // Serialising plain strings and numbers cannot fail; map it anyway.
     let text = serde_json::to_vec_pretty(record)
-        .map_err(|e| StateError::io("encode", &paths.json)(std::io::Error::other(e)))?;
+        .map_err(|e| StateError::io("encode", &dir.join(&files.json))(std::io::Error::other(e)))?;
     // 0600 like everything in the state dir: the command line may hold
-    // secrets. Truncate: a crashed writer may have left a longer file.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&paths.tmp)
-        .map_err(StateError::io("write", &paths.tmp))?;
-    file.write_all(&text).map_err(StateError::io("write", &paths.tmp))?;
+    // secrets. New (O_EXCL): a crashed writer's temp file, or a link
+    // planted at its name, is removed first, never written through.
+    let mut file = dir.create_temp(&files.tmp)?;
+    file.write_all(&text).map_err(StateError::io("write", &tmp))?;
     drop(file);
-    std::fs::rename(&paths.tmp, &paths.json).map_err(StateError::io("rename into", &paths.json))
-}
-
-/// Removes a sidecar; one already gone is fine.
-pub(crate) fn remove(path: &Path) -> Result<(), StateError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => Err(StateError::io("remove", path)(e)),
-        _ => Ok(()),
-    }
+    dir.rename(&files.tmp, &files.json)
 }
 
 /// A sidecar found on disk.
@@ -52,43 +43,35 @@ pub(crate) struct Sidecar {
 }
 
 /// Every `slots/{bridge}/{slot}.json`. Names that are not ours (no valid
-/// bridge dir, no slot number) are left alone.
-pub(crate) fn scan(slots_dir: &Path) -> Result<Vec<Sidecar>, StateError> {
+/// bridge dir, no slot number) are left alone; a link or a file of
+/// another user's at one of our names is refused (see `private`).
+pub(crate) fn scan(bridges: &mut Subdirs<'_>) -> Result<Vec<Sidecar>, StateError> {
     let mut found = Vec::new();
-    for bridge_dir in read_dir(slots_dir)? {
-        let Some(bridge) = bridge_dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
-            continue;
-        };
-        if check_bridge(&bridge).is_err() || !bridge_dir.is_dir() {
+    for bridge in bridges.parent().names()? {
+        if check_bridge(&bridge).is_err() {
             continue;
         }
-        for path in read_dir(&bridge_dir)? {
-            let slot = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|n| n.parse::<u16>().ok())
-                .filter(|s| *s < MAX_SLOTS);
+        let st = bridges.parent().stat(&bridge).map_err(StateError::io("look up", &bridges.parent().join(&bridge)))?;
+        // Anything but a directory is not ours, except a symlink, which
+        // `subdir` refuses.
+        if st.is_some_and(|st| !matches!(st.st_mode & libc::S_IFMT, libc::S_IFDIR | libc::S_IFLNK)) {
+            continue;
+        }
+        // Removed between the listing and here: nothing to scan.
+        let Some(dir) = bridges.get(&bridge)? else { continue };
+        for name in dir.names()? {
+            let slot = name.strip_suffix(".json").and_then(|n| n.parse::<u16>().ok()).filter(|s| *s < MAX_SLOTS);
             let Some(slot) = slot else { continue };
-            let record = match std::fs::read(&path) {
-                Ok(bytes) => serde_json::from_slice::<LeaseRecord>(&bytes).ok(),
-                // Removed by a release between readdir and here.
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(StateError::io("read", &path)(e)),
-            };
+            let path = dir.join(&name);
+            // Missing: removed by a release between the listing and here.
+            let Some(mut file) = dir.open_file(&name, OFlag::O_RDONLY, "read")? else { continue };
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(StateError::io("read", &path))?;
+            let record = serde_json::from_slice::<LeaseRecord>(&bytes).ok();
             let record = record.filter(|r| r.bridge == bridge && r.slot == slot);
             found.push(Sidecar { bridge: bridge.clone(), slot, path, record });
         }
     }
     found.sort_by(|a, b| (&a.bridge, a.slot).cmp(&(&b.bridge, b.slot)));
     Ok(found)
-}
-
-fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, StateError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StateError::io("list", dir)(e)),
-    };
-    entries.map(|e| e.map(|e| e.path()).map_err(StateError::io("list", dir))).collect()
 }

@@ -225,9 +225,10 @@ struct OutputDirs {
 
 impl OutputDirs {
     fn create(state_dir: &Path, id: &JobId, f: &Formula) -> Result<OutputDirs, Error> {
-        let base = state_dir.join("outputs");
+        // Checked as the state dir's own (root's, no links): the state
+        // store's error says what is wrong with it.
+        let base = crate::state::private_subdir(state_dir, "outputs")?;
         let io = |err| Error::StateDir { path: state_dir.to_path_buf(), err };
-        crate::state::private_dir(&base).map_err(io)?;
         let lock = OutputLock::try_take(&base, id.as_str(), true)
             .map_err(io)?
             .ok_or_else(|| invalid(format!("job {id} is already running; give this run another --name")))?;
@@ -238,7 +239,7 @@ impl OutputDirs {
             _ => {}
         }
         let mut out = OutputDirs { lock: Some(lock), dirs: Vec::new() };
-        crate::state::private_dir(&root).map_err(io)?;
+        crate::state::private_subdir(&base, id.as_str())?;
         let (uid, gid) = (f.action.userinfo.uid, f.action.userinfo.gid);
         for n in 0..f.outputs.len() {
             let dir = root.join(n.to_string());

@@ -16,4 +16,4 @@ pub use error::TarError;
 pub use escape::{escaped, escaped_error};
 pub use read::decompressed;
 pub(crate) use read::{clean, pax_time};
-pub use unpack::{UnpackStats, unpack};
+pub use unpack::{DATA_CHUNK, UnpackStats, unpack};

@@ -35,6 +35,11 @@ use super::escape::{escaped, escaped_error};
 use super::read::{clean, pax_time};
 use crate::sys::{self, Resolve};
 
+/// The size of the reads of file data. Larger than the buffer of a reader
+/// made by `decompressed`, so that a `BufReader` passes them straight to
+/// read(2) instead of copying every byte out of its own buffer.
+pub const DATA_CHUNK: usize = 1 << 20;
+
 /// What an unpack did, for the job log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnpackStats {
@@ -54,7 +59,8 @@ pub struct UnpackStats {
 /// unpack. Must run as root to keep ownership, setid bits and xattrs.
 pub fn unpack(reader: impl Read, root: BorrowedFd<'_>) -> Result<UnpackStats, TarError> {
     let mut archive = tar::Archive::new(reader);
-    let mut unpacker = Unpacker { root, stats: UnpackStats::default(), dir_times: BTreeMap::new() };
+    let mut unpacker =
+        Unpacker { root, stats: UnpackStats::default(), dir_times: BTreeMap::new(), buf: vec![0u8; DATA_CHUNK] };
     for entry in archive.entries().map_err(TarError::Read)? {
         let mut entry = entry.map_err(TarError::Read)?;
         unpacker.entry(&mut entry)?;
@@ -82,6 +88,8 @@ struct Unpacker<'r> {
     /// walked in reverse visits children ("a/b") before parents ("a") and
     /// keeps only the last entry's time when a directory appears twice.
     dir_times: BTreeMap<Vec<u8>, TimeSpec>,
+    /// File data passes through here, one buffer for the whole unpack.
+    buf: Vec<u8>,
 }
 
 impl Unpacker<'_> {
@@ -125,7 +133,7 @@ impl Unpacker<'_> {
         let fd = sys::openat2(parent.as_fd(), as_path(leaf), flags, 0o600, Resolve::Beneath)
             .map_err(|e| write_err(name, "create the file", e))?;
         let mut file = File::from(fd);
-        self.stats.bytes += copy_data(data, &mut file, name)?;
+        self.stats.bytes += copy_data(data, &mut file, &mut self.buf, name)?;
         apply_meta(file.as_fd(), meta, true, name)
     }
 
@@ -301,11 +309,10 @@ fn apply_meta(fd: BorrowedFd<'_>, meta: &Meta, set_times: bool, name: &str) -> R
 }
 
 /// Copies an entry's data, telling a truncated tar apart from a full disk.
-fn copy_data(data: &mut dyn Read, file: &mut File, name: &str) -> Result<u64, TarError> {
-    let mut buf = vec![0u8; 1 << 16];
+fn copy_data(data: &mut dyn Read, file: &mut File, buf: &mut [u8], name: &str) -> Result<u64, TarError> {
     let mut total = 0u64;
     loop {
-        let n = match data.read(&mut buf) {
+        let n = match data.read(buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -27,7 +27,7 @@ use super::pack::{Source, emit};
 use super::source::CHUNK;
 use super::verify::{StoredError, stored_id};
 use super::ware_id::WareId;
-use crate::archive::{UnpackStats, unpack};
+use crate::archive::{DATA_CHUNK, UnpackStats, unpack};
 
 #[derive(Clone, Debug)]
 pub struct Warehouse {
@@ -212,7 +212,9 @@ impl Warehouse {
             return Err(dest_err("it is not empty".into()));
         }
         let file = self.open_verified(id)?;
-        unpack(BufReader::with_capacity(CHUNK, file), dir.as_fd())
+        // A buffer smaller than the unpacker's reads: file data is read
+        // straight into the unpacker's buffer (see DATA_CHUNK).
+        unpack(BufReader::with_capacity(DATA_CHUNK / 16, file), dir.as_fd())
             .map_err(|source| WareError::Unpack { id: id.to_string(), source })
     }
 }

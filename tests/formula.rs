@@ -2,6 +2,7 @@
 //! outputs packed, run records compared.
 
 mod common;
+mod tamper;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -140,6 +141,45 @@ fn corrupt_and_missing_wares_stop_before_anything_runs() {
     let out = b.run(&bad, &[]);
     assert_eq!(code(&out), 121, "{}", stderr(&out));
     assert!(stderr(&out).contains("colour"), "{}", stderr(&out));
+}
+
+/// Issue 9, item 4, through a formula: an input ware with an added PAX
+/// `SCHILY.xattr.security.capability` record (its file name, the id, kept)
+/// is refused before anything runs, as the root and as a ware placed in it.
+#[test]
+fn an_input_ware_with_an_added_xattr_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    // Writable by the job's user (uid 1000).
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let marker = shared.path().join("ran");
+    let tool = tempfile::tempdir().unwrap();
+    std::fs::write(tool.path().join("tool.sh"), "echo tool\n").unwrap();
+    let tool_id = pack(&b.repeatr, &b.wares, tool.path());
+    let json = format!(
+        r#"{{"inputs": {{"/": "ROOT", "/opt": "{tool_id}", "/m": "mount:rw:{}"}},
+        "action": {{"exec": ["/bin/sh", "-c", "touch /m/ran"]}}}}"#,
+        shared.path().display()
+    );
+    let f = b.formula("xattr.json", &json);
+    let out = b.run(&f, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(marker.exists(), "the untouched formula did not run");
+    std::fs::remove_file(&marker).unwrap();
+    for (id, entry) in [(b.root.as_str(), "./bin/busybox"), (tool_id.as_str(), "./tool.sh")] {
+        let ware = b.wares.join("tar").join(format!("{}.tar", id.strip_prefix("tar:").unwrap()));
+        let pristine = std::fs::read(&ware).unwrap();
+        tamper::insert_pax(&ware, entry, &[("SCHILY.xattr.security.capability", &tamper::CAP_SETUID_EP)]);
+        let out = b.run(&f, &[]);
+        assert_eq!(code(&out), 123, "{entry}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{entry}");
+        assert!(stderr(&out).contains(ware.to_str().unwrap()), "{entry}: {}", stderr(&out));
+        assert!(!marker.exists(), "{entry}: the job ran on a tampered ware");
+        std::fs::write(&ware, pristine).unwrap();
+    }
 }
 
 #[test]

@@ -291,7 +291,8 @@ fn metadata_links_xattrs_and_special_files_are_kept() {
     assert_eq!(again.nlink(), 2);
 
     assert_eq!(lgetxattr(&t.at("xattr"), "user.test").as_deref(), Some(&b"v\x00\x01"[..]));
-    assert_eq!(lgetxattr(&t.at("xattr"), "trusted.test").as_deref(), Some(&b"t"[..]));
+    // Never restored from any tar (security_and_trusted_xattrs_are_never_restored).
+    assert_eq!(lgetxattr(&t.at("xattr"), "trusted.test"), None);
     let x = fs::metadata(t.at("xattr")).unwrap();
     assert_eq!((x.mtime(), x.mtime_nsec()), (1_500_000_000, 500_000_000));
 
@@ -302,6 +303,69 @@ fn metadata_links_xattrs_and_special_files_are_kept() {
     assert!(!exists(&t.at("dev/null")), "device nodes are never created");
     // Parents the tar never listed are created 0755.
     assert_eq!(fs::metadata(t.at("bin")).unwrap().permissions().mode() & 0o7777, 0o755);
+}
+
+/// Issue 9, item 4: `security.*` (file capabilities, LSM labels) and
+/// `trusted.*` (overlayfs and admin metadata) xattrs are never restored, on
+/// files, directories or the root; `user.*` ones are.
+#[test]
+fn security_and_trusted_xattrs_are_never_restored() {
+    if !require_root() {
+        return;
+    }
+    let t = Target::new();
+    let cap = [0x01, 0, 0, 0x02, 0xC0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let records: [(&str, &[u8]); 5] = [
+        ("SCHILY.xattr.security.capability", &cap),
+        ("SCHILY.xattr.security.selinux", b"system_u:object_r:shadow_t:s0"),
+        ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+        ("SCHILY.xattr.trusted.x", b"1"),
+        ("SCHILY.xattr.user.kept", b"yes"),
+    ];
+    let bytes = tar(|b| {
+        b.append_pax_extensions(records).unwrap();
+        dir(b, b"./");
+        b.append_pax_extensions(records).unwrap();
+        dir(b, b"d/");
+        b.append_pax_extensions(records).unwrap();
+        b.append(&header(EntryType::Regular, b"d/ping", 0o755, 4), &b"ping"[..]).unwrap();
+    });
+    let stats = t.unpack(&bytes).unwrap();
+    assert_eq!(stats.skipped_xattrs, 12);
+    for path in [t.root.clone(), t.at("d"), t.at("d/ping")] {
+        for (key, _) in &records[..4] {
+            let name = key.strip_prefix("SCHILY.xattr.").unwrap();
+            assert_eq!(lgetxattr(&path, name), None, "{name} restored on {path:?}");
+        }
+        assert_eq!(lgetxattr(&path, "user.kept").as_deref(), Some(&b"yes"[..]), "{path:?}");
+    }
+}
+
+/// Issue 9, item 8: names from a tar reach messages with control characters
+/// and bytes that are not UTF-8 escaped, including names the tar crate puts
+/// into its own errors.
+#[test]
+fn names_in_errors_are_escaped() {
+    if !require_root() {
+        return;
+    }
+    let t = Target::new();
+    let name = b"a\x1b]0;owned\x07\xff\r/../evil";
+    let err = t.unpack(&tar(|b| file(b, name, b"x"))).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(r"a\u{1b}]0;owned\u{7}\xff\r/../evil"), "{msg}");
+    assert!(!msg.chars().any(|c| c.is_control()), "{msg:?}");
+
+    // A mode field the tar crate cannot parse: its error names the entry.
+    let mut h = header(EntryType::Regular, b"bad\x1b[2Jmode", 0o644, 0);
+    h.as_old_mut().mode = *b"zzzzzzz\0";
+    h.set_cksum();
+    let bytes = tar(|b| b.append(&h, &[][..]).unwrap());
+    let err = t.unpack(&bytes).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, TarError::Corrupt { .. }), "{msg}");
+    assert!(msg.contains(r"bad\u{1b}[2Jmode"), "{msg}");
+    assert!(!msg.chars().any(|c| c.is_control()), "{msg:?}");
 }
 
 #[test]

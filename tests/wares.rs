@@ -2,10 +2,12 @@
 //! commands, on real files (as root where ownership matters).
 
 mod common;
+mod tamper;
 use common::require_root;
+use tamper::{CAP_SETUID_EP, edit_header, flip, insert_pax, offset_of};
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -244,20 +246,6 @@ fn devices_follow_the_dev_filter() {
     wh.verify(&kept).unwrap();
 }
 
-/// Flips one byte of the stored ware at `offset` (as root, despite 0444).
-fn flip(path: &Path, offset: u64) {
-    let mut f = OpenOptions::new().read(true).write(true).open(path).unwrap();
-    let mut b = [0u8];
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(&[b[0] ^ 0x20]).unwrap();
-}
-
-fn offset_of(haystack: &[u8], needle: &[u8]) -> u64 {
-    haystack.windows(needle.len()).position(|w| w == needle).unwrap() as u64
-}
-
 #[test]
 fn corrupt_and_missing_wares_are_told_apart() {
     if !require_root() {
@@ -426,6 +414,181 @@ fn cli_pack_and_unpack_with_exit_codes() {
     assert_eq!(out.status.code(), Some(123));
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(msg.lines().count(), 1, "{msg}");
+}
+
+/// Asserts that the ware `id` stored at `stored` is refused as corrupt by
+/// every reader (exit 123, one line naming the file) and that an unpack
+/// writes nothing.
+fn assert_refused(wh: &Warehouse, id: &WareId, stored: &Path, out: &Path, what: &str) -> String {
+    let res = wh.unpack(id, out);
+    assert!(matches!(res, Err(WareError::Corrupt { .. })), "{what}: accepted or wrong error: {res:?}");
+    assert_eq!(fs::read_dir(out).unwrap().count(), 0, "{what}: something was unpacked");
+    let err = res.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{:?}", stored)), "{what}: {msg}");
+    assert!(!msg.contains('\n'), "{what}: {msg}");
+    assert_eq!(Error::from(err).exit_code(), 123, "{what}");
+    let err = wh.verify(id).unwrap_err();
+    assert!(matches!(err, WareError::Corrupt { .. }), "{what}: {err}");
+    let err = wh.open_verified(id).unwrap_err();
+    assert!(matches!(err, WareError::Corrupt { .. }), "{what}: {err}");
+    msg
+}
+
+/// Issue 9, item 4, as it was done: a PAX `SCHILY.xattr.security.capability`
+/// record inserted in front of `./run.sh` in the stored ware, whose file name
+/// (the old id) is kept. The tree hash does not see xattrs, and an unpack
+/// that restored the record gave the binary cap_setuid for whoever ran it.
+#[test]
+fn a_stored_ware_with_an_added_xattr_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let t = tmp();
+    let src = t.path().join("src");
+    make_tree(&src);
+    let wh_dir = t.path().join("wh");
+    let wh = Warehouse::new(&wh_dir);
+    let id = wh.pack(&src, &Filters::default()).unwrap();
+    let stored = wh.ware_path(&id);
+    insert_pax(&stored, "./run.sh", &[("SCHILY.xattr.security.capability", &CAP_SETUID_EP)]);
+    // A tar reader sees the same tree: only the stored bytes changed.
+    assert_eq!(hash_path(&stored, &Filters::keep_all(), false).unwrap().0, id);
+
+    let out = t.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let msg = assert_refused(&wh, &id, &stored, &out, "security.capability");
+    assert!(msg.contains("SCHILY.xattr.security.capability") && msg.contains("run.sh"), "{msg}");
+
+    let cli = repeatr(&["unpack", &id.to_string(), out.to_str().unwrap()], Some(&wh_dir));
+    assert_eq!(cli.status.code(), Some(123), "{}", String::from_utf8_lossy(&cli.stderr));
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(stored.to_str().unwrap()), "{stderr}");
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 0, "the CLI unpacked something");
+}
+
+/// A change made to a stored ware in place.
+type Tamper<'a> = Box<dyn Fn(&Path) + 'a>;
+
+/// Every change to the stored bytes that a tar reader does not see as a
+/// change of the tree is refused all the same: the stored ware must be
+/// exactly what `pack` writes for its tree.
+#[test]
+fn stored_bytes_other_than_what_pack_writes_are_refused() {
+    if !require_root() {
+        return;
+    }
+    let t = tmp();
+    let src = t.path().join("src");
+    make_tree(&src);
+    // A name long enough for a PAX `path` record of the packer's own.
+    let long = "n".repeat(150);
+    fs::write(src.join(&long), "long").unwrap();
+    let wh = Warehouse::new(t.path().join("wh"));
+    let id = wh.pack(&src, &Filters::default()).unwrap();
+    let stored = wh.ware_path(&id);
+    let pristine = fs::read(&stored).unwrap();
+    let append = |bytes: &'static [u8]| {
+        move |p: &Path| {
+            let mut v = fs::read(p).unwrap();
+            v.extend_from_slice(bytes);
+            fs::write(p, v).unwrap();
+        }
+    };
+    let padding = offset_of(&pristine, b"a dot txt\n") + 10;
+    let cases: Vec<(&str, Tamper<'_>)> = vec![
+        ("trailing garbage", Box::new(append(b"garbage"))),
+        ("a third zero block", Box::new(append(&[0u8; 512]))),
+        ("a user name", Box::new(|p| edit_header(p, "./a.txt", |h| h.set_username("root").unwrap()))),
+        ("an atime", Box::new(|p| edit_header(p, "./a.txt", |h| h.as_gnu_mut().unwrap().set_atime(5)))),
+        (
+            "a mode spelled another way",
+            Box::new(|p| edit_header(p, "./run.sh", |h| h.as_old_mut().mode = *b"    755\0")),
+        ),
+        ("a file-type bit in the mode", Box::new(|p| edit_header(p, "./run.sh", |h| h.set_mode(0o100755)))),
+        (
+            "non-zero padding",
+            Box::new(move |p| {
+                let mut v = fs::read(p).unwrap();
+                v[padding as usize] = b'x';
+                fs::write(p, v).unwrap();
+            }),
+        ),
+        ("a PAX comment", Box::new(|p| insert_pax(p, "./a.txt", &[("comment", b"hi")]))),
+        ("a PAX path equal to the name", Box::new(|p| insert_pax(p, "./a.txt", &[("path", b"./a.txt")]))),
+        ("a user.* xattr", Box::new(|p| insert_pax(p, "./a.txt", &[("SCHILY.xattr.user.x", b"1")]))),
+        ("a trusted.* xattr on the root", Box::new(|p| insert_pax(p, "./", &[("SCHILY.xattr.trusted.x", b"1")]))),
+        ("a truncated end block", Box::new(|p| fs::write(p, &fs::read(p).unwrap()[..pristine.len() - 512]).unwrap())),
+    ];
+    for (i, (what, tamper)) in cases.iter().enumerate() {
+        fs::write(&stored, &pristine).unwrap();
+        tamper(&stored);
+        assert_ne!(fs::read(&stored).unwrap(), pristine, "{what}: nothing changed");
+        if *what != "a truncated end block" {
+            assert_eq!(hash_path(&stored, &Filters::keep_all(), false).unwrap().0, id, "{what}: the tree changed");
+        }
+        let out = t.path().join(format!("out-{i}"));
+        fs::create_dir(&out).unwrap();
+        assert_refused(&wh, &id, &stored, &out, what);
+    }
+    fs::write(&stored, &pristine).unwrap();
+    wh.verify(&id).unwrap();
+}
+
+/// A stored file that someone else owns could be rewritten in place after
+/// the check (the open file sees the change): it is checked and handed out
+/// as a private copy; one that we own is used as it is.
+#[test]
+fn a_ware_someone_else_owns_is_used_through_a_private_copy() {
+    if !require_root() {
+        return;
+    }
+    let t = tmp();
+    let src = t.path().join("src");
+    make_tree(&src);
+    let wh = Warehouse::new(t.path().join("wh"));
+    let id = wh.pack(&src, &Filters::default()).unwrap();
+    let stored = wh.ware_path(&id);
+    let pristine = fs::read(&stored).unwrap();
+    let ino = fs::metadata(&stored).unwrap().ino();
+    assert_eq!(wh.open_verified(&id).unwrap().metadata().unwrap().ino(), ino);
+
+    chown(&stored, 4242, 4242);
+    let mut file = wh.open_verified(&id).unwrap();
+    assert_ne!(file.metadata().unwrap().ino(), ino);
+    // Its owner changes it after the check: what was checked is handed out.
+    flip(&stored, offset_of(&pristine, b"a dot txt"));
+    let mut got = Vec::new();
+    file.read_to_end(&mut got).unwrap();
+    assert!(got == pristine, "the file handed out is not the one checked");
+    assert!(matches!(wh.open_verified(&id), Err(WareError::HashMismatch { .. })));
+}
+
+/// A tar's PAX records are split on newlines by the tar reader the unpacker
+/// uses, so a name that needs one (over 100 bytes) cannot hold a newline in
+/// a ware; shorter names with newlines are plain header fields and round trip.
+#[test]
+fn newlines_in_names_round_trip_unless_they_need_a_pax_record() {
+    if !require_root() {
+        return;
+    }
+    let t = tmp();
+    let src = t.path().join("src");
+    make_tree(&src);
+    fs::write(src.join("two\nlines"), "nl").unwrap();
+    let wh = Warehouse::new(t.path().join("wh"));
+    let id = wh.pack(&src, &Filters::default()).unwrap();
+    let out = t.path().join("out");
+    fs::create_dir(&out).unwrap();
+    wh.unpack(&id, &out).unwrap();
+    assert_eq!(fs::read(out.join("two\nlines")).unwrap(), b"nl");
+
+    fs::write(src.join(format!("{}\nx", "n".repeat(120))), "long").unwrap();
+    let err = wh.pack(&src, &Filters::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{}\\nx", "n".repeat(120))) && !msg.contains('\n'), "{msg}");
+    assert_eq!(Error::from(err).exit_code(), 121);
 }
 
 /// The worked example of docs/ware-hash.md: if this fails, the format

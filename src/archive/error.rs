@@ -2,8 +2,11 @@
 
 use std::io;
 
+use super::escape::escaped_error;
+
 /// Why a rootfs tar could not be unpacked. Each message is one line: what is
-/// wrong (naming the tar entry) and what to do about it.
+/// wrong (naming the tar entry) and what to do about it. Every name and
+/// problem from the tar is passed through `escaped` before it lands here.
 #[derive(thiserror::Error, Debug)]
 pub enum TarError {
     #[error(
@@ -13,8 +16,9 @@ pub enum TarError {
     UnsupportedCompression { format: &'static str, tool: &'static str, ext: &'static str },
 
     #[error(
-        "cannot read the rootfs tar: {0}; check that it is a complete, uncorrupted tar \
-         (plain or gzip)"
+        "cannot read the rootfs tar: {}; check that it is a complete, uncorrupted tar \
+         (plain or gzip)",
+        escaped_error(&.0)
     )]
     Read(#[source] io::Error),
 

@@ -11,8 +11,10 @@
 //!
 //! Faithful means: modes (setuid/setgid/sticky too), numeric ownership,
 //! mtimes, symlinks verbatim, hardlinks, fifos and `SCHILY.xattr.*` PAX
-//! records are kept. Device nodes are skipped (the container gets its own
-//! /dev); global PAX headers carry no file and are ignored.
+//! records are kept, except `security.*` and `trusted.*` xattrs, which are
+//! never restored from any tar (`restorable`). Device nodes are skipped
+//! (the container gets its own /dev); global PAX headers carry no file and
+//! are ignored.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
@@ -29,8 +31,14 @@ use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
 use tar::EntryType;
 
 use super::error::TarError;
+use super::escape::{escaped, escaped_error};
 use super::read::{clean, pax_time};
 use crate::sys::{self, Resolve};
+
+/// The size of the reads of file data. Larger than the buffer of a reader
+/// made by `decompressed`, so that a `BufReader` passes them straight to
+/// read(2) instead of copying every byte out of its own buffer.
+pub const DATA_CHUNK: usize = 1 << 20;
 
 /// What an unpack did, for the job log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +49,8 @@ pub struct UnpackStats {
     pub bytes: u64,
     /// Character and block devices that were not created.
     pub skipped_devices: u64,
+    /// `security.*` and `trusted.*` xattrs that were not restored.
+    pub skipped_xattrs: u64,
 }
 
 /// Unpacks every entry of the tar below `root` (an O_DIRECTORY fd, normally
@@ -49,7 +59,8 @@ pub struct UnpackStats {
 /// unpack. Must run as root to keep ownership, setid bits and xattrs.
 pub fn unpack(reader: impl Read, root: BorrowedFd<'_>) -> Result<UnpackStats, TarError> {
     let mut archive = tar::Archive::new(reader);
-    let mut unpacker = Unpacker { root, stats: UnpackStats::default(), dir_times: BTreeMap::new() };
+    let mut unpacker =
+        Unpacker { root, stats: UnpackStats::default(), dir_times: BTreeMap::new(), buf: vec![0u8; DATA_CHUNK] };
     for entry in archive.entries().map_err(TarError::Read)? {
         let mut entry = entry.map_err(TarError::Read)?;
         unpacker.entry(&mut entry)?;
@@ -64,6 +75,8 @@ struct Meta {
     gid: u32,
     mtime: TimeSpec,
     xattrs: Vec<(CString, Vec<u8>)>,
+    /// xattrs of the entry that `restorable` refused.
+    skipped_xattrs: u64,
 }
 
 /// The state of one unpack.
@@ -75,6 +88,8 @@ struct Unpacker<'r> {
     /// walked in reverse visits children ("a/b") before parents ("a") and
     /// keeps only the last entry's time when a directory appears twice.
     dir_times: BTreeMap<Vec<u8>, TimeSpec>,
+    /// File data passes through here, one buffer for the whole unpack.
+    buf: Vec<u8>,
 }
 
 impl Unpacker<'_> {
@@ -84,10 +99,11 @@ impl Unpacker<'_> {
             return Ok(());
         }
         let raw = entry.path_bytes().into_owned();
-        let name = display(&raw);
+        let name = escaped(&raw);
         let path = clean(&raw).map_err(|problem| unsafe_path(&name, problem))?;
         let meta = read_meta(entry, &name)?;
         self.stats.entries += 1;
+        self.stats.skipped_xattrs += meta.skipped_xattrs;
         if path.is_empty() {
             return match kind {
                 EntryType::Directory => self.root_dir(&meta, &name),
@@ -117,7 +133,7 @@ impl Unpacker<'_> {
         let fd = sys::openat2(parent.as_fd(), as_path(leaf), flags, 0o600, Resolve::Beneath)
             .map_err(|e| write_err(name, "create the file", e))?;
         let mut file = File::from(fd);
-        self.stats.bytes += copy_data(data, &mut file, name)?;
+        self.stats.bytes += copy_data(data, &mut file, &mut self.buf, name)?;
         apply_meta(file.as_fd(), meta, true, name)
     }
 
@@ -178,7 +194,7 @@ impl Unpacker<'_> {
         // Same rules as entry names: a hardlink to `../x` or `/etc/shadow`
         // would expose a host file inside the container.
         let target = clean(&raw)
-            .map_err(|problem| unsafe_path(name, &format!("is a hardlink to `{}`, which {problem}", display(&raw))))?;
+            .map_err(|problem| unsafe_path(name, &format!("is a hardlink to `{}`, which {problem}", escaped(&raw))))?;
         if target.is_empty() {
             return Err(unsafe_path(name, "is a hardlink to the root directory"));
         }
@@ -257,10 +273,10 @@ impl Unpacker<'_> {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => {
                     continue;
                 }
-                Err(e) => return Err(write_err(&display(path), "open the directory", e)),
+                Err(e) => return Err(write_err(&escaped(path), "open the directory", e)),
             };
             stat::futimens(fd.as_fd(), mtime, mtime)
-                .map_err(|e| write_err(&display(path), "set the mtime", e.into()))?;
+                .map_err(|e| write_err(&escaped(path), "set the mtime", e.into()))?;
         }
         Ok(self.stats)
     }
@@ -280,7 +296,8 @@ fn apply_meta(fd: BorrowedFd<'_>, meta: &Meta, set_times: bool, name: &str) -> R
             // The filesystem cannot store this namespace (e.g. security.selinux
             // on a host without SELinux): nothing we can do but say so.
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                log::warn!("xattr {key:?} of {name} not kept: the filesystem does not support it");
+                let key = escaped(key.to_bytes());
+                log::warn!("xattr {key} of {name} not kept: the filesystem does not support it");
             }
             Err(e) => return Err(write_err(name, "set an xattr", e)),
         }
@@ -292,15 +309,14 @@ fn apply_meta(fd: BorrowedFd<'_>, meta: &Meta, set_times: bool, name: &str) -> R
 }
 
 /// Copies an entry's data, telling a truncated tar apart from a full disk.
-fn copy_data(data: &mut dyn Read, file: &mut File, name: &str) -> Result<u64, TarError> {
-    let mut buf = vec![0u8; 1 << 16];
+fn copy_data(data: &mut dyn Read, file: &mut File, buf: &mut [u8], name: &str) -> Result<u64, TarError> {
     let mut total = 0u64;
     loop {
-        let n = match data.read(&mut buf) {
+        let n = match data.read(buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(corrupt(name, &e.to_string())),
+            Err(e) => return Err(corrupt(name, &escaped_error(&e))),
         };
         file.write_all(&buf[..n]).map_err(|e| write_err(name, "write the file data", e))?;
         total += n as u64;
@@ -309,29 +325,48 @@ fn copy_data(data: &mut dyn Read, file: &mut File, name: &str) -> Result<u64, Ta
 
 fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta, TarError> {
     let header = entry.header();
-    let field = |e: io::Error| corrupt(name, &e.to_string());
+    let field = |e: io::Error| corrupt(name, &escaped_error(&e));
     let mode = header.mode().map_err(field)?;
     // PAX uid/gid records were already folded into the header by the tar crate.
     let uid = id(header.uid().map_err(field)?, name)?;
     let gid = id(header.gid().map_err(field)?, name)?;
     let secs = i64::try_from(header.mtime().map_err(field)?).map_err(|_| corrupt(name, "mtime out of range"))?;
-    let mut meta = Meta { mode, uid, gid, mtime: TimeSpec::new(secs, 0), xattrs: Vec::new() };
-    let Some(records) = entry.pax_extensions().map_err(|e| corrupt(name, &e.to_string()))? else {
+    let mut meta = Meta { mode, uid, gid, mtime: TimeSpec::new(secs, 0), xattrs: Vec::new(), skipped_xattrs: 0 };
+    let Some(records) = entry.pax_extensions().map_err(|e| corrupt(name, &escaped_error(&e)))? else {
         return Ok(meta);
     };
     for record in records {
         // The tar crate splits records on newlines; a binary xattr value that
         // contains one is refused here rather than silently dropped.
-        let record = record.map_err(|e| corrupt(name, &format!("{e} (maybe a binary xattr value)")))?;
+        let record =
+            record.map_err(|e| corrupt(name, &format!("{} (maybe a binary xattr value)", escaped_error(&e))))?;
         let key = record.key_bytes();
         if key == b"mtime" {
             meta.mtime = pax_time(record.value_bytes()).ok_or_else(|| corrupt(name, "bad PAX mtime"))?;
         } else if let Some(attr) = key.strip_prefix(b"SCHILY.xattr.") {
+            if !restorable(attr) {
+                log::debug!("not restoring xattr {} of {name}", escaped(attr));
+                meta.skipped_xattrs += 1;
+                continue;
+            }
             let attr = CString::new(attr).map_err(|_| corrupt(name, "NUL byte in an xattr name"))?;
             meta.xattrs.push((attr, record.value_bytes().to_vec()));
         }
     }
     Ok(meta)
+}
+
+/// Whether an xattr from a tar may be set. Never `security.*`: a
+/// `security.capability` gives a binary privileges for whoever runs it
+/// (issue 9: cap_setuid on an unpacked binary makes any user who runs it
+/// root), and SELinux, Smack, AppArmor, IMA and EVM labels are the host's
+/// policy, not the tar's. Never `trusted.*`: only CAP_SYS_ADMIN sees them,
+/// and overlayfs steers lookups by them (`trusted.overlay.redirect`,
+/// `opaque`, `metacopy`). One rule for every tar: a ware is unpacked by the
+/// same code as a `--rootfs` tar, and a job gets nothing from file
+/// capabilities anyway (no_new_privs makes exec ignore them).
+fn restorable(attr: &[u8]) -> bool {
+    !(attr.starts_with(b"security.") || attr.starts_with(b"trusted."))
 }
 
 fn id(value: u64, name: &str) -> Result<u32, TarError> {
@@ -391,11 +426,6 @@ fn as_dir_path(bytes: &[u8]) -> &Path {
     if bytes.is_empty() { Path::new(".") } else { as_path(bytes) }
 }
 
-/// An entry name fit for a one-line message: control characters escaped.
-fn display(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).escape_debug().to_string()
-}
-
 fn unsafe_path(name: &str, problem: &str) -> TarError {
     TarError::UnsafePath { entry: name.to_string(), problem: problem.to_string() }
 }
@@ -429,7 +459,7 @@ mod tests {
 
     #[test]
     fn messages_are_one_line_and_name_the_entry() {
-        let err = unsafe_path(&display(b"a\n/../../evil"), "contains a `..` component");
+        let err = unsafe_path(&escaped(b"a\n/../../evil"), "contains a `..` component");
         let msg = err.to_string();
         assert!(!msg.contains('\n'), "{msg}");
         assert!(msg.contains("a\\n/../../evil"), "{msg}");

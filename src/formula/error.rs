@@ -29,6 +29,9 @@ pub enum WareError {
     #[error("`{path}` is a socket, which a ware cannot hold; remove it before packing")]
     Socket { path: String },
 
+    #[error("`{path}` {problem}, which a ware's tar cannot carry; rename it before packing")]
+    Unstorable { path: String, problem: &'static str },
+
     #[error("cannot read {path:?} to pack it: {source}; check the path and its permissions")]
     Source { path: PathBuf, source: io::Error },
 
@@ -96,6 +99,7 @@ impl WareError {
             | WareError::BadFilter { .. }
             | WareError::Rejected { .. }
             | WareError::Socket { .. }
+            | WareError::Unstorable { .. }
             | WareError::SourceTar { .. } => WareClass::Invalid,
             WareError::NotFound { .. } => WareClass::NotFound,
             WareError::Corrupt { .. } | WareError::HashMismatch { .. } => WareClass::Corrupt,

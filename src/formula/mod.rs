@@ -8,6 +8,7 @@
 //! - `source`: reading a directory or a tar into entries
 //! - `normtar`: writing the normalized tar
 //! - `pack`: one pass that hashes (and writes) a tree
+//! - `verify`: reading a stored ware back, only as `normtar` writes it
 //! - `warehouse`: the local store: pack, verify, unpack
 //! - `setup`: formula types and the setup hash
 //! - `error`: what goes wrong, and its class (which `crate::error` maps to
@@ -20,6 +21,7 @@ pub mod pack;
 pub mod setup;
 mod source;
 pub mod tree;
+mod verify;
 pub mod ware_id;
 pub mod warehouse;
 

@@ -6,6 +6,9 @@
 //! fields fall back to base-256 when octal is too small); a name or link
 //! target longer than 100 bytes, or a negative mtime, is carried in a PAX
 //! `x` header in front of it, which GNU tar, bsdtar and the `tar` crate read.
+//!
+//! These bytes are the only ones a stored ware may have: `verify` rebuilds
+//! each header with `TarOut::header` and compares.
 
 use std::io::{self, Write};
 
@@ -13,7 +16,9 @@ use tar::{EntryType, Header};
 
 use super::tree::{Entry, Kind};
 
-const BLOCK: usize = 512;
+pub(crate) const BLOCK: usize = 512;
+/// The size of a header's name and link name fields.
+const NAME_FIELD: usize = 100;
 
 pub(crate) struct TarOut<W: Write> {
     out: W,
@@ -27,13 +32,7 @@ impl<W: Write> TarOut<W> {
     /// Writes the header(s) of `entry`; a regular file's data must follow
     /// through `data`, then `pad`.
     pub fn header(&mut self, entry: &Entry) -> io::Result<()> {
-        // Directories end in `/`, and everything starts with `./`, like
-        // `tar -C DIR -cf - .`: the root is `./`.
-        let mut name = b"./".to_vec();
-        name.extend_from_slice(&entry.path);
-        if matches!(entry.kind, Kind::Dir) && !entry.path.is_empty() {
-            name.push(b'/');
-        }
+        let name = tar_name(entry);
         let mut header = Header::new_gnu();
         let (kind, size) = match &entry.kind {
             Kind::Dir => (EntryType::Directory, 0),
@@ -111,6 +110,34 @@ impl<W: Write> TarOut<W> {
     pub fn finish(mut self) -> io::Result<W> {
         self.out.write_all(&[0u8; 2 * BLOCK])?;
         Ok(self.out)
+    }
+}
+
+/// The name of `entry` in the tar. Directories end in `/`, and everything
+/// starts with `./`, like `tar -C DIR -cf - .`: the root is `./`.
+fn tar_name(entry: &Entry) -> Vec<u8> {
+    let mut name = b"./".to_vec();
+    name.extend_from_slice(&entry.path);
+    if matches!(entry.kind, Kind::Dir) && !entry.path.is_empty() {
+        name.push(b'/');
+    }
+    name
+}
+
+/// Why `entry` cannot be written into a ware, if it cannot: a name or link
+/// target that needs a PAX record (over 100 bytes) must not hold a newline,
+/// because the `tar` crate, which unpacks wares, splits PAX records on
+/// newlines instead of by their lengths and would read another name.
+pub(crate) fn unstorable(entry: &Entry) -> Option<&'static str> {
+    let long_with_newline = |v: &[u8]| v.len() > NAME_FIELD && v.contains(&b'\n');
+    if long_with_newline(&tar_name(entry)) {
+        return Some("has a name over 100 bytes long with a newline in it");
+    }
+    match &entry.kind {
+        Kind::Symlink { target } if long_with_newline(target) => {
+            Some("is a symlink whose target is over 100 bytes long with a newline in it")
+        }
+        _ => None,
     }
 }
 

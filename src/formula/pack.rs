@@ -2,7 +2,7 @@
 //! normalized tar: one pass over the entries in manifest order.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::WareError;
 use super::filter::Filters;
-use super::normtar::TarOut;
+use super::normtar::{TarOut, unstorable};
 use super::source::{CHUNK, Content, Node, scan_tar, walk_dir};
 use super::tree::{Kind, TreeHasher, display_path};
 use super::ware_id::{Digest, WareId};
@@ -24,7 +24,8 @@ pub(crate) enum Data {
     Disk(OwnedFd),
     /// The spool a source tar was copied into.
     Spool(File),
-    /// Nothing: every file was hashed while scanning (verify).
+    /// Nothing: every file was hashed while scanning (a tar that is only
+    /// hashed, not stored).
     Hashed,
 }
 
@@ -86,6 +87,9 @@ pub(crate) fn emit<W: Write>(
     };
     for node in nodes {
         let entry = &node.entry;
+        if let Some(problem) = unstorable(entry) {
+            return Err(WareError::Unstorable { path: entry.display_path(), problem });
+        }
         if let Some(out) = out.as_deref_mut() {
             out.header(entry).map_err(write_err)?;
         }
@@ -185,10 +189,4 @@ fn changed(entry: &super::tree::Entry, what: &'static str) -> WareError {
 pub fn hash_path(path: &Path, filters: &Filters, keep_manifest: bool) -> Result<(WareId, Option<Vec<u8>>), WareError> {
     let (nodes, mut data) = Source::open(path)?.scan(filters, None)?;
     emit::<io::Sink>(&nodes, &mut data, None, keep_manifest)
-}
-
-/// Re-hashes a stored ware (a normalized tar) as it is, filtering nothing.
-pub(crate) fn hash_stored(file: &File) -> Result<WareId, WareError> {
-    let nodes = scan_tar(BufReader::with_capacity(CHUNK, file), None, &Filters::keep_all())?;
-    Ok(emit::<io::Sink>(&nodes, &mut Data::Hashed, None, false)?.0)
 }

@@ -20,7 +20,7 @@ use super::error::WareError;
 use super::filter::Filters;
 use super::tree::{Entry, Kind, display_path};
 use super::ware_id::Digest;
-use crate::archive::{clean, pax_time};
+use crate::archive::{clean, escaped, escaped_error, pax_time};
 
 /// Where a regular file's bytes are when the tree is written out.
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ pub(crate) enum Content {
     Disk { dev: u64, ino: u64 },
     /// Copied out of a source tar into the spool file, already hashed.
     Spool { offset: u64, digest: Digest },
-    /// Hashed while reading a tar that is only being verified.
+    /// Hashed while reading a tar that is only hashed, not stored.
     Hashed(Digest),
 }
 
@@ -168,15 +168,17 @@ pub(crate) fn scan_tar(
     let mut tree: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
     let mut spooled = 0u64;
     let mut buf = vec![0u8; CHUNK];
-    for entry in archive.entries().map_err(|e| bad_tar("", e))? {
-        let mut entry = entry.map_err(|e| bad_tar("", e))?;
+    // xattrs are not part of a ware (docs/ware-hash.md): left out, but said.
+    let mut dropped_xattrs: (u64, Option<String>) = (0, None);
+    for entry in archive.entries().map_err(|e| bad_tar("", escaped_error(&e)))? {
+        let mut entry = entry.map_err(|e| bad_tar("", escaped_error(&e)))?;
         let header = entry.header();
         let kind = header.entry_type();
         if kind.is_pax_global_extensions() {
             continue;
         }
         let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).escape_debug().to_string();
+        let name = escaped(&raw);
         let path = clean(&raw).map_err(|problem| bad_tar(&name, problem))?;
         if kind == EntryType::Link {
             // A hardlink is hashed as a copy of what it links to, with that
@@ -193,7 +195,7 @@ pub(crate) fn scan_tar(
             tree.insert(path, node);
             continue;
         }
-        let field = |e: io::Error| bad_tar(&name, e);
+        let field = |e: io::Error| bad_tar(&name, escaped_error(&e));
         let mode = header.mode().map_err(field)? & 0o7777;
         let uid = id32(header.uid().map_err(field)?, &name)?;
         let gid = id32(header.gid().map_err(field)?, &name)?;
@@ -208,9 +210,13 @@ pub(crate) fn scan_tar(
             EntryType::Char | EntryType::Block => device(header)?,
             _ => (0, 0),
         };
-        if let Some(records) = entry.pax_extensions().map_err(|e| bad_tar(&name, e))? {
+        if let Some(records) = entry.pax_extensions().map_err(|e| bad_tar(&name, escaped_error(&e)))? {
             for record in records {
-                let record = record.map_err(|e| bad_tar(&name, e))?;
+                let record = record.map_err(|e| bad_tar(&name, escaped_error(&e)))?;
+                if let Some(attr) = record.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                    dropped_xattrs.0 += 1;
+                    dropped_xattrs.1.get_or_insert_with(|| format!("{} on `{name}`", escaped(attr)));
+                }
                 if record.key_bytes() == b"mtime" {
                     // TimeSpec seconds are already rounded down.
                     mtime =
@@ -228,7 +234,7 @@ pub(crate) fn scan_tar(
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(bad_tar(&name, e)),
+                        Err(e) => return Err(bad_tar(&name, escaped_error(&e))),
                     };
                     sha.update(&buf[..n]);
                     if let Some(spool) = spool.as_deref_mut() {
@@ -268,6 +274,9 @@ pub(crate) fn scan_tar(
         }
         let entry = Entry { path: path.clone(), kind, mode, uid, gid, mtime };
         tree.insert(path, Node { entry, content });
+    }
+    if let (n, Some(example)) = dropped_xattrs {
+        log::warn!("left out {n} xattrs of the tar (e.g. {example}): a ware holds no xattrs");
     }
     add_parents(&mut tree)?;
     let mut nodes = Vec::with_capacity(tree.len());

@@ -5,6 +5,7 @@
 use sha2::{Digest as _, Sha256};
 
 use super::ware_id::{Digest, WareId};
+use crate::archive::escaped;
 
 /// First line of every manifest; a new encoding would get a new version.
 pub const MANIFEST_MAGIC: &[u8] = b"repeatr-ware-v1\n";
@@ -59,14 +60,14 @@ impl Kind {
 }
 
 impl Entry {
-    /// The path for messages: `.` for the root, control characters escaped.
+    /// The path for messages: `.` for the root, the rest `escaped`.
     pub fn display_path(&self) -> String {
         display_path(&self.path)
     }
 }
 
 pub fn display_path(path: &[u8]) -> String {
-    if path.is_empty() { ".".into() } else { String::from_utf8_lossy(path).escape_debug().to_string() }
+    if path.is_empty() { ".".into() } else { escaped(path) }
 }
 
 /// Appends the manifest line of `entry`; `digest` is the SHA-256 of a

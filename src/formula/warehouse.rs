@@ -7,11 +7,14 @@
 //! that is already there is kept (it has the same content by its name). A
 //! crash can leave `.tmp-*` files behind; deleting them is always safe when
 //! no pack is running.
+//!
+//! A stored ware is trusted only as far as `verify` reads it: byte for byte
+//! what `normtar` writes for the tree its name says, nothing more.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,10 +23,11 @@ use nix::fcntl::RenameFlags;
 use super::error::WareError;
 use super::filter::Filters;
 use super::normtar::TarOut;
-use super::pack::{Source, emit, hash_stored};
+use super::pack::{Source, emit};
 use super::source::CHUNK;
+use super::verify::{StoredError, stored_id};
 use super::ware_id::WareId;
-use crate::archive::{UnpackStats, unpack};
+use crate::archive::{DATA_CHUNK, UnpackStats, unpack};
 
 #[derive(Clone, Debug)]
 pub struct Warehouse {
@@ -78,15 +82,7 @@ impl Warehouse {
         // A tar's data waits in an anonymous file on the warehouse's
         // filesystem (gone when closed, even after a crash).
         let spool = match source {
-            Source::Tar(_) => Some(
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_TMPFILE)
-                    .mode(0o600)
-                    .open(&tar_dir)
-                    .map_err(self.err("create a spool file (O_TMPFILE)"))?,
-            ),
+            Source::Tar(_) => Some(anonymous_file(&tar_dir).map_err(self.err("create a spool file (O_TMPFILE)"))?),
             Source::Dir(_) => None,
         };
         let (nodes, mut data) = source.scan(filters, spool)?;
@@ -142,11 +138,19 @@ impl Warehouse {
         })
     }
 
+    /// Reads `file` from where it is to its end: `Corrupt` unless it holds
+    /// exactly the bytes `pack` writes for some tree, `HashMismatch` unless
+    /// that tree is `id`.
     fn check(&self, id: &WareId, file: &File) -> Result<(), WareError> {
         let path = self.ware_path(id);
-        let actual = hash_stored(file).map_err(|e| match e {
-            WareError::SourceTar { problem } => WareError::Corrupt { id: id.to_string(), path: path.clone(), problem },
-            other => other,
+        let actual = stored_id(BufReader::with_capacity(CHUNK, file)).map_err(|e| match e {
+            StoredError::NotCanonical(problem) => {
+                WareError::Corrupt { id: id.to_string(), path: path.clone(), problem }
+            }
+            // Unreadable is corrupt too (README, exit codes): delete and fetch again.
+            StoredError::Io(e) => {
+                WareError::Corrupt { id: id.to_string(), path: path.clone(), problem: format!("cannot read it ({e})") }
+            }
         })?;
         if actual != *id {
             return Err(WareError::HashMismatch { id: id.to_string(), path, actual: actual.to_string() });
@@ -164,11 +168,34 @@ impl Warehouse {
     /// The stored ware, verified, as an open file at its start: what the
     /// launcher hands to the job's child to unpack (the same open file, so
     /// a ware swapped after the check cannot slip through).
+    ///
+    /// A stored file that neither root nor we own is first copied to a file
+    /// only we can reach, and the copy is checked and returned: its owner
+    /// could otherwise rewrite it in place (the open file sees the change)
+    /// between the check and the unpack.
     pub fn open_verified(&self, id: &WareId) -> Result<File, WareError> {
-        let mut file = self.open_ware(id)?;
+        let stored = self.open_ware(id)?;
+        let owner = stored.metadata().map_err(self.err("read a ware"))?.uid();
+        let mut file = if owner == 0 || owner == nix::unistd::geteuid().as_raw() {
+            stored
+        } else {
+            log::debug!("ware {id} is owned by uid {owner}: checking a private copy");
+            self.private_copy(stored)?
+        };
         self.check(id, &file)?;
         file.seek(SeekFrom::Start(0)).map_err(self.err("read a ware"))?;
         Ok(file)
+    }
+
+    /// A copy of `stored` in a file with no name (in the warehouse, or in
+    /// the temp dir if the warehouse is not ours to write), at its start.
+    fn private_copy(&self, mut stored: File) -> Result<File, WareError> {
+        let mut copy = anonymous_file(&self.tar_dir())
+            .or_else(|_| anonymous_file(&std::env::temp_dir()))
+            .map_err(self.err("create a private copy of a ware (O_TMPFILE)"))?;
+        io::copy(&mut stored, &mut copy).map_err(self.err("copy a ware"))?;
+        copy.seek(SeekFrom::Start(0)).map_err(self.err("copy a ware"))?;
+        Ok(copy)
     }
 
     /// Verifies the ware, then unpacks it into `dest`, an existing empty
@@ -184,10 +211,16 @@ impl Warehouse {
         if fs::read_dir(dest).map_err(|e| dest_err(e.to_string()))?.next().is_some() {
             return Err(dest_err("it is not empty".into()));
         }
-        let mut file = self.open_ware(id)?;
-        self.check(id, &file)?;
-        file.seek(SeekFrom::Start(0)).map_err(self.err("read a ware"))?;
-        unpack(BufReader::with_capacity(CHUNK, file), dir.as_fd())
+        let file = self.open_verified(id)?;
+        // A buffer smaller than the unpacker's reads: file data is read
+        // straight into the unpacker's buffer (see DATA_CHUNK).
+        unpack(BufReader::with_capacity(DATA_CHUNK / 16, file), dir.as_fd())
             .map_err(|source| WareError::Unpack { id: id.to_string(), source })
     }
+}
+
+/// A file with no name in `dir` (O_TMPFILE): gone when closed, even after a
+/// crash, and nobody else can open it.
+fn anonymous_file(dir: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(dir)
 }

@@ -36,14 +36,14 @@ fn table(list: &[LeaseInfo]) -> String {
             let state =
                 serde_json::to_value(i.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
             [
-                crate::escape::control(&l.job),
+                crate::escape::escaped(l.job.as_bytes()),
                 l.ip.to_string(),
                 l.slot.to_string(),
                 l.iface.clone(),
                 l.pid.to_string(),
                 l.started_at.clone(),
                 state,
-                crate::escape::control(&l.command),
+                crate::escape::escaped(l.command.as_bytes()),
             ]
         })
         .collect();

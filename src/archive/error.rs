@@ -2,7 +2,7 @@
 
 use std::io;
 
-use super::escape::escaped_error;
+use crate::escape::escaped_error;
 
 /// Why a rootfs tar could not be unpacked. Each message is one line: what is
 /// wrong (naming the tar entry) and what to do about it. Every name and

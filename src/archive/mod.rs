@@ -4,16 +4,13 @@
 //! - `read`: gzip or plain streams (other compressions refused), entry
 //!   names and PAX times read one way for every caller;
 //! - `unpack`: safe, faithful unpacking below a directory fd;
-//! - `escape`: names from a tar made safe to print;
 //! - `error`: what goes wrong, one line each.
 
 mod error;
-mod escape;
 mod read;
 mod unpack;
 
 pub use error::TarError;
-pub use escape::{escaped, escaped_error};
 pub use read::decompressed;
 pub(crate) use read::{clean, pax_time};
 pub use unpack::{DATA_CHUNK, UnpackStats, unpack};

@@ -31,8 +31,8 @@ use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
 use tar::EntryType;
 
 use super::error::TarError;
-use super::escape::{escaped, escaped_error};
 use super::read::{clean, pax_time};
+use crate::escape::{escaped, escaped_error};
 use crate::sys::{self, Resolve};
 
 /// The size of the reads of file data. Larger than the buffer of a reader

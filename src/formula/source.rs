@@ -20,7 +20,8 @@ use super::error::WareError;
 use super::filter::Filters;
 use super::tree::{Entry, Kind, display_path};
 use super::ware_id::Digest;
-use crate::archive::{clean, escaped, escaped_error, pax_time};
+use crate::archive::{clean, pax_time};
+use crate::escape::{escaped, escaped_error};
 
 /// Where a regular file's bytes are when the tree is written out.
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@
 use sha2::{Digest as _, Sha256};
 
 use super::ware_id::{Digest, WareId};
-use crate::archive::escaped;
+use crate::escape::escaped;
 
 /// First line of every manifest; a new encoding would get a new version.
 pub const MANIFEST_MAGIC: &[u8] = b"repeatr-ware-v1\n";

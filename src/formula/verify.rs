@@ -21,7 +21,8 @@ use tar::{EntryType, Header};
 use super::normtar::{BLOCK, TarOut};
 use super::tree::{Entry, Kind, TreeHasher, display_path};
 use super::ware_id::{Digest, WareId};
-use crate::archive::{clean, escaped, escaped_error};
+use crate::archive::clean;
+use crate::escape::{escaped, escaped_error};
 
 /// More than the largest PAX header `TarOut` writes (a path and a link
 /// target); a bigger one is refused before it is read into memory.

@@ -3,8 +3,12 @@
 //! `repeatr completions` then print what the parser accepts, and the
 //! generators (clap_mangen, clap_complete, ~180 KB of code) stay out of
 //! the runner that every waiting job keeps resident.
+//!
+//! And docker's default seccomp profile, compiled here for the target
+//! (src/container/seccomp.rs), so that a job's start only hands the kernel
+//! a ready program.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 
@@ -12,9 +16,20 @@ use clap::CommandFactory;
 #[path = "src/cli/args.rs"]
 mod args;
 
+#[allow(dead_code)]
+#[path = "src/container/seccomp/bpf.rs"]
+mod bpf;
+#[allow(dead_code)]
+#[path = "src/container/seccomp/profile.rs"]
+mod profile;
+#[allow(dead_code)]
+#[path = "src/container/seccomp/syscalls.rs"]
+mod syscalls;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo::rerun-if-changed=src/cli/args.rs");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    seccomp_default(&out)?;
     let mut cmd = args::Cli::command();
     clap_complete::generate_to(clap_complete::Shell::Bash, &mut cmd, "repeatr", &out)?;
     clap_complete::generate_to(clap_complete::Shell::Zsh, &mut cmd, "repeatr", &out)?;
@@ -37,5 +52,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|p| format!("    ({p:?}, include_str!(concat!(env!(\"OUT_DIR\"), \"/man/{p}\"))),\n"))
         .collect();
     std::fs::write(out.join("man_pages.rs"), format!("&[\n{index}]\n"))?;
+    Ok(())
+}
+
+/// `seccomp_default.rs`: docker's default profile as one program per
+/// capability policy (`profile::POLICIES`), for the target architecture.
+fn seccomp_default(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo::rerun-if-changed=src/container/seccomp");
+    let target_arch = std::env::var("CARGO_CFG_TARGET_ARCH")?;
+    let arch = syscalls::Arch::by_target(&target_arch)
+        .ok_or_else(|| format!("seccomp: no syscall table for {target_arch} (x86_64 and aarch64 have one)"))?;
+    let json = std::fs::read_to_string("src/container/seccomp/docker-default.json")?;
+    let mut text = String::from("[\n");
+    for caps in profile::POLICIES {
+        let target = profile::Target { arch, caps, kernel: profile::OLDEST_KERNEL };
+        let compiled = profile::compile(&json, &target).map_err(|e| format!("docker-default.json: {e}"))?;
+        text += "    &[\n";
+        for i in compiled.program {
+            text += &format!(
+                "        libc::sock_filter {{ code: {:#06x}, jt: {}, jf: {}, k: {:#010x} }},\n",
+                i.code, i.jt, i.jf, i.k
+            );
+        }
+        text += "    ],\n";
+    }
+    text += "]\n";
+    std::fs::write(out.join("seccomp_default.rs"), text)?;
     Ok(())
 }

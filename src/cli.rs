@@ -119,6 +119,8 @@ fn work(args: RunArgs) -> Result<Work, Error> {
     let workdir = spec::clean_job_path(&args.workdir).ok_or_else(|| SpecError::Workdir(args.workdir.clone()))?;
     let user = spec::parse_user(&args.user)?;
     let mounts = args.mounts.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
+    let caps = container::Caps::DockerDefault;
+    let seccomp = container::seccomp::from_security_opts(&args.security_opt, caps).map_err(SpecError::from)?;
     let spec = Spec {
         env: spec::build_env(&args.env, &hostname),
         id: id.to_string(),
@@ -133,7 +135,8 @@ fn work(args: RunArgs) -> Result<Work, Error> {
             Net::None => NetMode::None,
         },
         wares: Vec::new(),
-        caps: container::Caps::DockerDefault,
+        caps,
+        seccomp,
         make_dirs: Vec::new(),
         stdout_to_stderr: false,
     };

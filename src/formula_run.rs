@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::{Caps, Exit, MakeDir, NetMode, Rootfs, Spec, User, spec};
+use crate::container::{Caps, Exit, MakeDir, NetMode, Rootfs, Seccomp, Spec, User, spec};
 use crate::error::Error;
 use crate::formula::setup::{Input, Network, Privileges};
 use crate::formula::{Formula, WareError, Warehouse};
@@ -208,6 +208,7 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
             Privileges::Governor => Caps::DockerDefault,
             Privileges::Sysad => Caps::All,
         },
+        seccomp: Seccomp::Default,
         make_dirs,
         stdout_to_stderr: true,
     })

@@ -141,6 +141,10 @@ pub struct RunArgs {
     /// User and group to run as, numeric.
     #[arg(long, short = 'u', value_name = "UID[:GID]", default_value = "0:0")]
     pub user: String,
+    /// As docker's: seccomp=unconfined (no syscall filter) or seccomp=PROFILE.json (a profile in
+    /// docker's format instead of docker's default one, which every job gets otherwise).
+    #[arg(long = "security-opt", value_name = "seccomp=unconfined|PROFILE", conflicts_with = "formula")]
+    pub security_opt: Vec<String>,
     /// The job id (default: 12 random hex digits); also the default hostname.
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,

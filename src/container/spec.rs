@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use super::seccomp::SeccompError;
 use crate::sys;
 
 /// The default PATH every job gets unless `--env PATH=...` says otherwise.
@@ -45,6 +46,8 @@ pub enum SpecError {
     NoCommand,
     #[error("the command is an empty string; usage: repeatr run [OPTIONS] -- CMD [ARGS...]")]
     EmptyCommand,
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 /// The job's root filesystem, opened on the host.
@@ -91,6 +94,19 @@ pub enum Caps {
     All,
 }
 
+/// The seccomp filter the job gets, loaded right before its exec
+/// (`container::seccomp`).
+#[derive(Debug)]
+pub enum Seccomp {
+    /// Docker's default profile, for the job's capabilities; compiled at
+    /// build time.
+    Default,
+    /// No filter (`--security-opt seccomp=unconfined`).
+    Unconfined,
+    /// A profile file, compiled on the host before the clone.
+    Custom(Vec<libc::sock_filter>),
+}
+
 /// A directory to create in the job's root before it starts.
 #[derive(Clone, Debug)]
 pub struct MakeDir {
@@ -125,6 +141,7 @@ pub struct Spec {
     /// in this order, each at its path; before any bind mount.
     pub wares: Vec<(PathBuf, File)>,
     pub caps: Caps,
+    pub seccomp: Seccomp,
     /// Created after the root is built (if missing), then chowned and chmoded.
     pub make_dirs: Vec<MakeDir>,
     /// The job's stdout goes to the runner's stderr (a formula run keeps

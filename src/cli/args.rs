@@ -31,6 +31,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process and matched at once: boxing `run`'s flags
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run CMD in a new container (or a FORMULA); exits with the job's status.

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::seccomp::SeccompError;
+use super::seccomp::error::SeccompError;
 use crate::sys;
 
 /// The default PATH every job gets unless `--env PATH=...` says otherwise.

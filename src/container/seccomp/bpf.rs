@@ -155,7 +155,7 @@ pub fn run(prog: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         match i.code {
             LD_W_ABS => {
                 let o = i.k as usize;
-                assert!(o % 4 == 0 && o + 4 <= data.len(), "load at {o}");
+                assert!(o.is_multiple_of(4) && o + 4 <= data.len(), "load at {o}");
                 acc = u32::from_le_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
             }
             ALU_AND_K => acc &= i.k,

@@ -361,10 +361,10 @@ fn applies(e: &Entry, target: &Target, what: &str) -> Result<bool, ProfileError>
         {
             return Ok(false);
         }
-        if let Some(min) = &x.min_kernel {
-            if target.kernel.at_least(min, what)? {
-                return Ok(false);
-            }
+        if let Some(min) = &x.min_kernel
+            && target.kernel.at_least(min, what)?
+        {
+            return Ok(false);
         }
     }
     if let Some(i) = &e.includes {
@@ -373,10 +373,10 @@ fn applies(e: &Entry, target: &Target, what: &str) -> Result<bool, ProfileError>
         {
             return Ok(false);
         }
-        if let Some(min) = &i.min_kernel {
-            if !target.kernel.at_least(min, what)? {
-                return Ok(false);
-            }
+        if let Some(min) = &i.min_kernel
+            && !target.kernel.at_least(min, what)?
+        {
+            return Ok(false);
         }
     }
     Ok(true)

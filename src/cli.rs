@@ -298,6 +298,8 @@ mod tests {
         assert_eq!(command_named(&args), "repeatr run");
         let missing = parse_err(&["repeatr", "unpack", "tar:x"]);
         assert!(missing.contains("<DIR>") && !missing.contains("provided:;"), "{missing}");
+        let opt = parse_err(&["repeatr", "run", "f.json", "--security-opt", "seccomp=unconfined"]);
+        assert!(opt.contains("--security-opt") && opt.contains("cannot be used with"), "{opt}");
         let net = parse_err(&["repeatr", "run", "--net", "brige", "--rootfs", "/", "--", "true"]);
         assert!(net.contains("bridge") && !net.contains("; ["), "{net}");
     }

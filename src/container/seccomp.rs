@@ -179,6 +179,11 @@ mod tests {
                 assert_eq!(verdict(caps, name, [0; 6]), bpf::RET_ALLOW, "{name} {caps:?}");
             }
         }
+        // Newer than anything docker's profile names (it stops at
+        // removexattrat, 466): ENOSYS, so that a program falls back.
+        for name in ["open_tree_attr", "file_getattr", "listns"] {
+            assert_eq!(verdict(Caps::DockerDefault, name, [0; 6]), bpf::RET_ERRNO | 38, "{name}");
+        }
         // chroot follows CAP_SYS_CHROOT, as in docker.
         assert_eq!(verdict(Caps::DockerDefault, "chroot", [0; 6]), bpf::RET_ALLOW);
         assert_eq!(verdict(Caps::None, "chroot", [0; 6]), EPERM);

@@ -55,28 +55,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `seccomp_default.rs`: docker's default profile as one program per
-/// capability policy (`profile::POLICIES`), for the target architecture.
+/// The job capability sets, as far as docker's default profile looks at
+/// them, whose filters are compiled here: none (a formula's `routine`),
+/// the default set's (of which the profile names CAP_SYS_CHROOT only: a
+/// unit test holds that), and every one the profile names (`sysad`,
+/// `--cap-add ALL`). Any other set is compiled by the runner, on the host.
+const PRECOMPILED: [&[&str]; 3] = [&[], &["CAP_SYS_CHROOT"], &["*"]];
+
+/// `seccomp_default.rs`: docker's default profile compiled for the target
+/// architecture, once per set of `PRECOMPILED`; and the profile itself,
+/// minified, for the runner to compile for other sets.
 fn seccomp_default(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo::rerun-if-changed=src/container/seccomp");
     let target_arch = std::env::var("CARGO_CFG_TARGET_ARCH")?;
     let arch = syscalls::Arch::by_target(&target_arch)
         .ok_or_else(|| format!("seccomp: no syscall table for {target_arch} (x86_64 and aarch64 have one)"))?;
     let json = std::fs::read_to_string("src/container/seccomp/docker-default.json")?;
-    let mut text = String::from("[\n");
-    for caps in profile::POLICIES {
-        let target = profile::Target { arch, caps, kernel: profile::OLDEST_KERNEL };
+    let named = profile::caps_named(&json).map_err(|e| format!("docker-default.json: {e}"))?;
+    let mut text = format!(
+        "/// The capabilities docker's default profile has conditions on.\nconst NAMED_CAPS: &[&str] = &{named:?};\n\n\
+         /// Filters compiled by build.rs, each for a job holding exactly\n\
+         /// these of `NAMED_CAPS`.\nstatic PRECOMPILED: &[(&[&str], &[libc::sock_filter])] = &[\n"
+    );
+    for held in PRECOMPILED {
+        let held: Vec<String> = match held {
+            ["*"] => named.clone(),
+            some => some.iter().map(|c| c.to_string()).collect(),
+        };
+        let target = profile::Target { arch, caps: &held, kernel: profile::OLDEST_KERNEL };
         let compiled = profile::compile(&json, &target).map_err(|e| format!("docker-default.json: {e}"))?;
-        text += "    &[\n";
+        text += &format!("    (&{held:?}, &[\n");
         for i in compiled.program {
             text += &format!(
                 "        libc::sock_filter {{ code: {:#06x}, jt: {}, jf: {}, k: {:#010x} }},\n",
                 i.code, i.jt, i.jf, i.k
             );
         }
-        text += "    ],\n";
+        text += "    ]),\n";
     }
-    text += "]\n";
+    text += "];\n";
     std::fs::write(out.join("seccomp_default.rs"), text)?;
+    let minified: serde_json::Value = serde_json::from_str(&json)?;
+    std::fs::write(out.join("docker-default.min.json"), minified.to_string())?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::network;
+use crate::network::{self, Deletion, LinkOwner};
 use crate::state::{LeaseInfo, LeaseRecord, RebuildReport, StateDir};
 
 /// Prints the lease table (or JSON array) and returns the exit code.
@@ -36,14 +36,14 @@ fn table(list: &[LeaseInfo]) -> String {
             let state =
                 serde_json::to_value(i.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
             [
-                l.job.clone(),
+                crate::escape::control(&l.job),
                 l.ip.to_string(),
                 l.slot.to_string(),
                 l.iface.clone(),
                 l.pid.to_string(),
                 l.started_at.clone(),
                 state,
-                l.command.clone(),
+                crate::escape::control(&l.command),
             ]
         })
         .collect();
@@ -79,9 +79,21 @@ struct GcOutput {
     reclaimed: Vec<LeaseRecord>,
     sidecars_removed: Vec<std::path::PathBuf>,
     veths_deleted: Vec<String>,
+    /// Bridges a runner died making (`rpt+…`, see `network::stale_pending_bridges`).
+    bridges_deleted: Vec<String>,
+    /// Links gc would have deleted but that are not this state dir's.
+    links_kept: Vec<KeptLink>,
     /// Output dirs of formula runs whose runner died (`STATE/outputs/<job>`).
     outputs_removed: Vec<std::path::PathBuf>,
     errors: Vec<String>,
+}
+
+/// A link left alone, and whose it is.
+#[derive(Serialize)]
+struct KeptLink {
+    name: String,
+    /// "belongs to the state dir /run/other", "was not made by repeatr", ...
+    owner: String,
 }
 
 /// What `gc` is asked to do.
@@ -109,7 +121,9 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
 
     // Leftover veths: those of reclaimed leases, and any `{bridge}-N` of the
     // configured bridge whose slot nobody holds. Each is deleted only while
-    // we hold its slot lock, so a job starting right now cannot lose its own.
+    // we hold its slot lock, so a job starting right now cannot lose its
+    // own, and only if it carries this state dir's marker: a live job of
+    // another state dir holds no slot lock here.
     let mut candidates: Vec<(String, u16)> = out.reclaimed.iter().map(|r| (r.bridge.clone(), r.slot)).collect();
     let bridge = match Config::load(config) {
         Ok(config) => Some(config.network.bridge),
@@ -128,6 +142,7 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     }
     candidates.sort();
     candidates.dedup();
+    let owner = LinkOwner::of_dir(state_dir).map_err(|err| Error::StateDir { path: state_dir.to_path_buf(), err })?;
     // Host veths retired at teardown (`rpt~<ifindex>`) are normally
     // destroyed with their job's netns within milliseconds; one still on
     // the bridge has a netns something else keeps alive. No job owns it.
@@ -136,29 +151,23 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
         None => Vec::new(),
     };
     for name in retired {
-        if dry_run {
+        if let Some(name) = delete_own(name, &owner, dry_run, &mut out) {
             out.veths_deleted.push(name);
-            continue;
         }
-        match network::delete_link(&name) {
-            Ok(true) => out.veths_deleted.push(name),
-            Ok(false) => {}
-            Err(e) => out.errors.push(format!("{name}: {e}")),
+    }
+    for name in network::stale_pending_bridges()? {
+        if let Some(name) = delete_own(name, &owner, dry_run, &mut out) {
+            out.bridges_deleted.push(name);
         }
     }
     for (bridge, slot) in candidates {
         let iface = crate::state::iface_name(&bridge, slot);
         match state.try_lock_slot(&bridge, slot) {
-            Ok(Some(_lock)) if dry_run => {
-                if network::links_with_prefix(&iface)?.contains(&iface) {
-                    out.veths_deleted.push(iface);
+            Ok(Some(_lock)) => {
+                if let Some(name) = delete_own(iface, &owner, dry_run, &mut out) {
+                    out.veths_deleted.push(name);
                 }
             }
-            Ok(Some(_lock)) => match network::delete_link(&iface) {
-                Ok(true) => out.veths_deleted.push(iface),
-                Ok(false) => {}
-                Err(e) => out.errors.push(format!("{iface}: {e}")),
-            },
             Ok(None) => {}
             Err(e) => out.errors.push(e.to_string()),
         }
@@ -174,6 +183,19 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
         print!("{}", summary(&out));
     }
     Ok(if out.errors.is_empty() { 0 } else { crate::error::EXIT_RUNNER_ERROR })
+}
+
+/// Deletes the link `name` if it is `owner`'s (see
+/// [`network::delete_own_link`]) and returns its name if it did (or would);
+/// a link that is not ours goes to `links_kept`, a failure to `errors`.
+fn delete_own(name: String, owner: &LinkOwner, dry_run: bool, out: &mut GcOutput) -> Option<String> {
+    match network::delete_own_link(&name, owner, dry_run) {
+        Ok(Deletion::Deleted) => return Some(name),
+        Ok(Deletion::Missing) => {}
+        Ok(Deletion::Kept(other)) => out.links_kept.push(KeptLink { name, owner: other.to_string() }),
+        Err(e) => out.errors.push(format!("{name}: {e}")),
+    }
+    None
 }
 
 fn summary(o: &GcOutput) -> String {
@@ -202,6 +224,12 @@ fn summary(o: &GcOutput) -> String {
     for v in &o.veths_deleted {
         s += &format!("{vverb} leftover veth {v}\n");
     }
+    for b in &o.bridges_deleted {
+        s += &format!("{vverb} half-made bridge {b}\n");
+    }
+    for k in &o.links_kept {
+        s += &format!("left {} alone: it {}\n", k.name, k.owner);
+    }
     for d in &o.outputs_removed {
         s += &format!("{} leftover outputs {}\n", if o.dry_run { "would remove" } else { "removed" }, d.display());
     }
@@ -211,10 +239,40 @@ fn summary(o: &GcOutput) -> String {
     if o.reclaimed.is_empty()
         && o.sidecars_removed.is_empty()
         && o.veths_deleted.is_empty()
+        && o.bridges_deleted.is_empty()
+        && o.links_kept.is_empty()
         && o.outputs_removed.is_empty()
         && o.rebuilt.is_none()
     {
         s += "nothing to clean\n";
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::LeaseState;
+
+    #[test]
+    fn the_table_shows_control_characters_escaped() {
+        let lease = LeaseRecord {
+            job: "j\u{1b}[1m".into(),
+            bridge: "rpt0".into(),
+            subnet: "198.18.0.0/24".parse().unwrap(),
+            ip: "198.18.0.2".parse().unwrap(),
+            gateway: "198.18.0.1".parse().unwrap(),
+            slot: 0,
+            iface: "rpt0-0".into(),
+            pid: 1,
+            start_time: 1,
+            boot_id: "b".into(),
+            command: "sh -c 'printf \"\u{1b}[2J\"'\nforged line".into(),
+            started_at: "2026-12-01T00:00:00Z".into(),
+        };
+        let out = table(&[LeaseInfo { lease, state: LeaseState::Running }]);
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+        assert_eq!(out.lines().count(), 2, "one header and one row: {out}");
+        assert!(out.contains("j\\u{1b}[1m") && out.contains("\\nforged line"), "{out}");
+    }
 }

@@ -119,8 +119,8 @@ fn work(args: RunArgs) -> Result<Work, Error> {
     let workdir = spec::clean_job_path(&args.workdir).ok_or_else(|| SpecError::Workdir(args.workdir.clone()))?;
     let user = spec::parse_user(&args.user)?;
     let mounts = args.mounts.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
-    let caps = container::Caps::DockerDefault;
-    let seccomp = container::seccomp::from_security_opts(&args.security_opt, caps).map_err(SpecError::from)?;
+    let caps = container::Caps::with_changes(&args.cap_add, &args.cap_drop)?;
+    let seccomp = container::seccomp::from_security_opts(&args.security_opt, &caps).map_err(SpecError::from)?;
     let spec = Spec {
         env: spec::build_env(&args.env, &hostname),
         id: id.to_string(),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::{Caps, Exit, MakeDir, NetMode, Rootfs, Seccomp, Spec, User, spec};
+use crate::container::{Caps, Exit, MakeDir, NetMode, Rootfs, Spec, SpecError, User, seccomp, spec};
 use crate::error::Error;
 use crate::formula::setup::{Input, Network, Privileges};
 use crate::formula::{Formula, WareError, Warehouse};
@@ -60,6 +60,8 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let FormulaJob { formula, warehouse, check, id } = job;
     let formula_id = formula.setup_hash()?.to_string();
 
+    // The identity first: output dirs are chowned to it.
+    User::new(formula.action.userinfo.uid, formula.action.userinfo.gid)?;
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.
     let outputs = OutputDirs::create(&host.state_dir, &id, &formula)?;
@@ -159,7 +161,7 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
     }
 
     let a = &f.action;
-    let user = User { uid: a.userinfo.uid, gid: a.userinfo.gid };
+    let user = User::new(a.userinfo.uid, a.userinfo.gid)?;
     let mut env: Vec<String> = a.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     for kv in &env {
         spec::check_env(kv)?;
@@ -186,6 +188,11 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
     if a.helpers.make_cwd {
         make_dirs.push(MakeDir { path: a.cwd.clone().into(), mode: 0o755, owner: user });
     }
+    let caps = match a.policy {
+        Privileges::Routine => Caps::none(),
+        Privileges::Governor => Caps::default_set(),
+        Privileges::Sysad => Caps::all(),
+    };
     let hostname = id.hostname(a.hostname.as_deref())?;
     let workdir = spec::clean_job_path(&a.cwd)
         .ok_or_else(|| invalid(format!("action.cwd {:?} is not a clean absolute path", a.cwd)))?;
@@ -203,12 +210,8 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
             Network::Bridge => NetMode::Bridge,
         },
         wares,
-        caps: match a.policy {
-            Privileges::Routine => Caps::None,
-            Privileges::Governor => Caps::DockerDefault,
-            Privileges::Sysad => Caps::All,
-        },
-        seccomp: Seccomp::Default,
+        seccomp: seccomp::default_for(&caps).map_err(SpecError::from)?,
+        caps,
         make_dirs,
         stdout_to_stderr: true,
     })

@@ -13,6 +13,7 @@ mod cli;
 pub mod config;
 pub mod container;
 pub mod error;
+pub mod escape;
 pub mod formula;
 mod formula_run;
 mod job;

@@ -210,6 +210,40 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     check(ret as libc::c_long).map(drop)
 }
 
+/// Closes every fd from 3 up except those in `keep`: in the job's child,
+/// so that an fd the runner's caller left open (marked close-on-exec, but
+/// open until the exec) cannot be reached through `/proc/self/fd/N` by
+/// anything the child does with paths from the image.
+pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep.iter().filter_map(|&fd| u32::try_from(fd).ok()).filter(|&fd| fd >= 3).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3u32;
+    for fd in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if fd > first {
+            let last = if fd == u32::MAX { u32::MAX } else { fd - 1 };
+            // SAFETY: plain integers; every fd in the range is one this
+            // process does not need (the caller lists those it does).
+            let ret = unsafe { libc::close_range(first, last, 0) };
+            check(ret as libc::c_long)?;
+        }
+        first = fd.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// Joins a new, anonymous session keyring (`keyctl(2)`
+/// KEYCTL_JOIN_SESSION_KEYRING with no name), as runc does for every
+/// container: the job no longer possesses the runner's session keyring,
+/// whose keys a possessor may read whatever its uid.
+pub fn join_new_session_keyring() -> io::Result<()> {
+    // SAFETY: integer arguments and a null name, which asks the kernel for
+    // a new anonymous keyring.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_keyctl, libc::KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>()) };
+    check(ret).map(drop)
+}
+
 /// `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` on an fd: a detached copy of
 /// the mount tree at `fd`, ready to get attributes and be moved into place.
 pub fn clone_tree(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {

@@ -146,11 +146,15 @@ impl Drop for TestNet {
     }
 }
 
-/// Makes sure a link named `iface` exists, as a runner that died between
-/// creating its veth and tearing it down leaves one. The dead job's own veth
-/// may still be there (the kernel removes it when the netns is freed, in
-/// the background); otherwise a stand-in link is made.
-fn leave_link(iface: &str) {
+/// Makes sure a link named `iface` exists, as a runner of this test's state
+/// dir that died between creating its veth and tearing it down leaves one:
+/// carrying the state dir's marker (the bridge's alias). The dead job's own
+/// veth may still be there (the kernel removes it when the netns is freed,
+/// in the background); otherwise a stand-in link is made.
+fn leave_link(net: &TestNet, iface: &str) {
+    let show = Command::new("ip").args(["-j", "-d", "link", "show", "dev", &net.bridge]).output().unwrap();
+    let bridge: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let marker = bridge[0]["ifalias"].as_str().expect("the bridge carries its state dir's marker").to_string();
     // The dead job's veth may be half way through its removal: retry.
     for _ in 0..100 {
         // A veth (this kernel has no dummy driver); deleting it takes its peer along.
@@ -159,7 +163,7 @@ fn leave_link(iface: &str) {
             .args(["link", "add", iface, "type", "veth", "peer", "name", &peer])
             .stderr(Stdio::null())
             .status();
-        let st = Command::new("ip").args(["link", "show", iface]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let st = Command::new("ip").args(["link", "set", iface, "alias", &marker]).stderr(Stdio::null()).status();
         if st.unwrap().success() {
             return;
         }
@@ -224,8 +228,10 @@ fn jobs_reach_each_other_and_the_gateway() {
     with_rootfs(&net);
     let server = net.job(&["--name", "srv", "--ip", "198.18.11.50"], HOLD).stdout(Stdio::null()).spawn().unwrap();
     net.wait_files(1);
+    // busybox's ping needs a raw socket (it has no fallback to ping
+    // sockets, unlike iputils'): NET_RAW is not in the default set.
     let out = net
-        .job(&[], &format!("ping -c1 -W3 {} >/dev/null && echo gw-ok; ping -c1 -W3 198.18.11.50 >/dev/null && echo peer-ok; cat /etc/resolv.conf; grep $(hostname) /etc/hosts", net.gateway))
+        .job(&["--cap-add", "NET_RAW"], &format!("ping -c1 -W3 {} >/dev/null && echo gw-ok; ping -c1 -W3 198.18.11.50 >/dev/null && echo peer-ok; cat /etc/resolv.conf; grep $(hostname) /etc/hosts", net.gateway))
         .output()
         .unwrap();
     net.release_all();
@@ -254,7 +260,7 @@ fn sigkill_of_a_runner_then_the_next_run_reclaims() {
     assert_eq!(leases[0]["job"], "victim");
     let iface = leases[0]["iface"].as_str().unwrap().to_string();
     // A crash between veth creation and teardown leaves the host end: fake it.
-    leave_link(&iface);
+    leave_link(&net, &iface);
     let out = net.job(&["--ip", "198.18.12.7"], "ip -4 -o addr show eth0").output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("198.18.12.7/24"));
@@ -410,7 +416,7 @@ fn gc_reclaims_and_deletes_leftovers() {
     runner.kill().unwrap();
     runner.wait().unwrap();
     let iface = net.leases_json()[0]["iface"].as_str().unwrap().to_string();
-    leave_link(&iface);
+    leave_link(&net, &iface);
     let dry = net.output(&["gc", "--dry-run", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(v["reclaimed"][0]["job"], "crashy");
@@ -529,4 +535,180 @@ fn a_relative_state_dir_works_for_networked_jobs() {
     let out = l.args(["leases", "--json"]).output().unwrap();
     assert_eq!(stdout(&out).trim(), "[]", "{}", stderr(&out));
     net.assert_no_veths();
+}
+
+/// The host end of a running job's veth as the host sees it: (ifindex,
+/// flags, master, alias).
+fn veth_state(iface: &str) -> (u64, Vec<String>, String, String) {
+    let out = Command::new("ip").args(["-j", "-d", "link", "show", "dev", iface]).output().unwrap();
+    assert!(out.status.success(), "{iface}: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = &v[0];
+    let flags = l["flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+    let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+    (l["ifindex"].as_u64().unwrap(), flags, s("master"), s("ifalias"))
+}
+
+/// The address on eth0 inside the netns of the job that `runner` runs.
+fn job_address(runner: &Child) -> String {
+    let job = children_of(runner.id());
+    let pid = job.first().expect("the runner's job").to_string();
+    let out = Command::new("nsenter").args(["-t", &pid, "-n", "ip", "-4", "-o", "addr", "show", "eth0"]).output();
+    stdout(&out.unwrap()).split_whitespace().nth(3).unwrap_or_default().to_string()
+}
+
+/// A running job of this test's state dir and what a second state dir
+/// must not change about it: its lease's iface, its veth, its address.
+fn running_job(net: &TestNet, name: &str) -> (Child, String, (u64, Vec<String>, String, String), String) {
+    let runner = net.job(&["--name", name], HOLD).stdout(Stdio::null()).spawn().unwrap();
+    net.wait_files(1);
+    let iface = net.leases_json()[0]["iface"].as_str().unwrap().to_string();
+    let veth = veth_state(&iface);
+    assert!(veth.1.iter().any(|f| f == "UP") && veth.2 == net.bridge, "{veth:?}");
+    let ip = job_address(&runner);
+    assert!(ip.starts_with("198.18."), "{ip}");
+    (runner, iface, veth, ip)
+}
+
+/// Two state dirs configured with the same bridge: the second's run is
+/// refused in one line that names the first, before it changes anything;
+/// the first job keeps its veth and address, and the second state dir
+/// holds no lease.
+#[test]
+fn a_second_state_dir_is_refused_the_bridge() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("m", 22, 24);
+    with_rootfs(&net);
+    let (runner, iface, veth, ip) = running_job(&net, "first");
+    let other = tempfile::Builder::new().prefix("rpt-state-").tempdir().unwrap();
+    let out = net.job(&["--name", "second"], "ip -4 -o addr show eth0").env("REPEATR_STATE_DIR", other.path()).output();
+    let out = out.unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{err}\n{}", stdout(&out));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let first = net.repeatr.state.path().display().to_string();
+    assert!(err.contains(&format!("bridge {} belongs to the state dir {first}", net.bridge)), "{err}");
+    assert!(err.contains(&format!("--state-dir {first}")) && err.contains("network.bridge"), "{err}");
+    assert_eq!(veth_state(&iface), veth, "the first job's veth");
+    assert_eq!(job_address(&runner), ip, "the first job's address");
+    let leases = net.cmd().env("REPEATR_STATE_DIR", other.path()).args(["leases", "--json"]).output().unwrap();
+    assert_eq!(stdout(&leases).trim(), "[]", "{}", stderr(&leases));
+    net.release_all();
+    for out in wait_all(vec![runner]) {
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    assert!(net.leases_json().is_empty());
+    net.assert_no_veths();
+}
+
+/// `gc` run with another state dir (and this test's config) deletes
+/// nothing of a running job: its veth is another state dir's, so it is
+/// left alone and reported.
+#[test]
+fn gc_of_another_state_dir_leaves_a_running_job_alone() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("n", 23, 24);
+    with_rootfs(&net);
+    let (runner, iface, veth, ip) = running_job(&net, "busy");
+    let other = tempfile::Builder::new().prefix("rpt-state-").tempdir().unwrap();
+    let gc = |args: &[&str]| net.cmd().env("REPEATR_STATE_DIR", other.path()).arg("gc").args(args).output().unwrap();
+    let first = net.repeatr.state.path().display().to_string();
+    for args in [&["--dry-run", "--json"][..], &["--json"]] {
+        let out = gc(args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["veths_deleted"], serde_json::json!([]), "{v}");
+        assert_eq!(v["links_kept"][0]["name"], iface.as_str(), "{v}");
+        assert_eq!(v["links_kept"][0]["owner"], format!("belongs to the state dir {first}"), "{v}");
+    }
+    let out = gc(&[]);
+    assert!(
+        stdout(&out).contains(&format!("left {iface} alone: it belongs to the state dir {first}")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(veth_state(&iface), veth, "the running job's veth");
+    assert_eq!(job_address(&runner), ip, "the running job's address");
+    assert_eq!(net.leases_json()[0]["state"], "running");
+    net.release_all();
+    for out in wait_all(vec![runner]) {
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    net.assert_no_veths();
+}
+
+/// A bridge of the configured name made by hand is not repeatr's: the run
+/// is refused in one line saying so and how to fix it, and the bridge is
+/// left down and without an address; once it is deleted, the run works.
+#[test]
+fn a_bridge_made_by_hand_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("o", 24, 24);
+    with_rootfs(&net);
+    let st = Command::new("ip").args(["link", "add", &net.bridge, "type", "bridge"]).status().unwrap();
+    assert!(st.success());
+    let out = net.job(&[], "true").output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not made by repeatr") && err.contains(&format!("ip link del {}", net.bridge)), "{err}");
+    let show = Command::new("ip").args(["-j", "addr", "show", "dev", &net.bridge]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(v[0]["addr_info"], serde_json::json!([]), "{v}");
+    assert!(!v[0]["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{v}");
+    assert!(net.leases_json().is_empty());
+    assert!(net.veths().is_empty(), "{:?}", net.veths());
+    let st = Command::new("ip").args(["link", "del", &net.bridge]).status().unwrap();
+    assert!(st.success());
+    let out = net.job(&[], "ip -4 -o addr show eth0").output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("198.18.24."), "{}", stdout(&out));
+    net.assert_no_veths();
+}
+
+/// A runner killed while it made its bridge leaves it under a pending name
+/// (`rpt+<pid>-<n>`), marked but not yet renamed: `gc` deletes it once that
+/// pid is gone, and leaves a live runner's and another state dir's alone.
+#[test]
+fn gc_deletes_half_made_bridges_of_its_own_state_dir() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("p", 25, 24);
+    let mut dead = Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    let ours = repeatr::network::LinkOwner::of_dir(net.repeatr.state.path()).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let theirs = repeatr::network::LinkOwner::of_dir(other_dir.path()).unwrap();
+    let pending = |pid: u32, n: u32| format!("{}{pid:x}-{n:x}", repeatr::network::PENDING_PREFIX);
+    let (stale, live, foreign) = (pending(dead.id(), 0), pending(std::process::id(), 0xfff0), pending(dead.id(), 1));
+    struct Del(Vec<String>);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            for l in &self.0 {
+                let _ = Command::new("ip").args(["link", "del", l]).stderr(Stdio::null()).status();
+            }
+        }
+    }
+    let _del = Del(vec![stale.clone(), live.clone(), foreign.clone()]);
+    for (name, owner) in [(&stale, &ours), (&live, &ours), (&foreign, &theirs)] {
+        let st = Command::new("ip").args(["link", "add", name, "type", "bridge"]).status().unwrap();
+        assert!(st.success());
+        let st = Command::new("ip").args(["link", "set", name, "alias", &owner.alias()]).status().unwrap();
+        assert!(st.success());
+    }
+    let exists = |name: &str| Command::new("ip").args(["link", "show", name]).output().unwrap().status.success();
+    let out = net.output(&["gc", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bridges_deleted"], serde_json::json!([stale]), "{v}");
+    let kept: Vec<&str> = v["links_kept"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(kept, vec![foreign.as_str()], "{v}");
+    assert!(!exists(&stale) && exists(&live) && exists(&foreign));
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use repeatr::network::{
-    AttachedVeth, HostNet, NetworkError, VethSpec, delete_link, ensure_bridge, host_ipv4_routes, links_with_prefix,
-    loopback_up, mac_for_ip,
+    AttachedVeth, Deletion, HostNet, LinkOwner, NetworkError, OtherOwner, Role, VethSpec, delete_link, delete_own_link,
+    ensure_bridge, host_ipv4_routes, links_with_prefix, loopback_up, mac_for_ip,
 };
 use serde_json::Value;
 
@@ -34,6 +34,11 @@ fn names(n: u32) -> (String, Ipv4Net) {
     let idx = (pid % 32) * 16 + n;
     let subnet = Ipv4Net::new(Ipv4Addr::new(198, 18 + (idx / 256) as u8, (idx % 256) as u8, 0), 24).expect("valid /24");
     (bridge, subnet)
+}
+
+/// Whose links these tests make: a directory cargo keeps for them.
+fn owner() -> LinkOwner {
+    LinkOwner::of_dir(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("test owner")
 }
 
 fn host(subnet: Ipv4Net, i: u32) -> Ipv4Addr {
@@ -136,7 +141,7 @@ fn spec(bridge: &str, subnet: Ipv4Net, slot: u32, mtu: u32) -> VethSpec {
 /// `ensure_bridge` returned it) the runner's way: a pending veth, then
 /// finished with `s`'s lease.
 fn attach(bridge: u32, s: &VethSpec, netns: &OwnedFd) -> Result<AttachedVeth, NetworkError> {
-    let mut host = HostNet::open()?;
+    let mut host = HostNet::open(owner())?;
     let pending = host.create_pending((&s.bridge, bridge), s.mtu, netns.as_fd())?;
     host.finish_pending(pending, s, netns.as_fd())
 }
@@ -149,8 +154,8 @@ fn ensure_bridge_is_idempotent_and_repairs() {
     let (br, net) = names(0);
     let _g = Guard::new(&br);
     let gw = host(net, 1);
-    let a = ensure_bridge(&br, gw, net, 1400).expect("create");
-    let b = ensure_bridge(&br, gw, net, 1400).expect("again");
+    let a = ensure_bridge(&br, gw, net, 1400, &owner()).expect("create");
+    let b = ensure_bridge(&br, gw, net, 1400, &owner()).expect("again");
     assert_eq!(a, b);
 
     let check = || {
@@ -170,7 +175,7 @@ fn ensure_bridge_is_idempotent_and_repairs() {
     let ok = |args: &[&str]| assert!(Command::new("ip").args(args).status().expect("ip").success());
     ok(&["link", "set", &br, "down"]);
     ok(&["addr", "del", &format!("{gw}/24"), "dev", &br]);
-    assert_eq!(ensure_bridge(&br, gw, net, 1400).expect("repair"), a);
+    assert_eq!(ensure_bridge(&br, gw, net, 1400, &owner()).expect("repair"), a);
     check();
 
     // Its subnet route is now a host route (what the overlap check sees).
@@ -185,18 +190,18 @@ fn ensure_bridge_refuses_bad_input_and_non_bridges() {
     }
     let (br, net) = names(1);
     let mut g = Guard::new(&br);
-    assert!(ensure_bridge(&br, net.network(), net, 1500).is_err());
-    assert!(ensure_bridge(&br, host(net, 1), net, 10).is_err());
-    assert!(ensure_bridge("a-name-too-long-x", host(net, 1), net, 1500).is_err());
+    assert!(ensure_bridge(&br, net.network(), net, 1500, &owner()).is_err());
+    assert!(ensure_bridge(&br, host(net, 1), net, 10, &owner()).is_err());
+    assert!(ensure_bridge("a-name-too-long-x", host(net, 1), net, 1500, &owner()).is_err());
     // A veth host end with the bridge's name is not a bridge.
     let ns = new_netns();
     let other = format!("{br}o");
     g.veth(&other);
-    let other_index = ensure_bridge(&other, host(net, 1), net, 1500).expect("bridge");
+    let other_index = ensure_bridge(&other, host(net, 1), net, 1500, &owner()).expect("bridge");
     let mut s = spec(&other, net, 0, 1500);
     s.host_name = br.clone();
     attach(other_index, &s, &ns).expect("attach");
-    let e = ensure_bridge(&br, host(net, 1), net, 1500).expect_err("not a bridge");
+    let e = ensure_bridge(&br, host(net, 1), net, 1500, &owner()).expect_err("not a bridge");
     assert!(e.to_string().contains("veth"), "{e}");
     g.netns.push(ns);
 }
@@ -208,7 +213,7 @@ fn attach_job_configures_the_netns() {
     }
     let (br, net) = names(2);
     let mut g = Guard::new(&br);
-    let br_index = ensure_bridge(&br, host(net, 1), net, 1450).expect("bridge");
+    let br_index = ensure_bridge(&br, host(net, 1), net, 1450, &owner()).expect("bridge");
     let ns = new_netns();
     let s = spec(&br, net, 7, 1450);
     g.veth(&s.host_name);
@@ -254,7 +259,7 @@ fn two_jobs_reach_each_other_and_the_gateway() {
     }
     let (br, net) = names(3);
     let mut g = Guard::new(&br);
-    let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let index = ensure_bridge(&br, host(net, 1), net, 1500, &owner()).expect("bridge");
     let (a, b) = (new_netns(), new_netns());
     let (sa, sb) = (spec(&br, net, 0, 1500), spec(&br, net, 1, 1500));
     g.veth(&sa.host_name);
@@ -323,7 +328,7 @@ fn attach_replaces_a_stale_host_link() {
     }
     let (br, net) = names(5);
     let mut g = Guard::new(&br);
-    let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let index = ensure_bridge(&br, host(net, 1), net, 1500, &owner()).expect("bridge");
     let s = spec(&br, net, 3, 1500);
     g.veth(&s.host_name);
     // A runner killed before its teardown left its veth (and its netns) behind.
@@ -349,11 +354,11 @@ fn attach_fails_cleanly() {
     g.veth(&s.host_name);
     // The bridge is deleted after its ifindex was taken: the kernel
     // refuses the veth's master, and the error names the bridge.
-    let gone = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let gone = ensure_bridge(&br, host(net, 1), net, 1500, &owner()).expect("bridge");
     assert!(delete_link(&br).expect("delete the bridge"));
     let e = attach(gone, &s, &ns).expect_err("no bridge");
     assert!(e.to_string().contains(&br), "{e}");
-    let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let index = ensure_bridge(&br, host(net, 1), net, 1500, &owner()).expect("bridge");
     // eth0 already taken in the netns: the veth is created nowhere.
     attach(index, &s, &ns).expect("attach");
     let mut s2 = spec(&br, net, 1, 1500);
@@ -407,7 +412,7 @@ fn twenty_concurrent_attaches_on_one_bridge() {
                 let ns = new_netns();
                 barrier.wait();
                 let t = Instant::now();
-                let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+                let index = ensure_bridge(&br, host(net, 1), net, 1500, &owner()).expect("bridge");
                 attach(index, &s, &ns).expect("attach");
                 ok.fetch_add(1, Ordering::SeqCst);
                 (ns, t.elapsed())
@@ -448,7 +453,7 @@ fn attach_job_timing() {
     const N: u32 = 50;
     let (br, net) = names(8);
     let mut g = Guard::new(&br);
-    let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let index = ensure_bridge(&br, host(net, 1), net, 1500, &owner()).expect("bridge");
     let s = spec(&br, net, 0, 1500);
     g.veth(&s.host_name);
     let (mut attached, mut delete, mut max) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
@@ -465,7 +470,7 @@ fn attach_job_timing() {
     }
     let t = Instant::now();
     for _ in 0..N {
-        ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+        ensure_bridge(&br, host(net, 1), net, 1500, &owner()).expect("bridge");
     }
     let ensure = t.elapsed() / N;
     eprintln!(
@@ -484,7 +489,7 @@ fn attach_to_a_child_process_netns_and_tear_down_after_it_died() {
     }
     let (br, net) = names(9);
     let mut g = Guard::new(&br);
-    let index = ensure_bridge(&br, host(net, 1), net, 1500).expect("bridge");
+    let index = ensure_bridge(&br, host(net, 1), net, 1500, &owner()).expect("bridge");
     let s = spec(&br, net, 4, 1500);
     g.veth(&s.host_name);
 
@@ -520,4 +525,84 @@ fn attach_to_a_child_process_netns_and_tear_down_after_it_died() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("delete_link after the netns died returned {deleted}");
+}
+
+/// What a refused runner must leave as it was: the bridge's flags,
+/// addresses, alias and ports.
+fn bridge_state(br: &str) -> (Value, Value, Value, Vec<String>) {
+    let l = host_json(&["-j", "-d", "addr", "show", "dev", br])[0].clone();
+    let ports = host_json(&["-j", "link", "show", "master", br]);
+    let ports = ports.as_array().unwrap().iter().map(|p| p["ifname"].as_str().unwrap().to_string()).collect();
+    (l["flags"].clone(), l["addr_info"].clone(), l["ifalias"].clone(), ports)
+}
+
+/// Two state dirs configured with one bridge: the bridge carries the
+/// marker of the one that made it, and the other is refused it before
+/// anything about it changes; links are deleted only by their own state
+/// dir, by ifindex after the check.
+#[test]
+fn a_bridge_and_its_veths_are_their_state_dirs_own() {
+    if !require_root() {
+        return;
+    }
+    let (br, net) = names(10);
+    let mut g = Guard::new(&br);
+    let gw = host(net, 1);
+    let index = ensure_bridge(&br, gw, net, 1500, &owner()).expect("create");
+    let d = host_json(&["-j", "-d", "link", "show", "dev", &br]);
+    let alias = d[0]["ifalias"].as_str().expect("the bridge has an alias");
+    assert!(alias.starts_with("repeatr:") && alias.ends_with(env!("CARGO_TARGET_TMPDIR")), "{alias}");
+    let ns = new_netns();
+    let s = spec(&br, net, 0, 1500);
+    g.veth(&s.host_name);
+    attach(index, &s, &ns).expect("attach");
+    let v = host_json(&["-j", "-d", "link", "show", "dev", &s.host_name]);
+    assert_eq!(v[0]["ifalias"].as_str(), Some(alias), "the host veth carries the marker too");
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = LinkOwner::of_dir(other_dir.path()).unwrap();
+    let before = bridge_state(&br);
+    let e = ensure_bridge(&br, gw, net, 1500, &other).expect_err("another state dir's bridge");
+    assert!(matches!(&e, NetworkError::NotOurs(f) if f.role == Role::Bridge), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("--state-dir {}", env!("CARGO_TARGET_TMPDIR"))), "{msg}");
+    assert!(msg.contains(&other_dir.path().display().to_string()) && !msg.contains('\n'), "{msg}");
+    assert_eq!(bridge_state(&br), before);
+
+    let theirs = OtherOwner::StateDir { label: env!("CARGO_TARGET_TMPDIR").to_string() };
+    assert_eq!(delete_own_link(&s.host_name, &other, false).expect("check"), Deletion::Kept(theirs));
+    assert_eq!(delete_own_link(&s.host_name, &owner(), true).expect("dry run"), Deletion::Deleted);
+    assert_eq!(bridge_state(&br), before, "neither deleted it");
+    assert_eq!(delete_own_link(&s.host_name, &owner(), false).expect("delete"), Deletion::Deleted);
+    assert_eq!(delete_own_link(&s.host_name, &owner(), false).expect("again"), Deletion::Missing);
+    assert!(links_with_prefix(&format!("{br}-")).expect("list").is_empty());
+    g.netns.push(ns);
+}
+
+/// A bridge made by hand (`ip link add NAME type bridge`), with or without
+/// an alias of its own, is not repeatr's: refused, down and without an
+/// address as it was.
+#[test]
+fn a_bridge_made_by_hand_is_refused_as_it_is() {
+    if !require_root() {
+        return;
+    }
+    let (br, net) = names(11);
+    let _g = Guard::new(&br);
+    let ok = |args: &[&str]| assert!(Command::new("ip").args(args).status().expect("ip").success(), "{args:?}");
+    ok(&["link", "add", &br, "type", "bridge"]);
+    for alias in [None, Some("lab uplink")] {
+        if let Some(a) = alias {
+            ok(&["link", "set", &br, "alias", a]);
+        }
+        let before = bridge_state(&br);
+        let e = ensure_bridge(&br, host(net, 1), net, 1500, &owner()).expect_err("a bridge made by hand");
+        let expected = OtherOwner::NotRepeatr { alias: alias.map(String::from) };
+        assert!(matches!(&e, NetworkError::NotOurs(f) if f.owner == expected), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("not made by repeatr") && msg.contains(&format!("ip link del {br}")), "{msg}");
+        assert!(alias.is_none_or(|a| msg.contains(a)), "{msg}");
+        assert_eq!(bridge_state(&br), before);
+        assert!(!has_flag(&host_json(&["-j", "link", "show", "dev", &br])[0], "UP"));
+    }
 }

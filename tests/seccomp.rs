@@ -205,6 +205,12 @@ fn unshare_of_a_user_namespace_fails_by_default_and_passes_unconfined() {
     let out = r.sh(rootfs.path(), &["--security-opt", "seccomp=unconfined"], "unshare -Ur id -u");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "0");
+    // Docker's profile opens unshare to CAP_SYS_ADMIN only: a capability
+    // set build.rs compiled no filter for (SYS_PTRACE) still cannot.
+    let out = r.sh(rootfs.path(), &["--cap-add", "SYS_PTRACE"], "unshare -Ur id -u");
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let out = r.sh(rootfs.path(), &["--cap-add", "SYS_ADMIN"], "unshare -Ur id -u");
+    assert_eq!((code(&out), stdout(&out).trim()), (0, "0"), "{}", stderr(&out));
 }
 
 #[test]

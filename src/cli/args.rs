@@ -31,8 +31,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-// Parsed once per process and matched at once: boxing `run`'s flags
-// would buy nothing.
+// Parsed once per process: the size of the largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -144,6 +143,13 @@ pub struct RunArgs {
     /// User and group to run as, numeric.
     #[arg(long, short = 'u', value_name = "UID[:GID]", default_value = "0:0")]
     pub user: String,
+    /// Give the job a capability beyond the default set (podman's), e.g. NET_RAW; ALL for
+    /// every one. Repeatable.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Take a capability out of the default set, e.g. CHOWN; ALL for every one. Repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
     /// As docker's: seccomp=unconfined (no syscall filter) or seccomp=PROFILE.json (a profile in
     /// docker's format instead of docker's default one, which every job gets otherwise).
     #[arg(long = "security-opt", value_name = "seccomp=unconfined|PROFILE", conflicts_with = "formula")]

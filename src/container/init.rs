@@ -9,7 +9,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use super::protocol::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER_ERROR, GoMessage, LaunchFailure};
@@ -20,7 +20,7 @@ use crate::sys;
 
 /// Never returns: either execs the job or exits with a reported failure.
 pub fn child_main(spec: &Spec, mount_base: &Path, go: OwnedFd, report: OwnedFd) -> ! {
-    let failure = match setup_and_exec(spec, mount_base, go) {
+    let failure = match setup_and_exec(spec, mount_base, go, report.as_raw_fd()) {
         Ok(f) | Err(f) => f,
     };
     let mut report = File::from(report);
@@ -33,7 +33,12 @@ fn setup_err(what: &str) -> impl Fn(io::Error) -> LaunchFailure + '_ {
 }
 
 /// Returns only with the reason the job could not be started.
-fn setup_and_exec(spec: &Spec, mount_base: &Path, go: OwnedFd) -> Result<LaunchFailure, LaunchFailure> {
+fn setup_and_exec(
+    spec: &Spec,
+    mount_base: &Path,
+    go: OwnedFd,
+    report_fd: std::os::fd::RawFd,
+) -> Result<LaunchFailure, LaunchFailure> {
     // First, die with the runner: from here on the kernel kills us however
     // the runner goes (one that died before this call is caught at the go,
     // whose pipe then reads EOF). setsid so the job never shares the
@@ -41,7 +46,19 @@ fn setup_and_exec(spec: &Spec, mount_base: &Path, go: OwnedFd) -> Result<LaunchF
     security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
     let _ = nix::unistd::setsid();
 
-    build_and_enter_root(&Linux, spec, mount_base)?;
+    // Only what the launch needs stays open: an fd the runner's caller
+    // left open would otherwise be reachable through /proc/self/fd/N by
+    // every path below that comes from the image.
+    let mut keep = spec.fds();
+    keep.extend([go.as_raw_fd(), report_fd]);
+    sys::close_fds_except(&keep).map_err(setup_err("closing inherited fds"))?;
+
+    // Unprivileged ICMP ("ping" sockets) for every group, in the job's own
+    // netns: the job has no CAP_NET_RAW, and iputils' ping falls back to
+    // these (Docker sets the same).
+    security::allow_ping_sockets().map_err(setup_err("net.ipv4.ping_group_range"))?;
+
+    let etc = build_and_enter_root(&Linux, spec, mount_base)?;
     if spec.stdout_to_stderr {
         nix::unistd::dup2_stdout(std::io::stderr()).map_err(|e| setup_err("stdout")(e.into()))?;
     }
@@ -54,12 +71,16 @@ fn setup_and_exec(spec: &Spec, mount_base: &Path, go: OwnedFd) -> Result<LaunchF
     // The working directory, created if missing (after the pivot, so it
     // lands inside), then checked to be inside: getcwd of a directory
     // outside the root would not be absolute.
+    // Both resolved inside the root, fd by fd (RESOLVE_IN_ROOT, no magic
+    // links): an image symlink to /proc/self/fd/N never leads out.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let root = File::open("/").map_err(setup_err("/"))?;
     for d in &spec.make_dirs {
-        make_dir(d).map_err(setup_err("creating a directory"))?;
+        make_dir(root.as_fd(), d).map_err(setup_err("creating a directory"))?;
     }
-    std::fs::create_dir_all(&spec.workdir).map_err(setup_err("creating --workdir"))?;
-    std::env::set_current_dir(&spec.workdir).map_err(setup_err("entering --workdir"))?;
+    let workdir = open_dir_in_root(root.as_fd(), &spec.workdir).map_err(setup_err("creating --workdir"))?;
+    nix::unistd::fchdir(workdir.as_fd()).map_err(|e| setup_err("entering --workdir")(e.into()))?;
+    drop((workdir, root));
     let cwd = nix::unistd::getcwd().map_err(|e| setup_err("getcwd")(e.into()))?;
     if !cwd.is_absolute() {
         return Err(setup_err("--workdir")(io::Error::other("it resolves outside the job's root")));
@@ -73,20 +94,20 @@ fn setup_and_exec(spec: &Spec, mount_base: &Path, go: OwnedFd) -> Result<LaunchF
     // Everything up to the exec happens before the runner's go, so that
     // after it only the exec remains on the job's start path. The address
     // is only known once the runner has leased it, which it does while we
-    // build the root: /etc/hosts and resolv.conf are created now, in the
-    // job's view only (after the pivot, `/` is the job's root), and
-    // filled from the go.
-    let root = File::open("/").map_err(setup_err("/"))?;
-    let etc = |name| mounts::create_etc_file(root.as_fd(), name).map_err(setup_err("writing /etc"));
-    etc("hostname")?.write_all(format!("{}\n", spec.hostname).as_bytes()).map_err(setup_err("writing /etc"))?;
-    let (mut hosts, mut resolv_conf) = (etc("hosts")?, etc("resolv.conf")?);
-    drop(root);
+    // build the root: /etc/hosts and resolv.conf (bound into the job's
+    // view with the root, see `mounts::bind_etc_files`) are filled from
+    // the go; the hostname is known now.
+    File::from(etc.hostname)
+        .write_all(format!("{}\n", spec.hostname).as_bytes())
+        .map_err(setup_err("writing /etc/hostname"))?;
+    let (mut hosts, mut resolv_conf) = (File::from(etc.hosts), File::from(etc.resolv_conf));
 
     // Identity and capabilities (in the order `drop_privileges` explains),
     // then no_new_privs, so that nothing in the image can raise the job
     // above them. A setuid clears the death signal: set it again. Had the
     // runner died in the gap, the go below reads EOF and we exit.
-    security::drop_privileges(spec.user, spec.caps).map_err(setup_err("dropping privileges"))?;
+    security::new_session_keyring().map_err(setup_err("joining a new session keyring"))?;
+    security::drop_privileges(spec.user, &spec.caps).map_err(setup_err("dropping privileges"))?;
     security::no_new_privs().map_err(setup_err("PR_SET_NO_NEW_PRIVS"))?;
     security::die_with_parent().map_err(setup_err("PR_SET_PDEATHSIG"))?;
 
@@ -110,7 +131,7 @@ fn setup_and_exec(spec: &Spec, mount_base: &Path, go: OwnedFd) -> Result<LaunchF
     // The seccomp filter, last: only the exec runs under it (a profile
     // cannot break the set-up), and after no_new_privs, without which the
     // kernel refuses a filter from a task lacking CAP_SYS_ADMIN.
-    seccomp::load(&spec.seccomp, spec.caps).map_err(setup_err("loading the seccomp filter"))?;
+    seccomp::load(&spec.seccomp).map_err(setup_err("loading the seccomp filter"))?;
 
     // exec; the report pipe is O_CLOEXEC, so its EOF tells the runner
     // the exec worked.
@@ -121,7 +142,11 @@ fn setup_and_exec(spec: &Spec, mount_base: &Path, go: OwnedFd) -> Result<LaunchF
 /// mounted into, pivoted into, its kernel paths masked. Generic over the
 /// [`Syscall`] seam so a test records the order of these steps without
 /// root; the launch runs them with [`Linux`].
-fn build_and_enter_root<S: Syscall>(s: &S, spec: &Spec, mount_base: &Path) -> Result<(), LaunchFailure> {
+fn build_and_enter_root<S: Syscall>(
+    s: &S,
+    spec: &Spec,
+    mount_base: &Path,
+) -> Result<mounts::EtcFiles<S::Fd>, LaunchFailure> {
     // Before any other mount: nothing mounted from here on may propagate
     // back to the host.
     s.make_rslave(Path::new("/")).map_err(setup_err("making / rslave"))?;
@@ -140,26 +165,35 @@ fn build_and_enter_root<S: Syscall>(s: &S, spec: &Spec, mount_base: &Path) -> Re
     // is complete, and each target resolved inside the new root, so that a
     // symlink in the image cannot send a mount onto the host.
     mounts::mount_proc_sys(s, &root).map_err(setup_err("mounting /proc and /sys"))?;
-    mounts::mount_dev(s, &root).map_err(setup_err("building /dev"))?;
+    let scratch = mounts::mount_dev(s, &root).map_err(setup_err("building /dev"))?;
     mounts::mount_binds(s, &root, &spec.mounts).map_err(setup_err("--mount"))?;
+    // Over the user's binds, so that they cover one at /etc; filled later
+    // (hosts and resolv.conf with the runner's go).
+    let etc = mounts::bind_etc_files(s, &root, &scratch).map_err(setup_err("/etc files"))?;
 
-    // The hostname (its /etc files are written later, with the runner's go).
     s.set_hostname(&spec.hostname).map_err(setup_err("sethostname"))?;
 
     // Into the new root for good; then hide and freeze what the kernel
     // exposes of the host, in the job's /proc and /sys, where `/` is the
     // job's root and no path can lead out of it.
     s.pivot_into(&root).map_err(setup_err("pivot_root"))?;
-    drop(root);
-    mounts::protect_kernel_paths(s).map_err(setup_err("masking kernel paths"))
+    drop((root, scratch));
+    mounts::protect_kernel_paths(s).map_err(setup_err("masking kernel paths"))?;
+    Ok(etc)
 }
 
 /// After the pivot, so `/` is the job's root and nothing can lead out of it.
-fn make_dir(d: &super::spec::MakeDir) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(&d.path)?;
-    std::os::unix::fs::lchown(&d.path, Some(d.owner.uid), Some(d.owner.gid))?;
-    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode))
+fn make_dir(root: std::os::fd::BorrowedFd<'_>, d: &super::spec::MakeDir) -> io::Result<()> {
+    let dir = open_dir_in_root(root, &d.path)?;
+    nix::unistd::fchown(dir.as_fd(), Some(d.owner.uid.into()), Some(d.owner.gid.into())).map_err(io::Error::from)?;
+    nix::sys::stat::fchmod(dir.as_fd(), nix::sys::stat::Mode::from_bits_truncate(d.mode)).map_err(io::Error::from)
+}
+
+/// The directory at `path` inside `root`, created (with what is missing on
+/// the way) if need be, opened for reading.
+fn open_dir_in_root(root: std::os::fd::BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
+    let at = super::resolve::resolve_in_root(root, path, super::resolve::Create::Dir)?;
+    sys::openat2(at.as_fd(), Path::new("."), libc::O_DIRECTORY | libc::O_RDONLY, 0, sys::Resolve::Beneath)
 }
 
 /// Blocks until the runner says go; EOF instead (the runner died) ends us.
@@ -290,8 +324,8 @@ mod tests {
             mounts,
             net: NetMode::None,
             wares,
-            caps: Caps::DockerDefault,
-            seccomp: Seccomp::Default,
+            caps: Caps::default_set(),
+            seccomp: Seccomp::Unconfined,
             make_dirs: Vec::new(),
             stdout_to_stderr: false,
         }
@@ -305,6 +339,13 @@ mod tests {
     /// What follows a complete root at `root`: /proc and /sys, then /dev,
     /// every target resolved inside the root.
     fn kernel_fs_steps(root: &str) -> String {
+        let nodes = ["null", "zero", "full", "random", "urandom", "tty"];
+        let open_nodes: Vec<String> = nodes.iter().map(|n| format!("open {root}/dev/{n} beneath {root}/dev")).collect();
+        let bind_nodes: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("open {root}/dev/{n} beneath {root}/dev\nbind {root}/dev/{n} on {root}/dev/{n}"))
+            .collect();
+        let (open_nodes, bind_nodes) = (open_nodes.join("\n"), bind_nodes.join("\n"));
         format!(
             "check /proc, /sys and /dev at {root}
             resolve {root}/proc in root {root}
@@ -312,14 +353,34 @@ mod tests {
             resolve {root}/sys in root {root}
             mount sysfs on {root}/sys
             resolve {root}/dev in root {root}
+            mount tmpfs on {root}/dev (mode=755,size=256k)
+            open {root}/dev in root {root}
+            make the device nodes at {root}/dev
+            {open_nodes}
             mount tmpfs on {root}/dev (mode=755,size=65536k)
             open {root}/dev in root {root}
             make the /dev entries at {root}/dev
+            {bind_nodes}
             open {root}/dev/pts beneath {root}/dev
             mount devpts on {root}/dev/pts (newinstance,ptmxmode=0666,mode=0620,gid=5)
             open {root}/dev/shm beneath {root}/dev
             mount tmpfs on {root}/dev/shm (mode=1777,size=65536k)"
         )
+    }
+
+    /// The job's /etc files: made on the scratch tmpfs under /dev, each
+    /// bound over its path, resolved inside the root.
+    fn etc_steps(root: &str) -> String {
+        let mut steps = format!("make the /etc files at {root}/dev");
+        for name in ["hostname", "hosts", "resolv.conf"] {
+            steps += &format!(
+                "\nopen {root}/dev/{name} beneath {root}/dev
+                open {root}/etc/{name} in root {root}
+                bind {root}/dev/{name} on {root}/etc/{name}
+                open {root}/dev/{name} beneath {root}/dev"
+            );
+        }
+        steps
     }
 
     /// The pivot into `root`, and after it, with `/` the job's root, the
@@ -363,8 +424,10 @@ mod tests {
             {content}
             {kernel_fs}
             {binds}
+            {etc}
             {entering}",
             kernel_fs = kernel_fs_steps(root),
+            etc = etc_steps(root),
             entering = entering_steps(root),
         );
         let want: Vec<&str> = want.lines().map(str::trim).filter(|l| !l.is_empty()).collect();

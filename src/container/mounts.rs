@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sys::stat::{Mode, SFlag, mknodat};
 
-use super::resolve::{Create, resolve_in_root};
+use super::resolve::Create;
 use super::spec::BindMount;
 use super::syscall::{Syscall, ctx};
-use crate::sys::{self, Resolve};
+use crate::sys::Resolve;
 
 /// `/proc`, `/sys` and `/dev` of the image must be real directories: a
 /// symlink there would aim the kernel filesystems somewhere else.
@@ -49,15 +49,43 @@ pub fn mount_proc_sys<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<()> {
     s.mount_fs("sysfs", &sys_dir, NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY, None)
 }
 
-/// A minimal /dev on a small tmpfs: the usual nodes made by mknod (so their
-/// device numbers are known, not whatever the host's /dev holds), the fd
-/// links, a private devpts instance and /dev/shm.
-pub fn mount_dev<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<()> {
+/// The device nodes a job gets, as (name, major, minor): what Docker and
+/// podman give, nothing that reaches host hardware or storage.
+const DEV_NODES: [(&str, u32, u32); 6] =
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// A minimal /dev: a `nodev` tmpfs (so a node the job makes there, with
+/// CAP_MKNOD or a tar's help, never opens a device), the usual nodes bound
+/// onto it one by one from a scratch tmpfs underneath that the job cannot
+/// reach (a bind of a node is a mount of its own, which `nodev` on /dev
+/// does not cover; this is how bubblewrap does it), the fd links, a
+/// private devpts instance and /dev/shm. Returns the scratch tmpfs, where
+/// [`bind_etc_files`] keeps the job's /etc files too.
+pub fn mount_dev<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<S::Fd> {
     let dev_dir = s.resolve_in_root(root, Path::new("/dev"), Create::Dir)?;
-    s.mount_fs("tmpfs", &dev_dir, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
+    // The scratch tmpfs: the nodes are made here, where devices work...
+    s.mount_fs("tmpfs", &dev_dir, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=256k"))?;
+    let scratch = s.open_at(root, Path::new("dev"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::InRoot)?;
+    s.fs_work(&scratch, "make the device nodes", make_dev_nodes)?;
+    let nodes = DEV_NODES
+        .iter()
+        .map(|(name, _, _)| s.open_at(&scratch, Path::new(name), libc::O_PATH, Resolve::Beneath))
+        .collect::<io::Result<Vec<_>>>()?;
+    // ...and the job's /dev goes on top of it, where they do not.
+    s.mount_fs(
+        "tmpfs",
+        &dev_dir,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
     // Reopen: the fd from before the mount names the directory under it.
     let dev = s.open_at(root, Path::new("dev"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::InRoot)?;
     s.fs_work(&dev, "make the /dev entries", make_dev_entries)?;
+    for ((name, _, _), node) in DEV_NODES.iter().zip(&nodes) {
+        let target = s.open_at(&dev, Path::new(name), libc::O_PATH, Resolve::Beneath)?;
+        s.bind(node, &target, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC)
+            .map_err(|e| ctx(e, format!("binding /dev/{name}")))?;
+    }
     let pts = s.open_at(&dev, Path::new("pts"), libc::O_PATH, Resolve::Beneath)?;
     s.mount_fs(
         "devpts",
@@ -66,25 +94,113 @@ pub fn mount_dev<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<()> {
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
     let shm = s.open_at(&dev, Path::new("shm"), libc::O_PATH, Resolve::Beneath)?;
-    s.mount_fs("tmpfs", &shm, NOSUID_NODEV_NOEXEC, Some("mode=1777,size=65536k"))
+    s.mount_fs("tmpfs", &shm, NOSUID_NODEV_NOEXEC, Some("mode=1777,size=65536k"))?;
+    Ok(scratch)
 }
 
-/// The nodes, the fd links and the mount points of devpts and shm in the
-/// fresh /dev tmpfs.
-fn make_dev_entries(dev: BorrowedFd<'_>) -> io::Result<()> {
-    let nodes: [(&str, u64, u64); 6] =
-        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
-    for (name, major, minor) in nodes {
-        mknodat(dev, name, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), libc::makedev(major as u32, minor as u32))
+/// The /etc files the job gets from the runner (hostname, and hosts and
+/// resolv.conf from its go), open for writing.
+pub struct EtcFiles<F> {
+    pub hostname: F,
+    pub hosts: F,
+    pub resolv_conf: F,
+}
+
+/// The job's /etc/hostname, hosts and resolv.conf: files of their own on
+/// the scratch tmpfs, each bound over its path in the root (as Docker
+/// does), so that writing them never writes the image, nor a host
+/// directory the user bound at /etc (which a file replaced in place
+/// would). After the user's binds, so they cover one at /etc. A symlink
+/// there (resolv.conf -> ../run/systemd/...) is followed inside the root.
+/// A file that is missing in a host directory bound at /etc is not made
+/// there: the job sees that directory as it is.
+pub fn bind_etc_files<S: Syscall>(s: &S, root: &S::Fd, scratch: &S::Fd) -> io::Result<EtcFiles<S::Fd>> {
+    s.fs_work(scratch, "make the /etc files", |dir| {
+        ETC_FILES.iter().try_for_each(|name| {
+            nix::fcntl::openat(
+                dir,
+                *name,
+                nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_EXCL | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map(drop)
+            .map_err(|e| ctx(e.into(), format!("creating {name}")))?;
+            nix::sys::stat::fchmodat(
+                dir,
+                *name,
+                Mode::from_bits_truncate(0o644),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(io::Error::from)
+        })
+    })?;
+    let mut open = Vec::new();
+    for name in ETC_FILES {
+        let file = s.open_at(scratch, Path::new(name), libc::O_PATH, Resolve::Beneath)?;
+        match etc_target(s, root, name)? {
+            Some(target) => s
+                .bind(&file, &target, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC)
+                .map_err(|e| ctx(e, format!("binding /etc/{name}")))?,
+            None => log::debug!("/etc/{name}: not in the directory bound at /etc; left as it is"),
+        }
+        open.push(s.open_at(scratch, Path::new(name), libc::O_WRONLY, Resolve::Beneath)?);
+    }
+    let mut open = open.into_iter();
+    match (open.next(), open.next(), open.next()) {
+        (Some(hostname), Some(hosts), Some(resolv_conf)) => Ok(EtcFiles { hostname, hosts, resolv_conf }),
+        _ => Err(io::Error::other("the /etc files went missing")),
+    }
+}
+
+/// In this order: [`EtcFiles`]' fields.
+const ETC_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
+
+/// Where /etc/NAME is in the root: the existing object (through symlinks,
+/// inside the root), or a new empty file when /etc is the root's own;
+/// `None` when it is missing from a host directory bound at /etc.
+fn etc_target<S: Syscall>(s: &S, root: &S::Fd, name: &str) -> io::Result<Option<S::Fd>> {
+    let path = Path::new("etc").join(name);
+    match s.open_at(root, &path, libc::O_PATH, Resolve::InRoot) {
+        Ok(fd) => return Ok(Some(fd)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ctx(e, format!("/etc/{name}"))),
+    }
+    let etc = s.resolve_in_root(root, Path::new("/etc"), Create::Dir)?;
+    if !s.same_fs(&etc, root)? {
+        return Ok(None);
+    }
+    s.resolve_in_root(root, &Path::new("/").join(&path), Create::File).map(Some)
+}
+
+/// The device nodes, on the scratch tmpfs (made by mknod, so their numbers
+/// are known, not whatever the host's /dev holds).
+fn make_dev_nodes(dir: BorrowedFd<'_>) -> io::Result<()> {
+    for (name, major, minor) in DEV_NODES {
+        mknodat(dir, name, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), libc::makedev(major, minor))
             .map_err(|e| ctx(e.into(), format!("mknod /dev/{name}")))?;
         // mknod honours the umask; the nodes must be world-usable.
         nix::sys::stat::fchmodat(
-            dev,
+            dir,
             name,
             Mode::from_bits_truncate(0o666),
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
         .map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// In the job's /dev: an empty file per node (a bind target), the fd
+/// links, and the mount points of devpts and shm.
+fn make_dev_entries(dev: BorrowedFd<'_>) -> io::Result<()> {
+    for (name, _, _) in DEV_NODES {
+        nix::fcntl::openat(
+            dev,
+            name,
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_EXCL | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o666),
+        )
+        .map_err(|e| ctx(e.into(), format!("creating /dev/{name}")))?;
     }
     let links = [
         ("fd", "/proc/self/fd"),
@@ -113,38 +229,6 @@ pub fn mount_binds<S: Syscall>(s: &S, root: &S::Fd, binds: &[BindMount]) -> io::
             .map_err(|e| ctx(e, format!("binding {:?} onto {:?}", b.source_path, b.target)))?;
     }
     Ok(())
-}
-
-/// Puts a new, empty regular file (0644) at /etc/NAME in the job's view,
-/// replacing whatever is there (a symlink such as resolv.conf ->
-/// ../run/systemd/... included), and returns it open for writing: the
-/// child creates its network files before it drops privileges and fills
-/// them once the runner's go brings their contents. With a directory
-/// rootfs this lands in the overlay's upper layer, with a tar in the
-/// tmpfs: never in the source.
-pub fn create_etc_file(root: BorrowedFd<'_>, name: &str) -> io::Result<File> {
-    let etc = resolve_in_root(root, Path::new("/etc"), Create::Dir)?;
-    let etc = sys::openat2(etc.as_fd(), Path::new("."), libc::O_DIRECTORY | libc::O_RDONLY, 0, Resolve::Beneath)?;
-    // Made under a name of our own (O_NOFOLLOW: never through a symlink
-    // the image put there), then renamed over NAME, which replaces a
-    // symlink instead of following it.
-    let tmp = format!(".{name}.repeatr");
-    let fd = nix::fcntl::openat(
-        etc.as_fd(),
-        tmp.as_str(),
-        nix::fcntl::OFlag::O_CREAT
-            | nix::fcntl::OFlag::O_TRUNC
-            | nix::fcntl::OFlag::O_WRONLY
-            | nix::fcntl::OFlag::O_NOFOLLOW
-            | nix::fcntl::OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o644),
-    )
-    .map_err(|e| ctx(e.into(), format!("writing /etc/{name}")))?;
-    let f = File::from(fd);
-    nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(0o644)).map_err(io::Error::from)?;
-    nix::fcntl::renameat(etc.as_fd(), tmp.as_str(), etc.as_fd(), name)
-        .map_err(|e| ctx(e.into(), format!("replacing /etc/{name}")))?;
-    Ok(f)
 }
 
 /// Docker's default masked paths: kernel interfaces a job has no business

@@ -79,7 +79,9 @@ fn overlay<S: Syscall>(
         s.fd_path(&upper).to_string_lossy(),
         s.fd_path(&work).to_string_lossy(),
     );
-    s.mount_fs("overlay", &merged, MsFlags::empty(), Some(&data)).map_err(|e| {
+    // nodev: a device node in the image, or one the job makes in its root,
+    // never opens a device (the job's own nodes are binds in /dev).
+    s.mount_fs("overlay", &merged, MsFlags::MS_NODEV, Some(&data)).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("{e} (is the rootfs directory on a filesystem overlayfs accepts as a lower layer?)"),

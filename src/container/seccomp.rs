@@ -10,9 +10,11 @@
 //! evaluated for the job's capabilities: a job that keeps CAP_SYS_ADMIN (a
 //! formula's `sysad` policy) may also mount and unshare.
 //!
-//! build.rs compiles the default profile ahead of time, once per
-//! capability policy, for the target architecture; the child only hands a
-//! ready program to the kernel. `--security-opt seccomp=PROFILE.json`
+//! build.rs compiles the default profile ahead of time for the target
+//! architecture and the capability sets jobs usually have (the default
+//! set, none, all); the child only hands a ready program to the kernel. A
+//! job with another set (`--cap-add SYS_PTRACE`) gets the same profile
+//! compiled on the host before the clone. `--security-opt seccomp=PROFILE.json`
 //! compiles a profile in the same format on the host before the clone
 //! (what the format means here: `profile`); `seccomp=unconfined` loads
 //! none. The compiler is repeatr's own (`profile` + `bpf`): libseccomp
@@ -26,6 +28,7 @@ pub mod error;
 mod profile;
 mod syscalls;
 
+use std::borrow::Cow;
 use std::io;
 use std::path::Path;
 
@@ -36,23 +39,19 @@ use syscalls::Arch;
 use super::spec::{Caps, Seccomp};
 use crate::sys;
 
-/// Docker's default profile compiled by build.rs for the target, one
-/// program per entry of `profile::POLICIES`.
-static DEFAULT_PROGRAMS: [&[libc::sock_filter]; 3] = include!(concat!(env!("OUT_DIR"), "/seccomp_default.rs"));
+// NAMED_CAPS and PRECOMPILED: docker's default profile compiled by
+// build.rs for the target, for the capability sets jobs usually have.
+include!(concat!(env!("OUT_DIR"), "/seccomp_default.rs"));
 
-/// The index of `caps` in `profile::POLICIES` (and `DEFAULT_PROGRAMS`).
-fn policy(caps: Caps) -> usize {
-    match caps {
-        Caps::DockerDefault => 0,
-        Caps::None => 1,
-        Caps::All => 2,
-    }
-}
+/// Docker's default profile (minified by build.rs), for a job whose
+/// capabilities no precompiled filter was made for.
+const DOCKER_DEFAULT: &str = include_str!(concat!(env!("OUT_DIR"), "/docker-default.min.json"));
 
 /// The filter `--security-opt` asks for (docker's syntax; only `seccomp=`
-/// is known): the default without one, none for `seccomp=unconfined`, or
-/// the profile file, compiled here for a job that keeps `caps`.
-pub fn from_security_opts(opts: &[String], caps: Caps) -> Result<Seccomp, SeccompError> {
+/// is known): docker's default without one, none for
+/// `seccomp=unconfined`, or the profile file, compiled here for a job that
+/// keeps `caps`.
+pub fn from_security_opts(opts: &[String], caps: &Caps) -> Result<Seccomp, SeccompError> {
     let mut choice = None;
     for opt in opts {
         let value = opt.strip_prefix("seccomp=").ok_or_else(|| SeccompError::Option(opt.clone()))?;
@@ -62,22 +61,48 @@ pub fn from_security_opts(opts: &[String], caps: Caps) -> Result<Seccomp, Seccom
         choice = Some(match value {
             "unconfined" => Seccomp::Unconfined,
             "" => return Err(SeccompError::Option(opt.clone())),
-            path => Seccomp::Custom(compile_file(Path::new(path), caps)?),
+            path => {
+                let path = Path::new(path);
+                let json =
+                    std::fs::read_to_string(path).map_err(|err| SeccompError::Read { path: path.into(), err })?;
+                Seccomp::Filter(Cow::Owned(compile(&json, path, caps)?))
+            }
         });
     }
-    Ok(choice.unwrap_or(Seccomp::Default))
+    match choice {
+        Some(c) => Ok(c),
+        None => default_for(caps),
+    }
 }
 
-/// A profile file compiled for this machine and a job that keeps `caps`.
-fn compile_file(path: &Path, caps: Caps) -> Result<Vec<libc::sock_filter>, SeccompError> {
-    let json = std::fs::read_to_string(path).map_err(|err| SeccompError::Read { path: path.into(), err })?;
+/// Docker's default profile for a job that keeps `caps`: as build.rs
+/// compiled it, unless the job holds a set of the capabilities the
+/// profile looks at that build.rs did not compile for (`--cap-add
+/// SYS_PTRACE`, say): then compiled now.
+pub fn default_for(caps: &Caps) -> Result<Seccomp, SeccompError> {
+    let names = cap_names(caps);
+    let held: Vec<&str> = NAMED_CAPS.iter().copied().filter(|c| names.iter().any(|n| n == c)).collect();
+    if let Some((_, program)) = PRECOMPILED.iter().find(|(h, _)| *h == held.as_slice()) {
+        return Ok(Seccomp::Filter(Cow::Borrowed(program)));
+    }
+    compile(DOCKER_DEFAULT, Path::new("(built in) docker-default.json"), caps).map(|p| Seccomp::Filter(Cow::Owned(p)))
+}
+
+/// `CAP_CHOWN`, ...: how a profile names them.
+fn cap_names(caps: &Caps) -> Vec<String> {
+    caps.set().iter().map(|c| c.to_string()).collect()
+}
+
+/// `json` compiled for this machine and a job that keeps `caps`.
+fn compile(json: &str, origin: &Path, caps: &Caps) -> Result<Vec<libc::sock_filter>, SeccompError> {
     let arch = Arch::by_target(std::env::consts::ARCH).ok_or(SeccompError::Arch(std::env::consts::ARCH))?;
-    let target = Target { arch, caps: profile::POLICIES[policy(caps)], kernel: running_kernel()? };
-    let compiled = profile::compile(&json, &target).map_err(|err| SeccompError::Profile { path: path.into(), err })?;
+    let caps = cap_names(caps);
+    let target = Target { arch, caps: &caps, kernel: running_kernel()? };
+    let compiled = profile::compile(json, &target).map_err(|err| SeccompError::Profile { path: origin.into(), err })?;
     if !compiled.skipped.is_empty() {
         log::info!(
             "seccomp profile {}: {} has no {} (skipped)",
-            path.display(),
+            origin.display(),
             arch.name,
             compiled.skipped.join(", ")
         );
@@ -100,11 +125,10 @@ fn running_kernel() -> Result<Kernel, SeccompError> {
 /// no_new_privs: without CAP_SYS_ADMIN the kernel takes a filter only
 /// from a task that can no longer gain privileges, so that a filter cannot
 /// mislead a setuid program into running half-blind (seccomp(2)).
-pub fn load(seccomp: &Seccomp, caps: Caps) -> io::Result<()> {
+pub fn load(seccomp: &Seccomp) -> io::Result<()> {
     match seccomp {
         Seccomp::Unconfined => Ok(()),
-        Seccomp::Default => sys::seccomp_set_filter(DEFAULT_PROGRAMS[policy(caps)]),
-        Seccomp::Custom(program) => sys::seccomp_set_filter(program),
+        Seccomp::Filter(program) => sys::seccomp_set_filter(program),
     }
 }
 
@@ -112,10 +136,10 @@ pub fn load(seccomp: &Seccomp, caps: Caps) -> io::Result<()> {
 mod tests {
     use super::bpf::{self, Insn};
     use super::*;
-    use crate::container::security::KEPT_CAPS;
 
-    fn program(caps: Caps) -> Vec<Insn> {
-        DEFAULT_PROGRAMS[policy(caps)].iter().map(|i| Insn { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect()
+    fn program(caps: &Caps) -> Vec<Insn> {
+        let Ok(Seccomp::Filter(p)) = default_for(caps) else { panic!("no filter") };
+        p.iter().map(|i| Insn { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect()
     }
 
     fn arch() -> &'static Arch {
@@ -123,90 +147,93 @@ mod tests {
     }
 
     /// The default filter's verdict on `name(args)` for a job keeping `caps`.
-    fn verdict(caps: Caps, name: &str, args: [u64; 6]) -> u32 {
+    fn verdict(caps: &Caps, name: &str, args: [u64; 6]) -> u32 {
         let nr = arch().number(name).unwrap_or_else(|| panic!("no {name}"));
         bpf::run(&program(caps), arch().audit, nr, args)
     }
 
-    const EPERM: u32 = bpf::RET_ERRNO | 1;
-
-    #[test]
-    fn policies_name_the_capabilities_jobs_keep() {
-        let kept: Vec<String> = KEPT_CAPS.iter().map(|c| c.to_string()).collect();
-        assert_eq!(profile::POLICIES[policy(Caps::DockerDefault)], kept);
-        assert!(profile::POLICIES[policy(Caps::None)].is_empty());
-        let mut all: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
-        let mut listed: Vec<String> = profile::POLICIES[policy(Caps::All)].iter().map(|c| c.to_string()).collect();
-        all.sort();
-        listed.sort();
-        assert_eq!(listed, all);
+    fn with(add: &[&str]) -> Caps {
+        let add: Vec<String> = add.iter().map(|c| c.to_string()).collect();
+        Caps::with_changes(&add, &[]).unwrap()
     }
 
-    /// build.rs's programs are what the runner's own compiler makes.
+    const EPERM: u32 = bpf::RET_ERRNO | 1;
+
+    /// The usual jobs (the default set, none, every capability) get a
+    /// filter build.rs compiled; another set gets the same profile compiled
+    /// on the host, and for the usual sets that is what build.rs made.
     #[test]
-    fn the_embedded_default_is_the_compiled_profile() {
-        let json = include_str!("seccomp/docker-default.json");
-        for caps in [Caps::DockerDefault, Caps::None, Caps::All] {
-            let t = Target { arch: arch(), caps: profile::POLICIES[policy(caps)], kernel: profile::OLDEST_KERNEL };
-            assert_eq!(profile::compile(json, &t).unwrap().program, program(caps), "{caps:?}");
+    fn usual_capability_sets_have_a_filter_compiled_at_build_time() {
+        for caps in [Caps::default_set(), Caps::none(), Caps::all(), with(&["NET_RAW"])] {
+            assert!(matches!(default_for(&caps), Ok(Seccomp::Filter(Cow::Borrowed(_)))), "{caps:?}");
+            let compiled = compile(DOCKER_DEFAULT, Path::new("-"), &caps).unwrap();
+            let Ok(Seccomp::Filter(p)) = default_for(&caps) else { unreachable!() };
+            assert_eq!(format!("{compiled:?}"), format!("{p:?}"), "{caps:?}");
         }
+        let ptrace = with(&["SYS_PTRACE"]);
+        assert!(matches!(default_for(&ptrace), Ok(Seccomp::Filter(Cow::Owned(_)))));
+        assert_eq!(verdict(&ptrace, "kcmp", [0; 6]), bpf::RET_ALLOW);
+        assert_eq!(verdict(&Caps::default_set(), "kcmp", [0; 6]), EPERM);
     }
 
     #[test]
     fn the_default_refuses_namespaces_mounts_and_keyrings() {
-        for caps in [Caps::DockerDefault, Caps::None] {
+        for caps in [Caps::default_set(), Caps::none()] {
             for name in
                 ["unshare", "setns", "mount", "umount2", "keyctl", "add_key", "request_key", "kexec_load", "bpf"]
             {
-                assert_eq!(verdict(caps, name, [0; 6]), EPERM, "{name} {caps:?}");
+                assert_eq!(verdict(&caps, name, [0; 6]), EPERM, "{name} {caps:?}");
             }
-            assert_eq!(verdict(caps, "perf_event_open", [0; 6]), EPERM);
-            assert_eq!(verdict(caps, "io_uring_setup", [0; 6]), EPERM);
+            assert_eq!(verdict(&caps, "perf_event_open", [0; 6]), EPERM);
+            assert_eq!(verdict(&caps, "io_uring_setup", [0; 6]), EPERM);
             // clone3's flags live in memory a filter cannot read: ENOSYS
             // sends glibc back to clone, whose flags it can.
-            assert_eq!(verdict(caps, "clone3", [0; 6]), bpf::RET_ERRNO | 38);
+            assert_eq!(verdict(&caps, "clone3", [0; 6]), bpf::RET_ERRNO | 38);
             let newuser = libc::CLONE_NEWUSER as u64;
-            assert_eq!(verdict(caps, "clone", [newuser | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), EPERM);
-            assert_eq!(verdict(caps, "clone", [libc::CLONE_NEWNET as u64, 0, 0, 0, 0, 0]), EPERM);
+            assert_eq!(verdict(&caps, "clone", [newuser | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), EPERM);
+            assert_eq!(verdict(&caps, "clone", [libc::CLONE_NEWNET as u64, 0, 0, 0, 0, 0]), EPERM);
             let thread =
                 (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD) as u64;
-            assert_eq!(verdict(caps, "clone", [thread, 0, 0, 0, 0, 0]), bpf::RET_ALLOW);
-            assert_eq!(verdict(caps, "socket", [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0]), EPERM);
-            assert_eq!(verdict(caps, "socket", [libc::AF_INET as u64, 1, 0, 0, 0, 0]), bpf::RET_ALLOW);
-            assert_eq!(verdict(caps, "personality", [0xffff_ffff, 0, 0, 0, 0, 0]), bpf::RET_ALLOW);
-            assert_eq!(verdict(caps, "personality", [0x0040_0000, 0, 0, 0, 0, 0]), EPERM);
+            assert_eq!(verdict(&caps, "clone", [thread, 0, 0, 0, 0, 0]), bpf::RET_ALLOW);
+            assert_eq!(verdict(&caps, "socket", [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0]), EPERM);
+            assert_eq!(verdict(&caps, "socket", [libc::AF_INET as u64, 1, 0, 0, 0, 0]), bpf::RET_ALLOW);
+            assert_eq!(verdict(&caps, "personality", [0xffff_ffff, 0, 0, 0, 0, 0]), bpf::RET_ALLOW);
+            assert_eq!(verdict(&caps, "personality", [0x0040_0000, 0, 0, 0, 0, 0]), EPERM);
             for name in ["read", "openat", "execve", "wait4", "mkdirat", "rt_sigreturn", "exit_group", "ptrace"] {
-                assert_eq!(verdict(caps, name, [0; 6]), bpf::RET_ALLOW, "{name} {caps:?}");
+                assert_eq!(verdict(&caps, name, [0; 6]), bpf::RET_ALLOW, "{name} {caps:?}");
             }
         }
         // Newer than anything docker's profile names (it stops at
         // removexattrat, 466): ENOSYS, so that a program falls back.
         for name in ["open_tree_attr", "file_getattr", "listns"] {
-            assert_eq!(verdict(Caps::DockerDefault, name, [0; 6]), bpf::RET_ERRNO | 38, "{name}");
+            assert_eq!(verdict(&Caps::default_set(), name, [0; 6]), bpf::RET_ERRNO | 38, "{name}");
         }
         // chroot follows CAP_SYS_CHROOT, as in docker.
-        assert_eq!(verdict(Caps::DockerDefault, "chroot", [0; 6]), bpf::RET_ALLOW);
-        assert_eq!(verdict(Caps::None, "chroot", [0; 6]), EPERM);
+        assert_eq!(verdict(&Caps::default_set(), "chroot", [0; 6]), bpf::RET_ALLOW);
+        assert_eq!(verdict(&Caps::none(), "chroot", [0; 6]), EPERM);
     }
 
-    /// A job that keeps every capability (a formula's `sysad`) may do what
-    /// CAP_SYS_ADMIN allows, as under docker; never keyrings or kexec.
+    /// A job that keeps CAP_SYS_ADMIN (a formula's `sysad`, `--cap-add
+    /// ALL`) may do what docker allows it; never keyrings or kexec.
     #[test]
-    fn every_capability_opens_what_docker_opens_for_it() {
-        for name in ["unshare", "setns", "mount", "clone3", "bpf", "perf_event_open"] {
-            assert_eq!(verdict(Caps::All, name, [0; 6]), bpf::RET_ALLOW, "{name}");
+    fn sys_admin_opens_what_docker_opens_for_it() {
+        for caps in [Caps::all(), with(&["SYS_ADMIN"])] {
+            for name in ["unshare", "setns", "mount", "clone3"] {
+                assert_eq!(verdict(&caps, name, [0; 6]), bpf::RET_ALLOW, "{name}");
+            }
+            assert_eq!(verdict(&caps, "clone", [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]), bpf::RET_ALLOW);
+            for name in ["keyctl", "add_key", "request_key", "kexec_load"] {
+                assert_eq!(verdict(&caps, name, [0; 6]), EPERM, "{name}");
+            }
         }
-        assert_eq!(verdict(Caps::All, "clone", [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]), bpf::RET_ALLOW);
-        for name in ["keyctl", "add_key", "request_key", "kexec_load"] {
-            assert_eq!(verdict(Caps::All, name, [0; 6]), EPERM, "{name}");
-        }
+        assert_eq!(verdict(&Caps::all(), "perf_event_open", [0; 6]), bpf::RET_ALLOW);
     }
 
     /// Only the native ABI: i386 (on x86_64) or arm (on aarch64) calls and
     /// x32 numbers kill the process.
     #[test]
     fn other_abis_are_killed() {
-        let prog = program(Caps::DockerDefault);
+        let prog = program(&Caps::default_set());
         for foreign in [0x4000_0003u32, 0x4000_0028, 0] {
             assert_eq!(bpf::run(&prog, foreign, 0, [0; 6]), bpf::RET_KILL_PROCESS);
         }
@@ -217,17 +244,18 @@ mod tests {
 
     #[test]
     fn security_opts() {
-        assert!(matches!(from_security_opts(&[], Caps::DockerDefault), Ok(Seccomp::Default)));
+        let caps = Caps::default_set();
+        assert!(matches!(from_security_opts(&[], &caps), Ok(Seccomp::Filter(Cow::Borrowed(_)))));
         let unconfined = ["seccomp=unconfined".to_string()];
-        assert!(matches!(from_security_opts(&unconfined, Caps::DockerDefault), Ok(Seccomp::Unconfined)));
+        assert!(matches!(from_security_opts(&unconfined, &caps), Ok(Seccomp::Unconfined)));
         let twice = ["seccomp=unconfined".to_string(), "seccomp=unconfined".to_string()];
-        assert!(matches!(from_security_opts(&twice, Caps::DockerDefault), Err(SeccompError::Twice)));
+        assert!(matches!(from_security_opts(&twice, &caps), Err(SeccompError::Twice)));
         for bad in ["apparmor=unconfined", "seccomp", "seccomp="] {
-            let e = from_security_opts(&[bad.to_string()], Caps::DockerDefault).unwrap_err();
+            let e = from_security_opts(&[bad.to_string()], &caps).unwrap_err();
             assert!(matches!(e, SeccompError::Option(_)), "{bad}: {e}");
         }
         let missing = ["seccomp=/nonexistent/profile.json".to_string()];
-        let e = from_security_opts(&missing, Caps::DockerDefault).unwrap_err().to_string();
+        let e = from_security_opts(&missing, &caps).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/profile.json") && e.contains("cannot be read"), "{e}");
     }
 

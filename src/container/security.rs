@@ -9,24 +9,6 @@ use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 use super::spec::{Caps, User};
 use crate::sys;
 
-/// Docker's default capability set: what a job keeps even as root.
-pub const KEPT_CAPS: [Capability; 14] = [
-    Capability::CAP_CHOWN,
-    Capability::CAP_DAC_OVERRIDE,
-    Capability::CAP_FSETID,
-    Capability::CAP_FOWNER,
-    Capability::CAP_MKNOD,
-    Capability::CAP_NET_RAW,
-    Capability::CAP_SETGID,
-    Capability::CAP_SETUID,
-    Capability::CAP_SETFCAP,
-    Capability::CAP_SETPCAP,
-    Capability::CAP_NET_BIND_SERVICE,
-    Capability::CAP_SYS_CHROOT,
-    Capability::CAP_KILL,
-    Capability::CAP_AUDIT_WRITE,
-];
-
 fn caps_err(e: caps::errors::CapsError) -> io::Error {
     io::Error::other(e.to_string())
 }
@@ -34,12 +16,8 @@ fn caps_err(e: caps::errors::CapsError) -> io::Error {
 /// Shrinks the bounding set first (it needs CAP_SETPCAP, which a later
 /// setuid to a non-root user would take away), then switches identity, then
 /// sets the remaining sets for what is left.
-pub fn drop_privileges(user: User, policy: Caps) -> io::Result<()> {
-    let kept: HashSet<Capability> = match policy {
-        Caps::DockerDefault => KEPT_CAPS.into_iter().collect(),
-        Caps::None => HashSet::new(),
-        Caps::All => caps::all(),
-    };
+pub fn drop_privileges(user: User, policy: &Caps) -> io::Result<()> {
+    let kept: &HashSet<Capability> = policy.set();
     for cap in caps::all() {
         if !kept.contains(&cap) {
             // EINVAL: the running kernel does not know this capability.
@@ -62,8 +40,8 @@ pub fn drop_privileges(user: User, policy: Caps) -> io::Result<()> {
     caps::clear(None, CapSet::Inheritable).map_err(caps_err)?;
     if user.uid == 0 {
         // Effective must shrink before permitted: it may never exceed it.
-        caps::set(None, CapSet::Effective, &kept).map_err(caps_err)?;
-        caps::set(None, CapSet::Permitted, &kept).map_err(caps_err)?;
+        caps::set(None, CapSet::Effective, kept).map_err(caps_err)?;
+        caps::set(None, CapSet::Permitted, kept).map_err(caps_err)?;
     }
     // The kernel already emptied permitted/effective on a setuid away from
     // root (no SECBIT_KEEP_CAPS): a non-root job has no capabilities.
@@ -89,4 +67,20 @@ pub fn die_with_parent() -> io::Result<()> {
 pub fn reset_signals() -> io::Result<()> {
     sys::default_signal_dispositions()?;
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
+}
+
+/// A session keyring of the job's own, joined while still root (so the
+/// key quota charged is root's, not that of a `--user` shared by many
+/// jobs): the runner's session keyring, and so any key the host put in it,
+/// is out of the job's reach. The user keyring (per uid) is shared by
+/// design; the seccomp profile keeps the job away from keyctl altogether.
+pub fn new_session_keyring() -> io::Result<()> {
+    sys::join_new_session_keyring()
+}
+
+/// `net.ipv4.ping_group_range` = every gid, for the job's netns: `/proc`
+/// is still the host's here, but net sysctls are those of the opener's
+/// network namespace, the job's.
+pub fn allow_ping_sockets() -> io::Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
 }

@@ -3,11 +3,15 @@
 //! child only ever works from file descriptors, never from host paths that
 //! its own mounts could hide or an image could redirect.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+
+use caps::Capability;
 
 use super::seccomp::error::SeccompError;
 use crate::sys;
@@ -31,6 +35,14 @@ pub enum SpecError {
     Env(String),
     #[error("bad --user {0:?}: expected UID[:GID] as numbers, e.g. 1000:1000")]
     User(String),
+    #[error(
+        "{what} {id} is (uid_t)-1, which setresuid/setresgid read as \"leave unchanged\" (the job would stay root); use 0..=4294967294"
+    )]
+    UnchangedId { what: &'static str, id: u32 },
+    #[error(
+        "bad {flag} {name:?}: not a capability; use a name from capabilities(7), e.g. NET_RAW or CAP_NET_RAW, or ALL"
+    )]
+    Capability { flag: &'static str, name: String },
     #[error("bad --workdir {0:?}: it must be an absolute path without '..'")]
     Workdir(String),
     #[error("bad --hostname {0:?}: use 1-63 letters, digits, '-' or '.'")]
@@ -83,28 +95,85 @@ pub struct User {
     pub gid: u32,
 }
 
-/// The capabilities a root job keeps (a non-root job has none).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Caps {
-    /// Docker's default set.
-    DockerDefault,
-    /// None at all.
-    None,
-    /// Every capability.
-    All,
+/// The capabilities a root job keeps (a non-root job has none), decided on
+/// the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caps(HashSet<Capability>);
+
+/// podman's default set: Docker's without MKNOD (device nodes: with it a
+/// root job made a node for a host loop device and wrote through it),
+/// NET_RAW (raw sockets: ARP and source-address spoofing of other jobs;
+/// ping works without it, see `ping_group_range` in init) and AUDIT_WRITE.
+pub const DEFAULT_CAPS: [Capability; 11] = [
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FOWNER,
+    Capability::CAP_FSETID,
+    Capability::CAP_KILL,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_SETFCAP,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_SETUID,
+    Capability::CAP_SYS_CHROOT,
+];
+
+impl Caps {
+    pub fn default_set() -> Caps {
+        Caps(DEFAULT_CAPS.into_iter().collect())
+    }
+
+    pub fn none() -> Caps {
+        Caps(HashSet::new())
+    }
+
+    pub fn all() -> Caps {
+        Caps(caps::all())
+    }
+
+    /// `--cap-add` / `--cap-drop` applied to the default set, as Docker and
+    /// podman do: `ALL` in the adds starts from every capability, `ALL` in
+    /// the drops from none; then the drops go and the adds come, so a
+    /// capability both dropped and added is kept. Names as in
+    /// capabilities(7), with or without `CAP_`, in any case.
+    pub fn with_changes(add: &[String], drop: &[String]) -> Result<Caps, SpecError> {
+        let is_all = |v: &[String]| v.iter().any(|c| c.eq_ignore_ascii_case("all"));
+        let mut set = if is_all(add) {
+            Caps::all()
+        } else if is_all(drop) {
+            Caps::none()
+        } else {
+            Caps::default_set()
+        };
+        for name in drop.iter().filter(|c| !c.eq_ignore_ascii_case("all")) {
+            set.0.remove(&parse_cap("--cap-drop", name)?);
+        }
+        for name in add.iter().filter(|c| !c.eq_ignore_ascii_case("all")) {
+            set.0.insert(parse_cap("--cap-add", name)?);
+        }
+        Ok(set)
+    }
+
+    pub fn set(&self) -> &HashSet<Capability> {
+        &self.0
+    }
+}
+
+fn parse_cap(flag: &'static str, name: &str) -> Result<Capability, SpecError> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    full.parse().map_err(|_| SpecError::Capability { flag, name: name.to_string() })
 }
 
 /// The seccomp filter the job gets, loaded right before its exec
 /// (`container::seccomp`).
 #[derive(Debug)]
 pub enum Seccomp {
-    /// Docker's default profile, for the job's capabilities; compiled at
-    /// build time.
-    Default,
     /// No filter (`--security-opt seccomp=unconfined`).
     Unconfined,
-    /// A profile file, compiled on the host before the clone.
-    Custom(Vec<libc::sock_filter>),
+    /// A program ready for the kernel: docker's default profile as build.rs
+    /// compiled it, or a profile compiled on the host before the clone.
+    Filter(Cow<'static, [libc::sock_filter]>),
 }
 
 /// A directory to create in the job's root before it starts.
@@ -147,6 +216,21 @@ pub struct Spec {
     /// The job's stdout goes to the runner's stderr (a formula run keeps
     /// stdout for its record).
     pub stdout_to_stderr: bool,
+}
+
+impl Spec {
+    /// Every fd the spec holds (rootfs, bind sources, wares): all the
+    /// child keeps open besides 0-2 and its pipes.
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let mut fds = vec![match &self.rootfs {
+            Rootfs::Dir { tree, .. } => tree.as_raw_fd(),
+            Rootfs::Tar { file, .. } => file.as_raw_fd(),
+        }];
+        fds.extend(self.mounts.iter().map(|m| m.source.as_raw_fd()));
+        fds.extend(self.wares.iter().map(|(_, f)| f.as_raw_fd()));
+        fds
+    }
 }
 
 /// Opens a rootfs argument: `-` for stdin, a directory, or a tar file.
@@ -259,7 +343,22 @@ pub fn parse_user(s: &str) -> Result<User, SpecError> {
         Some(g) => g.parse().map_err(|_| bad())?,
         None => uid,
     };
-    Ok(User { uid, gid })
+    User::new(uid, gid)
+}
+
+impl User {
+    /// A job's identity; uid or gid 4294967295 is refused: it is -1 to
+    /// setresuid(2) and setresgid(2), "unchanged", so the job would keep
+    /// the runner's root.
+    pub fn new(uid: u32, gid: u32) -> Result<User, SpecError> {
+        if uid == u32::MAX {
+            return Err(SpecError::UnchangedId { what: "uid", id: uid });
+        }
+        if gid == u32::MAX {
+            return Err(SpecError::UnchangedId { what: "gid", id: gid });
+        }
+        Ok(User { uid, gid })
+    }
 }
 
 /// Checks a `KEY=VALUE` environment entry.
@@ -332,9 +431,31 @@ mod tests {
         assert_eq!(parse_user("1000").unwrap(), User { uid: 1000, gid: 1000 });
         assert_eq!(parse_user("1:2").unwrap(), User { uid: 1, gid: 2 });
         assert!(parse_user("bob").is_err() && parse_user("1:").is_err());
+        assert!(matches!(parse_user("4294967295"), Err(SpecError::UnchangedId { what: "uid", .. })));
+        assert!(matches!(parse_user("0:4294967295"), Err(SpecError::UnchangedId { what: "gid", .. })));
+        assert!(parse_user("4294967294:4294967294").is_ok());
         assert!(check_env("A=b").is_ok() && check_env("=b").is_err() && check_env("A").is_err());
         let env = build_env(&["PATH=/x".into(), "FOO=bar".into()], "h");
         assert_eq!(env, vec!["HOSTNAME=h", "PATH=/x", "FOO=bar"]);
+    }
+
+    #[test]
+    fn capability_changes_follow_docker() {
+        let none: [String; 0] = [];
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(Caps::with_changes(&none, &none).unwrap(), Caps::default_set());
+        let raw = Caps::with_changes(&s(&["net_raw"]), &none).unwrap();
+        assert!(raw.set().contains(&Capability::CAP_NET_RAW) && raw.set().len() == DEFAULT_CAPS.len() + 1);
+        let only = Caps::with_changes(&s(&["CAP_NET_BIND_SERVICE"]), &s(&["ALL"])).unwrap();
+        assert_eq!(only.set().len(), 1);
+        let kept = Caps::with_changes(&s(&["CHOWN"]), &s(&["chown"])).unwrap();
+        assert!(kept.set().contains(&Capability::CAP_CHOWN), "add wins over drop");
+        assert_eq!(Caps::with_changes(&s(&["all"]), &none).unwrap(), Caps::all());
+        let e = Caps::with_changes(&s(&["FLY"]), &none).unwrap_err().to_string();
+        assert!(e.contains("--cap-add \"FLY\"") && e.contains("capabilities(7)"), "{e}");
+        for cap in [Capability::CAP_MKNOD, Capability::CAP_NET_RAW, Capability::CAP_AUDIT_WRITE] {
+            assert!(!Caps::default_set().set().contains(&cap), "{cap} in the default set");
+        }
     }
 
     #[test]

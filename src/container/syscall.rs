@@ -53,6 +53,10 @@ pub trait Syscall {
     /// Whether `fd` names a directory.
     fn is_dir(&self, fd: &Self::Fd) -> io::Result<bool>;
 
+    /// Whether `a` and `b` are on one filesystem (the same st_dev): the
+    /// job's root, or a host directory bound into it.
+    fn same_fs(&self, a: &Self::Fd, b: &Self::Fd) -> io::Result<bool>;
+
     /// The path that names `fd` in mount options ([`sys::fd_path`]).
     fn fd_path(&self, fd: &Self::Fd) -> CString;
 
@@ -119,6 +123,11 @@ impl Syscall for Linux {
 
     fn is_dir(&self, fd: &OwnedFd) -> io::Result<bool> {
         Ok(File::from(fd.try_clone()?).metadata()?.is_dir())
+    }
+
+    fn same_fs(&self, a: &OwnedFd, b: &OwnedFd) -> io::Result<bool> {
+        let dev = |fd: &OwnedFd| nix::sys::stat::fstat(fd.as_fd()).map(|st| st.st_dev).map_err(io::Error::from);
+        Ok(dev(a)? == dev(b)?)
     }
 
     fn fd_path(&self, fd: &OwnedFd) -> CString {

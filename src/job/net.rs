@@ -11,8 +11,8 @@ use std::path::Path;
 use crate::config::{Config, NetworkConfig};
 use crate::container::Launched;
 use crate::error::Error;
-use crate::network::{HostNet, PendingVeth, VethSpec};
-use crate::state::{Lease, LeaseRequest, StateDir};
+use crate::network::{Deletion, HostNet, LinkOwner, PendingVeth, VethSpec};
+use crate::state::{Lease, LeaseRequest, StateDir, private_dir};
 
 pub struct JobNet {
     state: StateDir,
@@ -44,7 +44,7 @@ impl JobNet {
         command: &[String],
     ) -> Result<JobNet, Error> {
         let config = Config::load(config_path)?.network;
-        let mut host = HostNet::open()?;
+        let mut host = HostNet::open(state_owner(state_dir)?)?;
         let routes = host.routes_overlapping(config.subnet)?;
         config.validate(&routes)?;
         log::trace!("config checked against the {} host routes that overlap its subnet", routes.len());
@@ -89,16 +89,17 @@ impl JobNet {
 
     /// Host veths of slots whose dead owners this lease reclaimed: each one
     /// is deleted while we hold that slot's lock, so it cannot be a veth a
-    /// new job has just created.
+    /// new job has just created, and only if it carries this state dir's
+    /// marker.
     fn clean_reclaimed_slots(&mut self) {
         let Some(lease) = &self.lease else { return };
         for &slot in &lease.reclaimed {
             match self.state.try_lock_slot(&self.config.bridge, slot) {
-                Ok(Some(lock)) => {
-                    if let Err(e) = self.host.delete_link(&lock.iface()) {
-                        log::warn!("deleting leftover {}: {e}", lock.iface());
-                    }
-                }
+                Ok(Some(lock)) => match self.host.delete_own_link(&lock.iface()) {
+                    Ok(Deletion::Kept(other)) => log::warn!("left {} alone: it {other}", lock.iface()),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("deleting leftover {}: {e}", lock.iface()),
+                },
                 Ok(None) => {}
                 Err(e) => log::warn!("slot {slot}: {e}"),
             }
@@ -138,6 +139,20 @@ impl JobNet {
         }
         log::debug!("lease released");
         if errors.is_empty() { Ok(()) } else { Err(Error::Teardown(errors.join("; "))) }
+    }
+}
+
+/// Whose links this job's bridge and veth are: its state dir's, made
+/// here if this is its first run (the lease thread makes it too, but the
+/// bridge is checked against it meanwhile). One statx on the usual path.
+fn state_owner(dir: &Path) -> Result<LinkOwner, Error> {
+    let err = |err| Error::StateDir { path: dir.to_path_buf(), err };
+    match LinkOwner::of_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            private_dir(dir).map_err(err)?;
+            LinkOwner::of_dir(dir).map_err(err)
+        }
+        r => r.map_err(err),
     }
 }
 

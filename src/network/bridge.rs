@@ -5,26 +5,43 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 
 use super::address::add_address;
 use super::error::NetworkError;
 use super::iface::{check_ifname, check_mtu, mac_for_ip};
-use super::link::{get_link, host_socket, link_info, set_up};
+use super::link::{
+    alias_message, delete_index, get_link, host_socket, link_info, link_name, pending_name, rename_message, set_up,
+    up_message,
+};
 use super::netlink::{Netlink, NlError};
+use super::owner::{Foreign, LinkOwner, Role};
 use crate::config::{check_gateway, check_subnet};
 
 /// Creates the bridge `name` if it is missing, else makes sure it is up and
 /// carries `gateway`/prefix; returns its ifindex. Safe to race with other
-/// runners doing the same: whoever loses the creation sees EEXIST and goes
-/// on with the bridge the winner made.
+/// runners doing the same: whoever loses the creation goes on with the
+/// bridge the winner made.
+///
+/// The bridge is `owner`'s: one we create carries its marker, and an
+/// existing one that does not (another state dir's, or not repeatr's) is
+/// refused before anything about it is changed. Runners of two state dirs
+/// on one bridge would hand out the same addresses and delete each other's
+/// veths. The marker comes back with the lookup done anyway, so checking it
+/// costs no round trip.
 ///
 /// A bridge we create gets a MAC pinned from the gateway IP: without one,
 /// the kernel gives the bridge the lowest MAC of its ports, so it changes
 /// whenever a job comes or goes and neighbours' ARP entries for the gateway
 /// go stale until they time out.
-pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Result<u32, NetworkError> {
-    ensure_bridge_with(&mut host_socket()?, name, gateway, subnet, mtu)
+pub fn ensure_bridge(
+    name: &str,
+    gateway: Ipv4Addr,
+    subnet: Ipv4Net,
+    mtu: u32,
+    owner: &LinkOwner,
+) -> Result<u32, NetworkError> {
+    ensure_bridge_with(&mut host_socket()?, name, gateway, subnet, mtu, owner)
 }
 
 /// [`ensure_bridge`] on an open host socket.
@@ -34,6 +51,7 @@ pub(crate) fn ensure_bridge_with(
     gateway: Ipv4Addr,
     subnet: Ipv4Net,
     mtu: u32,
+    owner: &LinkOwner,
 ) -> Result<u32, NetworkError> {
     check_bridge(name, gateway, subnet, mtu)?;
 
@@ -42,11 +60,7 @@ pub(crate) fn ensure_bridge_with(
     let link = match lookup(nl)? {
         Some(l) => l,
         None => {
-            match create_bridge(nl, name, gateway, mtu) {
-                Ok(()) => {}
-                Err(e) if e.raw() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(NetworkError::netlink(format!("create bridge {name}"), e)),
-            }
+            create_bridge(nl, name, gateway, mtu, owner)?;
             lookup(nl)?.ok_or_else(|| NetworkError::Unexpected {
                 op: format!("create bridge {name}"),
                 reason: "it vanished right after creation (deleted concurrently?)".into(),
@@ -62,6 +76,15 @@ pub(crate) fn ensure_bridge_with(
                 info.kind.as_deref().unwrap_or("device of unknown kind")
             ),
         });
+    }
+    if let Err(other) = owner.check(info.alias.as_deref()) {
+        let ours = owner.label().to_string();
+        return Err(NetworkError::NotOurs(Box::new(Foreign {
+            name: name.to_string(),
+            role: Role::Bridge,
+            owner: other,
+            ours,
+        })));
     }
     if !info.up {
         set_up(nl, info.index).map_err(|e| NetworkError::netlink(format!("bring bridge {name} up"), e))?;
@@ -84,17 +107,81 @@ fn check_bridge(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Res
     check_mtu(name, mtu)
 }
 
-fn create_bridge(nl: &mut Netlink, name: &str, gateway: Ipv4Addr, mtu: u32) -> Result<(), NlError> {
+/// Makes the bridge `name`, marked as `owner`'s and up. The kernel ignores
+/// IFLA_IFALIAS in a creating RTM_NEWLINK (measured on 6.18: the alias is
+/// set by RTM_SETLINK only), and a bridge that had its name before its
+/// marker could be refused by a runner of this very state dir looking at
+/// that moment. So it is made down under a pending name, marked, and only
+/// then renamed and brought up, which a rename needs in that order (the
+/// kernel refuses to rename a running link). If another runner's bridge
+/// took the name first (EEXIST), ours is deleted and the caller goes on
+/// with, and checks, theirs.
+fn create_bridge(
+    nl: &mut Netlink,
+    name: &str,
+    gateway: Ipv4Addr,
+    mtu: u32,
+    owner: &LinkOwner,
+) -> Result<(), NetworkError> {
+    let (pending, index) = create_pending_bridge(nl, gateway, mtu)
+        .map_err(|e| NetworkError::netlink(format!("create bridge {name}"), e))?;
+    let op = |i: usize| match i {
+        0 => format!("mark bridge {pending} as {}'s", owner.label()),
+        1 => format!("rename bridge {pending} to {name}"),
+        _ => format!("bring bridge {name} up"),
+    };
+    let steps =
+        vec![(alias_message(index, &owner.alias()), 0), (rename_message(index, name), 0), (up_message(index), 0)];
+    match nl.request_all(steps) {
+        Ok(()) => Ok(()),
+        Err((1, e)) if e.raw() == Some(libc::EEXIST) => delete_index(nl, index, &pending).map(drop),
+        Err((i, e)) => {
+            let failed = NetworkError::netlink(op(i), e);
+            Err(match delete_index(nl, index, &pending) {
+                Ok(_) => failed,
+                Err(d) => NetworkError::Multiple(vec![failed, d]),
+            })
+        }
+    }
+}
+
+/// A new bridge, down, under a pending name: (name, ifindex). A pending
+/// name some other link has is not ours to delete: the next one is tried.
+fn create_pending_bridge(nl: &mut Netlink, gateway: Ipv4Addr, mtu: u32) -> Result<(String, u32), NlError> {
+    let mut name = pending_name();
+    let echoed = match nl.request_echo(new_bridge_message(&name, gateway, mtu), NLM_F_CREATE | NLM_F_EXCL) {
+        Err(e) if e.raw() == Some(libc::EEXIST) => {
+            name = pending_name();
+            nl.request_echo(new_bridge_message(&name, gateway, mtu), NLM_F_CREATE | NLM_F_EXCL)
+        }
+        r => r,
+    }?;
+    let index = echoed.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(l) if link_name(l) == Some(name.as_str()) => Some(l.header.index),
+        _ => None,
+    });
+    // A kernel without NLM_F_ECHO for new links (before 6.1) only ACKs.
+    let index = match index {
+        Some(i) => i,
+        None => get_link(nl, &name)?.map(|l| l.header.index).ok_or_else(|| {
+            NlError::from(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the new bridge vanished (deleted concurrently?)",
+            ))
+        })?,
+    };
+    Ok((name, index))
+}
+
+fn new_bridge_message(name: &str, gateway: Ipv4Addr, mtu: u32) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
-    msg.header.flags = LinkFlags::Up;
-    msg.header.change_mask = LinkFlags::Up;
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
     // An address given at creation marks it NET_ADDR_SET, which tells the
     // bridge code never to replace it with a port's MAC.
     msg.attributes.push(LinkAttribute::Address(mac_for_ip(gateway).to_vec()));
     msg.attributes.push(LinkAttribute::Mtu(mtu));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
-    nl.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    RouteNetlinkMessage::NewLink(msg)
 }
 
 #[cfg(test)]

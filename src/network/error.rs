@@ -3,6 +3,7 @@
 use std::io;
 
 use super::netlink::NlError;
+use super::owner::Foreign;
 
 /// A network setup or teardown step that failed: which step, on which
 /// interface / netns, and the kernel's errno (plus its extended-ACK text).
@@ -16,6 +17,10 @@ pub enum NetworkError {
     InvalidName { name: String, reason: &'static str },
     #[error("{op}: {reason}")]
     Unexpected { op: String, reason: String },
+    /// A link set-up needs is another state dir's or not repeatr's: it
+    /// is left as it is.
+    #[error("{0}")]
+    NotOurs(Box<Foreign>),
     /// Every error of a step that goes on after failures (teardown).
     #[error("{}", join_errors(.0))]
     Multiple(Vec<NetworkError>),

@@ -1,5 +1,7 @@
 //! Link-level requests shared by the bridge and veth code: look a link up by
-//! name, bring one up, delete one, list them.
+//! name, bring one up, mark one, delete one (ours only), list them.
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -7,6 +9,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use super::error::NetworkError;
 use super::iface::check_ifname;
 use super::netlink::{Netlink, NlError};
+use super::owner::{LinkOwner, OtherOwner};
 
 /// Every netns gets its loopback device first, so it is always ifindex 1
 /// (LOOPBACK_IFINDEX in the kernel).
@@ -23,14 +26,22 @@ pub(crate) struct LinkInfo {
     pub up: bool,
     pub kind: Option<String>,
     pub master: Option<u32>,
+    /// IFLA_IFALIAS: repeatr's marker on the links it made (see `owner`).
+    pub alias: Option<String>,
 }
 
 pub(crate) fn link_info(msg: &LinkMessage) -> LinkInfo {
-    let mut info =
-        LinkInfo { index: msg.header.index, up: msg.header.flags.contains(LinkFlags::Up), kind: None, master: None };
+    let mut info = LinkInfo {
+        index: msg.header.index,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        kind: None,
+        master: None,
+        alias: None,
+    };
     for a in &msg.attributes {
         match a {
             LinkAttribute::Controller(m) => info.master = Some(*m),
+            LinkAttribute::IfAlias(alias) => info.alias = Some(alias.clone()),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let netlink_packet_route::link::LinkInfo::Kind(k) = i {
@@ -98,29 +109,98 @@ pub(crate) fn rename_message(index: u32, name: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(msg)
 }
 
-/// Deletes a link by name; Ok(false) if it did not exist (teardown and gc
-/// call it on names that may already be gone). Deleting either end of a veth
-/// deletes the pair.
-pub fn delete_link(name: &str) -> Result<bool, NetworkError> {
-    check_ifname(name)?;
-    let mut nl = host_socket()?;
-    delete_link_with(&mut nl, name)
+/// The SETLINK that gives link `index` the alias `alias` (repeatr's marker).
+pub(crate) fn alias_message(index: u32, alias: &str) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+    RouteNetlinkMessage::SetLink(msg)
 }
 
-pub(crate) fn delete_link_with(nl: &mut Netlink, name: &str) -> Result<bool, NetworkError> {
+/// Deletes a link by name, whoever made it; Ok(false) if it did not exist.
+/// Deleting either end of a veth deletes the pair. For tests and tools
+/// that know the link is theirs: repeatr's own set-up and `gc` delete
+/// with [`delete_own_link`], which leaves other state dirs' links alone.
+pub fn delete_link(name: &str) -> Result<bool, NetworkError> {
+    check_ifname(name)?;
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-    match nl.request(RouteNetlinkMessage::DelLink(msg), 0) {
+    match host_socket()?.request(RouteNetlinkMessage::DelLink(msg), 0) {
         Ok(()) => Ok(true),
         Err(e) if e.raw() == Some(libc::ENODEV) => Ok(false),
         Err(e) => Err(NetworkError::netlink(format!("delete link {name}"), e)),
     }
 }
 
+/// Deletes link `index` (`name` is for the message); Ok(false) if it is
+/// gone already.
+pub(crate) fn delete_index(nl: &mut Netlink, index: u32, name: &str) -> Result<bool, NetworkError> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    match nl.request(RouteNetlinkMessage::DelLink(msg), 0) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw() == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(NetworkError::netlink(format!("delete {name} (#{index})"), e)),
+    }
+}
+
+/// What [`delete_own_link`] did (or, in a dry run, would do).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// No link of that name.
+    Missing,
+    /// The link is not this state dir's: left as it is.
+    Kept(OtherOwner),
+}
+
+/// Deletes the host link `name` if it carries `owner`'s marker; another
+/// state dir's link, or one repeatr did not make, is kept (and said so).
+/// `dry_run` only looks.
+pub fn delete_own_link(name: &str, owner: &LinkOwner, dry_run: bool) -> Result<Deletion, NetworkError> {
+    delete_own_with(&mut host_socket()?, name, owner, dry_run)
+}
+
+pub(crate) fn delete_own_with(
+    nl: &mut Netlink,
+    name: &str,
+    owner: &LinkOwner,
+    dry_run: bool,
+) -> Result<Deletion, NetworkError> {
+    check_ifname(name)?;
+    let Some(link) = get_link(nl, name).map_err(|e| NetworkError::netlink(format!("look up {name}"), e))? else {
+        return Ok(Deletion::Missing);
+    };
+    let info = link_info(&link);
+    if let Err(other) = owner.check(info.alias.as_deref()) {
+        return Ok(Deletion::Kept(other));
+    }
+    if dry_run {
+        return Ok(Deletion::Deleted);
+    }
+    // By ifindex: the link deleted is the one just judged, even if it was
+    // renamed meanwhile (a job's teardown renames its veth) and another
+    // took its name.
+    Ok(if delete_index(nl, info.index, name)? { Deletion::Deleted } else { Deletion::Missing })
+}
+
 /// Names of the host links whose name starts with `prefix` (gc lists
 /// leftover `{bridge}-*` veths with it).
 pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
     list_links(|name, _| name.starts_with(prefix))
+}
+
+/// Bridges a runner left half made (see `bridge::create_bridge`): named
+/// `rpt+<pid>-<n>` by a runner that no longer runs. `gc` deletes those
+/// that carry its marker. The pid is the creator's in its own pid
+/// namespace; one of another pid namespace with the same state dir looks
+/// dead from here and loses its half-made bridge, which fails its job's
+/// set-up with an error, never another job.
+pub fn stale_pending_bridges() -> Result<Vec<String>, NetworkError> {
+    list_links(|name, l| {
+        link_info(l).kind.as_deref() == Some("bridge")
+            && pending_pid(name).is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    })
 }
 
 /// Retired host veths (see [`HostNet::retire_link`](super::HostNet::retire_link))
@@ -157,6 +237,32 @@ pub fn loopback_up() -> Result<(), NetworkError> {
     set_up(&mut nl, LOOPBACK_IFINDEX).map_err(|e| NetworkError::netlink("bring lo up in the job netns", e))
 }
 
+/// Names of links made before they can have their own: `rpt+<pid>-<n>`
+/// (hex), renamed once they can (a job's veth once its lease is known, a
+/// bridge once it carries its marker). `+` occurs in no bridge or job veth
+/// name, nor in retired ones (`rpt~`). A runner killed in between leaves
+/// no veth behind (its job dies with it, and the kernel destroys the pair
+/// with the job's netns), but may leave a bridge: see
+/// [`stale_pending_bridges`].
+pub const PENDING_PREFIX: &str = "rpt+";
+
+/// The next pending name of this process. Another link may have it (a
+/// runner of the same pid in another pid namespace): callers that meet
+/// EEXIST take the next one rather than delete a link they cannot tell
+/// from a live one.
+pub(crate) fn pending_name() -> String {
+    static MADE: AtomicU32 = AtomicU32::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed) & 0xffff;
+    format!("{PENDING_PREFIX}{:x}-{n:x}", std::process::id())
+}
+
+/// The pid in a pending name.
+fn pending_pid(name: &str) -> Option<u32> {
+    let (pid, n) = name.strip_prefix(PENDING_PREFIX)?.split_once('-')?;
+    u16::from_str_radix(n, 16).ok()?;
+    u32::from_str_radix(pid, 16).ok()
+}
+
 /// Names of retired host veths: `rpt~` and the link's ifindex in hex. An
 /// ifindex is unique among the links that exist, so two retirees never
 /// clash, whatever bridge or slot they came from; `~` occurs in no bridge
@@ -175,13 +281,26 @@ pub const RETIRED_PREFIX: &str = "rpt~";
 /// `index` is the link's ifindex if the caller knows it (from creating
 /// it), which saves looking it up. An ifindex is not reused while the
 /// kernel has others to hand out, so a known one still names this link or
-/// none.
-pub(crate) fn retire_link(nl: &mut Netlink, name: &str, index: Option<u32>) -> Result<bool, NetworkError> {
+/// none. A link found by name is retired only if it carries `owner`'s
+/// marker: a job that never got its veth must not take down another's.
+pub(crate) fn retire_link(
+    nl: &mut Netlink,
+    name: &str,
+    index: Option<u32>,
+    owner: &LinkOwner,
+) -> Result<bool, NetworkError> {
     check_ifname(name)?;
     let index = match index {
         Some(i) => i,
         None => match get_link(nl, name).map_err(|e| NetworkError::netlink(format!("look up {name}"), e))? {
-            Some(link) => link.header.index,
+            Some(link) => {
+                let info = link_info(&link);
+                if let Err(other) = owner.check(info.alias.as_deref()) {
+                    log::debug!("{name} {other}: not retired");
+                    return Ok(false);
+                }
+                info.index
+            }
             None => return Ok(false),
         },
     };

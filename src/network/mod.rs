@@ -5,10 +5,14 @@
 //! (with `/proc/PID/ns/net`), `create_pending` while its lease is being
 //! taken and `finish_pending` once it is known, and `retire_link` on the
 //! host veth at teardown (the kernel destroys the pair with the job's
-//! netns). The free functions ([`ensure_bridge`], [`delete_link`],
-//! [`links_with_prefix`], [`retired_ports`], [`host_ipv4_routes`]) open a
-//! socket per call, for `gc` and tests.
+//! netns). The free functions ([`ensure_bridge`], [`delete_own_link`],
+//! [`links_with_prefix`], [`retired_ports`], [`stale_pending_bridges`],
+//! [`host_ipv4_routes`]) open a socket per call, for `gc` and tests.
 //! `--net none` jobs call [`loopback_up`] themselves, inside their new netns.
+//!
+//! Every link is a state dir's ([`LinkOwner`]): the bridges and host veths
+//! a runner makes carry its state dir's marker, and set-up and `gc` change
+//! or delete no link that lacks it.
 
 mod address;
 mod bridge;
@@ -16,6 +20,7 @@ mod error;
 mod iface;
 mod link;
 mod netlink;
+mod owner;
 mod routes;
 mod veth;
 
@@ -26,21 +31,26 @@ use ipnet::Ipv4Net;
 pub use bridge::ensure_bridge;
 pub use error::NetworkError;
 pub use iface::{IFNAMSIZ_MAX, check_ifname, mac_for_ip};
-pub use link::{RETIRED_PREFIX, delete_link, links_with_prefix, loopback_up, retired_ports};
+pub use link::{
+    Deletion, PENDING_PREFIX, RETIRED_PREFIX, delete_link, delete_own_link, links_with_prefix, loopback_up,
+    retired_ports, stale_pending_bridges,
+};
+pub use owner::{Foreign, LinkOwner, OtherOwner, Role};
 pub use routes::host_ipv4_routes;
-pub use veth::{AttachedVeth, PENDING_PREFIX, PendingVeth, VethSpec};
+pub use veth::{AttachedVeth, PendingVeth, VethSpec};
 
 /// One rtnetlink socket in the host netns for all of a job's host-side
-/// steps: the bridge check, the veth, its retirement. The free functions
-/// above open a socket per call; a runner on the job's start path saves
-/// those and the lookups whose answers it already has.
+/// steps: the bridge check, the veth, its retirement, all as `owner`'s.
+/// The free functions above open a socket per call; a runner on the job's
+/// start path saves those and the lookups whose answers it already has.
 pub struct HostNet {
     nl: netlink::Netlink,
+    owner: LinkOwner,
 }
 
 impl HostNet {
-    pub fn open() -> Result<HostNet, NetworkError> {
-        Ok(HostNet { nl: link::host_socket()? })
+    pub fn open(owner: LinkOwner) -> Result<HostNet, NetworkError> {
+        Ok(HostNet { nl: link::host_socket()?, owner })
     }
 
     /// The host's IPv4 routes that overlap `subnet` (see [`host_ipv4_routes`]).
@@ -56,7 +66,7 @@ impl HostNet {
         subnet: Ipv4Net,
         mtu: u32,
     ) -> Result<u32, NetworkError> {
-        bridge::ensure_bridge_with(&mut self.nl, name, gateway, subnet, mtu)
+        bridge::ensure_bridge_with(&mut self.nl, name, gateway, subnet, mtu, &self.owner)
     }
 
     /// See `veth::create_pending`: a veth into `netns` on the bridge
@@ -70,7 +80,7 @@ impl HostNet {
         veth::create_pending(&mut self.nl, bridge, mtu, netns)
     }
 
-    /// See `veth::finish_pending`: names, addresses and brings up a
+    /// See `veth::finish_pending`: marks, names, addresses and brings up a
     /// pending veth as `spec` says.
     pub fn finish_pending(
         &mut self,
@@ -78,7 +88,7 @@ impl HostNet {
         spec: &VethSpec,
         netns: std::os::fd::BorrowedFd<'_>,
     ) -> Result<AttachedVeth, NetworkError> {
-        veth::finish_pending(&mut self.nl, pending, spec, netns)
+        veth::finish_pending(&mut self.nl, pending, spec, netns, &self.owner)
     }
 
     /// Deletes a pending veth whose job got no lease.
@@ -86,15 +96,14 @@ impl HostNet {
         veth::discard(&mut self.nl, pending)
     }
 
-    /// See [`delete_link`].
-    pub fn delete_link(&mut self, name: &str) -> Result<bool, NetworkError> {
-        check_ifname(name)?;
-        link::delete_link_with(&mut self.nl, name)
+    /// See [`delete_own_link`].
+    pub fn delete_own_link(&mut self, name: &str) -> Result<Deletion, NetworkError> {
+        link::delete_own_with(&mut self.nl, name, &self.owner, false)
     }
 
     /// See `link::retire_link`: frees the host veth's name at teardown
     /// (down, renamed to `rpt~<ifindex>`); `index` if known saves a lookup.
     pub fn retire_link(&mut self, name: &str, index: Option<u32>) -> Result<bool, NetworkError> {
-        link::retire_link(&mut self.nl, name, index)
+        link::retire_link(&mut self.nl, name, index, &self.owner)
     }
 }

@@ -2,7 +2,6 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
@@ -14,8 +13,12 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use super::address::address_message;
 use super::error::NetworkError;
 use super::iface::{check_ifname, check_mtu, mac_for_ip};
-use super::link::{LOOPBACK_IFINDEX, delete_link_with, down_message, get_link, link_name, rename_message, up_message};
+use super::link::{
+    Deletion, LOOPBACK_IFINDEX, alias_message, delete_index, delete_own_with, down_message, get_link, link_name,
+    pending_name, rename_message, up_message,
+};
 use super::netlink::{Netlink, NlError};
+use super::owner::{Foreign, LinkOwner, Role};
 
 /// The job end's name inside its netns.
 pub const JOB_IFNAME: &str = "eth0";
@@ -52,13 +55,6 @@ pub struct AttachedVeth {
     pub host_index: u32,
 }
 
-/// Host-end names of veths made before their job's lease is known:
-/// `rpt+<pid>-<n>` (hex), renamed to `{bridge}-{slot}` once it is. `+`
-/// occurs in no bridge or job veth name, nor in retired ones (`rpt~`).
-/// A runner killed in between leaves none behind: its job dies with it,
-/// and the kernel destroys the pair with the job's netns.
-pub const PENDING_PREFIX: &str = "rpt+";
-
 /// A veth made before its job's lease was known (see `create_pending`).
 #[derive(Debug)]
 pub struct PendingVeth {
@@ -71,34 +67,35 @@ pub struct PendingVeth {
 /// Creates a job's veth before its address and slot are known, so that
 /// the kernel's work on it (the costliest step of plugging a job in, about
 /// a millisecond) can overlap with taking the lease: one RTM_NEWLINK makes
-/// the host end (`rpt+…`, down, enslaved to `bridge`) and its peer `eth0`
-/// already inside `netns` (so there is never an `eth0` in the host netns
-/// to clash with another job's), both with the MTU.
+/// the host end (a [`PENDING_PREFIX`](super::link::PENDING_PREFIX) name, down,
+/// enslaved to `bridge`) and its peer `eth0` already inside `netns` (so
+/// there is never an `eth0` in the host netns to clash with another
+/// job's), both with the MTU. The kernel ignores IFLA_IFALIAS in a
+/// creating RTM_NEWLINK, so the marker comes with the rename.
 pub(crate) fn create_pending(
     host: &mut Netlink,
     (bridge_name, bridge): (&str, u32),
     mtu: u32,
     netns: BorrowedFd<'_>,
 ) -> Result<PendingVeth, NetworkError> {
-    static MADE: AtomicU32 = AtomicU32::new(0);
-    let n = MADE.fetch_add(1, Ordering::Relaxed) & 0xffff;
-    let name = format!("{PENDING_PREFIX}{:x}-{n:x}", std::process::id());
+    let mut name = pending_name();
     check_ifname(&name)?;
     check_mtu(&name, mtu)?;
-    let op = || format!("create veth {name} on bridge {bridge_name} (peer {JOB_IFNAME} in the job netns)");
     let echoed = match create_veth(host, &name, mtu, bridge, netns) {
-        // EEXIST is either a stale link of our name (a runner of a recycled
-        // pid killed half way) or eth0 in the netns; deleting our name is
-        // right in the first case, a no-op in the second, where the retry
-        // then fails with a clear error.
+        // EEXIST is either a link of our name (a runner of the same pid in
+        // another pid namespace, or a recycled pid's whose netns something
+        // keeps) or eth0 in the netns. Neither is ours to delete: the next
+        // name settles the first case, and fails again with a clear error
+        // in the second.
         Err(e) if e.raw() == Some(libc::EEXIST) => {
-            log::warn!("{name}: exists, deleting the stale link and retrying");
-            delete_link_with(host, &name)?;
+            name = pending_name();
+            log::debug!("pending veth name taken, trying {name}");
             create_veth(host, &name, mtu, bridge, netns)
         }
         r => r,
-    }
-    .map_err(|e| NetworkError::netlink(op(), e))?;
+    };
+    let op = || format!("create veth {name} on bridge {bridge_name} (peer {JOB_IFNAME} in the job netns)");
+    let echoed = echoed.map_err(|e| NetworkError::netlink(op(), e))?;
     let (host_index, peer_index) = match echoed {
         Some((h, p)) => (h, Some(p)),
         // A kernel without NLM_F_ECHO for new links (before 6.1).
@@ -115,48 +112,70 @@ pub(crate) fn create_pending(
     Ok(PendingVeth { name, host_index, peer_index })
 }
 
-/// Gives a pending veth its job's lease: the host end its name
-/// `spec.host_name` and up; the job end its MAC (from the IP), address,
-/// up, `lo` up and the default route. On failure the veth is deleted
-/// again (which removes both ends).
+/// Gives a pending veth its job's lease: the host end `owner`'s marker,
+/// its name `spec.host_name` and up; the job end its MAC (from the IP),
+/// address, up, `lo` up and the default route. On failure the veth is
+/// deleted again (which removes both ends).
 ///
-/// A leftover host link of the final name (a runner killed before its
-/// teardown; names are per lease slot, so it cannot be a live job's) is
-/// deleted and the rename retried once.
+/// A leftover host link of the final name that carries `owner`'s marker
+/// (a runner of this state dir killed before its teardown; names are per
+/// lease slot, so it cannot be a live job's) is deleted and the rename
+/// retried once. Any other link of that name is left alone and the job
+/// refused.
 pub(crate) fn finish_pending(
     host: &mut Netlink,
     pending: PendingVeth,
     spec: &VethSpec,
     netns: BorrowedFd<'_>,
+    owner: &LinkOwner,
 ) -> Result<AttachedVeth, NetworkError> {
     let result = check_spec(spec)
-        .and_then(|()| name_and_up(host, &pending, spec))
+        .and_then(|()| name_and_up(host, &pending, spec, owner))
         .and_then(|()| configure_job_side(spec, pending.peer_index, netns));
     match result {
         Ok(()) => Ok(AttachedVeth { host_index: pending.host_index }),
-        Err(e) => Err(match delete_index(host, pending.host_index) {
+        Err(e) => Err(match discard_index(host, pending.host_index) {
             Ok(()) => e,
             Err(d) => NetworkError::Multiple(vec![e, d]),
         }),
     }
 }
 
-/// The host end: renamed (it is down, as a rename needs) and brought up.
-fn name_and_up(host: &mut Netlink, pending: &PendingVeth, spec: &VethSpec) -> Result<(), NetworkError> {
+/// The host end: marked, renamed (it is down, as a rename needs) and
+/// brought up, in one round trip. The marker goes first, so a link of our
+/// name always carries it.
+fn name_and_up(
+    host: &mut Netlink,
+    pending: &PendingVeth,
+    spec: &VethSpec,
+    owner: &LinkOwner,
+) -> Result<(), NetworkError> {
     let index = pending.host_index;
     let rename = || (rename_message(index, &spec.host_name), 0);
     let op = |i: usize| match i {
-        0 => format!("rename {} to {}", pending.name, spec.host_name),
+        0 => format!("mark {} as {}'s", pending.name, owner.label()),
+        1 => format!("rename {} to {}", pending.name, spec.host_name),
         _ => format!("bring {} up", spec.host_name),
     };
-    match host.request_all(vec![rename(), (up_message(index), 0)]) {
-        Err((0, e)) if e.raw() == Some(libc::EEXIST) => {
-            log::warn!("{}: exists, deleting the stale link and retrying", spec.host_name);
-            delete_link_with(host, &spec.host_name)?;
+    match host.request_all(vec![(alias_message(index, &owner.alias()), 0), rename(), (up_message(index), 0)]) {
+        Err((1, e)) if e.raw() == Some(libc::EEXIST) => {
+            match delete_own_with(host, &spec.host_name, owner, false)? {
+                Deletion::Deleted => log::warn!("{}: a stale veth of this state dir, deleted", spec.host_name),
+                Deletion::Missing => {}
+                Deletion::Kept(other) => {
+                    let (name, ours) = (spec.host_name.clone(), owner.label().to_string());
+                    return Err(NetworkError::NotOurs(Box::new(Foreign {
+                        name,
+                        role: Role::Veth,
+                        owner: other,
+                        ours,
+                    })));
+                }
+            }
             // The up above ran even though the rename failed; a running
             // link cannot be renamed (EBUSY): down first.
             host.request_all(vec![(down_message(index), 0), rename(), (up_message(index), 0)])
-                .map_err(|(i, e)| NetworkError::netlink(op(i.saturating_sub(1)), e))
+                .map_err(|(i, e)| NetworkError::netlink(op(i.max(1)), e))
         }
         r => r.map_err(|(i, e)| NetworkError::netlink(op(i), e)),
     }
@@ -164,16 +183,11 @@ fn name_and_up(host: &mut Netlink, pending: &PendingVeth, spec: &VethSpec) -> Re
 
 /// Deletes a pending veth (both ends).
 pub(crate) fn discard(host: &mut Netlink, pending: PendingVeth) -> Result<(), NetworkError> {
-    delete_index(host, pending.host_index)
+    discard_index(host, pending.host_index)
 }
 
-fn delete_index(host: &mut Netlink, index: u32) -> Result<(), NetworkError> {
-    let mut msg = LinkMessage::default();
-    msg.header.index = index;
-    match host.request(RouteNetlinkMessage::DelLink(msg), 0) {
-        Err(e) if e.raw() != Some(libc::ENODEV) => Err(NetworkError::netlink(format!("delete veth #{index}"), e)),
-        _ => Ok(()),
-    }
+fn discard_index(host: &mut Netlink, index: u32) -> Result<(), NetworkError> {
+    delete_index(host, index, "veth").map(drop)
 }
 
 /// Creates the pair; `Some((host, peer))` ifindexes if the kernel echoed
@@ -274,6 +288,13 @@ mod tests {
     use netlink_packet_route::link::LinkFlags;
     use std::os::fd::{AsFd, OwnedFd};
 
+    /// The owner of a temp dir, kept for the test's life.
+    fn test_owner() -> (tempfile::TempDir, LinkOwner) {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = LinkOwner::of_dir(dir.path()).unwrap();
+        (dir, owner)
+    }
+
     /// A new netns held by an fd, made on a thread that exits at once.
     fn new_netns() -> OwnedFd {
         std::thread::spawn(|| {
@@ -305,15 +326,18 @@ mod tests {
         };
         let mut host = Netlink::in_netns(host_ns.as_fd()).unwrap();
         let net = "198.18.250.0/24".parse().unwrap();
-        let bridge = super::super::bridge::ensure_bridge_with(&mut host, "rptu", spec.gateway, net, 1400).unwrap();
+        let (_dir, owner) = test_owner();
+        let bridge =
+            super::super::bridge::ensure_bridge_with(&mut host, "rptu", spec.gateway, net, 1400, &owner).unwrap();
         let mut pending = create_pending(&mut host, ("rptu", bridge), spec.mtu, job_ns.as_fd()).unwrap();
-        assert!(pending.name.starts_with(PENDING_PREFIX), "{}", pending.name);
+        assert!(pending.name.starts_with(super::super::link::PENDING_PREFIX), "{}", pending.name);
         let peer = pending.peer_index.take().expect("this kernel echoes new links");
-        let attached = finish_pending(&mut host, pending, &spec, job_ns.as_fd()).unwrap();
+        let attached = finish_pending(&mut host, pending, &spec, job_ns.as_fd(), &owner).unwrap();
 
         let h = get_link(&mut host, "rptu-0").unwrap().expect("the host end under its lease's name");
         assert_eq!(h.header.index, attached.host_index);
         assert!(h.header.flags.contains(LinkFlags::Up));
+        assert!(h.attributes.contains(&LinkAttribute::IfAlias(owner.alias())), "marked: {h:?}");
         let mut job = Netlink::in_netns(job_ns.as_fd()).unwrap();
         let eth0 = get_link(&mut job, JOB_IFNAME).unwrap().expect("eth0 in the job netns");
         assert_eq!(eth0.header.index, peer);
@@ -343,17 +367,18 @@ mod tests {
         let (host_ns, job_ns) = (new_netns(), new_netns());
         let mut host = Netlink::in_netns(host_ns.as_fd()).unwrap();
         let gw = Ipv4Addr::new(198, 18, 251, 1);
-        let bridge =
-            super::super::bridge::ensure_bridge_with(&mut host, "rptv", gw, "198.18.251.0/24".parse().unwrap(), 1500)
-                .unwrap();
+        let (_dir, owner) = test_owner();
+        let net = "198.18.251.0/24".parse().unwrap();
+        let bridge = super::super::bridge::ensure_bridge_with(&mut host, "rptv", gw, net, 1500, &owner).unwrap();
         // The leftover: another pending veth, renamed to the slot name.
         let other_ns = new_netns();
         let spec =
             |ip| VethSpec { host_name: "rptv-3".into(), bridge: "rptv".into(), ip, prefix: 24, gateway: gw, mtu: 1500 };
         let leftover = create_pending(&mut host, ("rptv", bridge), 1500, other_ns.as_fd()).unwrap();
-        finish_pending(&mut host, leftover, &spec(Ipv4Addr::new(198, 18, 251, 3)), other_ns.as_fd()).unwrap();
+        finish_pending(&mut host, leftover, &spec(Ipv4Addr::new(198, 18, 251, 3)), other_ns.as_fd(), &owner).unwrap();
         let p = create_pending(&mut host, ("rptv", bridge), 1500, job_ns.as_fd()).unwrap();
-        let attached = finish_pending(&mut host, p, &spec(Ipv4Addr::new(198, 18, 251, 4)), job_ns.as_fd()).unwrap();
+        let attached =
+            finish_pending(&mut host, p, &spec(Ipv4Addr::new(198, 18, 251, 4)), job_ns.as_fd(), &owner).unwrap();
         let h = get_link(&mut host, "rptv-3").unwrap().unwrap();
         assert_eq!(h.header.index, attached.host_index, "the new veth took the name");
         assert!(h.header.flags.contains(LinkFlags::Up));
@@ -377,12 +402,48 @@ mod tests {
             gateway: Ipv4Addr::new(198, 18, 99, 1),
             ..spec(Ipv4Addr::new(198, 18, 251, 5))
         };
-        let e = finish_pending(&mut host, p, &bad, third_ns.as_fd()).unwrap_err();
+        let e = finish_pending(&mut host, p, &bad, third_ns.as_fd(), &owner).unwrap_err();
         assert!(e.to_string().contains("default route"), "{e}");
         assert!(
             get_link(&mut host, "rptv-4").unwrap().is_none() && get_link(&mut host, &name).unwrap().is_none(),
             "veth #{index} left"
         );
+    }
+
+    /// A link of the final name that is not this state dir's (another state
+    /// dir's veth, or one made by hand) is left up and named as it was, and
+    /// the job's pending veth goes.
+    #[test]
+    fn finishing_keeps_a_link_that_is_not_ours() {
+        if !crate::test_require_root() {
+            return;
+        }
+        let host_ns = new_netns();
+        let mut host = Netlink::in_netns(host_ns.as_fd()).unwrap();
+        let gw = Ipv4Addr::new(198, 18, 252, 1);
+        let ((_a, ours), (_b, theirs)) = (test_owner(), test_owner());
+        let net = "198.18.252.0/24".parse().unwrap();
+        let bridge = super::super::bridge::ensure_bridge_with(&mut host, "rptw", gw, net, 1500, &ours).unwrap();
+        let spec = |slot: u8| VethSpec {
+            host_name: format!("rptw-{slot}"),
+            bridge: "rptw".into(),
+            ip: Ipv4Addr::new(198, 18, 252, 2 + slot),
+            prefix: 24,
+            gateway: gw,
+            mtu: 1500,
+        };
+        let (their_ns, job_ns) = (new_netns(), new_netns());
+        let theirs_pending = create_pending(&mut host, ("rptw", bridge), 1500, their_ns.as_fd()).unwrap();
+        let kept = finish_pending(&mut host, theirs_pending, &spec(0), their_ns.as_fd(), &theirs).unwrap();
+        let p = create_pending(&mut host, ("rptw", bridge), 1500, job_ns.as_fd()).unwrap();
+        let pending_name = p.name.clone();
+        let e = finish_pending(&mut host, p, &spec(0), job_ns.as_fd(), &ours).unwrap_err();
+        assert!(matches!(&e, NetworkError::NotOurs(f) if f.role == Role::Veth), "{e}");
+        assert!(e.to_string().contains(theirs.label()), "{e}");
+        let h = get_link(&mut host, "rptw-0").unwrap().expect("their veth is still there");
+        assert_eq!(h.header.index, kept.host_index);
+        assert!(h.header.flags.contains(LinkFlags::Up), "and still up");
+        assert!(get_link(&mut host, &pending_name).unwrap().is_none(), "our pending veth is gone");
     }
 
     /// A batch whose middle request fails reports that request's index, and

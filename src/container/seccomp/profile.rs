@@ -32,74 +32,6 @@ use serde::Deserialize;
 use super::bpf::{self, Emitter, Insn, Label};
 use super::syscalls::{Arch, X32_SYSCALL_BIT};
 
-/// The capabilities a job keeps under each policy, by name, in the order
-/// build.rs compiles the default profile for them: docker's default set
-/// (`security::KEPT_CAPS`, which a unit test holds this list to), none,
-/// every capability.
-pub const POLICIES: [&[&str]; 3] = [&DOCKER_DEFAULT_CAPS, &[], &ALL_CAPS];
-
-pub const DOCKER_DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
-/// Every capability Linux has (0 to 40, CAP_LAST_CAP of 6.x).
-pub const ALL_CAPS: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 /// The kernel a filter is for: the running one (a profile file, compiled
 /// on the host before the job starts), or any from a version on (the
 /// default profile, compiled at build time for every kernel the runner
@@ -122,7 +54,7 @@ pub const OLDEST_KERNEL: Kernel = Kernel::AtLeast(5, 12);
 pub struct Target<'a> {
     pub arch: &'a Arch,
     /// The capabilities in the job's bounding set, by name (`CAP_SYS_ADMIN`).
-    pub caps: &'a [&'a str],
+    pub caps: &'a [String],
     pub kernel: Kernel,
 }
 
@@ -353,7 +285,7 @@ impl Kernel {
 /// Whether an entry applies to `target`: its `includes` all hold and none
 /// of its `excludes` does (docker's `setupSeccomp`).
 fn applies(e: &Entry, target: &Target, what: &str) -> Result<bool, ProfileError> {
-    let has_cap = |c: &String| target.caps.contains(&c.as_str());
+    let has_cap = |c: &String| target.caps.contains(c);
     let arch = target.arch.name;
     if let Some(x) = &e.excludes {
         if x.arches.as_ref().is_some_and(|a| a.iter().any(|a| a == arch))
@@ -387,6 +319,25 @@ pub fn compile(json: &str, target: &Target) -> Result<Compiled, ProfileError> {
     let (rules, default, skipped) = resolve(json, target)?;
     let program = emit(target.arch, &rules, default)?;
     Ok(Compiled { program, skipped })
+}
+
+/// The capabilities a profile's `includes` and `excludes` name, sorted:
+/// the only ones of a job's a filter compiled from it depends on.
+// Called by build.rs (and the tests), not by the runner.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn caps_named(json: &str) -> Result<Vec<String>, ProfileError> {
+    let profile: Profile = serde_json::from_str(json).map_err(ProfileError::Json)?;
+    let mut caps: Vec<String> = profile
+        .syscalls
+        .iter()
+        .flatten()
+        .flat_map(|e| [&e.includes, &e.excludes])
+        .flatten()
+        .flat_map(|f| f.caps.iter().flatten().cloned())
+        .collect();
+    caps.sort();
+    caps.dedup();
+    Ok(caps)
 }
 
 /// A syscall's rules, by number; the default action; the names skipped.
@@ -570,7 +521,7 @@ mod tests {
     use super::super::syscalls::{ARCH_AARCH64, ARCH_X86_64};
     use super::*;
 
-    fn target<'a>(arch: &'a Arch, caps: &'a [&'a str]) -> Target<'a> {
+    fn target<'a>(arch: &'a Arch, caps: &'a [String]) -> Target<'a> {
         Target { arch, caps, kernel: Kernel::Running(6, 1) }
     }
 
@@ -706,7 +657,8 @@ mod tests {
             {"names": ["chown32", "chown"], "action": "SCMP_ACT_ALLOW"}
         ]}"#;
         let allowed = |arch: &Arch, caps: &[&str], name: &str| {
-            let c = compile(json, &target(arch, caps)).unwrap();
+            let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+            let c = compile(json, &target(arch, &caps)).unwrap();
             bpf::run(&c.program, arch.audit, arch.number(name).unwrap(), [0; 6]) == bpf::RET_ALLOW
         };
         let x86 = &ARCH_X86_64;
@@ -718,6 +670,7 @@ mod tests {
         assert!(!allowed(x86, &[], "ptrace"));
         let c = compile(json, &target(x86, &[])).unwrap();
         assert_eq!(c.skipped, vec!["chown32".to_string()]);
+        assert_eq!(caps_named(json).unwrap(), ["CAP_CHOWN", "CAP_SYS_ADMIN"]);
         // At build time a minKernel the oldest kernel may not meet is an error.
         let t = Target { arch: x86, caps: &[], kernel: OLDEST_KERNEL };
         assert!(matches!(compile(json, &t), Err(ProfileError::Unsupported(m)) if m.contains("minKernel 6.2")));

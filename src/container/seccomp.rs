@@ -21,7 +21,12 @@
 //! would put a C library in every runner and compile at run time, and
 //! seccompiler has one match action per filter (docker's profile needs
 //! ALLOW, EPERM and ENOSYS side by side) and tests syscalls one after
-//! another where this one searches.
+//! another where this one searches. That layout is what loading costs:
+//! the kernel runs a new filter for every syscall number to cache the
+//! always-allowed ones, so docker's allowlist as seccompiler lays it out
+//! (1,505 instructions) took ~1 ms to load on the 2-core VM where this was
+//! measured, and as this compiler does (113) ~0.09 ms, a one-instruction
+//! filter ~0.02 ms.
 
 mod bpf;
 pub mod error;

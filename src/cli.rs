@@ -119,6 +119,8 @@ fn work(args: RunArgs) -> Result<Work, Error> {
     let workdir = spec::clean_job_path(&args.workdir).ok_or_else(|| SpecError::Workdir(args.workdir.clone()))?;
     let user = spec::parse_user(&args.user)?;
     let mounts = args.mounts.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
+    let caps = container::Caps::with_changes(&args.cap_add, &args.cap_drop)?;
+    let seccomp = container::seccomp::from_security_opts(&args.security_opt, &caps).map_err(SpecError::from)?;
     let spec = Spec {
         env: spec::build_env(&args.env, &hostname),
         id: id.to_string(),
@@ -133,7 +135,8 @@ fn work(args: RunArgs) -> Result<Work, Error> {
             Net::None => NetMode::None,
         },
         wares: Vec::new(),
-        caps: container::Caps::with_changes(&args.cap_add, &args.cap_drop)?,
+        caps,
+        seccomp,
         make_dirs: Vec::new(),
         stdout_to_stderr: false,
     };
@@ -295,6 +298,8 @@ mod tests {
         assert_eq!(command_named(&args), "repeatr run");
         let missing = parse_err(&["repeatr", "unpack", "tar:x"]);
         assert!(missing.contains("<DIR>") && !missing.contains("provided:;"), "{missing}");
+        let opt = parse_err(&["repeatr", "run", "f.json", "--security-opt", "seccomp=unconfined"]);
+        assert!(opt.contains("--security-opt") && opt.contains("cannot be used with"), "{opt}");
         let net = parse_err(&["repeatr", "run", "--net", "brige", "--rootfs", "/", "--", "true"]);
         assert!(net.contains("bridge") && !net.contains("; ["), "{net}");
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::{Caps, Exit, MakeDir, NetMode, Rootfs, Spec, User, spec};
+use crate::container::{Caps, Exit, MakeDir, NetMode, Rootfs, Spec, SpecError, User, seccomp, spec};
 use crate::error::Error;
 use crate::formula::setup::{Input, Network, Privileges};
 use crate::formula::{Formula, WareError, Warehouse};
@@ -188,6 +188,11 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
     if a.helpers.make_cwd {
         make_dirs.push(MakeDir { path: a.cwd.clone().into(), mode: 0o755, owner: user });
     }
+    let caps = match a.policy {
+        Privileges::Routine => Caps::none(),
+        Privileges::Governor => Caps::default_set(),
+        Privileges::Sysad => Caps::all(),
+    };
     let hostname = id.hostname(a.hostname.as_deref())?;
     let workdir = spec::clean_job_path(&a.cwd)
         .ok_or_else(|| invalid(format!("action.cwd {:?} is not a clean absolute path", a.cwd)))?;
@@ -205,11 +210,8 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
             Network::Bridge => NetMode::Bridge,
         },
         wares,
-        caps: match a.policy {
-            Privileges::Routine => Caps::none(),
-            Privileges::Governor => Caps::default_set(),
-            Privileges::Sysad => Caps::all(),
-        },
+        seccomp: seccomp::default_for(&caps).map_err(SpecError::from)?,
+        caps,
         make_dirs,
         stdout_to_stderr: true,
     })

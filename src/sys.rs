@@ -371,3 +371,18 @@ pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
     unsafe { libc::execve(path.as_ptr(), a.as_ptr(), e.as_ptr()) };
     io::Error::last_os_error()
 }
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, 0, prog)`: from here on every syscall
+/// of this task and of everything it execs or forks runs through `filter`.
+/// The kernel checks the program and refuses a bad one (EINVAL).
+pub fn seccomp_set_filter(filter: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(filter.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp filter too long"))?;
+    let prog = libc::sock_fprog { len, filter: filter.as_ptr().cast_mut() };
+    // SAFETY: `prog` points at `len` initialised instructions that outlive
+    // the call; the kernel copies the program and never writes through the
+    // pointer (the field is `*mut` in the C declaration only).
+    let ret =
+        unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const libc::sock_fprog) };
+    check(ret).map(drop)
+}

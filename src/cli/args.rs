@@ -150,6 +150,10 @@ pub struct RunArgs {
     /// Take a capability out of the default set, e.g. CHOWN; ALL for every one. Repeatable.
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
+    /// As docker's: seccomp=unconfined (no syscall filter) or seccomp=PROFILE.json (a profile in
+    /// docker's format instead of docker's default one, which every job gets otherwise).
+    #[arg(long = "security-opt", value_name = "seccomp=unconfined|PROFILE", conflicts_with = "formula")]
+    pub security_opt: Vec<String>,
     /// The job id (default: 12 random hex digits); also the default hostname.
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,

@@ -15,7 +15,7 @@ use std::path::Path;
 use super::protocol::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER_ERROR, GoMessage, LaunchFailure};
 use super::spec::{NetMode, Rootfs, Spec};
 use super::syscall::{Linux, Syscall};
-use super::{mounts, rootfs, security};
+use super::{mounts, rootfs, seccomp, security};
 use crate::sys;
 
 /// Never returns: either execs the job or exits with a reported failure.
@@ -127,6 +127,11 @@ fn setup_and_exec(
     // let the job's cwd sit in the host's mount namespace); right before
     // the exec, so every fd opened on the way is covered.
     sys::cloexec_from(3).map_err(setup_err("close_range"))?;
+
+    // The seccomp filter, last: only the exec runs under it (a profile
+    // cannot break the set-up), and after no_new_privs, without which the
+    // kernel refuses a filter from a task lacking CAP_SYS_ADMIN.
+    seccomp::load(&spec.seccomp).map_err(setup_err("loading the seccomp filter"))?;
 
     // exec; the report pipe is O_CLOEXEC, so its EOF tells the runner
     // the exec worked.
@@ -298,7 +303,7 @@ mod tests {
 
     use super::super::mounts::{MASKED_PATHS, READONLY_PATHS};
     use super::super::recorder::Recorder;
-    use super::super::spec::{BindMount, Caps, User};
+    use super::super::spec::{BindMount, Caps, Seccomp, User};
     use super::*;
 
     /// Stands for an fd the runner opened (a rootfs tree, a bind source, a
@@ -320,6 +325,7 @@ mod tests {
             net: NetMode::None,
             wares,
             caps: Caps::default_set(),
+            seccomp: Seccomp::Unconfined,
             make_dirs: Vec::new(),
             stdout_to_stderr: false,
         }

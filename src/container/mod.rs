@@ -11,6 +11,7 @@
 //! - `syscall`: the seam those steps run through (the kernel, or a test's
 //!   recorder), so that their order is checked without root;
 //! - `security`: capabilities, no_new_privs, signal reset, fd hygiene;
+//! - `seccomp`: the syscall filter, the last step before the exec;
 //! - `signals`: forwarding the runner's signals to the job.
 //!
 //! Rootfs tars are unpacked by `crate::archive`.
@@ -22,6 +23,7 @@ pub mod protocol;
 mod recorder;
 pub mod resolve;
 pub mod rootfs;
+pub mod seccomp;
 pub mod security;
 pub mod signals;
 pub mod spawn;
@@ -30,4 +32,4 @@ pub mod syscall;
 
 pub use protocol::GoMessage;
 pub use spawn::{Exit, Launched, spawn};
-pub use spec::{BindMount, Caps, MakeDir, NetMode, Rootfs, Spec, SpecError, User};
+pub use spec::{BindMount, Caps, MakeDir, NetMode, Rootfs, Seccomp, Spec, SpecError, User};

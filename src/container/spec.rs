@@ -3,6 +3,7 @@
 //! child only ever works from file descriptors, never from host paths that
 //! its own mounts could hide or an image could redirect.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
@@ -12,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 
 use caps::Capability;
 
+use super::seccomp::error::SeccompError;
 use crate::sys;
 
 /// The default PATH every job gets unless `--env PATH=...` says otherwise.
@@ -56,6 +58,8 @@ pub enum SpecError {
     NoCommand,
     #[error("the command is an empty string; usage: repeatr run [OPTIONS] -- CMD [ARGS...]")]
     EmptyCommand,
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 /// The job's root filesystem, opened on the host.
@@ -161,6 +165,17 @@ fn parse_cap(flag: &'static str, name: &str) -> Result<Capability, SpecError> {
     full.parse().map_err(|_| SpecError::Capability { flag, name: name.to_string() })
 }
 
+/// The seccomp filter the job gets, loaded right before its exec
+/// (`container::seccomp`).
+#[derive(Debug)]
+pub enum Seccomp {
+    /// No filter (`--security-opt seccomp=unconfined`).
+    Unconfined,
+    /// A program ready for the kernel: docker's default profile as build.rs
+    /// compiled it, or a profile compiled on the host before the clone.
+    Filter(Cow<'static, [libc::sock_filter]>),
+}
+
 /// A directory to create in the job's root before it starts.
 #[derive(Clone, Debug)]
 pub struct MakeDir {
@@ -195,6 +210,7 @@ pub struct Spec {
     /// in this order, each at its path; before any bind mount.
     pub wares: Vec<(PathBuf, File)>,
     pub caps: Caps,
+    pub seccomp: Seccomp,
     /// Created after the root is built (if missing), then chowned and chmoded.
     pub make_dirs: Vec<MakeDir>,
     /// The job's stdout goes to the runner's stderr (a formula run keeps

@@ -18,10 +18,24 @@ use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, Inet6DevConf, LinkAt
 use super::error::NetworkError;
 use super::netlink::Netlink;
 
-/// The settings, in the order they are written: RAs and autoconf off while
-/// IPv6 is still on, then IPv6 off, which drops any address it had.
-const SETTINGS: [(&str, fn(&Inet6DevConf) -> i32, i32); 3] =
-    [("accept_ra", |c| c.accept_ra, 0), ("autoconf", |c| c.autoconf, 0), ("disable_ipv6", |c| c.disable_ipv6, 1)];
+/// One per-interface IPv6 sysctl and the value the bridge needs.
+struct Setting {
+    name: &'static str,
+    /// Where the kernel reports it in IFLA_INET6_CONF.
+    current: fn(&Inet6DevConf) -> i32,
+    wanted: i32,
+}
+
+/// In the order they are written: RAs and autoconf off while IPv6 is still
+/// on, then IPv6 off, which drops any address it had.
+const SETTINGS: [Setting; 3] = [
+    Setting { name: "accept_ra", current: |c| c.accept_ra, wanted: 0 },
+    Setting { name: "autoconf", current: |c| c.autoconf, wanted: 0 },
+    Setting { name: "disable_ipv6", current: |c| c.disable_ipv6, wanted: 1 },
+];
+
+/// Every setting, for a bridge just made.
+pub(crate) const ALL: [&str; 3] = [SETTINGS[0].name, SETTINGS[1].name, SETTINGS[2].name];
 
 /// The settings `link` (as the kernel reported it) has wrong. None if the
 /// host has no IPv6 at all (booted with `ipv6.disable=1`: no AF_INET6
@@ -38,13 +52,10 @@ pub(crate) fn wrong_settings(link: &LinkMessage) -> Vec<&'static str> {
         _ => None,
     });
     match conf {
-        Some(c) => SETTINGS.iter().filter(|(_, get, want)| get(c) != *want).map(|(name, ..)| *name).collect(),
+        Some(c) => SETTINGS.iter().filter(|s| (s.current)(c) != s.wanted).map(|s| s.name).collect(),
         None => Vec::new(),
     }
 }
-
-/// Every setting, for a bridge just made.
-pub(crate) const ALL: [&str; 3] = [SETTINGS[0].0, SETTINGS[1].0, SETTINGS[2].0];
 
 /// Writes `settings` (names from [`SETTINGS`]) of the link `name` in the
 /// netns of `nl`. A host without IPv6 (no /proc/sys/net/ipv6) has nothing
@@ -52,8 +63,8 @@ pub(crate) const ALL: [&str; 3] = [SETTINGS[0].0, SETTINGS[1].0, SETTINGS[2].0];
 pub(crate) fn disable(nl: &Netlink, name: &str, settings: &[&str]) -> Result<(), NetworkError> {
     let fail = |reason| NetworkError::Unexpected { op: format!("turn IPv6 off on bridge {name}"), reason };
     let written = nl.within(|| {
-        for (setting, _, value) in SETTINGS.iter().filter(|(s, ..)| settings.contains(s)) {
-            let path = format!("/proc/sys/net/ipv6/conf/{name}/{setting}");
+        for s in SETTINGS.iter().filter(|s| settings.contains(&s.name)) {
+            let (path, value) = (format!("/proc/sys/net/ipv6/conf/{name}/{}", s.name), s.wanted);
             match std::fs::OpenOptions::new().write(true).open(&path).and_then(|mut f| write!(f, "{value}")) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !ipv6_present() => return Ok(()),

@@ -10,14 +10,10 @@
 //! sockets pass too (netfilter's ip and arp hooks in the job's netns never
 //! see those). It is a classic BPF program in `cls_bpf` direct-action mode
 //! under the `ingress` qdisc: classic BPF rides inside the RTM_NEWTFILTER
-//! itself (no bpf() call, no program fd), and `sch_ingress` and `cls_bpf`
-//! are what tc needs least (this machine's kernel, built without modules,
-//! has them but neither flower nor gact). Both die with the veth: nothing
-//! to clean up, no state shared between jobs.
-//!
-//! Two steps: [`close`] when the veth is made (a program that drops
-//! everything), [`open_for`] in the batch that names the veth and brings
-//! it up, before the up. So the port is never up without a filter.
+//! itself, so there is no bpf() call, no program fd and no extra round
+//! trip, and `cls_bpf` and `sch_ingress` are in every kernel that has tc
+//! (flower and gact are often modules or missing: this machine's kernel
+//! has neither). Both die with the veth: nothing to clean up.
 //!
 //! Allowed, from the job's MAC only (derived from its IP, see
 //! [`mac_for_ip`]) and untagged: IPv4 from its leased address, and
@@ -27,7 +23,7 @@
 
 use std::net::Ipv4Addr;
 
-use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::tc::{
     TcAttribute, TcBpfFlags, TcFilterBpf, TcFilterBpfOption, TcHandle, TcMessage, TcOption, TcU32OptionFlags,
@@ -158,45 +154,24 @@ const INGRESS_HANDLE: u32 = 0xffff_0000;
 /// gives it (TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)).
 const INGRESS_PARENT: u32 = 0xffff_fff2;
 
-/// The two requests that close link `index` (the host end of a job's
-/// veth, just made): the qdisc, then under it the filter with a program
-/// that drops every frame. Each with its netlink flags.
-///
-/// The first filter under a new qdisc costs the kernel far more than the
-/// qdisc and the program (measured on 6.18: ~0.25 ms, in the RCU wait of
-/// the qdisc's first filter list, against ~0.05 ms to replace the program
-/// of a filter that is there), so this runs while the lease is being
-/// taken, and [`open_for`] only swaps the program once the address is
-/// known.
-pub(crate) fn close(index: u32) -> [(RouteNetlinkMessage, u16); 2] {
-    let mut qdisc = TcMessage::with_index(index as i32);
+/// The two requests that put the filter on link `index` (the host end of
+/// a job's veth at `ip`), in the order the kernel needs: the qdisc, then
+/// the filter under it. Each with its netlink flags.
+pub(crate) fn messages(index: u32, ip: Ipv4Addr) -> [(RouteNetlinkMessage, u16); 2] {
+    let ifindex = index as i32;
+    let mut qdisc = TcMessage::with_index(ifindex);
     qdisc.header.parent = TcHandle::INGRESS;
     qdisc.header.handle = TcHandle::from(INGRESS_HANDLE);
     qdisc.attributes.push(TcAttribute::Kind("ingress".into()));
-    let drop_all = [Insn { code: RET, jt: 0, jf: 0, k: TC_ACT_SHOT }];
-    [
-        (RouteNetlinkMessage::NewQueueDiscipline(qdisc), NLM_F_CREATE | NLM_F_EXCL),
-        (filter_message(index, &drop_all), NLM_F_CREATE | NLM_F_EXCL),
-    ]
-}
 
-/// The request that gives the closed link `index` the program of a job at
-/// `ip`, in place of the one that drops everything: frames go through one
-/// program or the other, never none.
-pub(crate) fn open_for(index: u32, ip: Ipv4Addr) -> (RouteNetlinkMessage, u16) {
-    (filter_message(index, &program(ip)), NLM_F_CREATE | NLM_F_REPLACE)
-}
-
-/// The filter on link `index` running `insns`, always the same one (handle,
-/// priority, protocol), so that a second message replaces the first.
-fn filter_message(index: u32, insns: &[Insn]) -> RouteNetlinkMessage {
-    let mut ops = Vec::with_capacity(insns.len() * 8);
-    for i in insns {
+    let mut ops = Vec::new();
+    let insns = program(ip);
+    for i in &insns {
         ops.extend_from_slice(&i.code.to_ne_bytes());
         ops.extend_from_slice(&[i.jt, i.jf]);
         ops.extend_from_slice(&i.k.to_ne_bytes());
     }
-    let mut filter = TcMessage::with_index(index as i32);
+    let mut filter = TcMessage::with_index(ifindex);
     filter.header.parent = TcHandle::from(INGRESS_PARENT);
     filter.header.handle = TcHandle::from(1);
     // Priority 1 in the high half, the protocol (ETH_P_ALL, big-endian) in
@@ -212,31 +187,10 @@ fn filter_message(index: u32, insns: &[Insn]) -> RouteNetlinkMessage {
         TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
         TcOption::Bpf(TcFilterBpfOption::FlagsGeneric(TcU32OptionFlags::SkipHw)),
     ]));
-    RouteNetlinkMessage::NewTrafficFilter(filter)
-}
-
-/// How many instructions the port filter of link `index` runs (None: no
-/// filter), as the kernel reports them.
-#[cfg(test)]
-pub(crate) fn installed_len(nl: &mut super::netlink::Netlink, index: u32) -> Option<usize> {
-    use netlink_packet_core::Nla;
-    let mut req = TcMessage::with_index(index as i32);
-    req.header.parent = TcHandle::from(INGRESS_PARENT);
-    let found = nl.dump(RouteNetlinkMessage::GetTrafficFilter(req)).ok()?;
-    found.iter().find_map(|m| match m {
-        RouteNetlinkMessage::NewTrafficFilter(f) => f.attributes.iter().find_map(|a| match a {
-            TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
-                TcOption::Bpf(TcFilterBpfOption::Other(nla)) if nla.kind() == TCA_BPF_OPS_LEN => {
-                    let mut len = [0u8; 2];
-                    nla.emit_value(&mut len);
-                    Some(usize::from(u16::from_ne_bytes(len)))
-                }
-                _ => None,
-            }),
-            _ => None,
-        }),
-        _ => None,
-    })
+    [
+        (RouteNetlinkMessage::NewQueueDiscipline(qdisc), NLM_F_CREATE | NLM_F_EXCL),
+        (RouteNetlinkMessage::NewTrafficFilter(filter), NLM_F_CREATE | NLM_F_EXCL),
+    ]
 }
 
 #[cfg(test)]

@@ -72,9 +72,7 @@ pub struct PendingVeth {
 /// enslaved to `bridge`) and its peer `eth0` already inside `netns` (so
 /// there is never an `eth0` in the host netns to clash with another
 /// job's), both with the MTU. The kernel ignores IFLA_IFALIAS in a
-/// creating RTM_NEWLINK, so the marker comes with the rename. The host end
-/// then gets its port filter, closed (see `port_filter`): the costly part
-/// of the filter, done while the lease is being taken too.
+/// creating RTM_NEWLINK, so the marker comes with the rename.
 pub(crate) fn create_pending(
     host: &mut Netlink,
     (bridge_name, bridge): (&str, u32),
@@ -112,18 +110,6 @@ pub(crate) fn create_pending(
         }
     };
     log::trace!("veth {name} created");
-    // Closed before anything else happens to it; deleted if that fails.
-    let closing = host.request_all(port_filter::close(host_index).into()).map_err(|(i, e)| {
-        let (step, needs) =
-            if i == 0 { ("add an ingress qdisc to", "sch_ingress") } else { ("add a port filter to", "cls_bpf") };
-        NetworkError::netlink(format!("{step} {name} (needs the kernel's {needs})"), e)
-    });
-    if let Err(e) = closing {
-        return Err(match discard_index(host, host_index) {
-            Ok(()) => e,
-            Err(d) => NetworkError::Multiple(vec![e, d]),
-        });
-    }
     Ok(PendingVeth { name, host_index, peer_index })
 }
 
@@ -157,15 +143,15 @@ pub(crate) fn finish_pending(
     }
 }
 
-/// The host end: marked, its port filter opened for the job's address,
-/// renamed (it is down, as a rename needs) and brought up, in one round
-/// trip. The marker goes first, so a link of our name always carries it.
-/// The filter comes before the up, and before the rename: the kernel goes
-/// on after a failed request and the first failure is the one reported, so
-/// a failed filter is never taken for a rename that met a leftover (whose
-/// retry would bring the link up). Should it fail, the up still runs, but
-/// the port still drops everything and `finish_pending` deletes the veth
-/// before the job is let go.
+/// The host end: marked, given its port filter, renamed (it is down, as a
+/// rename needs) and brought up, in one round trip. The marker goes first,
+/// so a link of our name always carries it. The filter (see
+/// `port_filter`) comes before the up, so the port never passes a frame
+/// without it, and before the rename: the kernel goes on after a failed
+/// request, and the first failure is the one reported, so a failed filter
+/// is never mistaken for a rename that met a leftover. Should a filter
+/// step fail, the up still runs, but `finish_pending` then deletes the
+/// veth before the job is let go: it never runs behind an open port.
 fn name_and_up(
     host: &mut Netlink,
     pending: &PendingVeth,
@@ -174,19 +160,16 @@ fn name_and_up(
 ) -> Result<(), NetworkError> {
     let index = pending.host_index;
     let rename = || (rename_message(index, &spec.host_name), 0);
-    const RENAME: usize = 2;
+    let [qdisc, filter] = port_filter::messages(index, spec.ip);
+    const RENAME: usize = 3;
     let op = |i: usize| match i {
         0 => format!("mark {} as {}'s", pending.name, owner.label()),
-        1 => format!("open the port filter of {} for {}", pending.name, spec.ip),
+        1 => format!("add an ingress qdisc to {} (for its port filter; needs sch_ingress)", pending.name),
+        2 => format!("add the filter that lets {} send only from {} (cls_bpf)", pending.name, spec.ip),
         RENAME => format!("rename {} to {}", pending.name, spec.host_name),
         _ => format!("bring {} up", spec.host_name),
     };
-    let steps = vec![
-        (alias_message(index, &owner.alias()), 0),
-        port_filter::open_for(index, spec.ip),
-        rename(),
-        (up_message(index), 0),
-    ];
+    let steps = vec![(alias_message(index, &owner.alias()), 0), qdisc, filter, rename(), (up_message(index), 0)];
     match host.request_all(steps) {
         Err((RENAME, e)) if e.raw() == Some(libc::EEXIST) => {
             match delete_own_with(host, &spec.host_name, owner, false)? {
@@ -204,7 +187,7 @@ fn name_and_up(
             }
             // The up above ran even though the rename failed; a running
             // link cannot be renamed (EBUSY): down first. The filter is
-            // open already.
+            // on it already.
             host.request_all(vec![(down_message(index), 0), rename(), (up_message(index), 0)])
                 .map_err(|(i, e)| NetworkError::netlink(op(RENAME + i.saturating_sub(1)), e))
         }
@@ -363,10 +346,7 @@ mod tests {
         let mut pending = create_pending(&mut host, ("rptu", bridge), spec.mtu, job_ns.as_fd()).unwrap();
         assert!(pending.name.starts_with(super::super::link::PENDING_PREFIX), "{}", pending.name);
         let peer = pending.peer_index.take().expect("this kernel echoes new links");
-        let index = pending.host_index;
-        assert_eq!(port_filter::installed_len(&mut host, index), Some(1), "closed: one instruction, a drop");
         let attached = finish_pending(&mut host, pending, &spec, job_ns.as_fd(), &owner).unwrap();
-        assert!(port_filter::installed_len(&mut host, index).is_some_and(|n| n > 1), "open for the job");
 
         let h = get_link(&mut host, "rptu-0").unwrap().expect("the host end under its lease's name");
         assert_eq!(h.header.index, attached.host_index);

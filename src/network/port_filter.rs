@@ -33,7 +33,7 @@ use super::iface::mac_for_ip;
 
 /// One classic BPF instruction (`struct sock_filter`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Insn {
+pub(super) struct Insn {
     code: u16,
     jt: u8,
     jf: u8,
@@ -80,7 +80,7 @@ enum To {
 /// the program with 0 when they read past the frame, which in
 /// direct-action mode is TC_ACT_OK: so every load comes after a length
 /// check that covers it.
-fn program(ip: Ipv4Addr) -> Vec<Insn> {
+pub(super) fn program(ip: Ipv4Addr) -> Vec<Insn> {
     let mac = mac_for_ip(ip);
     let mac_hi = u32::from_be_bytes([mac[0], mac[1], mac[2], mac[3]]);
     let mac_lo = u32::from(u16::from_be_bytes([mac[4], mac[5]]));
@@ -191,6 +191,30 @@ pub(crate) fn messages(index: u32, ip: Ipv4Addr) -> [(RouteNetlinkMessage, u16);
         (RouteNetlinkMessage::NewQueueDiscipline(qdisc), NLM_F_CREATE | NLM_F_EXCL),
         (RouteNetlinkMessage::NewTrafficFilter(filter), NLM_F_CREATE | NLM_F_EXCL),
     ]
+}
+
+/// How many instructions the port filter of link `index` runs (None: no
+/// filter), as the kernel reports them.
+#[cfg(test)]
+pub(crate) fn installed_len(nl: &mut super::netlink::Netlink, index: u32) -> Option<usize> {
+    use netlink_packet_core::Nla;
+    let mut req = TcMessage::with_index(index as i32);
+    req.header.parent = TcHandle::from(INGRESS_PARENT);
+    let found = nl.dump(RouteNetlinkMessage::GetTrafficFilter(req)).ok()?;
+    found.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewTrafficFilter(f) => f.attributes.iter().find_map(|a| match a {
+            TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
+                TcOption::Bpf(TcFilterBpfOption::Other(nla)) if nla.kind() == TCA_BPF_OPS_LEN => {
+                    let mut len = [0u8; 2];
+                    nla.emit_value(&mut len);
+                    Some(usize::from(u16::from_ne_bytes(len)))
+                }
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -164,8 +164,8 @@ fn name_and_up(
     const RENAME: usize = 3;
     let op = |i: usize| match i {
         0 => format!("mark {} as {}'s", pending.name, owner.label()),
-        1 => format!("add an ingress qdisc to {} (for its port filter; needs sch_ingress)", pending.name),
-        2 => format!("add the filter that lets {} send only from {} (cls_bpf)", pending.name, spec.ip),
+        1 => format!("add an ingress qdisc to {} (its port filter's; needs the kernel's sch_ingress)", pending.name),
+        2 => format!("add the port filter of {} for {} (needs the kernel's cls_bpf)", pending.name, spec.ip),
         RENAME => format!("rename {} to {}", pending.name, spec.host_name),
         _ => format!("bring {} up", spec.host_name),
     };
@@ -347,6 +347,8 @@ mod tests {
         assert!(pending.name.starts_with(super::super::link::PENDING_PREFIX), "{}", pending.name);
         let peer = pending.peer_index.take().expect("this kernel echoes new links");
         let attached = finish_pending(&mut host, pending, &spec, job_ns.as_fd(), &owner).unwrap();
+        let filter = port_filter::installed_len(&mut host, attached.host_index);
+        assert_eq!(filter, Some(port_filter::program(spec.ip).len()), "the port filter, as made for the job");
 
         let h = get_link(&mut host, "rptu-0").unwrap().expect("the host end under its lease's name");
         assert_eq!(h.header.index, attached.host_index);

@@ -116,15 +116,16 @@ fn check_bridge(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Res
     check_mtu(name, mtu)
 }
 
-/// Makes the bridge `name`, marked as `owner`'s, without IPv6, and up. The
-/// kernel ignores IFLA_IFALIAS in a creating RTM_NEWLINK (measured on 6.18:
-/// the alias is set by RTM_SETLINK only), and a bridge that had its name before its
-/// marker could be refused by a runner of this very state dir looking at
-/// that moment. So it is made down under a pending name, marked, and only
-/// then renamed and brought up, which a rename needs in that order (the
-/// kernel refuses to rename a running link). If another runner's bridge
-/// took the name first (EEXIST), ours is deleted and the caller goes on
-/// with, and checks, theirs.
+/// Makes the bridge `name`, marked as `owner`'s, without IPv6, and up.
+/// The kernel ignores IFLA_IFALIAS in a creating RTM_NEWLINK (measured on
+/// 6.18: the alias is set by RTM_SETLINK only), and a bridge that had its
+/// name before its marker could be refused by a runner of this very state
+/// dir looking at that moment. So it is made down under a pending name,
+/// its IPv6 turned off, marked, and only then renamed and brought up,
+/// which a rename needs in that order (the kernel refuses to rename a
+/// running link). If another runner's bridge took the name first
+/// (EEXIST), ours is deleted and the caller goes on with, and checks,
+/// theirs.
 fn create_bridge(
     nl: &mut Netlink,
     name: &str,

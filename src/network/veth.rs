@@ -115,9 +115,9 @@ pub(crate) fn create_pending(
 
 /// Gives a pending veth its job's lease: the host end `owner`'s marker,
 /// the filter that lets the job send only from its own MAC and IPv4
-/// address, its name `spec.host_name` and up; the job end its MAC (from the IP),
-/// address, up, `lo` up and the default route. On failure the veth is
-/// deleted again (which removes both ends).
+/// address, its name `spec.host_name` and up; the job end its MAC (from
+/// the IP), address, up, `lo` up and the default route. On failure the
+/// veth is deleted again (which removes both ends).
 ///
 /// A leftover host link of the final name that carries `owner`'s marker
 /// (a runner of this state dir killed before its teardown; names are per

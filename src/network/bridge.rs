@@ -10,6 +10,7 @@ use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage}
 use super::address::add_address;
 use super::error::NetworkError;
 use super::iface::{check_ifname, check_mtu, mac_for_ip};
+use super::ipv6;
 use super::link::{
     alias_message, delete_index, get_link, host_socket, link_info, link_name, pending_name, rename_message, set_up,
     up_message,
@@ -34,6 +35,9 @@ use crate::config::{check_gateway, check_subnet};
 /// the kernel gives the bridge the lowest MAC of its ports, so it changes
 /// whenever a job comes or goes and neighbours' ARP entries for the gateway
 /// go stale until they time out.
+///
+/// The bridge has no IPv6 (see `ipv6`): set while a new one is still
+/// pending, and on an existing one if the lookup shows it on.
 pub fn ensure_bridge(
     name: &str,
     gateway: Ipv4Addr,
@@ -86,6 +90,11 @@ pub(crate) fn ensure_bridge_with(
             ours,
         })));
     }
+    let wrong = ipv6::wrong_settings(&link);
+    if !wrong.is_empty() {
+        log::debug!("bridge {name}: setting {wrong:?}");
+        ipv6::disable(nl, name, &wrong)?;
+    }
     if !info.up {
         set_up(nl, info.index).map_err(|e| NetworkError::netlink(format!("bring bridge {name} up"), e))?;
     }
@@ -107,15 +116,16 @@ fn check_bridge(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Res
     check_mtu(name, mtu)
 }
 
-/// Makes the bridge `name`, marked as `owner`'s and up. The kernel ignores
-/// IFLA_IFALIAS in a creating RTM_NEWLINK (measured on 6.18: the alias is
-/// set by RTM_SETLINK only), and a bridge that had its name before its
-/// marker could be refused by a runner of this very state dir looking at
-/// that moment. So it is made down under a pending name, marked, and only
-/// then renamed and brought up, which a rename needs in that order (the
-/// kernel refuses to rename a running link). If another runner's bridge
-/// took the name first (EEXIST), ours is deleted and the caller goes on
-/// with, and checks, theirs.
+/// Makes the bridge `name`, marked as `owner`'s, without IPv6, and up.
+/// The kernel ignores IFLA_IFALIAS in a creating RTM_NEWLINK (measured on
+/// 6.18: the alias is set by RTM_SETLINK only), and a bridge that had its
+/// name before its marker could be refused by a runner of this very state
+/// dir looking at that moment. So it is made down under a pending name,
+/// its IPv6 turned off, marked, and only then renamed and brought up,
+/// which a rename needs in that order (the kernel refuses to rename a
+/// running link). If another runner's bridge took the name first
+/// (EEXIST), ours is deleted and the caller goes on with, and checks,
+/// theirs.
 fn create_bridge(
     nl: &mut Netlink,
     name: &str,
@@ -125,6 +135,15 @@ fn create_bridge(
 ) -> Result<(), NetworkError> {
     let (pending, index) = create_pending_bridge(nl, gateway, mtu)
         .map_err(|e| NetworkError::netlink(format!("create bridge {name}"), e))?;
+    // Ours is deleted again on any failure.
+    let undo = |nl: &mut Netlink, failed: NetworkError| match delete_index(nl, index, &pending) {
+        Ok(_) => failed,
+        Err(d) => NetworkError::Multiple(vec![failed, d]),
+    };
+    // While it is down: it never has an IPv6 address or route.
+    if let Err(e) = ipv6::disable(nl, &pending, &ipv6::ALL) {
+        return Err(undo(nl, e));
+    }
     let op = |i: usize| match i {
         0 => format!("mark bridge {pending} as {}'s", owner.label()),
         1 => format!("rename bridge {pending} to {name}"),
@@ -135,13 +154,7 @@ fn create_bridge(
     match nl.request_all(steps) {
         Ok(()) => Ok(()),
         Err((1, e)) if e.raw() == Some(libc::EEXIST) => delete_index(nl, index, &pending).map(drop),
-        Err((i, e)) => {
-            let failed = NetworkError::netlink(op(i), e);
-            Err(match delete_index(nl, index, &pending) {
-                Ok(_) => failed,
-                Err(d) => NetworkError::Multiple(vec![failed, d]),
-            })
-        }
+        Err((i, e)) => Err(undo(nl, NetworkError::netlink(op(i), e))),
     }
 }
 

@@ -13,14 +13,21 @@
 //! Every link is a state dir's ([`LinkOwner`]): the bridges and host veths
 //! a runner makes carry its state dir's marker, and set-up and `gc` change
 //! or delete no link that lacks it.
+//!
+//! A job's port lets through only what the job may send (`port_filter`:
+//! IPv4 and ARP from its own MAC and address), and the bridge has no IPv6
+//! (`ipv6`), so a job with NET_RAW can neither pose as another job nor
+//! give the host routes.
 
 mod address;
 mod bridge;
 mod error;
 mod iface;
+mod ipv6;
 mod link;
 mod netlink;
 mod owner;
+mod port_filter;
 mod routes;
 mod veth;
 
@@ -80,8 +87,8 @@ impl HostNet {
         veth::create_pending(&mut self.nl, bridge, mtu, netns)
     }
 
-    /// See `veth::finish_pending`: marks, names, addresses and brings up a
-    /// pending veth as `spec` says.
+    /// See `veth::finish_pending`: marks, filters, names, addresses and
+    /// brings up a pending veth as `spec` says.
     pub fn finish_pending(
         &mut self,
         pending: PendingVeth,

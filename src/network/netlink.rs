@@ -3,7 +3,7 @@
 //! time, so replies are matched by sequence number only.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
@@ -52,6 +52,9 @@ pub struct Netlink {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// The netns the socket lives in if not the creator's own (see
+    /// [`Netlink::within`]).
+    netns: Option<OwnedFd>,
 }
 
 impl Netlink {
@@ -66,25 +69,27 @@ impl Netlink {
         let _ = sock.set_ext_ack(true);
         // Capped ACKs do not echo our request back: smaller error replies.
         let _ = sock.set_cap_ack(true);
-        Ok(Netlink { sock, seq: 0, buf: vec![0; RECV_BUF] })
+        Ok(Netlink { sock, seq: 0, buf: vec![0; RECV_BUF], netns: None })
     }
 
     /// A socket inside the network namespace `netns`, created on a
     /// short-lived thread that setns()es into it. The calling thread's own
     /// namespace never changes, so a failure cannot leave it in a job's netns.
     pub fn in_netns(netns: BorrowedFd<'_>) -> io::Result<Self> {
-        std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("netns-socket".into())
-                .spawn_scoped(s, move || {
-                    // setns of a thread (not the process) is allowed for
-                    // CLONE_NEWNET; the thread then dies with it.
-                    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-                    Netlink::new()
-                })?
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("netns socket thread panicked")))
-        })
+        let mut nl = on_thread_in(netns, Netlink::new)??;
+        nl.netns = Some(netns.try_clone_to_owned()?);
+        Ok(nl)
+    }
+
+    /// Runs `f` in the network namespace this socket lives in: at once if
+    /// it is the caller's, else as [`Netlink::in_netns`] made it. For what
+    /// netlink cannot reach: `/proc/sys/net` shows the netns of whoever
+    /// opens a file in it.
+    pub fn within<R: Send>(&self, f: impl FnOnce() -> R + Send) -> io::Result<R> {
+        match &self.netns {
+            None => Ok(f()),
+            Some(netns) => on_thread_in(netns.as_fd(), f),
+        }
     }
 
     /// Appends one message to `out` under the next sequence number.
@@ -272,6 +277,22 @@ impl Netlink {
         }
         Ok(())
     }
+}
+
+/// Runs `f` on a short-lived thread in the network namespace `netns`.
+fn on_thread_in<R: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> R + Send) -> io::Result<R> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("netns".into())
+            .spawn_scoped(s, move || {
+                // setns of a thread (not the process) is allowed for
+                // CLONE_NEWNET; the thread then dies with it.
+                nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                Ok(f())
+            })?
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")))
+    })
 }
 
 enum Reply {

@@ -19,6 +19,7 @@ use super::link::{
 };
 use super::netlink::{Netlink, NlError};
 use super::owner::{Foreign, LinkOwner, Role};
+use super::port_filter;
 
 /// The job end's name inside its netns.
 pub const JOB_IFNAME: &str = "eth0";
@@ -113,9 +114,10 @@ pub(crate) fn create_pending(
 }
 
 /// Gives a pending veth its job's lease: the host end `owner`'s marker,
-/// its name `spec.host_name` and up; the job end its MAC (from the IP),
-/// address, up, `lo` up and the default route. On failure the veth is
-/// deleted again (which removes both ends).
+/// the filter that lets the job send only from its own MAC and IPv4
+/// address, its name `spec.host_name` and up; the job end its MAC (from
+/// the IP), address, up, `lo` up and the default route. On failure the
+/// veth is deleted again (which removes both ends).
 ///
 /// A leftover host link of the final name that carries `owner`'s marker
 /// (a runner of this state dir killed before its teardown; names are per
@@ -141,9 +143,15 @@ pub(crate) fn finish_pending(
     }
 }
 
-/// The host end: marked, renamed (it is down, as a rename needs) and
-/// brought up, in one round trip. The marker goes first, so a link of our
-/// name always carries it.
+/// The host end: marked, given its port filter, renamed (it is down, as a
+/// rename needs) and brought up, in one round trip. The marker goes first,
+/// so a link of our name always carries it. The filter (see
+/// `port_filter`) comes before the up, so the port never passes a frame
+/// without it, and before the rename: the kernel goes on after a failed
+/// request, and the first failure is the one reported, so a failed filter
+/// is never mistaken for a rename that met a leftover. Should a filter
+/// step fail, the up still runs, but `finish_pending` then deletes the
+/// veth before the job is let go: it never runs behind an open port.
 fn name_and_up(
     host: &mut Netlink,
     pending: &PendingVeth,
@@ -152,13 +160,18 @@ fn name_and_up(
 ) -> Result<(), NetworkError> {
     let index = pending.host_index;
     let rename = || (rename_message(index, &spec.host_name), 0);
+    let [qdisc, filter] = port_filter::messages(index, spec.ip);
+    const RENAME: usize = 3;
     let op = |i: usize| match i {
         0 => format!("mark {} as {}'s", pending.name, owner.label()),
-        1 => format!("rename {} to {}", pending.name, spec.host_name),
+        1 => format!("add an ingress qdisc to {} (its port filter's; needs the kernel's sch_ingress)", pending.name),
+        2 => format!("add the port filter of {} for {} (needs the kernel's cls_bpf)", pending.name, spec.ip),
+        RENAME => format!("rename {} to {}", pending.name, spec.host_name),
         _ => format!("bring {} up", spec.host_name),
     };
-    match host.request_all(vec![(alias_message(index, &owner.alias()), 0), rename(), (up_message(index), 0)]) {
-        Err((1, e)) if e.raw() == Some(libc::EEXIST) => {
+    let steps = vec![(alias_message(index, &owner.alias()), 0), qdisc, filter, rename(), (up_message(index), 0)];
+    match host.request_all(steps) {
+        Err((RENAME, e)) if e.raw() == Some(libc::EEXIST) => {
             match delete_own_with(host, &spec.host_name, owner, false)? {
                 Deletion::Deleted => log::warn!("{}: a stale veth of this state dir, deleted", spec.host_name),
                 Deletion::Missing => {}
@@ -173,9 +186,10 @@ fn name_and_up(
                 }
             }
             // The up above ran even though the rename failed; a running
-            // link cannot be renamed (EBUSY): down first.
+            // link cannot be renamed (EBUSY): down first. The filter is
+            // on it already.
             host.request_all(vec![(down_message(index), 0), rename(), (up_message(index), 0)])
-                .map_err(|(i, e)| NetworkError::netlink(op(i.max(1)), e))
+                .map_err(|(i, e)| NetworkError::netlink(op(RENAME + i.saturating_sub(1)), e))
         }
         r => r.map_err(|(i, e)| NetworkError::netlink(op(i), e)),
     }
@@ -333,6 +347,8 @@ mod tests {
         assert!(pending.name.starts_with(super::super::link::PENDING_PREFIX), "{}", pending.name);
         let peer = pending.peer_index.take().expect("this kernel echoes new links");
         let attached = finish_pending(&mut host, pending, &spec, job_ns.as_fd(), &owner).unwrap();
+        let filter = port_filter::installed_len(&mut host, attached.host_index);
+        assert_eq!(filter, Some(port_filter::program(spec.ip).len()), "the port filter, as made for the job");
 
         let h = get_link(&mut host, "rptu-0").unwrap().expect("the host end under its lease's name");
         assert_eq!(h.header.index, attached.host_index);

@@ -1,0 +1,110 @@
+//! No IPv6 on the bridge. Jobs are IPv4-only; a bridge with IPv6 on would
+//! take a router advertisement that reached it as the host's (a default
+//! route, SLAAC addresses). The ports' filters (see `port_filter`) drop
+//! every IPv6 frame a job sends; this is the second wall. The host veths
+//! need nothing: a bridge port hands every frame it receives to the
+//! bridge, so its own IPv6 never sees one.
+//!
+//! Netlink can set none of these (inet6_set_link_af takes only the token
+//! and the address generation mode), so they are sysctl writes; a bridge
+//! is made once, and the lookup `ensure_bridge` does anyway returns their
+//! values (IFLA_AF_SPEC), so a run writes only when one is wrong, e.g. on
+//! a bridge made by an older repeatr.
+
+use std::io::{self, Write};
+
+use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, Inet6DevConf, LinkAttribute, LinkMessage};
+
+use super::error::NetworkError;
+use super::netlink::Netlink;
+
+/// One per-interface IPv6 sysctl and the value the bridge needs.
+struct Setting {
+    name: &'static str,
+    /// Where the kernel reports it in IFLA_INET6_CONF.
+    current: fn(&Inet6DevConf) -> i32,
+    wanted: i32,
+}
+
+/// In the order they are written: RAs and autoconf off while IPv6 is still
+/// on, then IPv6 off, which drops any address it had.
+const SETTINGS: [Setting; 3] = [
+    Setting { name: "accept_ra", current: |c| c.accept_ra, wanted: 0 },
+    Setting { name: "autoconf", current: |c| c.autoconf, wanted: 0 },
+    Setting { name: "disable_ipv6", current: |c| c.disable_ipv6, wanted: 1 },
+];
+
+/// Every setting, for a bridge just made.
+pub(crate) const ALL: [&str; 3] = [SETTINGS[0].name, SETTINGS[1].name, SETTINGS[2].name];
+
+/// The settings `link` (as the kernel reported it) has wrong. None if the
+/// host has no IPv6 at all (booted with `ipv6.disable=1`: no AF_INET6
+/// part in the reply).
+pub(crate) fn wrong_settings(link: &LinkMessage) -> Vec<&'static str> {
+    let conf = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::AfSpecUnspec(specs) => specs.iter().find_map(|s| match s {
+            AfSpecUnspec::Inet6(inet6) => inet6.iter().find_map(|i| match i {
+                AfSpecInet6::DevConf(c) => Some(c),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    });
+    match conf {
+        Some(c) => SETTINGS.iter().filter(|s| (s.current)(c) != s.wanted).map(|s| s.name).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Writes `settings` (names from [`SETTINGS`]) of the link `name` in the
+/// netns of `nl`. A host without IPv6 (no /proc/sys/net/ipv6) has nothing
+/// to turn off.
+pub(crate) fn disable(nl: &Netlink, name: &str, settings: &[&str]) -> Result<(), NetworkError> {
+    let fail = |reason| NetworkError::Unexpected { op: format!("turn IPv6 off on bridge {name}"), reason };
+    let written = nl.within(|| {
+        for s in SETTINGS.iter().filter(|s| settings.contains(&s.name)) {
+            let (path, value) = (format!("/proc/sys/net/ipv6/conf/{name}/{}", s.name), s.wanted);
+            match std::fs::OpenOptions::new().write(true).open(&path).and_then(|mut f| write!(f, "{value}")) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !ipv6_present() => return Ok(()),
+                Err(e) => return Err(format!("writing {value} to {path}: {e}")),
+            }
+        }
+        Ok(())
+    });
+    match written {
+        Ok(r) => r.map_err(fail),
+        Err(e) => Err(fail(format!("entering the bridge's netns: {e}"))),
+    }
+}
+
+fn ipv6_present() -> bool {
+    std::path::Path::new("/proc/sys/net/ipv6").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link_with(conf: Option<Inet6DevConf>) -> LinkMessage {
+        let mut l = LinkMessage::default();
+        if let Some(c) = conf {
+            l.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::DevConf(c)])]));
+        }
+        l
+    }
+
+    #[test]
+    fn wrong_settings_are_read_from_the_link() {
+        let mut c = Inet6DevConf::default();
+        c.accept_ra = 1;
+        c.autoconf = 1;
+        assert_eq!(wrong_settings(&link_with(Some(c))), ALL);
+        c.accept_ra = 0;
+        c.autoconf = 0;
+        c.disable_ipv6 = 1;
+        assert!(wrong_settings(&link_with(Some(c))).is_empty());
+        assert!(wrong_settings(&link_with(None)).is_empty(), "no IPv6 on the host");
+    }
+}

@@ -155,16 +155,21 @@ fn leave_link(net: &TestNet, iface: &str) {
     let show = Command::new("ip").args(["-j", "-d", "link", "show", "dev", &net.bridge]).output().unwrap();
     let bridge: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     let marker = bridge[0]["ifalias"].as_str().expect("the bridge carries its state dir's marker").to_string();
-    // The dead job's veth may be half way through its removal: retry.
-    for _ in 0..100 {
+    // The dead job's veth may be half way through its removal (the kernel
+    // destroys it with the job's netns, asynchronously): only a link this
+    // test made counts, never the dying one, which would vanish under gc.
+    for _ in 0..250 {
         // A veth (this kernel has no dummy driver); deleting it takes its peer along.
         let peer = format!("p{iface}");
-        let _ = Command::new("ip")
+        let made = Command::new("ip")
             .args(["link", "add", iface, "type", "veth", "peer", "name", &peer])
             .stderr(Stdio::null())
-            .status();
-        let st = Command::new("ip").args(["link", "set", iface, "alias", &marker]).stderr(Stdio::null()).status();
-        if st.unwrap().success() {
+            .status()
+            .unwrap()
+            .success();
+        if made {
+            let st = Command::new("ip").args(["link", "set", iface, "alias", &marker]).status().unwrap();
+            assert!(st.success(), "could not mark the stand-in {iface}");
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -400,6 +405,9 @@ fn leases_json_while_jobs_run_and_after() {
     net.release_all();
     wait_all(vec![holder]);
     assert!(net.leases_json().is_empty());
+    // The retired host veth goes with the job's netns, which the kernel
+    // destroys asynchronously: until then gc would (rightly) take it.
+    net.assert_no_veths();
     let out = net.output(&["gc"]);
     assert_eq!(stdout(&out), "nothing to clean\n", "{}", stderr(&out));
 }

@@ -131,8 +131,9 @@ pub(crate) fn emit<W: Write>(
                 *digest
             }
             (Content::Hashed(digest), Data::Hashed) if out.is_none() => *digest,
-            // Sources and data always come in the pairs above.
-            _ => unreachable!("file content and data source do not match"),
+            // Sources and data always come in the pairs above; anything
+            // else is a bug of ours, reported rather than aborting the run.
+            _ => return Err(write_err(io::Error::other("internal error: a file's content does not match its source"))),
         };
         hasher.add(entry, Some(&digest));
     }

@@ -35,7 +35,7 @@ pub enum Error {
     NotRoot,
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("state dir {path:?}: {err}; check that it is on a local, writable filesystem or pass --state-dir")]
+    #[error("{}", state_dir_message(path, err))]
     StateDir { path: std::path::PathBuf, err: io::Error },
     #[error("{what}: {err}")]
     Io { what: &'static str, err: io::Error },
@@ -66,5 +66,33 @@ impl Error {
 
     pub fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |err| Error::Io { what, err }
+    }
+}
+
+/// An I/O error in the state dir says where, and what to do; one that
+/// carries the state store's own diagnosis (a dir another user owns, a
+/// planted link) already says both, and a second remedy would mislead.
+fn state_dir_message(path: &std::path::Path, err: &io::Error) -> String {
+    match err.get_ref().and_then(|e| e.downcast_ref::<crate::state::StateError>()) {
+        Some(diagnosed) => diagnosed.to_string(),
+        None => {
+            format!("state dir {path:?}: {err}; check that it is on a local, writable filesystem or pass --state-dir")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_dir_error_with_its_own_diagnosis_gets_no_second_remedy() {
+        let plain = Error::StateDir { path: "/x".into(), err: io::Error::from_raw_os_error(libc::EROFS) };
+        assert!(plain.to_string().contains("pass --state-dir"), "{plain}");
+        let diagnosed = crate::state::StateError::io("open lock file", std::path::Path::new("/x/y"))(
+            io::Error::from_raw_os_error(libc::ELOOP),
+        );
+        let wrapped = Error::StateDir { path: "/x".into(), err: io::Error::from(diagnosed) };
+        assert!(!wrapped.to_string().contains("local, writable filesystem"), "{wrapped}");
     }
 }

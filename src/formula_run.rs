@@ -234,13 +234,14 @@ impl OutputDirs {
         let lock = OutputLock::try_take(&base, id.as_str(), true)
             .map_err(io)?
             .ok_or_else(|| invalid(format!("job {id} is already running; give this run another --name")))?;
-        // What is left of a dead run of the same id is ours now.
+        // From here on the guard removes the lock (and what is below it)
+        // whatever fails. What is left of a dead run of the same id is ours.
         let root = lock.dir().to_path_buf();
+        let mut out = OutputDirs { lock: Some(lock), dirs: Vec::new() };
         match fs::remove_dir_all(&root) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
             _ => {}
         }
-        let mut out = OutputDirs { lock: Some(lock), dirs: Vec::new() };
         crate::state::private_subdir(&base, id.as_str())?;
         let (uid, gid) = (f.action.userinfo.uid, f.action.userinfo.gid);
         for n in 0..f.outputs.len() {

@@ -358,8 +358,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta,
 
 /// Whether an xattr from a tar may be set. Never `security.*`: a
 /// `security.capability` gives a binary privileges for whoever runs it
-/// (issue 9: cap_setuid on an unpacked binary makes any user who runs it
-/// root), and SELinux, Smack, AppArmor, IMA and EVM labels are the host's
+/// (cap_setuid on an unpacked binary makes any user who runs it root), and SELinux, Smack, AppArmor, IMA and EVM labels are the host's
 /// policy, not the tar's. Never `trusted.*`: only CAP_SYS_ADMIN sees them,
 /// and overlayfs steers lookups by them (`trusted.overlay.redirect`,
 /// `opaque`, `metacopy`). One rule for every tar: a ware is unpacked by the

@@ -83,7 +83,9 @@ fn setup_and_exec(
     drop((workdir, root));
     let cwd = nix::unistd::getcwd().map_err(|e| setup_err("getcwd")(e.into()))?;
     if !cwd.is_absolute() {
-        return Err(setup_err("--workdir")(io::Error::other("it resolves outside the job's root")));
+        return Err(setup_err("--workdir")(io::Error::other(
+            "it resolves outside the job's root (a symlink in the image leads out): give a --workdir that is a real directory inside the image",
+        )));
     }
 
     // `--net none`: lo is all the network there is (while we still may).

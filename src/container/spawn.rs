@@ -91,8 +91,13 @@ pub unsafe fn spawn(spec: &Spec, mount_base: &std::path::Path) -> io::Result<Lau
             super::init::child_main(spec, mount_base, go_r, report_w)
         }
         Ok(Some(child)) => {
-            pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;
-            Ok(Launched { child, go: File::from(go_w), report: File::from(report_r) })
+            let launched = Launched { child, go: File::from(go_w), report: File::from(report_r) };
+            if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None) {
+                // Never leave a child we cannot wait for behind an error.
+                launched.kill();
+                return Err(e.into());
+            }
+            Ok(launched)
         }
         Err(e) => {
             pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;

@@ -11,7 +11,6 @@
 //! without a seam.
 
 use std::ffi::CString;
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -122,7 +121,8 @@ impl Syscall for Linux {
     }
 
     fn is_dir(&self, fd: &OwnedFd) -> io::Result<bool> {
-        Ok(File::from(fd.try_clone()?).metadata()?.is_dir())
+        let st = nix::sys::stat::fstat(fd.as_fd()).map_err(io::Error::from)?;
+        Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
     }
 
     fn same_fs(&self, a: &OwnedFd, b: &OwnedFd) -> io::Result<bool> {

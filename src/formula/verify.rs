@@ -4,9 +4,9 @@
 //! A tar reader is not enough. A tar can carry what the tree hash does not
 //! cover (PAX records such as `SCHILY.xattr.security.capability`, user
 //! names, atimes, bytes in padding or after the end blocks), and an unpacker
-//! restores some of it onto a tree that its id says is plain (issue 9: such
-//! a record added to a stored ware leaves the tree hash as it is, and would
-//! give a binary cap_setuid). So each header is parsed, the header(s)
+//! restores some of it onto a tree that its id says is plain (such a record
+//! added to a stored ware leaves the tree hash as it is, and would give a
+//! binary cap_setuid). So each header is parsed, the header(s)
 //! `TarOut` writes for the parsed entry are rebuilt and must be
 //! byte-identical, padding must be zeros, and the file must end right after
 //! the two zero blocks. The stored bytes are then a function of the hashed

@@ -8,8 +8,8 @@
 //! Netlink can set none of these (inet6_set_link_af takes only the token
 //! and the address generation mode), so they are sysctl writes; a bridge
 //! is made once, and the lookup `ensure_bridge` does anyway returns their
-//! values (IFLA_AF_SPEC), so a run writes only when one is wrong, e.g. on
-//! a bridge made by an older repeatr.
+//! values (IFLA_AF_SPEC), so a run writes only when one is wrong (a bridge
+//! whose settings someone changed, or one made before these were set).
 
 use std::io::{self, Write};
 

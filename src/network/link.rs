@@ -273,8 +273,7 @@ pub const RETIRED_PREFIX: &str = "rpt~";
 /// the device to be destroyed: the link is set down (a running interface
 /// cannot be renamed: EBUSY) and renamed to `rpt~<ifindex>`. Deleting it
 /// here would block the runner for the kernel's unregister path (RCU
-/// barriers, ~25 ms measured on this kind of machine against ~2 ms for
-/// down and rename); the kernel destroys the pair anyway when the job's
+/// barriers, ~25 ms against ~2 ms for down and rename on a 2-core VM); the kernel destroys the pair anyway when the job's
 /// netns goes, which it does once the job has exited. Ok(false) if the link is
 /// gone already. `repeatr gc` deletes a retiree something keeps alive.
 ///

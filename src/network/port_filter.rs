@@ -12,8 +12,9 @@
 //! under the `ingress` qdisc: classic BPF rides inside the RTM_NEWTFILTER
 //! itself (no bpf() call, no program fd), so qdisc and filter go in the
 //! batch that names the veth, and `sch_ingress` and `cls_bpf` are all of tc
-//! it needs (this machine's kernel, built without modules, has them but
-//! neither flower nor gact). Both die with the veth: no state shared
+//! it needs (CONFIG_NET_SCH_INGRESS and CONFIG_NET_CLS_BPF; flower and
+//! gact are not required, and many kernels built without modules lack
+//! them). Both die with the veth: no state shared
 //! between jobs, nothing to clean up after a runner that was killed.
 //!
 //! Cost, measured on 6.18: ~0.1-0.15 ms per plug-in, nearly all of it the

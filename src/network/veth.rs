@@ -188,8 +188,13 @@ fn name_and_up(
             // The up above ran even though the rename failed; a running
             // link cannot be renamed (EBUSY): down first. The filter is
             // on it already.
-            host.request_all(vec![(down_message(index), 0), rename(), (up_message(index), 0)])
-                .map_err(|(i, e)| NetworkError::netlink(op(RENAME + i.saturating_sub(1)), e))
+            host.request_all(vec![(down_message(index), 0), rename(), (up_message(index), 0)]).map_err(|(i, e)| {
+                let what = match i {
+                    0 => format!("set {} down", pending.name),
+                    i => op(RENAME + i - 1),
+                };
+                NetworkError::netlink(what, e)
+            })
         }
         r => r.map_err(|(i, e)| NetworkError::netlink(op(i), e)),
     }
@@ -266,13 +271,14 @@ fn configure_job_side(spec: &VethSpec, eth0: Option<u32>, netns: BorrowedFd<'_>)
     let mut mac = LinkMessage::default();
     mac.header.index = index;
     mac.attributes.push(LinkAttribute::Address(mac_for_ip(spec.ip).to_vec()));
-    let steps = [
-        format!("set the MAC of {JOB_IFNAME} in the job netns"),
-        format!("add {}/{} to {JOB_IFNAME} in the job netns", spec.ip, spec.prefix),
-        format!("bring {JOB_IFNAME} up in the job netns"),
-        "bring lo up in the job netns".to_string(),
-        format!("add default route via {} in the job netns", spec.gateway),
-    ];
+    // Named only when one fails: no formatting on the job's start path.
+    let step = |i: usize| match i {
+        0 => format!("set the MAC of {JOB_IFNAME} in the job netns"),
+        1 => format!("add {}/{} to {JOB_IFNAME} in the job netns", spec.ip, spec.prefix),
+        2 => format!("bring {JOB_IFNAME} up in the job netns"),
+        3 => "bring lo up in the job netns".to_string(),
+        _ => format!("add default route via {} in the job netns", spec.gateway),
+    };
     nl.request_all(vec![
         (RouteNetlinkMessage::SetLink(mac), 0),
         (address_message(index, spec.ip, spec.prefix), NLM_F_CREATE | NLM_F_EXCL),
@@ -280,7 +286,7 @@ fn configure_job_side(spec: &VethSpec, eth0: Option<u32>, netns: BorrowedFd<'_>)
         (up_message(LOOPBACK_IFINDEX), 0),
         (default_route_message(index, spec.gateway), NLM_F_CREATE | NLM_F_EXCL),
     ])
-    .map_err(|(i, e)| NetworkError::netlink(steps.get(i).cloned().unwrap_or_default(), e))
+    .map_err(|(i, e)| NetworkError::netlink(step(i), e))
 }
 
 fn default_route_message(oif: u32, gateway: Ipv4Addr) -> RouteNetlinkMessage {

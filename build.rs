@@ -20,6 +20,9 @@ mod args;
 #[path = "src/container/seccomp/bpf.rs"]
 mod bpf;
 #[allow(dead_code)]
+#[path = "src/cbpf.rs"]
+mod cbpf;
+#[allow(dead_code)]
 #[path = "src/container/seccomp/profile.rs"]
 mod profile;
 #[allow(dead_code)]
@@ -67,6 +70,7 @@ const PRECOMPILED: [&[&str]; 3] = [&[], &["CAP_SYS_CHROOT"], &["*"]];
 /// minified, for the runner to compile for other sets.
 fn seccomp_default(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo::rerun-if-changed=src/container/seccomp");
+    println!("cargo::rerun-if-changed=src/cbpf.rs");
     let target_arch = std::env::var("CARGO_CFG_TARGET_ARCH")?;
     let arch = syscalls::Arch::by_target(&target_arch)
         .ok_or_else(|| format!("seccomp: no syscall table for {target_arch} (x86_64 and aarch64 have one)"))?;

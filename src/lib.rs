@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod archive;
+pub mod cbpf;
 pub mod civil_time;
 mod cli;
 pub mod config;

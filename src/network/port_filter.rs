@@ -38,23 +38,10 @@ use netlink_packet_route::tc::{
 };
 
 use super::iface::mac_for_ip;
+use crate::cbpf::{
+    Insn, JMP_JEQ_K as JEQ, JMP_JGE_K as JGE, LD_H_ABS as LD_H, LD_W_ABS as LD_W, LD_W_LEN as LD_LEN, RET_K as RET,
+};
 
-/// One classic BPF instruction (`struct sock_filter`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Insn {
-    code: u16,
-    jt: u8,
-    jf: u8,
-    k: u32,
-}
-
-// Opcodes (linux/filter.h, linux/bpf_common.h).
-const LD_LEN: u16 = 0x80; // BPF_LD | BPF_W | BPF_LEN
-const LD_W: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-const LD_H: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
-const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-const JGE: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
-const RET: u16 = 0x06; // BPF_RET | BPF_K
 /// SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT: the kernel moves an outer VLAN
 /// tag out of the frame before tc runs, so it is asked for separately.
 const VLAN_TAG_PRESENT: u32 = 0xffff_f000 + 48;

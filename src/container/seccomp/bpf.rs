@@ -7,29 +7,7 @@
 //! Built into the runner and into build.rs (which compiles the default
 //! profile ahead of time): std only.
 
-/// One instruction, laid out as the kernel's `struct sock_filter`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Insn {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
-}
-
-// Opcodes (linux/bpf_common.h): class | size/operation | source.
-/// BPF_LD | BPF_W | BPF_ABS: A = 32 bits of seccomp_data at offset k.
-pub const LD_W_ABS: u16 = 0x20;
-/// BPF_ALU | BPF_AND | BPF_K.
-pub const ALU_AND_K: u16 = 0x54;
-/// BPF_JMP | BPF_JA: the one jump with a 32-bit offset (k).
-pub const JMP_JA: u16 = 0x05;
-/// BPF_JMP | BPF_JEQ / BPF_JGT / BPF_JGE | BPF_K (unsigned compares).
-pub const JMP_JEQ_K: u16 = 0x15;
-pub const JMP_JGT_K: u16 = 0x25;
-pub const JMP_JGE_K: u16 = 0x35;
-/// BPF_RET | BPF_K.
-pub const RET_K: u16 = 0x06;
+pub use crate::cbpf::{ALU_AND_K, Insn, JMP_JA, JMP_JEQ_K, JMP_JGE_K, JMP_JGT_K, LD_W_ABS, RET_K};
 
 // Return values (linux/seccomp.h): the action in the high 16 bits, its
 // data (an errno) in the low ones.

@@ -48,6 +48,14 @@ impl Scene {
         self.tmp.path().join(name)
     }
 
+    /// A directory `name`, root's, 0700: what a state dir should be.
+    fn root_dir(&self, name: &str) -> PathBuf {
+        let dir = self.path(name);
+        fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o700);
+        dir
+    }
+
     /// The victim is as it was and nothing was created at `absent`.
     fn assert_untouched(&self) {
         assert_eq!(fs::read_to_string(&self.victim).unwrap(), "precious\n", "the victim was overwritten");
@@ -305,9 +313,7 @@ fn a_state_dir_behind_a_root_symlink_works() {
         return;
     }
     let s = Scene::new();
-    let real = s.path("real");
-    fs::create_dir(&real).unwrap();
-    chmod(&real, 0o700);
+    let real = s.root_dir("real");
     // As /var/run -> /run: a root's link in a root's dir, and one in a
     // sticky dir (which nobody else can rename there).
     symlink(&real, s.path("link")).unwrap();
@@ -330,9 +336,7 @@ fn a_symlink_of_another_users_on_the_path_is_refused() {
         return;
     }
     let s = Scene::new();
-    let real = s.path("real");
-    fs::create_dir(&real).unwrap();
-    chmod(&real, 0o700);
+    let real = s.root_dir("real");
     let link = s.public.join("link");
     as_nobody(&format!("ln -s {} {}", real.display(), link.display()));
     assert_refused(StateDir::open(&link.join("state")), &link, &["symlink", "owned by uid 65534"]);

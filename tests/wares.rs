@@ -80,6 +80,17 @@ fn id_of(path: &Path) -> WareId {
     hash_path(path, &Filters::default(), false).unwrap().0
 }
 
+/// `make_tree` at T/src (then `tweak`), packed with the default filters
+/// into the warehouse T/wh: the tree, the warehouse and the ware's id.
+fn packed(t: &tempfile::TempDir, tweak: impl FnOnce(&Path)) -> (PathBuf, Warehouse, WareId) {
+    let src = t.path().join("src");
+    make_tree(&src);
+    tweak(&src);
+    let wh = Warehouse::new(t.path().join("wh"));
+    let id = wh.pack(&src, &Filters::default()).unwrap();
+    (src, wh, id)
+}
+
 fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("rpt-ware-").tempdir().unwrap()
 }
@@ -153,12 +164,10 @@ fn filters_flatten_owners_and_times_in_the_stored_tar() {
         return;
     }
     let t = tmp();
-    let src = t.path().join("src");
-    make_tree(&src);
-    chown(&src.join("a.txt"), 12, 34);
-    set_mtime(&src.join("run.sh"), 7);
-    let wh = Warehouse::new(t.path().join("wh"));
-    let id = wh.pack(&src, &Filters::default()).unwrap();
+    let (src, wh, id) = packed(&t, |src| {
+        chown(&src.join("a.txt"), 12, 34);
+        set_mtime(&src.join("run.sh"), 7);
+    });
     let mut archive = tar::Archive::new(File::open(wh.ware_path(&id)).unwrap());
     let mut names = Vec::new();
     for entry in archive.entries().unwrap() {
@@ -252,10 +261,7 @@ fn corrupt_and_missing_wares_are_told_apart() {
         return;
     }
     let t = tmp();
-    let src = t.path().join("src");
-    make_tree(&src);
-    let wh = Warehouse::new(t.path().join("wh"));
-    let id = wh.pack(&src, &Filters::default()).unwrap();
+    let (_, wh, id) = packed(&t, |_| {});
     let path = wh.ware_path(&id);
     let pristine = fs::read(&path).unwrap();
 
@@ -445,11 +451,8 @@ fn a_stored_ware_with_an_added_xattr_is_refused() {
         return;
     }
     let t = tmp();
-    let src = t.path().join("src");
-    make_tree(&src);
+    let (_, wh, id) = packed(&t, |_| {});
     let wh_dir = t.path().join("wh");
-    let wh = Warehouse::new(&wh_dir);
-    let id = wh.pack(&src, &Filters::default()).unwrap();
     let stored = wh.ware_path(&id);
     insert_pax(&stored, "./run.sh", &[("SCHILY.xattr.security.capability", &CAP_SETUID_EP)]);
     // A tar reader sees the same tree: only the stored bytes changed.
@@ -480,13 +483,9 @@ fn stored_bytes_other_than_what_pack_writes_are_refused() {
         return;
     }
     let t = tmp();
-    let src = t.path().join("src");
-    make_tree(&src);
     // A name long enough for a PAX `path` record of the packer's own.
     let long = "n".repeat(150);
-    fs::write(src.join(&long), "long").unwrap();
-    let wh = Warehouse::new(t.path().join("wh"));
-    let id = wh.pack(&src, &Filters::default()).unwrap();
+    let (_, wh, id) = packed(&t, |src| fs::write(src.join(&long), "long").unwrap());
     let stored = wh.ware_path(&id);
     let pristine = fs::read(&stored).unwrap();
     let append = |bytes: &'static [u8]| {
@@ -545,10 +544,7 @@ fn a_ware_someone_else_owns_is_used_through_a_private_copy() {
         return;
     }
     let t = tmp();
-    let src = t.path().join("src");
-    make_tree(&src);
-    let wh = Warehouse::new(t.path().join("wh"));
-    let id = wh.pack(&src, &Filters::default()).unwrap();
+    let (_, wh, id) = packed(&t, |_| {});
     let stored = wh.ware_path(&id);
     let pristine = fs::read(&stored).unwrap();
     let ino = fs::metadata(&stored).unwrap().ino();
@@ -574,11 +570,7 @@ fn newlines_in_names_round_trip_unless_they_need_a_pax_record() {
         return;
     }
     let t = tmp();
-    let src = t.path().join("src");
-    make_tree(&src);
-    fs::write(src.join("two\nlines"), "nl").unwrap();
-    let wh = Warehouse::new(t.path().join("wh"));
-    let id = wh.pack(&src, &Filters::default()).unwrap();
+    let (src, wh, id) = packed(&t, |src| fs::write(src.join("two\nlines"), "nl").unwrap());
     let out = t.path().join("out");
     fs::create_dir(&out).unwrap();
     wh.unpack(&id, &out).unwrap();

@@ -9,6 +9,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+# The attack probes (tests/probes/*.c) are built static.
+if ! command -v gcc >/dev/null || ! ls /usr/lib/*-linux-gnu/libc.a >/dev/null 2>&1; then need+=(gcc libc6-dev); fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

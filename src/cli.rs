@@ -8,6 +8,7 @@ use std::path::Path;
 use clap::{CommandFactory, Parser};
 
 use crate::admin::{self, GcOptions};
+use crate::config::Config;
 use crate::container::{self, NetMode, Spec, SpecError, spec};
 use crate::error::{EXIT_RUNNER_ERROR, Error};
 use crate::formula::{Filters, WareId, Warehouse};
@@ -15,6 +16,7 @@ use crate::formula_run::{self, FormulaJob};
 
 mod args;
 use crate::job::{self, Host, JobId, Request};
+use crate::limits::LimitStrings;
 use args::{Cli, Command, Net, PackArgs, RunArgs, Shell, UnpackArgs};
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -68,7 +70,10 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Run(args) => {
             let host = Host { state_dir, config };
             match work(args)? {
-                Work::Command { spec, ip } => job::run(Request { host, spec, ip }),
+                Work::Command { spec, ip, limits } => {
+                    let limits = limits.or(&Config::load_limits(host.config.as_deref())?).parse(true)?;
+                    job::run(Request { host, spec, ip, limits })
+                }
                 Work::Formula(f) => formula_run::run(&host, f),
             }
         }
@@ -85,7 +90,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
 
 /// What `run` was asked to run.
 enum Work {
-    Command { spec: Spec, ip: Option<Ipv4Addr> },
+    Command { spec: Spec, ip: Option<Ipv4Addr>, limits: LimitStrings },
     Formula(FormulaJob),
 }
 
@@ -140,7 +145,8 @@ fn work(args: RunArgs) -> Result<Work, Error> {
         make_dirs: Vec::new(),
         stdout_to_stderr: false,
     };
-    Ok(Work::Command { spec, ip: args.ip })
+    let limits = LimitStrings { memory: args.memory, cpus: args.cpus, pids_limit: args.pids_limit };
+    Ok(Work::Command { spec, ip: args.ip, limits })
 }
 
 fn pack(args: PackArgs) -> Result<i32, Error> {

@@ -49,6 +49,10 @@ pub enum Error {
     Teardown(String),
     #[error(transparent)]
     Ware(#[from] WareError),
+    #[error(transparent)]
+    Limits(#[from] crate::limits::LimitsError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }
 
 impl Error {

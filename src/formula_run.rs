@@ -50,6 +50,9 @@ pub struct RunRecord {
     pub results: BTreeMap<String, String>,
     #[serde(default)]
     pub hostname: Option<String>,
+    /// The OOM killer ended the job (it exited 137 and its cgroup counts an OOM kill).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
 }
 
 fn invalid(problem: String) -> Error {
@@ -68,7 +71,10 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let spec = build_spec(&formula, &warehouse, &id, &outputs)?;
     let hostname = spec.hostname.clone();
 
-    let exit = job::launch(host, spec, None)?;
+    let limits =
+        formula.action.limits.clone().or(&crate::config::Config::load_limits(host.config.as_deref())?).parse(false)?;
+    let ended = job::launch(host, spec, None, &limits)?;
+    let exit = ended.exit;
     let exit_code = match &exit {
         Exit::Code(c) => *c,
         Exit::Signaled(s) => 128 + s,
@@ -88,6 +94,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
         exit_code,
         results,
         hostname: Some(hostname),
+        oom_killed: ended.oom_killed,
     };
     let json =
         serde_json::to_string_pretty(&record).map_err(|e| Error::Io { what: "encoding the record", err: e.into() })?;

@@ -11,8 +11,10 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use crate::cgroup::JobCgroup;
 use crate::container::{self, Exit, GoMessage, NetMode, Spec};
 use crate::error::Error;
+use crate::limits::{self, Limits};
 use crate::sys;
 
 mod etc;
@@ -35,11 +37,19 @@ pub struct Host {
 
 /// A command to run in a container: a validated spec, whose every host
 /// object (rootfs, mount sources) is already open; `ip` asks for that
-/// address on the bridge.
+/// address on the bridge; `limits` bound what it may use.
 pub struct Request {
     pub host: Host,
     pub spec: Spec,
     pub ip: Option<Ipv4Addr>,
+    pub limits: Limits,
+}
+
+/// How a job ended, and whether the OOM killer ended it.
+#[derive(Debug)]
+pub struct Ended {
+    pub exit: Exit,
+    pub oom_killed: bool,
 }
 
 /// Every job creates namespaces, mounts and network devices, and opening
@@ -51,19 +61,22 @@ pub fn require_root() -> Result<(), Error> {
 
 /// Runs one job and returns the exit status the runner should exit with.
 pub fn run(req: Request) -> Result<i32, Error> {
-    Ok(launch(&req.host, req.spec, req.ip)?.status())
+    Ok(launch(&req.host, req.spec, req.ip, &req.limits)?.exit.status())
 }
 
 /// launch -> lease -> plug network -> go -> wait -> tear down -> release,
 /// for a validated spec; returns how the job ended. The child builds its
 /// root while the runner leases and plugs in its network.
-pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Error> {
+pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) -> Result<Ended, Error> {
     // Before any clone: no fd the runner inherited may reach the job.
     sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
     let mount_base = ensure_mount_base(&host.state_dir)?;
     // Before anything that holds host resources, so a Ctrl-C from here on
     // aborts cleanly through the teardown below instead of killing us.
     let signals = container::signals::Forwarder::install().map_err(Error::io("installing signal handlers"))?;
+    // Before anything of the job runs; removed when it drops, on every
+    // path out of here (after the job is dead: `launched` drops first).
+    let cgroup = JobCgroup::create(&spec.id, limits)?;
 
     // Launch: the child builds its root while we lease and plug its network in.
     // SAFETY: the runner is single-threaded here, as `spawn` requires: no
@@ -71,7 +84,7 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Err
     // handlers start none), and the lease thread starts in `JobNet::plug_in`,
     // after the clone.
     let launched =
-        unsafe { container::spawn(&spec, &mount_base) }.map_err(Error::io("creating the job's namespaces"))?;
+        unsafe { container::spawn(&spec, &mount_base, &cgroup) }.map_err(Error::io("creating the job's namespaces"))?;
     log::info!("job {} started as pid {}", spec.id, launched.pid());
 
     // Lease: an address and a bridge slot, held until `teardown`.
@@ -84,7 +97,9 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Err
                     // A child that died on its own takes its netns with it,
                     // so our error is then only the symptom: report its cause.
                     return match launched.kill() {
-                        Some(failure) => Ok(report_exit(&spec.id, Exit::Failed(failure))),
+                        Some(failure) => {
+                            Ok(Ended { exit: report_exit(&spec.id, Exit::Failed(failure)), oom_killed: false })
+                        }
                         None => Err(e),
                     };
                 }
@@ -99,15 +114,23 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Err
 
     // Wait: the job runs; signals to us are forwarded to it.
     let exit = report_exit(&spec.id, launched.go_and_wait(&signals, &go).map_err(Error::io("waiting for the job"))?);
+    let oom_killed = exit.status() == 128 + libc::SIGKILL && cgroup.oom_killed();
+    if oom_killed {
+        let limit = cgroup.memory_limit().map(|b| format!(" (limit {})", limits::human_size(b))).unwrap_or_default();
+        eprintln!("repeatr: job {} killed: out of memory{limit}", spec.id);
+    }
 
-    // Tear down and release. A failure here is reported, but the job's
-    // own status still wins: the job did run.
+    // Tear down and release, every step tried. A failure here is
+    // reported, but the job's own status still wins: the job did run.
     if let Some(n) = net
         && let Err(e) = n.teardown()
     {
         eprintln!("repeatr: {e}");
     }
-    Ok(exit)
+    for e in cgroup.remove() {
+        eprintln!("repeatr: {e}");
+    }
+    Ok(Ended { exit, oom_killed })
 }
 
 /// Says how the job ended (a failed launch on stderr, as one line) and

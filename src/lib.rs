@@ -9,6 +9,7 @@
 mod admin;
 pub mod archive;
 pub mod cbpf;
+pub mod cgroup;
 pub mod civil_time;
 mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod escape;
 pub mod formula;
 mod formula_run;
 mod job;
+pub mod limits;
 pub mod network;
 pub mod state;
 pub mod sys;

@@ -109,13 +109,21 @@ pub struct Child {
 /// Rust code (allocation included) before it execs, and it has only the
 /// calling thread, so a lock another thread held at the moment of the clone
 /// (malloc's, stdio's) would stay locked in the child for ever.
-pub unsafe fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
+///
+/// With `cgroup` (an fd of a cgroup2 directory) the child is born in that
+/// cgroup (`CLONE_INTO_CGROUP`, Linux 5.7): no instruction of it ever runs
+/// anywhere else.
+pub unsafe fn clone3(namespaces: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Option<Child>> {
     let mut pidfd: libc::c_int = -1;
     // SAFETY: a plain C struct of integers, for which all-zero is valid.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
     args.flags = (namespaces | libc::CLONE_PIDFD) as u64;
     args.pidfd = &mut pidfd as *mut libc::c_int as u64;
     args.exit_signal = libc::SIGCHLD as u64;
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
     // SAFETY: clone_args is fully initialised (zeroed, then set) and its
     // size passed; without CLONE_VM/stack the child gets a copy of our
     // memory, exactly as with fork(2). Our caller is single-threaded (the
@@ -130,6 +138,128 @@ pub unsafe fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
     // SAFETY: with CLONE_PIDFD the kernel stored a new fd we own in `pidfd`.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Some(Child { pid, pidfd }))
+}
+
+/// `CLONE_INTO_CGROUP` from linux/sched.h: above 32 bits, so clone3 only
+/// (libc declares it as a C int, which cannot hold it).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `BPF_PROG_TYPE_CGROUP_DEVICE` and `BPF_CGROUP_DEVICE` from linux/bpf.h.
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_ATTACH: libc::c_int = 8;
+/// Programs of the cgroups above run too, and each must allow the access.
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// One eBPF instruction, as linux/bpf.h's `struct bpf_insn`: the opcode,
+/// then the destination register in the low nibble and the source in the
+/// high one, a jump offset and an immediate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BpfInsn {
+    pub code: u8,
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+/// The head of `union bpf_attr` for BPF_PROG_LOAD, up to
+/// `expected_attach_type`; the kernel takes a shorter attr as zero-filled.
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `union bpf_attr` for BPF_PROG_ATTACH.
+#[repr(C)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+/// Loads `insns` as a `BPF_PROG_TYPE_CGROUP_DEVICE` program and attaches it
+/// to the cgroup2 directory `cgroup` (BPF_F_ALLOW_MULTI, as runc does). The
+/// program stays with the cgroup until the cgroup is removed; the kernel's
+/// verifier log comes back in the error when it refuses the program.
+pub fn attach_device_program(cgroup: BorrowedFd<'_>, insns: &[BpfInsn]) -> io::Result<()> {
+    let insn_cnt = u32::try_from(insns.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "device program too long"))?;
+    let license = c"Apache";
+    let mut log = vec![0u8; 4096];
+    let mut name = [0u8; 16];
+    name[..7].copy_from_slice(b"repeatr");
+    let load = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name,
+        prog_ifindex: 0,
+        expected_attach_type: BPF_CGROUP_DEVICE,
+    };
+    // SAFETY: `load` is a fully initialised bpf_attr head whose size we
+    // pass; the instructions, the license and the log buffer it points at
+    // outlive the call, and the kernel writes at most `log_size` bytes into
+    // the log.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &load as *const ProgLoadAttr, std::mem::size_of::<ProgLoadAttr>())
+    };
+    let prog = match check(ret) {
+        // SAFETY: a non-negative return of BPF_PROG_LOAD is a new fd we own.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
+        Err(e) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]).replace('\n', " ");
+            return Err(io::Error::new(e.kind(), format!("{e}; verifier: {}", text.trim())));
+        }
+    };
+    let attach = ProgAttachAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        replace_bpf_fd: 0,
+    };
+    // SAFETY: `attach` is a fully initialised bpf_attr for PROG_ATTACH
+    // whose size we pass; both fds are open for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attach as *const ProgAttachAttr,
+            std::mem::size_of::<ProgAttachAttr>(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `kill(pid, sig)`, for the processes a cgroup lists (no pidfd exists
+/// for them; a pid read from a frozen cgroup cannot be recycled until the
+/// process is reaped, and those are the cgroup's to reap).
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain integers.
+    let ret = unsafe { libc::kill(pid, sig) };
+    check(ret as libc::c_long).map(drop)
 }
 
 /// Sends `sig` to the process behind `pidfd`.

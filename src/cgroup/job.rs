@@ -1,0 +1,284 @@
+//! One job's cgroups: made before the job runs anything, nested under the
+//! runner's own cgroup in every hierarchy whose controller it uses, limited,
+//! and removed after the job is dead, on every path (an early return drops
+//! it, and `Drop` removes what `remove` was not asked to).
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::discover::{self, Hierarchies};
+use super::error::{CgroupError, io_err};
+use super::names::Runner;
+use super::{devices, files, gc, v1, v2};
+use crate::limits::Limits;
+
+/// How long a kill or a removal waits for the job's last processes.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// The job's cgroup in one v1 hierarchy.
+#[derive(Debug)]
+struct V1Cgroup {
+    dir: PathBuf,
+    /// The runner's own cgroup there, where it returns after the clone.
+    own: PathBuf,
+    controllers: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct JobCgroup {
+    /// The job's cgroup2 directory and an fd of it (for CLONE_INTO_CGROUP).
+    v2: Option<(PathBuf, OwnedFd)>,
+    v1: Vec<V1Cgroup>,
+    /// The cgroup whose memory controller accounts the job, and whether it is v2.
+    memory: Option<(PathBuf, bool)>,
+    memory_limit: Option<u64>,
+    removed: bool,
+}
+
+/// The runner inside the job's v1 cgroups, for the clone; [`Entered::leave`]
+/// takes it back out (and so does dropping it).
+pub struct Entered<'a> {
+    back: Vec<&'a Path>,
+}
+
+impl Entered<'_> {
+    /// Back into the runner's own v1 cgroups, every one tried.
+    pub fn leave(mut self) -> Result<(), CgroupError> {
+        let pid = std::process::id() as libc::pid_t;
+        let mut first = None;
+        for own in std::mem::take(&mut self.back) {
+            if let Err(e) = files::enter(own, pid) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let pid = std::process::id() as libc::pid_t;
+        for own in std::mem::take(&mut self.back) {
+            let _ = files::enter(own, pid);
+        }
+    }
+}
+
+impl JobCgroup {
+    /// Creates and limits the job's cgroups. First removes those of dead
+    /// runners next to it (the next run's share of `repeatr gc`).
+    pub fn create(job: &str, limits: &Limits) -> Result<JobCgroup, CgroupError> {
+        let h = discover::discover()?;
+        let me = Runner::me().map_err(|err| CgroupError::Read { path: "/proc/self/stat".into(), err })?;
+        let under: Vec<&Path> = h.v2.iter().map(PathBuf::as_path).chain(h.v1.iter().map(|v| v.own.as_path())).collect();
+        let stale = gc::reclaim_under(&under, false);
+        for e in &stale.errors {
+            log::warn!("{e}");
+        }
+        Self::create_in(&h, me, job, limits)
+    }
+
+    fn create_in(h: &Hierarchies, me: Runner, job: &str, limits: &Limits) -> Result<JobCgroup, CgroupError> {
+        let name = me.job_cgroup(job);
+        let mut cg = JobCgroup { v2: None, v1: Vec::new(), memory: None, memory_limit: limits.memory, removed: false };
+        let v2_offers = match &h.v2 {
+            Some(own) => v2::available(own)?,
+            None => Vec::new(),
+        };
+        // Each controller from v1 if a v1 hierarchy holds it (a hybrid
+        // host's v2 then cannot have it), else from v2.
+        let on_v2 = |c: &str| h.v1_with(c).is_none() && v2_offers.iter().any(|o| o == c);
+        let needed =
+            [("memory", limits.memory.is_some(), "--memory"), ("cpu", limits.cpu_quota_us.is_some(), "--cpus")];
+        for (controller, wanted, limit) in needed {
+            if wanted && h.v1_with(controller).is_none() && !on_v2(controller) {
+                return Err(CgroupError::NoController { limit, controller });
+            }
+        }
+        if limits.pids.is_some() && h.v1_with("pids").is_none() && !on_v2("pids") {
+            log::warn!("no pids controller on this host: the job's number of processes is not limited");
+        }
+
+        if let Some(own) = &h.v2 {
+            let wanted: Vec<&str> = ["memory", "cpu", "pids"].into_iter().filter(|c| on_v2(c)).collect();
+            v2::enable_controllers(own, &wanted, me)?;
+            let dir = own.join(&name);
+            std::fs::create_dir(&dir).map_err(io_err("create", &dir))?;
+            let fd = open_dir(&dir);
+            cg.v2 = Some((dir.clone(), OwnedFd::from(fd?)));
+            v2::apply(&dir, limits, on_v2)?;
+            if on_v2("memory") {
+                cg.memory = Some((dir.clone(), true));
+            }
+            if let Some((_, fd)) = &cg.v2 {
+                crate::sys::attach_device_program(fd.as_fd(), &devices::program())
+                    .map_err(|err| CgroupError::DeviceProgram { path: dir.clone(), err })?;
+            }
+        }
+        let kills_on_v2 = cg.v2.as_ref().is_some_and(|(d, _)| v2::can_kill(d));
+        for hier in &h.v1 {
+            let uses = |c: &str| hier.has(c);
+            let used = (uses("memory")) // always: the OOM count
+                || (uses("cpu") && limits.cpu_quota_us.is_some())
+                || (uses("pids") && limits.pids.is_some())
+                || uses("devices")
+                || (uses("freezer") && !kills_on_v2);
+            if !used {
+                continue;
+            }
+            let dir = hier.own.join(&name);
+            std::fs::create_dir(&dir).map_err(io_err("create", &dir))?;
+            cg.v1.push(V1Cgroup { dir: dir.clone(), own: hier.own.clone(), controllers: hier.controllers.clone() });
+            if uses("memory") {
+                if let Some(bytes) = limits.memory {
+                    v1::memory(&dir, bytes)?;
+                }
+                cg.memory = Some((dir.clone(), false));
+            }
+            if let (true, Some(q)) = (uses("cpu"), limits.cpu_quota_us) {
+                v1::cpu(&dir, q)?;
+            }
+            if let (true, Some(n)) = (uses("pids"), limits.pids) {
+                v1::pids(&dir, n)?;
+            }
+            if uses("devices") {
+                v1::devices(&dir)?;
+            }
+        }
+        Ok(cg)
+    }
+
+    /// The cgroup2 directory the job's first process is born in.
+    pub fn clone_into(&self) -> Option<BorrowedFd<'_>> {
+        self.v2.as_ref().map(|(_, fd)| fd.as_fd())
+    }
+
+    /// Moves the runner into the job's v1 cgroups for the clone: v1 has no
+    /// CLONE_INTO_CGROUP, and a child forked there is born there. The
+    /// runner's own cgroup is their parent, so its caller's limits still
+    /// bound it meanwhile. The child never drops the guard (it execs or
+    /// exits), so only the runner goes back.
+    pub fn enter_v1(&self) -> Result<Entered<'_>, CgroupError> {
+        let pid = std::process::id() as libc::pid_t;
+        let mut entered = Entered { back: Vec::new() };
+        for c in &self.v1 {
+            files::enter(&c.dir, pid)?;
+            entered.back.push(&c.own);
+        }
+        Ok(entered)
+    }
+
+    /// The job's memory limit, for the OOM message.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
+    }
+
+    /// Whether the OOM killer killed a process of the job.
+    pub fn oom_killed(&self) -> bool {
+        let kills = match &self.memory {
+            Some((dir, true)) => v2::oom_kills(dir),
+            Some((dir, false)) => v1::oom_kills(dir),
+            None => return false,
+        };
+        kills.inspect_err(|e| log::debug!("{e}")).is_ok_and(|n| n > 0)
+    }
+
+    /// Kills every process of the job and waits until none is left: with
+    /// `cgroup.kill` where the job has a cgroup2 directory (a hybrid
+    /// host's empty one too: every process of the job is born in it),
+    /// else by freezing it and killing each.
+    pub fn kill(&self) -> Result<(), CgroupError> {
+        let deadline = Instant::now() + GRACE;
+        if let Some((dir, _)) = self.v2.as_ref().filter(|(d, _)| v2::can_kill(d)) {
+            v2::kill(dir)?;
+            return wait_empty(dir, deadline);
+        }
+        let freezer = self.v1.iter().find(|c| c.controllers.iter().any(|n| n == "freezer")).map(|c| c.dir.as_path());
+        match self.v1.first() {
+            Some(c) => v1::kill(&c.dir, freezer, deadline),
+            None => Ok(()),
+        }
+    }
+
+    /// Kills what is left of the job and removes its cgroups; every
+    /// failure is returned, none stops the rest.
+    pub fn remove(mut self) -> Vec<CgroupError> {
+        self.remove_all()
+    }
+
+    fn remove_all(&mut self) -> Vec<CgroupError> {
+        if self.removed {
+            return Vec::new();
+        }
+        self.removed = true;
+        let mut errors = Vec::new();
+        if !self.is_empty() {
+            if let Err(e) = self.kill() {
+                errors.push(e);
+            }
+        }
+        let deadline = Instant::now() + GRACE;
+        let dirs = self.v2.take().map(|(d, _)| d).into_iter().chain(self.v1.drain(..).map(|c| c.dir));
+        for dir in dirs {
+            if let Err(e) = rmdir(&dir, deadline) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    fn is_empty(&self) -> bool {
+        let dir = self.v2.as_ref().map(|(d, _)| d.as_path()).or(self.v1.first().map(|c| c.dir.as_path()));
+        dir.is_none_or(|d| files::procs(d).is_ok_and(|p| p.is_empty()))
+    }
+
+    /// Every directory the job has, for tests and messages.
+    pub fn dirs(&self) -> Vec<&Path> {
+        self.v2.iter().map(|(d, _)| d.as_path()).chain(self.v1.iter().map(|c| c.dir.as_path())).collect()
+    }
+}
+
+impl Drop for JobCgroup {
+    fn drop(&mut self) {
+        for e in self.remove_all() {
+            eprintln!("repeatr: {e}");
+        }
+    }
+}
+
+fn open_dir(dir: &Path) -> Result<File, CgroupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(io_err("open", dir))
+}
+
+/// Waits until `dir` lists no process.
+pub fn wait_empty(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
+    while !files::procs(dir)?.is_empty() {
+        if Instant::now() > deadline {
+            return Err(CgroupError::NotEmpty(dir.to_path_buf()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// rmdir, retried while the kernel still counts a dying process in it
+/// (EBUSY); a directory already gone is no error.
+pub fn rmdir(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(io_err("remove", dir)(e)),
+        }
+    }
+}

@@ -85,6 +85,8 @@ struct GcOutput {
     links_kept: Vec<KeptLink>,
     /// Output dirs of formula runs whose runner died (`STATE/outputs/<job>`).
     outputs_removed: Vec<std::path::PathBuf>,
+    /// Cgroups of jobs (and runner leaves) whose runner died (`repeatr-job.…`, `repeatr-runner.…`).
+    cgroups_removed: Vec<std::path::PathBuf>,
     errors: Vec<String>,
 }
 
@@ -177,6 +179,10 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     out.outputs_removed = outputs.removed;
     out.errors.extend(outputs.errors);
 
+    let cgroups = crate::cgroup::reclaim_all(dry_run);
+    out.cgroups_removed = cgroups.removed;
+    out.errors.extend(cgroups.errors);
+
     if json {
         println!("{}", to_json(&out)?);
     } else {
@@ -233,6 +239,9 @@ fn summary(o: &GcOutput) -> String {
     for d in &o.outputs_removed {
         s += &format!("{} leftover outputs {}\n", if o.dry_run { "would remove" } else { "removed" }, d.display());
     }
+    for d in &o.cgroups_removed {
+        s += &format!("{} dead job's cgroup {}\n", if o.dry_run { "would remove" } else { "removed" }, d.display());
+    }
     for e in &o.errors {
         s += &format!("error: {e}\n");
     }
@@ -242,6 +251,7 @@ fn summary(o: &GcOutput) -> String {
         && o.bridges_deleted.is_empty()
         && o.links_kept.is_empty()
         && o.outputs_removed.is_empty()
+        && o.cgroups_removed.is_empty()
         && o.rebuilt.is_none()
     {
         s += "nothing to clean\n";

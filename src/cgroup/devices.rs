@@ -151,4 +151,44 @@ mod tests {
         assert_eq!(run(&p, rw, DEV_CHAR, 1, 1), 0);
         assert_eq!(run(&p, ACC_READ, DEV_CHAR, 1, 11), 0);
     }
+
+    /// The v2 program on the real kernel: this machine's cgroup2 (a
+    /// hybrid's empty one has the BPF hook too) with the program attached,
+    /// and a host shell moved into it first thing.
+    #[test]
+    fn the_v2_program_denies_on_the_real_kernel() {
+        if !nix::unistd::geteuid().is_root() {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "this test needs root (CI=true)");
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let h = crate::cgroup::discover().unwrap();
+        let own = h.v2.expect("a cgroup2 mount");
+        let dir = own.join(format!("repeatr-test-devices.{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        struct Rm(std::path::PathBuf);
+        impl Drop for Rm {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let _rm = Rm(dir.clone());
+        let fd = std::fs::File::open(&dir).unwrap();
+        crate::sys::attach_device_program(std::os::fd::AsFd::as_fd(&fd), &program()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let script = format!(
+            "echo $$ > {}/cgroup.procs || exit 9; cd {} || exit 8; \
+             mknod loop b 7 0 2>/dev/null && echo loop-made; \
+             mknod mem c 1 1 2>/dev/null && echo mem-made; \
+             mknod null c 1 3 && echo x > null && echo null-ok; \
+             head -c1 /dev/zero >/dev/null && echo zero-ok; \
+             head -c1 /dev/kmsg >/dev/null 2>&1 || echo kmsg-denied",
+            dir.display(),
+            tmp.path().display()
+        );
+        let o = std::process::Command::new("/bin/sh").args(["-c", &script]).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{out}{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(out, "null-ok\nzero-ok\nkmsg-denied\n");
+    }
 }

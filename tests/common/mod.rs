@@ -2,6 +2,8 @@
 //! command with its own state dir, root checks that fail loudly in CI.
 #![allow(dead_code)]
 
+pub mod cgroups;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, symlink};

@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::error::{CgroupError, io_err};
 
@@ -35,6 +36,32 @@ pub fn procs(dir: &Path) -> Result<Vec<libc::pid_t>, CgroupError> {
 /// Moves the whole process `pid` into the cgroup at `dir`.
 pub fn enter(dir: &Path, pid: libc::pid_t) -> Result<(), CgroupError> {
     write(dir, "cgroup.procs", &pid.to_string())
+}
+
+/// Waits until `dir` lists no process.
+pub fn wait_empty(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
+    while !procs(dir)?.is_empty() {
+        if Instant::now() > deadline {
+            return Err(CgroupError::NotEmpty(dir.to_path_buf()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// rmdir, retried while the kernel still counts a dying process in it
+/// (EBUSY); a directory already gone is no error.
+pub fn rmdir(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(io_err("remove", dir)(e)),
+        }
+    }
 }
 
 #[cfg(test)]

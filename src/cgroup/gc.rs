@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use super::discover;
 use super::error::CgroupError;
 use super::files;
-use super::job::{rmdir, wait_empty};
 use super::names;
 
 /// How deep a gc walk goes below a hierarchy's root.
@@ -79,10 +78,10 @@ fn reclaim(dir: &Path) -> Result<(), CgroupError> {
     if !files::procs(dir)?.is_empty() {
         if dir.join("cgroup.kill").exists() {
             files::write(dir, "cgroup.kill", "1")?;
-            wait_empty(dir, deadline)?;
+            files::wait_empty(dir, deadline)?;
         } else {
             super::v1::kill(dir, None, deadline)?;
         }
     }
-    rmdir(dir, deadline)
+    files::rmdir(dir, deadline)
 }

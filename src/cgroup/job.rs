@@ -193,7 +193,7 @@ impl JobCgroup {
         let deadline = Instant::now() + GRACE;
         if let Some((dir, _)) = self.v2.as_ref().filter(|(d, _)| v2::can_kill(d)) {
             v2::kill(dir)?;
-            return wait_empty(dir, deadline);
+            return files::wait_empty(dir, deadline);
         }
         let freezer = self.v1.iter().find(|c| c.controllers.iter().any(|n| n == "freezer")).map(|c| c.dir.as_path());
         match self.v1.first() {
@@ -214,15 +214,15 @@ impl JobCgroup {
         }
         self.removed = true;
         let mut errors = Vec::new();
-        if !self.is_empty() {
-            if let Err(e) = self.kill() {
-                errors.push(e);
-            }
+        if !self.is_empty()
+            && let Err(e) = self.kill()
+        {
+            errors.push(e);
         }
         let deadline = Instant::now() + GRACE;
         let dirs = self.v2.take().map(|(d, _)| d).into_iter().chain(self.v1.drain(..).map(|c| c.dir));
         for dir in dirs {
-            if let Err(e) = rmdir(&dir, deadline) {
+            if let Err(e) = files::rmdir(&dir, deadline) {
                 errors.push(e);
             }
         }
@@ -257,28 +257,83 @@ fn open_dir(dir: &Path) -> Result<File, CgroupError> {
         .map_err(io_err("open", dir))
 }
 
-/// Waits until `dir` lists no process.
-pub fn wait_empty(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
-    while !files::procs(dir)?.is_empty() {
-        if Instant::now() > deadline {
-            return Err(CgroupError::NotEmpty(dir.to_path_buf()));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// rmdir, retried while the kernel still counts a dying process in it
-/// (EBUSY); a directory already gone is no error.
-pub fn rmdir(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
-    loop {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(io_err("remove", dir)(e)),
+    fn root_or_skip() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
         }
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "this test needs root (CI=true)");
+        eprintln!("skipped: needs root");
+        false
+    }
+
+    /// A host shell that moves itself into every cgroup of `cg`, starts
+    /// three sleepers there and waits; returns once all four are inside.
+    fn fill(cg: &JobCgroup) -> std::process::Child {
+        let enter: String = cg.dirs().iter().map(|d| format!("echo $$ > {}/cgroup.procs && ", d.display())).collect();
+        let script = format!("{enter}true || exit 9; sleep 100 & sleep 100 & sleep 100 & echo in; wait");
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line, "in\n");
+        for d in cg.dirs() {
+            assert_eq!(files::procs(d).unwrap().len(), 4, "{d:?}");
+        }
+        child
+    }
+
+    fn kill_and_remove(h: &Hierarchies, job: &str, by_cgroup_kill: bool) {
+        let me = Runner::me().unwrap();
+        let cg = JobCgroup::create_in(h, me, job, &Limits::default()).unwrap();
+        assert_eq!(cg.v2.as_ref().is_some_and(|(d, _)| v2::can_kill(d)), by_cgroup_kill);
+        let dirs: Vec<PathBuf> = cg.dirs().iter().map(|d| d.to_path_buf()).collect();
+        assert!(!dirs.is_empty());
+        let mut child = fill(&cg);
+        cg.kill().unwrap();
+        for d in &dirs {
+            assert_eq!(files::procs(d).unwrap(), Vec::<libc::pid_t>::new(), "{d:?}");
+        }
+        let status = child.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        assert!(cg.remove().is_empty());
+        for d in &dirs {
+            assert!(!d.exists(), "{d:?}");
+        }
+        // A job still running at teardown: killed and removed in one go.
+        let cg = JobCgroup::create_in(h, me, &format!("{job}-b"), &Limits::default()).unwrap();
+        let dirs: Vec<PathBuf> = cg.dirs().iter().map(|d| d.to_path_buf()).collect();
+        let mut child = fill(&cg);
+        drop(cg);
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&child.wait().unwrap()), Some(libc::SIGKILL));
+        for d in &dirs {
+            assert!(!d.exists(), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn kill_empties_the_job_with_cgroup_kill() {
+        if !root_or_skip() {
+            return;
+        }
+        let h = discover::discover().unwrap();
+        kill_and_remove(&h, &format!("kill-v2-{}", std::process::id()), true);
+    }
+
+    /// Without a cgroup2 directory (a pure v1 host): the freezer way.
+    #[test]
+    fn kill_empties_the_job_by_freezing_it_on_v1() {
+        if !root_or_skip() {
+            return;
+        }
+        let h = Hierarchies { v2: None, ..discover::discover().unwrap() };
+        assert!(h.v1_with("freezer").is_some(), "this machine has a v1 freezer");
+        kill_and_remove(&h, &format!("kill-v1-{}", std::process::id()), false);
     }
 }

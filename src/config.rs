@@ -454,6 +454,18 @@ mod tests {
     }
 
     #[test]
+    fn limits_section() {
+        let c = parse("[limits]\nmemory = \"2g\"\ncpus = 1.5\npids-limit = 100\n").unwrap();
+        assert_eq!(c.limits.memory.as_deref(), Some("2g"));
+        assert_eq!(c.limits.cpus.as_deref(), Some("1.5"));
+        assert_eq!(c.limits.pids_limit.as_deref(), Some("100"));
+        let e = err("[limits]\ncpus = \"many\"\n");
+        assert!(e.contains("limits.cpus") && e.contains("config.toml"), "{e}");
+        let e = err("[limits]\nswap = \"1g\"\n");
+        assert!(e.contains("swap"), "{e}");
+    }
+
+    #[test]
     fn route_overlap() {
         let c = parse("[network]\nsubnet = \"192.0.2.0/25\"\n").unwrap();
         let routes = vec![

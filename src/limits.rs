@@ -23,7 +23,7 @@ pub enum LimitsError {
     #[error("bad {key} {value:?}: expected a number of CPUs such as 0.5 or 2, at least 0.01")]
     Cpus { key: &'static str, value: String },
     #[error(
-        "bad {key} {value:?}: expected a whole number of processes, at least 2 (the job's first process and one it starts)"
+        "bad {key} {value:?}: expected a whole number of processes, at least 2 (the job's first process and one it starts), or max for none"
     )]
     Pids { key: &'static str, value: String },
 }
@@ -108,7 +108,7 @@ impl LimitStrings {
             limits.cpu_quota_us = Some(parse_cpus(key("--cpus", "limits.cpus"), v)?);
         }
         if let Some(v) = &self.pids_limit {
-            limits.pids = Some(parse_pids(key("--pids-limit", "limits.pids-limit"), v)?);
+            limits.pids = parse_pids(key("--pids-limit", "limits.pids-limit"), v)?;
         }
         Ok(limits)
     }
@@ -150,10 +150,14 @@ pub fn parse_cpus(key: &'static str, s: &str) -> Result<u64, LimitsError> {
     Ok(quota as u64)
 }
 
-pub fn parse_pids(key: &'static str, s: &str) -> Result<u64, LimitsError> {
-    match s.trim().parse::<u64>() {
-        Ok(n) if n >= 2 => Ok(n),
-        _ => Err(LimitsError::Pids { key, value: s.to_string() }),
+/// A whole number, at least 2, or `max` for no limit of the job's own.
+pub fn parse_pids(key: &'static str, s: &str) -> Result<Option<u64>, LimitsError> {
+    match s.trim() {
+        "max" => Ok(None),
+        t => match t.parse::<u64>() {
+            Ok(n) if n >= 2 => Ok(Some(n)),
+            _ => Err(LimitsError::Pids { key, value: s.to_string() }),
+        },
     }
 }
 
@@ -203,7 +207,8 @@ mod tests {
 
     #[test]
     fn pids() {
-        assert_eq!(parse_pids("p", "50").unwrap(), 50);
+        assert_eq!(parse_pids("p", "50").unwrap(), Some(50));
+        assert_eq!(parse_pids("p", "max").unwrap(), None);
         for bad in ["", "0", "1", "-5", "x", "2.5"] {
             assert!(parse_pids("p", bad).is_err(), "{bad:?}");
         }

@@ -192,25 +192,25 @@ struct ProgAttachAttr {
     replace_bpf_fd: u32,
 }
 
-/// Loads `insns` as a `BPF_PROG_TYPE_CGROUP_DEVICE` program and attaches it
-/// to the cgroup2 directory `cgroup` (BPF_F_ALLOW_MULTI, as runc does). The
-/// program stays with the cgroup until the cgroup is removed; the kernel's
-/// verifier log comes back in the error when it refuses the program.
-pub fn attach_device_program(cgroup: BorrowedFd<'_>, insns: &[BpfInsn]) -> io::Result<()> {
+/// BPF_PROG_LOAD of a device program, with the verifier's log in `log`.
+fn load_device_program(insns: &[BpfInsn], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
     let insn_cnt = u32::try_from(insns.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "device program too long"))?;
     let license = c"Apache";
-    let mut log = vec![0u8; 4096];
     let mut name = [0u8; 16];
     name[..7].copy_from_slice(b"repeatr");
+    let (log_level, log_size, log_buf) = match log {
+        Some(buf) => (1, u32::try_from(buf.len()).unwrap_or(u32::MAX), buf.as_mut_ptr() as u64),
+        None => (0, 0, 0),
+    };
     let load = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
         insn_cnt,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
         kern_version: 0,
         prog_flags: 0,
         prog_name: name,
@@ -218,19 +218,33 @@ pub fn attach_device_program(cgroup: BorrowedFd<'_>, insns: &[BpfInsn]) -> io::R
         expected_attach_type: BPF_CGROUP_DEVICE,
     };
     // SAFETY: `load` is a fully initialised bpf_attr head whose size we
-    // pass; the instructions, the license and the log buffer it points at
-    // outlive the call, and the kernel writes at most `log_size` bytes into
-    // the log.
+    // pass; the instructions, the license and the log buffer (if any) it
+    // points at outlive the call, and the kernel writes at most `log_size`
+    // bytes into the log.
     let ret = unsafe {
         libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &load as *const ProgLoadAttr, std::mem::size_of::<ProgLoadAttr>())
     };
-    let prog = match check(ret) {
-        // SAFETY: a non-negative return of BPF_PROG_LOAD is a new fd we own.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
+    // SAFETY: a non-negative return of BPF_PROG_LOAD is a new fd we own.
+    check(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Loads `insns` as a `BPF_PROG_TYPE_CGROUP_DEVICE` program and attaches it
+/// to the cgroup2 directory `cgroup` (BPF_F_ALLOW_MULTI, as runc does). The
+/// program stays with the cgroup until the cgroup is removed; the kernel's
+/// verifier log comes back in the error when it refuses the program (asked
+/// for only then: logging makes the verifier several times slower).
+pub fn attach_device_program(cgroup: BorrowedFd<'_>, insns: &[BpfInsn]) -> io::Result<()> {
+    let prog = match load_device_program(insns, None) {
+        Ok(prog) => prog,
         Err(e) => {
+            let mut log = vec![0u8; 4096];
+            let again = load_device_program(insns, Some(&mut log));
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]).replace('\n', " ");
-            return Err(io::Error::new(e.kind(), format!("{e}; verifier: {}", text.trim())));
+            return match again {
+                Ok(_) => Err(e),
+                Err(e) => Err(io::Error::new(e.kind(), format!("{e}; verifier: {}", text.trim()))),
+            };
         }
     };
     let attach = ProgAttachAttr {

@@ -78,7 +78,9 @@ fn the_jobs_cgroups_nest_under_the_runners_own_carry_the_limits_and_go_with_the_
     let job = proc_cgroups(job_pid);
     let mut checked = Vec::new();
     for (controllers, own_path) in &own {
-        let used = controllers.is_empty() || ["memory", "cpu", "pids", "devices"].contains(&controllers.as_str());
+        // Limits where a controller holds them; v2 always (the device
+        // program); v1 devices only on a host without cgroup2.
+        let used = controllers.is_empty() || ["memory", "cpu", "pids"].contains(&controllers.as_str());
         let (_, job_path) = job.iter().find(|(c, _)| c == controllers).unwrap();
         if used {
             let parent = job_path.rsplit_once('/').map(|(p, _)| if p.is_empty() { "/" } else { p }).unwrap();

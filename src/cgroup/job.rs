@@ -117,14 +117,25 @@ impl JobCgroup {
                     .map_err(|err| CgroupError::DeviceProgram { path: dir.clone(), err })?;
             }
         }
+        // A v1 hierarchy only where needed: on v1 the first process has to
+        // migrate (the runner clones from inside), and the kernel's first
+        // migration waits for an RCU grace period (see `enter_v1`).
         let kills_on_v2 = cg.v2.as_ref().is_some_and(|(d, _)| v2::can_kill(d));
+        let needs = |c: &str| match c {
+            "memory" => limits.memory.is_some(),
+            "cpu" => limits.cpu_quota_us.is_some(),
+            "pids" => limits.pids.is_some(),
+            // The v2 program is the allowlist wherever there is a cgroup2.
+            "devices" => cg.v2.is_none(),
+            "freezer" => !kills_on_v2,
+            _ => false,
+        };
+        let any_v1 = h.v1.iter().any(|v| v.controllers.iter().any(|c| needs(c)));
         for hier in &h.v1 {
             let uses = |c: &str| hier.has(c);
-            let used = (uses("memory")) // always: the OOM count
-                || (uses("cpu") && limits.cpu_quota_us.is_some())
-                || (uses("pids") && limits.pids.is_some())
-                || uses("devices")
-                || (uses("freezer") && !kills_on_v2);
+            // Memory too once the job migrates anyway: then its OOM count
+            // costs a mkdir.
+            let used = hier.controllers.iter().any(|c| needs(c)) || (any_v1 && uses("memory"));
             if !used {
                 continue;
             }
@@ -143,7 +154,7 @@ impl JobCgroup {
             if let (true, Some(n)) = (uses("pids"), limits.pids) {
                 v1::pids(&dir, n)?;
             }
-            if uses("devices") {
+            if uses("devices") && needs("devices") {
                 v1::devices(&dir)?;
             }
         }
@@ -160,6 +171,12 @@ impl JobCgroup {
     /// runner's own cgroup is their parent, so its caller's limits still
     /// bound it meanwhile. The child never drops the guard (it execs or
     /// exits), so only the runner goes back.
+    ///
+    /// Cost: a migration takes the kernel's threadgroup rwsem for writing,
+    /// whose first taking waits for an RCU grace period (~13 ms on this
+    /// machine), unless the hierarchy is mounted with `favordynmods`; the
+    /// moves after it (back, other hierarchies) are quick. Nothing moves
+    /// when no v1 hierarchy is used.
     pub fn enter_v1(&self) -> Result<Entered<'_>, CgroupError> {
         let pid = std::process::id() as libc::pid_t;
         let mut entered = Entered { back: Vec::new() };
@@ -315,6 +332,35 @@ mod tests {
         for d in &dirs {
             assert!(!d.exists(), "{d:?}");
         }
+    }
+
+    /// A host without cgroup2 gets the allowlist from the v1 devices
+    /// controller: a host shell in the job's cgroups can make and open
+    /// /dev/null's node but not a loop device's.
+    #[test]
+    fn the_v1_devices_allowlist_denies_on_the_real_kernel() {
+        if !root_or_skip() {
+            return;
+        }
+        let h = Hierarchies { v2: None, ..discover::discover().unwrap() };
+        assert!(h.v1_with("devices").is_some(), "this machine has a v1 devices controller");
+        let job = format!("devices-v1-{}", std::process::id());
+        let cg = JobCgroup::create_in(&h, Runner::me().unwrap(), &job, &Limits::default()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let enter: String = cg.dirs().iter().map(|d| format!("echo $$ > {}/cgroup.procs && ", d.display())).collect();
+        let script = format!(
+            "{enter}cd {} || exit 9; mknod loop b 7 0 2>/dev/null && echo loop-made; \
+             mknod null c 1 3 && echo x > null && echo null-ok; head -c1 /dev/kmsg >/dev/null 2>&1 || echo kmsg-denied",
+            tmp.path().display()
+        );
+        let o = std::process::Command::new("/bin/sh").args(["-c", &script]).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "null-ok\nkmsg-denied\n",
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(cg.remove().is_empty());
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub struct RunArgs {
     /// CPU limit in CPUs, fractional (0.5 is half of one); default: the config's limits.cpus, else none.
     #[arg(long, value_name = "N", conflicts_with = "formula")]
     pub cpus: Option<String>,
-    /// Most processes and threads the job may have at once; default: the config's limits.pids-limit, else 4096.
+    /// Most processes and threads the job may have at once; max for none; default: the config's limits.pids-limit, else 4096.
     #[arg(long = "pids-limit", value_name = "N", conflicts_with = "formula")]
     pub pids_limit: Option<String>,
     /// The command and its arguments.

@@ -130,13 +130,12 @@ impl JobCgroup {
             "freezer" => !kills_on_v2,
             _ => false,
         };
-        let any_v1 = h.v1.iter().any(|v| v.controllers.iter().any(|c| needs(c)));
         for hier in &h.v1 {
             let uses = |c: &str| hier.has(c);
-            // Memory too once the job migrates anyway: then its OOM count
-            // costs a mkdir.
-            let used = hier.controllers.iter().any(|c| needs(c)) || (any_v1 && uses("memory"));
-            if !used {
+            // Each hierarchy is one more migration of the runner in and
+            // out, and every migration excludes every fork on the host for
+            // its length (200 jobs at once queue on it): none without need.
+            if !hier.controllers.iter().any(|c| needs(c)) {
                 continue;
             }
             let dir = hier.own.join(&name);

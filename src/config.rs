@@ -120,9 +120,16 @@ impl Config {
 
     /// `[limits]` alone, checked: what every job needs from the file, so a
     /// job without network reads nothing else (and a `[network]` only a
-    /// bridge needs cannot fail it).
+    /// bridge needs cannot fail it). A missing file, even one the user
+    /// named, means no limits from it: a job without network has never
+    /// needed the file, and one with network is told when it loads it.
     pub fn load_limits(explicit: Option<&Path>) -> Result<LimitStrings, ConfigError> {
-        let (text, path) = read(explicit)?;
+        let (text, path) = match read(explicit) {
+            Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LimitStrings::default());
+            }
+            other => other?,
+        };
         let raw = parse_raw(&text, path)?;
         check_limits(&raw.limits, path)?;
         Ok(raw.limits)

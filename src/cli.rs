@@ -3,6 +3,7 @@
 //! exit code.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use clap::{CommandFactory, Parser};
@@ -139,8 +140,30 @@ fn work(args: RunArgs) -> Result<Work, Error> {
         seccomp,
         make_dirs: Vec::new(),
         stdout_to_stderr: false,
+        process: process(&args.timeout, &args.stop_timeout, args.no_init, args.tty, args.interactive)?,
     };
     Ok(Work::Command { spec, ip: args.ip })
+}
+
+/// How the job runs and stops, from `run`'s flags.
+fn process(
+    timeout: &Option<String>,
+    stop_timeout: &str,
+    no_init: bool,
+    tty: bool,
+    interactive: bool,
+) -> Result<container::Process, SpecError> {
+    let duration = |flag, text: &str| crate::duration::parse(text).map_err(|why| SpecError::Duration { flag, why });
+    if tty && !container::tty::is_terminal(std::io::stdin().as_fd()) {
+        return Err(SpecError::TtyNotTerminal);
+    }
+    Ok(container::Process {
+        init: !no_init,
+        tty,
+        interactive,
+        stop_timeout: duration("--stop-timeout", stop_timeout)?,
+        timeout: timeout.as_deref().map(|t| duration("--timeout", t)).transpose()?,
+    })
 }
 
 fn pack(args: PackArgs) -> Result<i32, Error> {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::{Caps, Exit, MakeDir, NetMode, Rootfs, Spec, SpecError, User, seccomp, spec};
+use crate::container::{Caps, Exit, MakeDir, NetMode, Process, Rootfs, Spec, SpecError, User, seccomp, spec};
 use crate::error::Error;
 use crate::formula::setup::{Input, Network, Privileges};
 use crate::formula::{Formula, WareError, Warehouse};
@@ -46,6 +46,9 @@ pub struct RunRecord {
     pub formula_id: String,
     /// The job's exit code; 128+N when signal N killed it; -1 when it never launched.
     pub exit_code: i32,
+    /// `action.timeout` ran out and the job was stopped (the runner exits 124).
+    #[serde(default)]
+    pub timed_out: bool,
     /// Output path -> ware id.
     pub results: BTreeMap<String, String>,
     #[serde(default)]
@@ -68,8 +71,8 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let spec = build_spec(&formula, &warehouse, &id, &outputs)?;
     let hostname = spec.hostname.clone();
 
-    let exit = job::launch(host, spec, None)?;
-    let exit_code = match &exit {
+    let ended = job::launch(host, spec, None)?;
+    let exit_code = match &ended.exit {
         Exit::Code(c) => *c,
         Exit::Signaled(s) => 128 + s,
         Exit::Failed(_) | Exit::Aborted(_) => -1,
@@ -86,6 +89,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
         time: crate::civil_time::rfc3339_now(),
         formula_id,
         exit_code,
+        timed_out: ended.timed_out,
         results,
         hostname: Some(hostname),
     };
@@ -100,7 +104,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
         Some(path) => compare(path, &record)?,
         None => false,
     };
-    Ok(match exit.status() {
+    Ok(match ended.status() {
         0 if differ => 1,
         status => status,
     })
@@ -214,6 +218,7 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
         caps,
         make_dirs,
         stdout_to_stderr: true,
+        process: Process { timeout: a.timeout, ..Process::default() },
     })
 }
 

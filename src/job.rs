@@ -11,7 +11,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use crate::container::{self, Exit, GoMessage, NetMode, Spec};
+use crate::container::{self, Ended, Exit, GoMessage, Kill, NetMode, Spec};
 use crate::error::Error;
 use crate::sys;
 
@@ -57,7 +57,7 @@ pub fn run(req: Request) -> Result<i32, Error> {
 /// launch -> lease -> plug network -> go -> wait -> tear down -> release,
 /// for a validated spec; returns how the job ended. The child builds its
 /// root while the runner leases and plugs in its network.
-pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Error> {
+pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Ended, Error> {
     // Before any clone: no fd the runner inherited may reach the job.
     sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
     let mount_base = ensure_mount_base(&host.state_dir)?;
@@ -81,10 +81,15 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Err
             match leased {
                 Ok(n) => Some(n),
                 Err(e) => {
-                    // A child that died on its own takes its netns with it,
-                    // so our error is then only the symptom: report its cause.
+                    // A child that died on its own (its set-up failed, or
+                    // it was killed) takes its netns with it, so our error
+                    // is then only the symptom: report how it ended.
+                    if launched.is_exiting() {
+                        let exit = launched.reap().map_err(Error::io("waiting for the job"))?;
+                        return Ok(report_exit(&spec.id, &spec.process, exit.into()));
+                    }
                     return match launched.kill() {
-                        Some(failure) => Ok(report_exit(&spec.id, Exit::Failed(failure))),
+                        Some(failure) => Ok(report_exit(&spec.id, &spec.process, Exit::Failed(failure).into())),
                         None => Err(e),
                     };
                 }
@@ -97,8 +102,11 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Err
         resolv_conf: etc::resolv_conf(net.as_ref().map(JobNet::config)),
     };
 
-    // Wait: the job runs; signals to us are forwarded to it.
-    let exit = report_exit(&spec.id, launched.go_and_wait(&signals, &go).map_err(Error::io("waiting for the job"))?);
+    // Wait: the job runs; signals to us go to it, and the stop and
+    // timeout deadlines are kept (`container::supervise`).
+    let ended =
+        container::go_and_wait(launched, &signals, &go, &spec.process).map_err(Error::io("waiting for the job"))?;
+    let exit = report_exit(&spec.id, &spec.process, ended);
 
     // Tear down and release. A failure here is reported, but the job's
     // own status still wins: the job did run.
@@ -110,15 +118,39 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Exit, Err
     Ok(exit)
 }
 
-/// Says how the job ended (a failed launch on stderr, as one line) and
-/// passes the exit on.
-fn report_exit(id: &str, exit: Exit) -> Exit {
-    match &exit {
+/// Says how the job ended (a failed launch, a timeout, a kill: on stderr,
+/// one line each) and passes the end on.
+fn report_exit(id: &str, process: &container::Process, ended: Ended) -> Ended {
+    use crate::duration::display;
+    match &ended.exit {
         Exit::Failed(f) => eprintln!("repeatr: {}", f.message),
         Exit::Aborted(sig) => log::warn!("job {id} aborted by signal {sig} before it started"),
-        Exit::Code(_) | Exit::Signaled(_) => log::info!("job {id} ended: {exit:?}"),
+        Exit::Code(_) | Exit::Signaled(_) => log::info!("job {id} ended: {:?}", ended.exit),
     }
-    exit
+    let killed = match ended.killed {
+        Some(Kill::StopTimeout { signal, after }) => Some(format!(
+            "it was still running {} after {}, so it was killed (every process of it)",
+            display(after),
+            signal_name(signal)
+        )),
+        Some(Kill::SecondInterrupt) => Some("killed (every process of it) at the second interrupt".to_string()),
+        None => None,
+    };
+    match (ended.timed_out, killed, process.timeout) {
+        (true, killed, Some(limit)) => eprintln!(
+            "repeatr: job {id} timed out after {} (--timeout): {}",
+            display(limit),
+            killed.unwrap_or_else(|| "stopped with SIGTERM".into())
+        ),
+        (_, Some(killed), _) => eprintln!("repeatr: job {id}: {killed}"),
+        _ => {}
+    }
+    ended
+}
+
+/// `SIGTERM` for 15, as kill -l names them.
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_string())
 }
 
 /// `STATE_DIR/mnt`: one empty directory that every job's child mounts its

@@ -13,6 +13,7 @@ pub mod civil_time;
 mod cli;
 pub mod config;
 pub mod container;
+pub mod duration;
 pub mod error;
 pub mod escape;
 pub mod formula;

@@ -154,6 +154,26 @@ pub struct RunArgs {
     /// docker's format instead of docker's default one, which every job gets otherwise).
     #[arg(long = "security-opt", value_name = "seccomp=unconfined|PROFILE", conflicts_with = "formula")]
     pub security_opt: Vec<String>,
+    /// Run CMD as pid 1 itself, without repeatr's init (for an image that brings its own):
+    /// the kernel then drops every signal CMD has no handler for, and orphans are CMD's to reap.
+    #[arg(long)]
+    pub no_init: bool,
+    /// Give the job a pseudo-terminal (stdin must be one): its stdin, stdout, stderr and
+    /// controlling terminal. With -i, keys go to the job (Ctrl-C, Ctrl-Z act inside it).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Keep stdin attached: with -t, relay it to the job's terminal (without -t the job has
+    /// the runner's stdin anyway).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Stop the job after this long (30s, 5m, 2h): SIGTERM, then SIGKILL after the stop
+    /// timeout; the runner exits 124.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// How long a job may take to stop after SIGINT/SIGTERM/SIGHUP/SIGQUIT (or --timeout)
+    /// before it is killed as a whole; a second Ctrl-C kills it at once.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub stop_timeout: String,
     /// The job id (default: 12 random hex digits); also the default hostname.
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,

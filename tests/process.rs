@@ -282,3 +282,22 @@ fn an_init_killed_during_the_launch_reports_137() {
     let leftovers = Command::new("ip").args(["-o", "link", "show", "master", &r.bridge]).output().unwrap();
     assert_eq!(stdout(&leftovers), "", "veths left on the bridge");
 }
+
+/// CPython's multiprocessing tests leave orphans to pid 1 on purpose; a
+/// pid 1 that never reaps them made the suite report "env changed" (22
+/// unreaped children) under repeatr only. Minutes long, in a Debian root:
+/// `cargo test --test process -- --ignored cpython`.
+#[test]
+#[ignore = "minutes long; needs a Debian root (debootstrap)"]
+fn cpython_multiprocessing_leaves_no_zombies() {
+    if !require_root() {
+        return;
+    }
+    let root = debian_root();
+    let r = Repeatr::new();
+    let out = r.run(&root, &[], &["python3", "-m", "test", "--timeout", "900", "test_multiprocessing_forkserver"]);
+    let text = stdout(&out) + &stderr(&out);
+    assert_eq!(code(&out), 0, "{text}");
+    assert!(!text.contains("reap_children") && !text.contains("env changed"), "{text}");
+    assert!(text.contains("Tests result: SUCCESS"), "{text}");
+}

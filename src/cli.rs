@@ -13,6 +13,7 @@ use crate::container::{self, NetMode, Spec, SpecError, spec};
 use crate::error::{EXIT_RUNNER_ERROR, Error};
 use crate::formula::{Filters, WareId, Warehouse};
 use crate::formula_run::{self, FormulaJob};
+use crate::job_control;
 
 mod args;
 use crate::job::{self, Host, JobId, Request};
@@ -74,6 +75,13 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             }
         }
         Command::Leases { json } => admin::leases(&state_dir, json),
+        Command::Ps { json } => job_control::ps(&state_dir, json),
+        Command::Stop { name, timeout } => {
+            let timeout =
+                crate::duration::parse(&timeout).map_err(|why| SpecError::Duration { flag: "--timeout", why })?;
+            job_control::stop(&state_dir, &name, timeout)
+        }
+        Command::Kill { name, signal } => job_control::kill(&state_dir, &name, job_control::parse_signal(&signal)?),
         Command::Gc { dry_run, json, rebuild } => {
             admin::gc(&state_dir, config.as_deref(), GcOptions { dry_run, json, rebuild })
         }

@@ -9,7 +9,7 @@
 //! Who made the request (the command line) is not this module's business.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::container::{self, Ended, Exit, GoMessage, Kill, NetMode, Spec};
 use crate::error::Error;
@@ -18,6 +18,7 @@ use crate::sys;
 mod etc;
 mod id;
 mod net;
+pub mod record;
 
 pub use id::JobId;
 use net::JobNet;
@@ -60,10 +61,14 @@ pub fn run(req: Request) -> Result<i32, Error> {
 pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Ended, Error> {
     // Before any clone: no fd the runner inherited may reach the job.
     sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
-    let mount_base = ensure_mount_base(&host.state_dir)?;
+    let state = crate::state::PrivateDir::create(&host.state_dir)?;
+    let mount_base = ensure_mount_base(&state)?;
     // Before anything that holds host resources, so a Ctrl-C from here on
     // aborts cleanly through the teardown below instead of killing us.
     let signals = container::signals::Forwarder::install().map_err(Error::io("installing signal handlers"))?;
+    // The job's record (`repeatr ps`), held until the end, unlinked on
+    // drop: a name a live job has is refused here, before anything is made.
+    let record = record::Claim::take(&state, &spec.id, &spec.argv, spec.net)?;
 
     // Launch: the child builds its root while we lease and plug its network in.
     // SAFETY: the runner is single-threaded here, as `spawn` requires: no
@@ -97,6 +102,7 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Ended, Er
         }
         NetMode::None => None,
     };
+    record.launched(launched.pid(), net.as_ref().and_then(JobNet::ip));
     let go = GoMessage {
         hosts: etc::hosts(&spec.hostname, net.as_ref().and_then(JobNet::ip)),
         resolv_conf: etc::resolv_conf(net.as_ref().map(JobNet::config)),
@@ -162,6 +168,6 @@ fn signal_name(sig: i32) -> String {
 /// symlinks (/var/run -> /run, a state dir linked elsewhere): the child
 /// opens it with RESOLVE_BENEATH, under which an absolute symlink fails
 /// with EXDEV.
-fn ensure_mount_base(state_dir: &Path) -> Result<PathBuf, Error> {
-    Ok(crate::state::private_subdir(state_dir, "mnt")?)
+fn ensure_mount_base(state: &crate::state::PrivateDir) -> Result<PathBuf, Error> {
+    Ok(state.create_subdir("mnt")?.path().to_path_buf())
 }

@@ -19,7 +19,9 @@ pub mod escape;
 pub mod formula;
 mod formula_run;
 mod job;
+mod job_control;
 pub mod network;
+mod output;
 pub mod state;
 pub mod sys;
 

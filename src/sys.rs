@@ -132,6 +132,18 @@ pub unsafe fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
     Ok(Some(Child { pid, pidfd }))
 }
 
+/// `pidfd_open(pid, 0)`: a pidfd of the process that has `pid` now. The
+/// pid may have been reused since the caller learnt it: check the process's
+/// start time ([`process_start_time`]) *after* this call, and only then
+/// trust the fd; from there on it names that one process whatever happens
+/// to the number.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: plain integers; no flags.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a new fd we own (pidfds are O_CLOEXEC).
+    check(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Sends `sig` to the process behind `pidfd`.
 pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: plain integers; a null siginfo means "as kill(2) would".
@@ -328,14 +340,31 @@ pub fn boot_id() -> io::Result<String> {
 /// Start time of a process in clock ticks since boot (field 22 of
 /// /proc/PID/stat): with the pid it names one process for the whole boot.
 pub fn process_start_time(pid: libc::pid_t) -> io::Result<u64> {
+    process_stat(pid).map(|s| s.start_time)
+}
+
+/// What /proc/PID/stat says of a process that [`process_stat`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: `R`, `S`, `D`, `T` (stopped), `t` (stopped by a tracer), `Z`, ...
+    pub state: char,
+    /// Field 22, as [`process_start_time`].
+    pub start_time: u64,
+}
+
+/// Fields 3 and 22 of /proc/PID/stat.
+pub fn process_stat(pid: libc::pid_t) -> io::Result<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("malformed /proc/{pid}/stat")))
+}
+
+fn parse_stat(stat: &str) -> Option<ProcStat> {
     // The command name (field 2) may hold spaces and parentheses: fields
     // after it are counted from the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    rest.split_whitespace()
-        .nth(19)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("malformed /proc/{pid}/stat")))
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_time })
 }
 
 /// `_exit(2)`: in a forked child, leave without running atexit handlers or
@@ -540,4 +569,20 @@ pub fn open_pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     check(fd as libc::c_long)?;
     // SAFETY: the kernel just installed `fd` for us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line =
+            "42 (a) b) (c) T 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 183280 1000 10 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(ProcStat { state: 'T', start_time: 183280 }));
+        assert_eq!(parse_stat("42 (x) S 1"), None);
+        let me = process_stat(std::process::id() as libc::pid_t).unwrap();
+        assert_eq!(me.start_time, process_start_time(std::process::id() as libc::pid_t).unwrap());
+        assert!(matches!(me.state, 'R' | 'S'), "{me:?}");
+    }
 }

@@ -43,6 +43,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the jobs running on this host, networked or not.
+    Ps {
+        /// An array of JSON objects instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a job: SIGTERM to its init, SIGKILL after --timeout; returns once it is gone.
+    Stop {
+        /// The job's id (its --name; see repeatr ps).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// How long the job has to end after SIGTERM: 500ms, 30s, 5m, 2h.
+        #[arg(long, value_name = "DURATION", default_value = "10s")]
+        timeout: String,
+    },
+    /// Send a signal to a job's init (default KILL), without waiting.
+    Kill {
+        /// The job's id (its --name; see repeatr ps).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The signal: a name (TERM, SIGTERM) or a number (15).
+        #[arg(long, short = 's', value_name = "SIG", default_value = "KILL")]
+        signal: String,
+    },
     /// After a crash or reboot: reclaim stale leases, delete leftover veths and outputs, report.
     Gc {
         /// Say what would be done, change nothing.

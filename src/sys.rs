@@ -354,7 +354,20 @@ pub struct ProcStat {
 
 /// Fields 3 and 22 of /proc/PID/stat.
 pub fn process_stat(pid: libc::pid_t) -> io::Result<ProcStat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    use std::io::Read;
+    // One read into a buffer that holds the whole line (52 numbers and a
+    // 16-byte name), where `read_to_string` probes in small steps: this is
+    // on every job's start path.
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat"))?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..])? {
+            0 => break,
+            n => len += n,
+        }
+    }
+    let stat = String::from_utf8_lossy(&buf[..len]);
     parse_stat(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("malformed /proc/{pid}/stat")))
 }
 

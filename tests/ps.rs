@@ -207,7 +207,7 @@ fn a_name_in_use_is_refused_and_the_first_job_keeps_running() {
     let jobs = ps_json(&r);
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0]["pid"], first.id());
-    let out = repeatr(&r, &["stop", "dup"]);
+    let out = repeatr(&r, &["stop", "dup", "--timeout", "100ms"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // A name is free again once its job is gone.
     let out = r.run(rootfs.path(), &["--name", "dup"], &["/bin/echo", "again"]);

@@ -18,7 +18,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::job::record::{self, Init, JobRecord};
+use crate::job::record::{self, Init, JobRecord, Runner};
 use crate::sys;
 
 /// How long `stop` and `kill` wait for a job that is still being launched
@@ -102,8 +102,8 @@ fn table(rows: &[Row]) -> String {
 /// Stops the job `name`: SIGTERM to its init, SIGKILL after `timeout`, and
 /// returns once its runner has exited (with everything of the job gone).
 pub fn stop(state_dir: &Path, name: &str, timeout: Duration) -> Result<i32, Error> {
-    let (record, init) = launched(state_dir, name)?;
-    let Some(runner) = verified_pidfd(record.runner.pid, record.runner.start_time)? else {
+    let (runner, init) = launched(state_dir, name)?;
+    let Some(runner) = verified_pidfd(runner.pid, runner.start_time)? else {
         return Ok(0);
     };
     let init = verified_pidfd(init.pid, init.start_time)?;
@@ -147,14 +147,14 @@ pub fn parse_signal(s: &str) -> Result<libc::c_int, Error> {
     nix::sys::signal::Signal::from_str(&format!("SIG{name}")).map(|sig| sig as libc::c_int).map_err(|_| bad())
 }
 
-/// The live job `name`'s record and its init, waiting while it is still
-/// being launched.
-fn launched(state_dir: &Path, name: &str) -> Result<(JobRecord, Init), Error> {
+/// The live job `name`'s runner and init, waiting while it is still being
+/// launched.
+fn launched(state_dir: &Path, name: &str) -> Result<(Runner, Init), Error> {
     let deadline = Instant::now() + LAUNCH_PATIENCE;
     loop {
         match record::find(state_dir, name)? {
             None => return Err(Error::NoSuchJob(name.to_string())),
-            Some(JobRecord { init: Some(init), runner }) => return Ok((JobRecord { runner, init: None }, init)),
+            Some(JobRecord { runner, init: Some(init) }) => return Ok((runner, init)),
             Some(_) if Instant::now() > deadline => {
                 return Err(Error::Usage(format!(
                     "job {name} is still starting after {LAUNCH_PATIENCE:?}; try again, or see repeatr ps"
@@ -219,7 +219,6 @@ fn as_pid(pid: u32) -> Option<libc::pid_t> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::record::Runner;
 
     #[test]
     fn signals_by_name_or_number() {

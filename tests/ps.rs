@@ -131,6 +131,19 @@ fn stop_kills_a_job_that_ignores_term_after_the_timeout() {
     wait_gone(job[0]);
     assert!(ps_json(&r).is_empty());
 
+    // Without a handler: the init passes TERM on and the command dies of
+    // it at once; with --no-init the command is pid 1, which the kernel
+    // gives no signal it has no handler for, so only the SIGKILL ends it.
+    for (opts, status, quick) in [(&["--name", "plain"][..], 143, true), (&["--name", "bare", "--no-init"], 137, false)]
+    {
+        let runner = start(&r, rootfs.path(), &[&["--net", "none"][..], opts].concat(), "echo ready; exec sleep 1000");
+        let began = Instant::now();
+        let out = repeatr(&r, &["stop", opts[1], "--timeout", "1s"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(began.elapsed() < Duration::from_secs(1), quick, "{opts:?}: {:?}", began.elapsed());
+        assert_eq!(runner.into_inner().wait().unwrap().code(), Some(status), "{opts:?}");
+    }
+
     let out = repeatr(&r, &["stop", "stubborn", "--timeout", "soon"]);
     assert_eq!(code(&out), 125);
     assert!(stderr(&out).contains("bad --timeout: \"soon\" is not a duration"), "{}", stderr(&out));

@@ -101,10 +101,12 @@ impl Claim {
                 Some(lock) if lock.was_empty() => break lock,
                 Some(dead) => dead.remove(&jobs)?,
                 None => {
-                    let holder = read(&jobs, &name)?;
-                    let pid = holder.as_ref().map(|r| r.runner.pid);
-                    if holder.is_some_and(|r| alive(r.runner.pid, r.runner.start_time)) || Instant::now() > deadline {
-                        return Err(Error::JobRunning { job: id.to_string(), pid });
+                    let holder = read(&jobs, &name)?.filter(|r| alive(r.runner.pid, r.runner.start_time));
+                    if let Some(r) = holder {
+                        return Err(Error::JobRunning { job: id.to_string(), pid: Some(r.runner.pid) });
+                    }
+                    if Instant::now() > deadline {
+                        return Err(Error::JobRunning { job: id.to_string(), pid: None });
                     }
                     // A dead runner's file that `ps` or `gc` is looking at,
                     // or a runner that has not written its line yet.
@@ -366,6 +368,39 @@ mod tests {
         std::fs::write(jobs.join("old.lock"), "").unwrap();
         assert_eq!(reclaim_dead(t.path(), false).removed, vec![jobs.join("old.lock")]);
         assert!(!jobs.join("old.lock").exists());
+    }
+
+    #[test]
+    fn a_run_waits_out_a_moments_hold_on_a_dead_runners_record() {
+        let (t, state) = state();
+        let jobs = state.create_subdir(DIR).unwrap();
+        let dead = Runner {
+            id: "j".into(),
+            pid: std::process::id(),
+            start_time: 0,
+            started: "2026-12-01T00:00:00Z".into(),
+            net: "none".into(),
+            command: vec!["x".into()],
+        };
+        std::fs::write(jobs.join("j.lock"), serde_json::to_string(&dead).unwrap() + "\n").unwrap();
+        // `ps` or `gc` looking at it: held a moment, then let go.
+        let looker = File::open(jobs.join("j.lock")).unwrap();
+        looker.try_lock().unwrap();
+        let let_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(looker);
+        });
+        let claim = Claim::take(&state, "j", &argv(), NetMode::None).expect("the name is free");
+        let_go.join().unwrap();
+        assert_eq!(live(t.path()).unwrap()[0].runner.pid, std::process::id());
+        drop(claim);
+
+        // Held for good by something that never says who it is.
+        std::fs::write(jobs.join("j.lock"), "").unwrap();
+        let holder = File::open(jobs.join("j.lock")).unwrap();
+        holder.try_lock().unwrap();
+        let e = Claim::take(&state, "j", &argv(), NetMode::None).err().expect("a held lock was taken");
+        assert_eq!(e.to_string(), "job j is running (pid unknown)");
     }
 
     #[test]

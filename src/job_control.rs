@@ -35,9 +35,9 @@ struct Row {
     /// The job's init as the host sees it; `None` while it is starting.
     init_pid: Option<u32>,
     started: String,
-    /// `starting` (no init yet), `running`, `stopped` (its init is in
-    /// state T: SIGSTOP, or a tracer), `exiting` (its init is gone, the
-    /// runner is tearing down).
+    /// `starting` (no init yet), `running`, `stopped` (its init, or the
+    /// command the init runs, is in state T: Ctrl-Z, SIGSTOP, a tracer),
+    /// `exiting` (its init is gone, the runner is tearing down).
     state: &'static str,
     net: String,
     ip: Option<Ipv4Addr>,
@@ -49,10 +49,11 @@ impl Row {
         let state = match &r.init {
             None => "starting",
             Some(init) => match as_pid(init.pid).and_then(|p| sys::process_stat(p).ok()) {
-                Some(st) if st.start_time == init.start_time => match st.state {
-                    'T' | 't' => "stopped",
-                    _ => "running",
-                },
+                Some(st) if st.start_time == init.start_time => {
+                    let pid = init.pid;
+                    let stopped = |st: &sys::ProcStat| matches!(st.state, 'T' | 't');
+                    if stopped(&st) || command_of(pid).is_some_and(|c| stopped(&c)) { "stopped" } else { "running" }
+                }
                 _ => "exiting",
             },
         };
@@ -67,6 +68,14 @@ impl Row {
             command: r.runner.command,
         }
     }
+}
+
+/// The command the job's init runs (its first child; none with --no-init,
+/// where the init is the command).
+fn command_of(init: u32) -> Option<sys::ProcStat> {
+    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).ok()?;
+    let pid = children.split_whitespace().next()?.parse().ok()?;
+    sys::process_stat(pid).ok()
 }
 
 /// Lists every live job (a table, or with `json` an array of objects).

@@ -348,11 +348,24 @@ pub fn process_start_time(pid: libc::pid_t) -> io::Result<u64> {
 pub struct ProcStat {
     /// Field 3: `R`, `S`, `D`, `T` (stopped), `t` (stopped by a tracer), `Z`, ...
     pub state: char,
+    /// Field 9: the kernel's PF_* flags.
+    pub flags: u64,
     /// Field 22, as [`process_start_time`].
     pub start_time: u64,
 }
 
-/// Fields 3 and 22 of /proc/PID/stat.
+impl ProcStat {
+    /// PF_EXITING (include/linux/sched.h): set at the start of do_exit,
+    /// before the task drops its namespaces.
+    const PF_EXITING: u64 = 0x4;
+
+    /// Dying or dead: exiting, a zombie, or being reaped.
+    pub fn is_exiting(&self) -> bool {
+        matches!(self.state, 'Z' | 'X') || self.flags & Self::PF_EXITING != 0
+    }
+}
+
+/// Fields 3, 9 and 22 of /proc/PID/stat.
 pub fn process_stat(pid: libc::pid_t) -> io::Result<ProcStat> {
     use std::io::Read;
     // One read into a buffer that holds the whole line (52 numbers and a
@@ -376,8 +389,10 @@ fn parse_stat(stat: &str) -> Option<ProcStat> {
     // after it are counted from the last ')'.
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
     let state = fields.next()?.chars().next()?;
-    let start_time = fields.nth(18)?.parse().ok()?;
-    Some(ProcStat { state, start_time })
+    // After the state: ppid, pgrp, session, tty_nr, tpgid, then flags.
+    let flags = fields.nth(5)?.parse().ok()?;
+    let start_time = fields.nth(12)?.parse().ok()?;
+    Some(ProcStat { state, flags, start_time })
 }
 
 /// `_exit(2)`: in a forked child, leave without running atexit handlers or
@@ -592,7 +607,7 @@ mod tests {
     fn stat_fields_are_counted_from_the_last_parenthesis() {
         let line =
             "42 (a) b) (c) T 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 183280 1000 10 18446744073709551615";
-        assert_eq!(parse_stat(line), Some(ProcStat { state: 'T', start_time: 183280 }));
+        assert_eq!(parse_stat(line), Some(ProcStat { state: 'T', flags: 4194560, start_time: 183280 }));
         assert_eq!(parse_stat("42 (x) S 1"), None);
         let me = process_stat(std::process::id() as libc::pid_t).unwrap();
         assert_eq!(me.start_time, process_start_time(std::process::id() as libc::pid_t).unwrap());

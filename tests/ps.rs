@@ -80,6 +80,20 @@ fn two_live_jobs_are_listed_one_of_them_without_network() {
     assert_eq!(ps_json(&r)[0]["state"], "stopped");
     nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert_eq!(ps_json(&r)[0]["state"], "running");
+    // So does one stopped by a Ctrl-Z of its runner (the init stops the
+    // command, not itself), until `fg`.
+    let runner = nix::unistd::Pid::from_raw(quiet.id() as i32);
+    let until = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ps_json(&r)[0]["state"] != want {
+            assert!(std::time::Instant::now() < deadline, "never {want}: {:?}", ps_json(&r));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    nix::sys::signal::kill(runner, nix::sys::signal::Signal::SIGTSTP).unwrap();
+    until("stopped");
+    nix::sys::signal::kill(runner, nix::sys::signal::Signal::SIGCONT).unwrap();
+    until("running");
 }
 
 #[test]

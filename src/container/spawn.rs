@@ -145,16 +145,8 @@ impl Launched {
     /// PF_EXITING before it drops its namespaces, so a failure caused by
     /// the child's death always finds it exiting or a zombie here.
     pub fn is_exiting(&self) -> bool {
-        const PF_EXITING: u64 = 0x4;
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.pid)) else {
-            return true;
-        };
-        // Fields after the command name (which may hold ')'): state, then
-        // ppid, pgrp, session, tty_nr, tpgid, flags.
-        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-        let zombie = matches!(fields.first(), Some(&"Z") | Some(&"X"));
-        let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
-        zombie || flags & PF_EXITING != 0
+        // An entry we cannot read: the child is not alive to be blamed.
+        sys::process_stat(self.child.pid).ok().is_none_or(|st| st.is_exiting())
     }
 
     /// Waits for the child to end (it must be ending: killed, or exiting on

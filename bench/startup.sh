@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start-up latency of `repeatr run --net none -- /bin/true` against its
-# peers on the same busybox rootfs, in one run: medians and ratios.
+# peers on the same busybox rootfs, in one run: medians and ratios, also
+# to `unshare --fork --pid --mount --uts --ipc --net --mount-proc`, the
+# kernel's floor for those namespaces without a root switch.
 #   bench/startup.sh [RUNS]          (default 200 runs per command)
 # Needs root. Installs its peers (bubblewrap, runc, hyperfine) if missing.
 set -euo pipefail
@@ -38,15 +40,17 @@ PY
 hyperfine -N --warmup 10 --runs "$runs" --export-json "$work/result.json" \
   -n "repeatr --net none" "$bin --state-dir $work/state run --net none --rootfs $work/rootfs -- /bin/true" \
   -n "bwrap (pid,ipc,uts,net)" "bwrap --unshare-pid --unshare-ipc --unshare-uts --unshare-net --bind $work/rootfs / --proc /proc --dev /dev /bin/true" \
-  -n "runc run" "runc run -b $work/bundle rpt-bench" >/dev/null
+  -n "runc run" "runc run -b $work/bundle rpt-bench" \
+  -n "unshare (kernel floor)" "unshare --fork --pid --mount --uts --ipc --net --mount-proc /bin/true" >/dev/null
 
 python3 - "$work/result.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
 base = {x["command"]: x["median"] for x in r}
 ref = base["bwrap (pid,ipc,uts,net)"]
-print("| command | median | mean | ratio to bwrap |")
-print("|---|---|---|---|")
+floor = base["unshare (kernel floor)"]
+print("| command | median | mean | ratio to bwrap | ratio to the floor |")
+print("|---|---|---|---|---|")
 for x in r:
-    print(f"| {x['command']} | {x['median']*1e3:.2f} ms | {x['mean']*1e3:.2f} ms | {x['median']/ref:.2f}x |")
+    print(f"| {x['command']} | {x['median']*1e3:.2f} ms | {x['mean']*1e3:.2f} ms | {x['median']/ref:.2f}x | {x['median']/floor:.2f}x |")
 PY

@@ -16,26 +16,22 @@ pub fn leases(state_dir: &Path, json: bool) -> Result<i32, Error> {
     let state = StateDir::open(state_dir)?;
     let list = state.list()?;
     if json {
-        println!("{}", to_json(&list)?);
+        println!("{}", crate::output::json(&list)?);
     } else {
         print!("{}", table(&list));
     }
     Ok(0)
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<String, Error> {
-    serde_json::to_string_pretty(v).map_err(|e| Error::Io { what: "encoding JSON", err: e.into() })
-}
-
 fn table(list: &[LeaseInfo]) -> String {
     let header = ["JOB", "IP", "SLOT", "IFACE", "PID", "STARTED", "STATE", "COMMAND"];
-    let rows: Vec<[String; 8]> = list
+    let rows: Vec<Vec<String>> = list
         .iter()
         .map(|i| {
             let l = &i.lease;
             let state =
                 serde_json::to_value(i.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-            [
+            vec![
                 crate::escape::escaped(l.job.as_bytes()),
                 l.ip.to_string(),
                 l.slot.to_string(),
@@ -47,28 +43,7 @@ fn table(list: &[LeaseInfo]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r.iter()) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s += c;
-            } else {
-                s += &format!("{c:<w$}  ", w = widths[i]);
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in &rows {
-        out += &line(r.iter().map(String::as_str).collect());
-    }
-    out
+    crate::output::table(&header, &rows)
 }
 
 /// What `gc` did, as printed.
@@ -87,6 +62,8 @@ struct GcOutput {
     outputs_removed: Vec<std::path::PathBuf>,
     /// Cgroups of jobs (and runner leaves) whose runner died (`repeatr-job.…`, `repeatr-runner.…`).
     cgroups_removed: Vec<std::path::PathBuf>,
+    /// Records of jobs whose runner died (`STATE/jobs/<job>.lock`).
+    job_records_removed: Vec<std::path::PathBuf>,
     errors: Vec<String>,
 }
 
@@ -178,13 +155,16 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     let outputs = crate::formula_run::outputs::reclaim_dead(state_dir, dry_run);
     out.outputs_removed = outputs.removed;
     out.errors.extend(outputs.errors);
+    let records = crate::job::record::reclaim_dead(state_dir, dry_run);
+    out.job_records_removed = records.removed;
+    out.errors.extend(records.errors);
 
     let cgroups = crate::cgroup::reclaim_all(dry_run);
     out.cgroups_removed = cgroups.removed;
     out.errors.extend(cgroups.errors);
 
     if json {
-        println!("{}", to_json(&out)?);
+        println!("{}", crate::output::json(&out)?);
     } else {
         print!("{}", summary(&out));
     }
@@ -242,6 +222,9 @@ fn summary(o: &GcOutput) -> String {
     for d in &o.cgroups_removed {
         s += &format!("{} dead job's cgroup {}\n", if o.dry_run { "would remove" } else { "removed" }, d.display());
     }
+    for r in &o.job_records_removed {
+        s += &format!("{} dead job record {}\n", if o.dry_run { "would remove" } else { "removed" }, r.display());
+    }
     for e in &o.errors {
         s += &format!("error: {e}\n");
     }
@@ -252,6 +235,7 @@ fn summary(o: &GcOutput) -> String {
         && o.links_kept.is_empty()
         && o.outputs_removed.is_empty()
         && o.cgroups_removed.is_empty()
+        && o.job_records_removed.is_empty()
         && o.rebuilt.is_none()
     {
         s += "nothing to clean\n";

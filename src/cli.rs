@@ -3,6 +3,7 @@
 //! exit code.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use clap::{CommandFactory, Parser};
@@ -13,6 +14,7 @@ use crate::container::{self, NetMode, Spec, SpecError, spec};
 use crate::error::{EXIT_RUNNER_ERROR, Error};
 use crate::formula::{Filters, WareId, Warehouse};
 use crate::formula_run::{self, FormulaJob};
+use crate::job_control;
 
 mod args;
 use crate::job::{self, Host, JobId, Request};
@@ -78,6 +80,13 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             }
         }
         Command::Leases { json } => admin::leases(&state_dir, json),
+        Command::Ps { json } => job_control::ps(&state_dir, json),
+        Command::Stop { name, timeout } => {
+            let timeout =
+                crate::duration::parse(&timeout).map_err(|why| SpecError::Duration { flag: "--timeout", why })?;
+            job_control::stop(&state_dir, &name, timeout)
+        }
+        Command::Kill { name, signal } => job_control::kill(&state_dir, &name, job_control::parse_signal(&signal)?),
         Command::Gc { dry_run, json, rebuild } => {
             admin::gc(&state_dir, config.as_deref(), GcOptions { dry_run, json, rebuild })
         }
@@ -144,9 +153,31 @@ fn work(args: RunArgs) -> Result<Work, Error> {
         seccomp,
         make_dirs: Vec::new(),
         stdout_to_stderr: false,
+        process: process(&args.timeout, &args.stop_timeout, args.no_init, args.tty, args.interactive)?,
     };
     let limits = LimitStrings { memory: args.memory, cpus: args.cpus, pids_limit: args.pids_limit };
     Ok(Work::Command { spec, ip: args.ip, limits })
+}
+
+/// How the job runs and stops, from `run`'s flags.
+fn process(
+    timeout: &Option<String>,
+    stop_timeout: &str,
+    no_init: bool,
+    tty: bool,
+    interactive: bool,
+) -> Result<container::Process, SpecError> {
+    let duration = |flag, text: &str| crate::duration::parse(text).map_err(|why| SpecError::Duration { flag, why });
+    if tty && !container::tty::is_terminal(std::io::stdin().as_fd()) {
+        return Err(SpecError::TtyNotTerminal);
+    }
+    Ok(container::Process {
+        init: !no_init,
+        tty,
+        interactive,
+        stop_timeout: duration("--stop-timeout", stop_timeout)?,
+        timeout: timeout.as_deref().map(|t| duration("--timeout", t)).transpose()?,
+    })
 }
 
 fn pack(args: PackArgs) -> Result<i32, Error> {

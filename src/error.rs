@@ -26,6 +26,9 @@ pub const EXIT_WARE_NOT_FOUND: i32 = 122;
 /// The stored ware is damaged: unreadable, or its content hashes to another
 /// id. Delete it and pack or fetch it again.
 pub const EXIT_WARE_CORRUPT: i32 = 123;
+/// `repeatr stop` / `kill`: no live job has that name. Like `grep` finding
+/// nothing, a plain 1: these commands pass no job's status through.
+pub const EXIT_NO_SUCH_JOB: i32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,6 +56,12 @@ pub enum Error {
     Limits(#[from] crate::limits::LimitsError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// A run asked for a job id that a live job has (`job::record`).
+    #[error("job {job} is running (pid {})", pid.map_or("unknown".to_string(), |p| p.to_string()))]
+    JobRunning { job: String, pid: Option<u32> },
+    /// `stop` or `kill` named no live job.
+    #[error("no running job {}; see repeatr ps", crate::escape::escaped(.0.as_bytes()))]
+    NoSuchJob(String),
 }
 
 impl Error {
@@ -64,6 +73,7 @@ impl Error {
                 WareClass::Corrupt => EXIT_WARE_CORRUPT,
                 WareClass::Host => EXIT_RUNNER_ERROR,
             },
+            Error::NoSuchJob(_) => EXIT_NO_SUCH_JOB,
             _ => EXIT_RUNNER_ERROR,
         }
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::{Caps, Exit, MakeDir, NetMode, Rootfs, Spec, SpecError, User, seccomp, spec};
+use crate::container::{Caps, Exit, MakeDir, NetMode, Process, Rootfs, Spec, SpecError, User, seccomp, spec};
 use crate::error::Error;
 use crate::formula::setup::{Input, Network, Privileges};
 use crate::formula::{Formula, WareError, Warehouse};
@@ -46,6 +46,9 @@ pub struct RunRecord {
     pub formula_id: String,
     /// The job's exit code; 128+N when signal N killed it; -1 when it never launched.
     pub exit_code: i32,
+    /// `action.timeout` ran out and the job was stopped (the runner exits 124).
+    #[serde(default)]
+    pub timed_out: bool,
     /// Output path -> ware id.
     pub results: BTreeMap<String, String>,
     #[serde(default)]
@@ -73,9 +76,9 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
 
     let limits =
         formula.action.limits.clone().or(&crate::config::Config::load_limits(host.config.as_deref())?).parse(false)?;
-    let ended = job::launch(host, spec, None, &limits)?;
-    let exit = ended.exit;
-    let exit_code = match &exit {
+    let outcome = job::launch(host, spec, None, &limits)?;
+    let ended = outcome.ended;
+    let exit_code = match &ended.exit {
         Exit::Code(c) => *c,
         Exit::Signaled(s) => 128 + s,
         Exit::Failed(_) | Exit::Aborted(_) => -1,
@@ -92,9 +95,10 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
         time: crate::civil_time::rfc3339_now(),
         formula_id,
         exit_code,
+        timed_out: ended.timed_out,
         results,
         hostname: Some(hostname),
-        oom_killed: ended.oom_killed,
+        oom_killed: outcome.oom_killed,
     };
     let json =
         serde_json::to_string_pretty(&record).map_err(|e| Error::Io { what: "encoding the record", err: e.into() })?;
@@ -107,7 +111,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
         Some(path) => compare(path, &record)?,
         None => false,
     };
-    Ok(match exit.status() {
+    Ok(match ended.status() {
         0 if differ => 1,
         status => status,
     })
@@ -221,6 +225,7 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
         caps,
         make_dirs,
         stdout_to_stderr: true,
+        process: Process { timeout: a.timeout, ..Process::default() },
     })
 }
 

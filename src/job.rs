@@ -9,10 +9,10 @@
 //! Who made the request (the command line) is not this module's business.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::cgroup::JobCgroup;
-use crate::container::{self, Exit, GoMessage, NetMode, Spec};
+use crate::container::{self, Ended, Exit, GoMessage, Kill, NetMode, Spec};
 use crate::error::Error;
 use crate::limits::{self, Limits};
 use crate::sys;
@@ -20,6 +20,7 @@ use crate::sys;
 mod etc;
 mod id;
 mod net;
+pub mod record;
 
 pub use id::JobId;
 use net::JobNet;
@@ -47,9 +48,15 @@ pub struct Request {
 
 /// How a job ended, and whether the OOM killer ended it.
 #[derive(Debug)]
-pub struct Ended {
-    pub exit: Exit,
+pub struct Outcome {
+    pub ended: Ended,
     pub oom_killed: bool,
+}
+
+impl From<Ended> for Outcome {
+    fn from(ended: Ended) -> Outcome {
+        Outcome { ended, oom_killed: false }
+    }
 }
 
 /// Every job creates namespaces, mounts and network devices, and opening
@@ -61,19 +68,23 @@ pub fn require_root() -> Result<(), Error> {
 
 /// Runs one job and returns the exit status the runner should exit with.
 pub fn run(req: Request) -> Result<i32, Error> {
-    Ok(launch(&req.host, req.spec, req.ip, &req.limits)?.exit.status())
+    Ok(launch(&req.host, req.spec, req.ip, &req.limits)?.ended.status())
 }
 
 /// launch -> lease -> plug network -> go -> wait -> tear down -> release,
 /// for a validated spec; returns how the job ended. The child builds its
 /// root while the runner leases and plugs in its network.
-pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) -> Result<Ended, Error> {
+pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) -> Result<Outcome, Error> {
     // Before any clone: no fd the runner inherited may reach the job.
     sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
-    let mount_base = ensure_mount_base(&host.state_dir)?;
+    let state = crate::state::PrivateDir::create(&host.state_dir)?;
+    let mount_base = ensure_mount_base(&state)?;
     // Before anything that holds host resources, so a Ctrl-C from here on
     // aborts cleanly through the teardown below instead of killing us.
     let signals = container::signals::Forwarder::install().map_err(Error::io("installing signal handlers"))?;
+    // The job's record (`repeatr ps`), held until the end, unlinked on
+    // drop: a name a live job has is refused here, before anything is made.
+    let record = record::Claim::take(&state, &spec.id, &spec.argv, spec.net)?;
     // Before anything of the job runs; removed when it drops, on every
     // path out of here (after the job is dead: `launched` drops first).
     let cgroup = JobCgroup::create(&spec.id, limits)?;
@@ -94,12 +105,15 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) ->
             match leased {
                 Ok(n) => Some(n),
                 Err(e) => {
-                    // A child that died on its own takes its netns with it,
-                    // so our error is then only the symptom: report its cause.
+                    // A child that died on its own (its set-up failed, or
+                    // it was killed) takes its netns with it, so our error
+                    // is then only the symptom: report how it ended.
+                    if launched.is_exiting() {
+                        let exit = launched.reap().map_err(Error::io("waiting for the job"))?;
+                        return Ok(report_exit(&spec.id, &spec.process, exit.into()).into());
+                    }
                     return match launched.kill() {
-                        Some(failure) => {
-                            Ok(Ended { exit: report_exit(&spec.id, Exit::Failed(failure)), oom_killed: false })
-                        }
+                        Some(failure) => Ok(report_exit(&spec.id, &spec.process, Exit::Failed(failure).into()).into()),
                         None => Err(e),
                     };
                 }
@@ -107,14 +121,18 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) ->
         }
         NetMode::None => None,
     };
+    record.launched(launched.pid(), net.as_ref().and_then(JobNet::ip));
     let go = GoMessage {
         hosts: etc::hosts(&spec.hostname, net.as_ref().and_then(JobNet::ip)),
         resolv_conf: etc::resolv_conf(net.as_ref().map(JobNet::config)),
     };
 
-    // Wait: the job runs; signals to us are forwarded to it.
-    let exit = report_exit(&spec.id, launched.go_and_wait(&signals, &go).map_err(Error::io("waiting for the job"))?);
-    let oom_killed = exit.status() == 128 + libc::SIGKILL && cgroup.oom_killed();
+    // Wait: the job runs; signals to us go to it, and the stop and
+    // timeout deadlines are kept (`container::supervise`).
+    let ended =
+        container::go_and_wait(launched, &signals, &go, &spec.process).map_err(Error::io("waiting for the job"))?;
+    let ended = report_exit(&spec.id, &spec.process, ended);
+    let oom_killed = ended.exit.status() == 128 + libc::SIGKILL && cgroup.oom_killed();
     if oom_killed {
         let limit = cgroup.memory_limit().map(|b| format!(" (limit {})", limits::human_size(b))).unwrap_or_default();
         eprintln!("repeatr: job {} killed: out of memory{limit}", spec.id);
@@ -130,18 +148,42 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) ->
     for e in cgroup.remove() {
         eprintln!("repeatr: {e}");
     }
-    Ok(Ended { exit, oom_killed })
+    Ok(Outcome { ended, oom_killed })
 }
 
-/// Says how the job ended (a failed launch on stderr, as one line) and
-/// passes the exit on.
-fn report_exit(id: &str, exit: Exit) -> Exit {
-    match &exit {
+/// Says how the job ended (a failed launch, a timeout, a kill: on stderr,
+/// one line each) and passes the end on.
+fn report_exit(id: &str, process: &container::Process, ended: Ended) -> Ended {
+    use crate::duration::display;
+    match &ended.exit {
         Exit::Failed(f) => eprintln!("repeatr: {}", f.message),
         Exit::Aborted(sig) => log::warn!("job {id} aborted by signal {sig} before it started"),
-        Exit::Code(_) | Exit::Signaled(_) => log::info!("job {id} ended: {exit:?}"),
+        Exit::Code(_) | Exit::Signaled(_) => log::info!("job {id} ended: {:?}", ended.exit),
     }
-    exit
+    let killed = match ended.killed {
+        Some(Kill::StopTimeout { signal, after }) => Some(format!(
+            "it was still running {} after {}, so it was killed (every process of it)",
+            display(after),
+            signal_name(signal)
+        )),
+        Some(Kill::SecondInterrupt) => Some("killed (every process of it) at the second interrupt".to_string()),
+        None => None,
+    };
+    match (ended.timed_out, killed, process.timeout) {
+        (true, killed, Some(limit)) => eprintln!(
+            "repeatr: job {id} timed out after {} (--timeout): {}",
+            display(limit),
+            killed.unwrap_or_else(|| "stopped with SIGTERM".into())
+        ),
+        (_, Some(killed), _) => eprintln!("repeatr: job {id}: {killed}"),
+        _ => {}
+    }
+    ended
+}
+
+/// `SIGTERM` for 15, as kill -l names them.
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_string())
 }
 
 /// `STATE_DIR/mnt`: one empty directory that every job's child mounts its
@@ -153,6 +195,6 @@ fn report_exit(id: &str, exit: Exit) -> Exit {
 /// symlinks (/var/run -> /run, a state dir linked elsewhere): the child
 /// opens it with RESOLVE_BENEATH, under which an absolute symlink fails
 /// with EXDEV.
-fn ensure_mount_base(state_dir: &Path) -> Result<PathBuf, Error> {
-    Ok(crate::state::private_subdir(state_dir, "mnt")?)
+fn ensure_mount_base(state: &crate::state::PrivateDir) -> Result<PathBuf, Error> {
+    Ok(state.create_subdir("mnt")?.path().to_path_buf())
 }

@@ -14,13 +14,16 @@ pub mod civil_time;
 mod cli;
 pub mod config;
 pub mod container;
+pub mod duration;
 pub mod error;
 pub mod escape;
 pub mod formula;
 mod formula_run;
 mod job;
+mod job_control;
 pub mod limits;
 pub mod network;
+mod output;
 pub mod state;
 pub mod sys;
 

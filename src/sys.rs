@@ -267,13 +267,16 @@ pub fn attach_device_program(cgroup: BorrowedFd<'_>, insns: &[BpfInsn]) -> io::R
     check(ret).map(drop)
 }
 
-/// `kill(pid, sig)`, for the processes a cgroup lists (no pidfd exists
-/// for them; a pid read from a frozen cgroup cannot be recycled until the
-/// process is reaped, and those are the cgroup's to reap).
-pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain integers.
-    let ret = unsafe { libc::kill(pid, sig) };
-    check(ret as libc::c_long).map(drop)
+/// `pidfd_open(pid, 0)`: a pidfd of the process that has `pid` now. The
+/// pid may have been reused since the caller learnt it: check the process's
+/// start time ([`process_start_time`]) *after* this call, and only then
+/// trust the fd; from there on it names that one process whatever happens
+/// to the number.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: plain integers; no flags.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a new fd we own (pidfds are O_CLOEXEC).
+    check(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Sends `sig` to the process behind `pidfd`.
@@ -472,14 +475,59 @@ pub fn boot_id() -> io::Result<String> {
 /// Start time of a process in clock ticks since boot (field 22 of
 /// /proc/PID/stat): with the pid it names one process for the whole boot.
 pub fn process_start_time(pid: libc::pid_t) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    process_stat(pid).map(|s| s.start_time)
+}
+
+/// What /proc/PID/stat says of a process that [`process_stat`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: `R`, `S`, `D`, `T` (stopped), `t` (stopped by a tracer), `Z`, ...
+    pub state: char,
+    /// Field 9: the kernel's PF_* flags.
+    pub flags: u64,
+    /// Field 22, as [`process_start_time`].
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// PF_EXITING (include/linux/sched.h): set at the start of do_exit,
+    /// before the task drops its namespaces.
+    const PF_EXITING: u64 = 0x4;
+
+    /// Dying or dead: exiting, a zombie, or being reaped.
+    pub fn is_exiting(&self) -> bool {
+        matches!(self.state, 'Z' | 'X') || self.flags & Self::PF_EXITING != 0
+    }
+}
+
+/// Fields 3, 9 and 22 of /proc/PID/stat.
+pub fn process_stat(pid: libc::pid_t) -> io::Result<ProcStat> {
+    use std::io::Read;
+    // One read into a buffer that holds the whole line (52 numbers and a
+    // 16-byte name), where `read_to_string` probes in small steps: this is
+    // on every job's start path.
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat"))?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..])? {
+            0 => break,
+            n => len += n,
+        }
+    }
+    let stat = String::from_utf8_lossy(&buf[..len]);
+    parse_stat(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("malformed /proc/{pid}/stat")))
+}
+
+fn parse_stat(stat: &str) -> Option<ProcStat> {
     // The command name (field 2) may hold spaces and parentheses: fields
     // after it are counted from the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    rest.split_whitespace()
-        .nth(19)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("malformed /proc/{pid}/stat")))
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // After the state: ppid, pgrp, session, tty_nr, tpgid, then flags.
+    let flags = fields.nth(5)?.parse().ok()?;
+    let start_time = fields.nth(12)?.parse().ok()?;
+    Some(ProcStat { state, flags, start_time })
 }
 
 /// `_exit(2)`: in a forked child, leave without running atexit handlers or
@@ -529,4 +577,175 @@ pub fn seccomp_set_filter(filter: &[libc::sock_filter]) -> io::Result<()> {
     let ret =
         unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const libc::sock_fprog) };
     check(ret).map(drop)
+}
+
+/// fork(2). Returns the child's pid in the parent, `None` in the child.
+///
+/// # Safety
+///
+/// As for [`clone3`]: the process must be single-threaded at the call.
+pub unsafe fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: our caller is single-threaded (this function's contract), so
+    // the child's copy of memory holds no lock of a missing thread.
+    let ret = unsafe { libc::fork() };
+    Ok(match check(ret as libc::c_long)? {
+        0 => None,
+        pid => Some(pid as libc::pid_t),
+    })
+}
+
+/// kill(2) by number: real-time signals too, and `pid < 0` for a group.
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain integers.
+    let ret = unsafe { libc::kill(pid, sig) };
+    check(ret as libc::c_long).map(drop)
+}
+
+/// Blocks every signal that can be blocked, for this thread.
+pub fn block_all_signals() -> io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None).map_err(io::Error::from)
+}
+
+/// Waits for any signal (all of them blocked by the caller, real-time ones
+/// included) and returns its number.
+pub fn wait_any_signal() -> io::Result<libc::c_int> {
+    // SAFETY: a plain C struct, for which all-zero is valid, filled by
+    // sigfillset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; sigfillset only writes it.
+    unsafe { libc::sigfillset(&mut set) };
+    // SAFETY: `set` is initialised; a null siginfo is allowed.
+    let ret = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+    check(ret as libc::c_long).map(|s| s as libc::c_int)
+}
+
+/// `prctl(PR_SET_DUMPABLE, 0)`: /proc/PID of this process becomes root's
+/// and ptrace-style access to it (mem, exe, fd, environ) needs
+/// CAP_SYS_PTRACE. An exec of an ordinary binary makes the new program
+/// dumpable again.
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    check(ret as libc::c_long).map(drop)
+}
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: the terminal `fd` becomes the controlling
+/// terminal of the calling session leader.
+pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal).
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    check(ret as libc::c_long).map(drop)
+}
+
+/// A terminal's window size (TIOCGWINSZ).
+pub fn window_size(fd: BorrowedFd<'_>) -> io::Result<libc::winsize> {
+    // SAFETY: a plain C struct of integers, for which all-zero is valid.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into the valid, writable `ws`.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws as *mut libc::winsize) };
+    check(ret as libc::c_long).map(|_| ws)
+}
+
+/// Sets a terminal's window size (TIOCSWINSZ); the kernel sends SIGWINCH
+/// to its foreground process group.
+pub fn set_window_size(fd: BorrowedFd<'_>, ws: &libc::winsize) -> io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads one winsize from the valid `ws`.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, ws as *const libc::winsize) };
+    check(ret as libc::c_long).map(drop)
+}
+
+/// Sends one byte `tag` with `fd` attached (SCM_RIGHTS) over a Unix socket.
+pub fn send_fd(sock: BorrowedFd<'_>, tag: u8, fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let raw = [fd.as_raw_fd()];
+    let iov = [io::IoSlice::new(std::slice::from_ref(&tag))];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&raw)], MsgFlags::empty(), None)
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// Receives what [`send_fd`] sent: the tag and the fd, if one came; `None`
+/// at EOF (the peer closed its end).
+pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<Option<(u8, Option<OwnedFd>)>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut tag = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut tag)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    if msg.bytes == 0 {
+        return Ok(None);
+    }
+    let mut fd = None;
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for raw in fds {
+                // SAFETY: SCM_RIGHTS installed `raw` as a new fd of ours;
+                // nothing else owns it. Extra fds (none are sent) are closed.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    Ok(Some((tag[0], fd)))
+}
+
+/// `waitpid(-1, WNOHANG)`: reaps one exited child, if any, and returns its
+/// pid and whether it exited (`Ok(code)`) or was killed (`Err(signal)`).
+/// `None`: no child has exited (or there is none). By number, real-time
+/// signals too (nix's `WaitStatus` refuses those).
+#[allow(clippy::type_complexity)]
+pub fn reap_one() -> Option<(libc::pid_t, Result<i32, i32>)> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is a valid, writable int.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if pid <= 0 {
+            return None;
+        }
+        if libc::WIFEXITED(status) {
+            return Some((pid, Ok(libc::WEXITSTATUS(status))));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Some((pid, Err(libc::WTERMSIG(status))));
+        }
+        // Stopped or continued: not reported without WUNTRACED/WCONTINUED.
+    }
+}
+
+/// A new pseudo-terminal from the devpts behind `ptmx` (an open /dev/ptmx):
+/// unlocked (TIOCSPTLCK 0), and its slave opened straight from the master
+/// (TIOCGPTPEER), with no path lookup in /dev/pts that a job could race.
+/// Both close-on-exec, neither the caller's controlling terminal.
+pub fn open_pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the valid `unlock`.
+    let ret = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock as *const libc::c_int) };
+    check(ret as libc::c_long)?;
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags as an integer and returns a new fd.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    check(fd as libc::c_long)?;
+    // SAFETY: the kernel just installed `fd` for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line =
+            "42 (a) b) (c) T 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 183280 1000 10 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(ProcStat { state: 'T', flags: 4194560, start_time: 183280 }));
+        assert_eq!(parse_stat("42 (x) S 1"), None);
+        let me = process_stat(std::process::id() as libc::pid_t).unwrap();
+        assert_eq!(me.start_time, process_start_time(std::process::id() as libc::pid_t).unwrap());
+        assert!(matches!(me.state, 'R' | 'S'), "{me:?}");
+    }
 }

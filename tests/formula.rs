@@ -344,6 +344,46 @@ fn check_keeps_a_failed_jobs_status() {
 }
 
 #[test]
+fn a_formula_timeout_stops_the_job_and_the_record_says_so() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let action = |timeout: &str| {
+        format!(
+            r#"{{"inputs": {{"/": "ROOT"}},
+            "action": {{"exec": ["/bin/sh", "-c", "echo partial > /out/p; exec sleep 30"]{timeout}}},
+            "outputs": {{"/out": {{}}}}}}"#
+        )
+    };
+    let f = b.formula("timeout.json", &action(r#", "timeout": "300ms""#));
+    let out = b.run(&f, &[]);
+    assert_eq!(code(&out), 124, "{}", stderr(&out));
+    assert!(stderr(&out).contains("timed out after 300ms"), "{}", stderr(&out));
+    let rec = record(&out);
+    assert_eq!(rec["timedOut"], true);
+    assert_eq!(rec["exitCode"], 143);
+    assert!(rec["results"]["/out"].as_str().unwrap().starts_with("tar:"));
+    // The timeout is not part of what the formula computes: same id.
+    let without = b.formula("no-timeout.json", &action(""));
+    let long = b.formula("long-timeout.json", &action(r#", "timeout": "1h""#));
+    let ids: Vec<String> = [&f, &without, &long]
+        .iter()
+        .map(|f| {
+            let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+            let formula: repeatr::formula::Formula = serde_json::from_value(json).unwrap();
+            formula.setup_hash().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[1], ids[2]);
+    let bad = b.formula("bad-timeout.json", &action(r#", "timeout": "soon""#));
+    let out = b.run(&bad, &[]);
+    assert_eq!(code(&out), 121, "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not a duration"), "{}", stderr(&out));
+}
+
+#[test]
 fn a_formula_over_its_memory_limit_is_recorded_as_oom_killed_and_limits_leave_its_id_alone() {
     if !require_root() {
         return;

@@ -201,16 +201,32 @@ fn only_fds_0_to_2_reach_the_job() {
     }
     let mut runner = Runner::new(cmd.spawn().unwrap());
     wait_for_line(&mut runner, "ready");
-    let job = children_of(runner.id());
+    let init = children_of(runner.id());
+    let command = children_of(init[0] as u32);
     // Seen from the host, so nothing the job itself opens gets in the way.
-    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", job[0]))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    fds.sort();
+    let fds = |pid: i32| {
+        let mut fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_link(e.path()).unwrap().display().to_string(),
+                )
+            })
+            .collect();
+        fds.sort();
+        fds
+    };
+    let (init_fds, command_fds) = (fds(init[0]), fds(command[0]));
     runner.kill().unwrap();
     runner.wait().unwrap();
-    assert_eq!(fds, ["0", "1", "2"]);
+    let names = |fds: &[(String, String)]| fds.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&command_fds), ["0", "1", "2"]);
+    // The init holds its control socket to the runner besides.
+    let extra: Vec<_> = init_fds.iter().filter(|(n, _)| !matches!(n.as_str(), "0" | "1" | "2")).collect();
+    assert_eq!(extra.len(), 1, "{init_fds:?}");
+    assert!(extra[0].1.starts_with("socket:"), "{init_fds:?}");
 }
 
 #[test]
@@ -240,7 +256,7 @@ fn masked_and_readonly_kernel_paths_hold() {
     assert!(!o.contains("wrote-"), "a read-only path was writable: {o}");
     assert!(o.contains("CapBnd:\t00000000800405fb"), "podman's default caps: {o}");
     assert!(o.contains("NoNewPrivs:\t1"));
-    assert!(o.contains("\n1\njob-masked\n"), "pid 1, hostname = job id: {o}");
+    assert!(o.contains("\n2\njob-masked\n"), "pid 2 (under the init), hostname = job id: {o}");
 }
 
 #[test]

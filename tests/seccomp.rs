@@ -344,23 +344,8 @@ fn cpython_tests_pass_under_the_default_profile() {
     if !require_root() {
         return;
     }
-    let root = Path::new("/var/cache/repeatr-test/deb");
-    if !root.join("usr/lib/python3.11/test/test_os.py").exists() {
-        let mirror = "http://deb.debian.org/debian";
-        let tmp = root.with_extension("tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        let status = std::process::Command::new("debootstrap")
-            .args(["--variant=minbase", "--include=python3,libpython3.11-testsuite,procps", "bookworm"])
-            .arg(&tmp)
-            .arg(mirror)
-            .status()
-            .expect("debootstrap (apt-get install -y debootstrap)");
-        assert!(status.success(), "debootstrap failed");
-        // Never the host's resolver from a job.
-        std::fs::write(tmp.join("etc/resolv.conf"), "# none\n").unwrap();
-        std::fs::write(tmp.join("etc/hosts"), "127.0.0.1 localhost\n::1 localhost\n").unwrap();
-        std::fs::rename(&tmp, root).unwrap();
-    }
+    let root = debian_root();
+    let root = root.as_path();
     let r = Repeatr::new();
     // The names of the tests that failed, and how many ran.
     let run = |module: &str, opts: &[&str]| -> (Vec<String>, usize) {

@@ -43,6 +43,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the jobs running on this host, networked or not.
+    Ps {
+        /// An array of JSON objects instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a job: SIGTERM to its init, SIGKILL after --timeout; returns once it is gone.
+    Stop {
+        /// The job's id (its --name; see repeatr ps).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// How long the job has to end after SIGTERM: 500ms, 30s, 5m, 2h.
+        #[arg(long, value_name = "DURATION", default_value = "10s")]
+        timeout: String,
+    },
+    /// Send a signal to a job's init (default KILL), without waiting.
+    Kill {
+        /// The job's id (its --name; see repeatr ps).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The signal: a name (TERM, SIGTERM) or a number (15).
+        #[arg(long, short = 's', value_name = "SIG", default_value = "KILL")]
+        signal: String,
+    },
     /// After a crash or reboot: reclaim stale leases, delete leftover veths and outputs, report.
     Gc {
         /// Say what would be done, change nothing.
@@ -154,6 +178,26 @@ pub struct RunArgs {
     /// docker's format instead of docker's default one, which every job gets otherwise).
     #[arg(long = "security-opt", value_name = "seccomp=unconfined|PROFILE", conflicts_with = "formula")]
     pub security_opt: Vec<String>,
+    /// Run CMD as pid 1 itself, without repeatr's init (for an image that brings its own):
+    /// the kernel then drops every signal CMD has no handler for, and orphans are CMD's to reap.
+    #[arg(long)]
+    pub no_init: bool,
+    /// Give the job a pseudo-terminal (stdin must be one): its stdin, stdout, stderr and
+    /// controlling terminal. With -i, keys go to the job (Ctrl-C, Ctrl-Z act inside it).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Keep stdin attached: with -t, relay it to the job's terminal (without -t the job has
+    /// the runner's stdin anyway).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Stop the job after this long (30s, 5m, 2h): SIGTERM, then SIGKILL after the stop
+    /// timeout; the runner exits 124.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// How long a job may take to stop after SIGINT/SIGTERM/SIGHUP/SIGQUIT (or --timeout)
+    /// before it is killed as a whole; a second Ctrl-C kills it at once.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub stop_timeout: String,
     /// The job id (default: 12 random hex digits); also the default hostname.
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,

@@ -1,7 +1,8 @@
-//! The launch protocol between runner and child: what travels over the two
-//! pipes `spawn` makes, and the exit codes of a launch that never became
-//! the job. Both sides (`spawn` in the runner, `init` in the child) import
-//! it; it imports neither.
+//! The launch protocol between runner and child: what travels over the
+//! report pipe and the control socket `spawn` makes, and the exit codes of
+//! a launch that never became the job. Both sides (`spawn` and `supervise`
+//! in the runner, `setup` and `init` in the child) import it; it imports
+//! none of them.
 
 /// Exit codes of a launch that never became the job (documented in README).
 /// 125 is also the code of every other runner error (`crate::error`), like
@@ -60,6 +61,45 @@ impl GoMessage {
     }
 }
 
+/// Tag of the control message that carries the job's pty master (with
+/// `-t`): the child opens the pty in the job's own devpts and sends the
+/// master over with SCM_RIGHTS, before it waits for the go.
+pub const TTY_MASTER: u8 = b't';
+
+/// The init's last word over the control socket: how the command (pid 2)
+/// ended. The init is pid 1 of its namespace and cannot die by a signal it
+/// sends itself, so the runner learns a command's killing signal from
+/// this, not from the init's own status. Wire format: `x`, one byte of
+/// kind (0 exited, 1 killed by a signal), the value as a little-endian i32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandEnded {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl CommandEnded {
+    pub const LEN: usize = 6;
+
+    pub fn encode(self) -> [u8; Self::LEN] {
+        let (kind, value) = match self {
+            CommandEnded::Exited(c) => (0, c),
+            CommandEnded::Signaled(s) => (1, s),
+        };
+        let v = value.to_le_bytes();
+        [b'x', kind, v[0], v[1], v[2], v[3]]
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let [b'x', kind, a, b, c, d] = *bytes.get(..Self::LEN)? else { return None };
+        let value = i32::from_le_bytes([a, b, c, d]);
+        match kind {
+            0 => Some(CommandEnded::Exited(value)),
+            1 => Some(CommandEnded::Signaled(value)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +120,14 @@ mod tests {
         assert_eq!(&bytes[9..9 + h], m.hosts.as_bytes());
         assert_eq!(&bytes[9 + h..9 + h + r], m.resolv_conf.as_bytes());
         assert_eq!(GoMessage::lengths(&[b'x', 0, 0, 0, 0, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn command_ends_round_trip() {
+        for end in [CommandEnded::Exited(0), CommandEnded::Exited(255), CommandEnded::Signaled(15)] {
+            assert_eq!(CommandEnded::decode(&end.encode()), Some(end));
+        }
+        assert_eq!(CommandEnded::decode(b"x\x02\0\0\0\0"), None);
+        assert_eq!(CommandEnded::decode(b"x"), None);
     }
 }

@@ -61,11 +61,9 @@ pub fn die_with_parent() -> io::Result<()> {
     sys::set_parent_death_signal(libc::SIGKILL)
 }
 
-/// Resets every signal disposition to default and unblocks all signals.
-/// The runner ignores SIGPIPE (Rust's std does so at startup) and has
-/// signal-hook handlers installed; an exec'd job would inherit the ignore.
-pub fn reset_signals() -> io::Result<()> {
-    sys::default_signal_dispositions()?;
+/// Unblocks every signal: the job starts with an empty mask, as any
+/// program expects (the child has had them all blocked since the clone).
+pub fn unblock_signals() -> io::Result<()> {
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
 }
 

@@ -1,10 +1,11 @@
-//! Signals the runner forwards to the job. The runner stays in the
+//! Signals the runner takes for the job. The runner stays in the
 //! foreground as the job's parent, so a Ctrl-C, a `kill`, or a CI system's
-//! SIGTERM aimed at it must reach the job.
+//! SIGTERM aimed at it must reach the job; a Ctrl-Z must stop the job with
+//! it; a resized terminal must resize the job's (`supervise` says what
+//! each one does).
 //!
 //! signal-hook's handlers only set a flag and write a byte to a self-pipe;
-//! the runner's poll loop wakes on the pipe and forwards each flagged signal
-//! through the job's pidfd.
+//! the runner's poll loop wakes on the pipe and handles each flagged signal.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -14,9 +15,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::Signal;
 
-/// The signals a user sends to a foreground job.
-pub const FORWARDED: [Signal; 6] =
-    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+/// The signals a user sends to a foreground job, and the terminal's.
+pub const HANDLED: [Signal; 9] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGTSTP,
+    Signal::SIGCONT,
+    Signal::SIGWINCH,
+];
+
+/// The signals that ask the job to end: the first starts the stop timeout.
+pub fn is_terminating(sig: Signal) -> bool {
+    matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT)
+}
 
 pub struct Forwarder {
     wake: UnixStream,
@@ -24,13 +39,14 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Installs the handlers. From here on these signals no longer kill the
-    /// runner: they are queued for the job (or abort a launch in progress).
+    /// Installs the handlers. From here on these signals no longer kill (or
+    /// stop) the runner: they are queued for the job (or abort a launch in
+    /// progress).
     pub fn install() -> io::Result<Self> {
         let (wake, write) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         let mut flags = Vec::new();
-        for sig in FORWARDED {
+        for sig in HANDLED {
             let flag = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(sig as i32, Arc::clone(&flag))?;
             signal_hook::low_level::pipe::register(sig as i32, write.try_clone()?)?;

@@ -1,25 +1,27 @@
-//! The runner's side of the launch: clone the child into new namespaces,
-//! hold it at the "network may be plugged in now" point, let it go, then
-//! wait for it while forwarding signals.
+//! The runner's side of the launch: clone the child into new namespaces
+//! and hold it at the "network may be plugged in now" point; `supervise`
+//! lets it go and waits for it.
 //!
-//! Two pipes join runner and child, both O_CLOEXEC:
-//! - `go` (runner -> child): the child blocks on it just before dropping
-//!   privileges, so the runner can set up the child's netns in between. The
-//!   runner keeps the write end open for the job's whole life: EOF (POLLHUP)
-//!   on it tells the child that the runner died before the exec.
-//! - `report` (child -> runner): EOF without a byte means the exec
-//!   succeeded (the write end closed on exec); otherwise one message says
-//!   why the launch failed and with which exit code (125, 126 or 127).
+//! Two channels join runner and child, both close-on-exec:
+//! - `control`, a Unix socket pair: the runner's go (the child blocks on it
+//!   just before it forks the command, so the runner can set up the
+//!   child's netns in between), the tty master with `-t` (child ->
+//!   runner, SCM_RIGHTS) and the init's last word (how the command ended).
+//!   The runner keeps its end open for the job's whole life: EOF on it
+//!   tells a child still in its set-up that the runner died.
+//! - `report` (child -> runner): EOF without a byte means the command
+//!   exec'd (every write end closed: on exec, and in the init after its
+//!   fork); otherwise one message says why the launch failed and with
+//!   which exit code (125, 126 or 127).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 
-use super::protocol::{GoMessage, LaunchFailure};
-use super::signals::Forwarder;
+use super::protocol::LaunchFailure;
 use super::spec::Spec;
 use crate::cgroup::JobCgroup;
 use crate::sys;
@@ -52,8 +54,11 @@ impl Exit {
 /// A child that exists in its namespaces but has not been let go yet.
 pub struct Launched {
     pub child: sys::Child,
-    go: File,
-    report: File,
+    /// The control socket: the go and the tty master travel over it; the
+    /// init's last word comes back. Held for the job's whole life: its EOF
+    /// tells a child still in its set-up that the runner died.
+    pub(super) control: UnixStream,
+    pub(super) report: File,
 }
 
 const NAMESPACES: libc::c_int =
@@ -77,7 +82,7 @@ const NAMESPACES: libc::c_int =
 /// its exec, and a lock held by another thread at the clone would never be
 /// released in it.
 pub unsafe fn spawn(spec: &Spec, mount_base: &std::path::Path, cgroup: &JobCgroup) -> io::Result<Launched> {
-    let (go_r, go_w) = pipe()?;
+    let (control, child_control) = UnixStream::pair()?;
     let (report_r, report_w) = pipe()?;
 
     // Every signal blocked across the clone: the child inherits the runner's
@@ -100,12 +105,13 @@ pub unsafe fn spawn(spec: &Spec, mount_base: &std::path::Path, cgroup: &JobCgrou
     let left = if matches!(cloned, Ok(None)) { Ok(()) } else { in_v1.leave() };
     match cloned {
         Ok(None) => {
-            drop(go_w);
+            drop(control);
             drop(report_r);
-            super::init::child_main(spec, mount_base, go_r, report_w)
+            super::setup::child_main(spec, mount_base, child_control.into(), report_w)
         }
         Ok(Some(child)) => {
-            let launched = Launched { child, go: File::from(go_w), report: File::from(report_r) };
+            drop(child_control);
+            let launched = Launched { child, control, report: File::from(report_r) };
             let restored = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from);
             if let Err(e) = restored.and(left.map_err(io::Error::other)) {
                 // Never leave a child we cannot wait for behind an error.
@@ -139,113 +145,38 @@ impl Launched {
     /// reaps it; for when setting up around it failed. Returns the child's
     /// own launch failure if it had already failed (a bad rootfs, say):
     /// that, not what the runner tripped over next, is what the user needs.
-    pub fn kill(mut self) -> Option<LaunchFailure> {
+    pub fn kill(self) -> Option<LaunchFailure> {
         let _ = sys::pidfd_send_signal(self.child.pidfd.as_fd(), libc::SIGKILL);
-        let _ = wait_pidfd(self.child.pidfd.as_fd());
+        match self.reap() {
+            Ok(Exit::Failed(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// True once the child is dying or dead on its own: a step of the
+    /// runner's set-up that failed because the child's namespaces went
+    /// away (killed from outside, or its set-up failed) must report how
+    /// the child ended, not the runner's symptom. The kernel marks a task
+    /// PF_EXITING before it drops its namespaces, so a failure caused by
+    /// the child's death always finds it exiting or a zombie here.
+    pub fn is_exiting(&self) -> bool {
+        // An entry we cannot read: the child is not alive to be blamed.
+        sys::process_stat(self.child.pid).ok().is_none_or(|st| st.is_exiting())
+    }
+
+    /// Waits for the child to end (it must be ending: killed, or exiting on
+    /// its own) and says how: its reported launch failure, or its status.
+    pub fn reap(mut self) -> io::Result<Exit> {
+        let status = wait_pidfd(self.child.pidfd.as_fd())?;
         // The child is gone: whatever it reported is in the pipe, and EOF follows.
         let mut report = Vec::new();
         let _ = self.report.read_to_end(&mut report);
-        LaunchFailure::decode(&report)
-    }
-
-    /// Lets the child go on to exec, then waits for the job to end while
-    /// forwarding the runner's signals to it.
-    pub fn go_and_wait(mut self, signals: &Forwarder, go: &GoMessage) -> io::Result<Exit> {
-        // EPIPE here means the child already died (it reports why below).
-        if let Err(e) = self.go.write_all(&go.encode()) {
-            log::debug!("child gone before go: {e}");
-        }
-        log::trace!("go sent");
-        let mut report = Vec::new();
-        let mut report_open = true;
-        let mut aborted: Option<i32> = None;
-        loop {
-            let mut fds = vec![
-                PollFd::new(self.child.pidfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(signals.fd(), PollFlags::POLLIN),
-            ];
-            if report_open {
-                fds.push(PollFd::new(self.report.as_fd(), PollFlags::POLLIN));
-            }
-            match poll(&mut fds, PollTimeout::NONE) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-                Ok(_) => {}
-            }
-            let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
-            let (child_done, sig_ready, report_ready) = (ready(0), ready(1), ready(2));
-            if report_ready {
-                report_open = read_some(&mut self.report, &mut report)?;
-                if !report_open {
-                    log::trace!("report pipe closed: the job exec'd or died");
-                }
-            }
-            if sig_ready {
-                for sig in signals.pending() {
-                    self.deliver(sig, report_open, &mut aborted);
-                }
-            }
-            if child_done {
-                break;
-            }
-        }
-        let status = wait_pidfd(self.child.pidfd.as_fd())?;
-        log::trace!("job reaped");
-        // The child is gone, so every byte it wrote is in the pipe now.
-        if report_open {
-            self.report.read_to_end(&mut report)?;
-        }
-        if let Some(f) = LaunchFailure::decode(&report) {
-            return Ok(Exit::Failed(f));
-        }
-        if let Some(sig) = aborted {
-            return Ok(Exit::Aborted(sig));
-        }
-        Ok(status)
-    }
-
-    /// A signal for the job. Before the exec there is no job yet: a
-    /// terminating signal then kills the half-built container (the user
-    /// wants out), and the others are dropped.
-    fn deliver(&self, sig: Signal, launching: bool, aborted: &mut Option<i32>) {
-        let terminating = matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT);
-        let pidfd = self.child.pidfd.as_fd();
-        let result = if launching {
-            if !terminating {
-                log::debug!("{sig} before the job started: dropped");
-                return;
-            }
-            aborted.get_or_insert(sig as i32);
-            sys::pidfd_send_signal(pidfd, libc::SIGKILL)
-        } else {
-            log::debug!("forwarding {sig} to the job");
-            sys::pidfd_send_signal(pidfd, sig as i32)
-        };
-        if let Err(e) = result {
-            // ESRCH: the job is exiting; its status comes next.
-            log::debug!("signal {sig} not delivered: {e}");
-        }
-    }
-}
-
-/// Reads what is available; false at EOF.
-fn read_some(f: &mut File, into: &mut Vec<u8>) -> io::Result<bool> {
-    let mut buf = [0u8; 4096];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return Ok(false),
-            Ok(n) => {
-                into.extend_from_slice(&buf[..n]);
-                return Ok(true);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+        Ok(LaunchFailure::decode(&report).map_or(status, Exit::Failed))
     }
 }
 
 /// Reaps the child behind a pidfd and turns its status into an [`Exit`].
-fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Exit> {
+pub(super) fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Exit> {
     loop {
         let (code, status) = match sys::waitid_pidfd(pidfd) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use caps::Capability;
 
@@ -58,6 +59,10 @@ pub enum SpecError {
     NoCommand,
     #[error("the command is an empty string; usage: repeatr run [OPTIONS] -- CMD [ARGS...]")]
     EmptyCommand,
+    #[error("bad {flag}: {why}")]
+    Duration { flag: &'static str, why: String },
+    #[error("-t needs stdin to be a terminal (it is not); run without -t, or from a terminal")]
+    TtyNotTerminal,
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
 }
@@ -216,6 +221,35 @@ pub struct Spec {
     /// The job's stdout goes to the runner's stderr (a formula run keeps
     /// stdout for its record).
     pub stdout_to_stderr: bool,
+    pub process: Process,
+}
+
+/// How the job's processes run and how they are stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Process {
+    /// repeatr's init as pid 1 (`container::init`); false (`--no-init`):
+    /// the command is pid 1, for an image that brings its own init.
+    pub init: bool,
+    /// `-t`: a pseudo-terminal for the job (`container::tty`).
+    pub tty: bool,
+    /// `-i`: with `-t`, the runner's stdin is relayed to the job's
+    /// terminal (without `-t` the job has the runner's stdin anyway).
+    pub interactive: bool,
+    /// How long a job may take to stop after the first terminating signal
+    /// before it is killed as a whole.
+    pub stop_timeout: Duration,
+    /// Past this, the job is stopped (SIGTERM, then SIGKILL after
+    /// `stop_timeout`) and the runner exits 124.
+    pub timeout: Option<Duration>,
+}
+
+/// docker's default grace period for `docker stop`.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for Process {
+    fn default() -> Process {
+        Process { init: true, tty: false, interactive: false, stop_timeout: DEFAULT_STOP_TIMEOUT, timeout: None }
+    }
 }
 
 impl Spec {

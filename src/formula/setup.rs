@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -64,6 +66,16 @@ pub struct Action {
     /// fails and yields no results to compare.
     #[serde(default, skip_serializing)]
     pub limits: crate::limits::LimitStrings,
+    /// `"30s"`, `"2h"`: past this the job is stopped as `run --timeout`
+    /// stops one. Not part of the setup hash: it does not change what a
+    /// job that finishes computes, only whether it is given the time to.
+    #[serde(default, skip_serializing, deserialize_with = "duration_text")]
+    pub timeout: Option<Duration>,
+}
+
+fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::duration::parse(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

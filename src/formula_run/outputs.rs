@@ -7,11 +7,8 @@
 //! which takes the lock first, so a live run's outputs are never touched.
 //!
 //! Unlike the state dir's other locks, these are unlinked (one per job id
-//! ever run would pile up otherwise), so taking one is lock-then-verify:
-//! after the flock, the path must still name the inode that was locked. A
-//! process that opened the file just before its holder unlinked it locks
-//! an orphan inode, sees the mismatch and opens the path again; so two
-//! runs of one job id never both hold "the" lock.
+//! ever run would pile up otherwise), so taking one is lock-then-verify
+//! (`state::RemovableLock`): two runs of one job id never both hold it.
 //!
 //! `outputs/` is opened, checked and held as the state dir's other
 //! directories are (`state::PrivateDir`): the lock file is opened relative
@@ -19,22 +16,17 @@
 //! an `outputs` that is a link) cannot make root lock, create or remove
 //! files elsewhere.
 
-use std::fs::{self, File, TryLockError};
+use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
-
-use crate::state::PrivateDir;
+use crate::state::{PrivateDir, RemovableLock};
 
 /// An exclusive hold on `outputs/<job>.lock`.
 pub struct OutputLock {
-    file: File,
+    lock: RemovableLock,
     /// `outputs/`, held open.
     base: PrivateDir,
-    /// `<job>.lock`.
-    name: String,
     /// `outputs/<job>`: the job id is a whole file name here, never cut at
     /// a dot (job `a.b` owns `a.b.lock` and `a.b/`, nothing of job `a`).
     dir: PathBuf,
@@ -53,30 +45,10 @@ impl OutputLock {
     }
 
     fn try_take_in(base: PrivateDir, job: &str, create: bool) -> io::Result<Option<OutputLock>> {
-        let name = format!("{job}.lock");
-        let flags = if create { OFlag::O_RDWR | OFlag::O_CREAT } else { OFlag::O_RDWR };
-        loop {
-            let Some(file) = base.open_file(&name, flags, "open lock file")? else {
-                // With O_CREAT, only when `outputs/` itself is gone.
-                return if create { Err(io::ErrorKind::NotFound.into()) } else { Ok(None) };
-            };
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(TryLockError::WouldBlock) => return Ok(None),
-                Err(TryLockError::Error(e)) => return Err(e),
-            }
-            let held = file.metadata()?;
-            match base.stat(&name)? {
-                Some(now) if now.st_dev == held.dev() && now.st_ino == held.ino() => {
-                    let dir = base.join(job);
-                    return Ok(Some(OutputLock { file, base, name, dir }));
-                }
-                // Unlinked (and maybe re-created) by its holder meanwhile.
-                Some(_) => continue,
-                None if create => continue,
-                None => return Ok(None),
-            }
-        }
+        Ok(RemovableLock::try_take(&base, &format!("{job}.lock"), create)?.map(|lock| {
+            let dir = base.join(job);
+            OutputLock { lock, base, dir }
+        }))
     }
 
     /// `outputs/<job>`.
@@ -90,8 +62,7 @@ impl OutputLock {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        self.base.remove(&self.name)?;
-        drop(self.file);
+        self.lock.remove(&self.base)?;
         Ok(())
     }
 }
@@ -153,6 +124,8 @@ fn listed(state_dir: &Path) -> Result<Option<(PrivateDir, Vec<String>)>, crate::
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+
     use super::*;
 
     /// A state dir (a temp dir of ours) and its `outputs/`, not yet made.

@@ -16,6 +16,7 @@ mod lock;
 mod private;
 mod rebuild;
 mod record;
+mod removable_lock;
 mod schema;
 mod sidecar;
 mod slot;
@@ -27,6 +28,7 @@ pub use lock::SlotLock;
 pub(crate) use private::PrivateDir;
 pub use rebuild::RebuildReport;
 pub use record::LeaseRecord;
+pub(crate) use removable_lock::RemovableLock;
 pub use slot::{MAX_SLOTS, iface_name};
 
 /// Where the state lives unless told otherwise: /run is a tmpfs, so a

@@ -253,3 +253,28 @@ impl Drop for Runner {
         }
     }
 }
+
+/// A Debian root with CPython and its test suite (debootstrap, minbase),
+/// made once and cached in /var/cache/repeatr-test/deb. For the ignored,
+/// minutes-long fidelity tests: needs debootstrap and Debian's mirror the
+/// first time.
+pub fn debian_root() -> PathBuf {
+    let root = PathBuf::from("/var/cache/repeatr-test/deb");
+    if !root.join("usr/lib/python3.11/test/test_os.py").exists() {
+        let mirror = "http://deb.debian.org/debian";
+        let tmp = root.with_extension("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let status = Command::new("debootstrap")
+            .args(["--variant=minbase", "--include=python3,libpython3.11-testsuite,procps", "bookworm"])
+            .arg(&tmp)
+            .arg(mirror)
+            .status()
+            .expect("debootstrap (apt-get install -y debootstrap)");
+        assert!(status.success(), "debootstrap failed");
+        // Never the host's resolver from a job.
+        std::fs::write(tmp.join("etc/resolv.conf"), "# none\n").unwrap();
+        std::fs::write(tmp.join("etc/hosts"), "127.0.0.1 localhost\n::1 localhost\n").unwrap();
+        std::fs::rename(&tmp, &root).unwrap();
+    }
+    root
+}

@@ -159,7 +159,7 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     out.job_records_removed = records.removed;
     out.errors.extend(records.errors);
 
-    let cgroups = crate::cgroup::reclaim_all(dry_run);
+    let cgroups = crate::cgroup::reclaim_all(owner.id(), dry_run);
     out.cgroups_removed = cgroups.removed;
     out.errors.extend(cgroups.errors);
 

@@ -87,7 +87,9 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) ->
     let record = record::Claim::take(&state, &spec.id, &spec.argv, spec.net)?;
     // Before anything of the job runs; removed when it drops, on every
     // path out of here (after the job is dead: `launched` drops first).
-    let cgroup = JobCgroup::create(&spec.id, limits)?;
+    let state_id = crate::network::LinkOwner::of_dir(&host.state_dir)
+        .map_err(|err| Error::StateDir { path: host.state_dir.clone(), err })?;
+    let cgroup = JobCgroup::create(&spec.id, limits, state_id.id())?;
 
     // Launch: the child builds its root while we lease and plug its network in.
     // SAFETY: the runner is single-threaded here, as `spawn` requires: no

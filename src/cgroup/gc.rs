@@ -20,24 +20,24 @@ pub struct Reclaimed {
     pub errors: Vec<String>,
 }
 
-/// Removes (or with `dry_run` lists) our dead runners' cgroups directly in
-/// each of `dirs`.
-pub fn reclaim_under(dirs: &[&Path], dry_run: bool) -> Reclaimed {
+/// Removes (or with `dry_run` lists) the cgroups of the dead runners of
+/// the state dir whose id is `state`, directly in each of `dirs`.
+pub fn reclaim_under(dirs: &[&Path], state: &str, dry_run: bool) -> Reclaimed {
     let mut out = Reclaimed::default();
     for dir in dirs {
-        visit(dir, 0, 0, dry_run, &mut out);
+        visit(dir, 0, 0, &Scope { state, dry_run }, &mut out);
     }
     out
 }
 
-/// Removes (or lists) our dead runners' cgroups anywhere in the cgroup
-/// hierarchies mounted here.
-pub fn reclaim_all(dry_run: bool) -> Reclaimed {
+/// Removes (or lists) the cgroups of the dead runners of the state dir
+/// whose id is `state`, anywhere in the cgroup hierarchies mounted here.
+pub fn reclaim_all(state: &str, dry_run: bool) -> Reclaimed {
     let mut out = Reclaimed::default();
     match std::fs::read_to_string("/proc/self/mountinfo") {
         Ok(m) => {
             for point in discover::mount_points(&m) {
-                visit(&point, 0, MAX_DEPTH, dry_run, &mut out);
+                visit(&point, 0, MAX_DEPTH, &Scope { state, dry_run }, &mut out);
             }
         }
         Err(e) => out.errors.push(format!("cgroups: cannot read /proc/self/mountinfo: {e}")),
@@ -45,7 +45,13 @@ pub fn reclaim_all(dry_run: bool) -> Reclaimed {
     out
 }
 
-fn visit(dir: &Path, depth: usize, max: usize, dry_run: bool, out: &mut Reclaimed) {
+/// Whose cgroups a walk removes, and whether it only lists them.
+struct Scope<'a> {
+    state: &'a str,
+    dry_run: bool,
+}
+
+fn visit(dir: &Path, depth: usize, max: usize, scope: &Scope<'_>, out: &mut Reclaimed) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         if !e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -54,8 +60,8 @@ fn visit(dir: &Path, depth: usize, max: usize, dry_run: bool, out: &mut Reclaime
         let path = e.path();
         let name = e.file_name();
         match names::owner(&name.to_string_lossy()) {
-            Some(r) if !r.alive() => {
-                if dry_run {
+            Some(r) if r.state == scope.state && !r.alive() => {
+                if scope.dry_run {
                     out.removed.push(path);
                 } else {
                     match reclaim(&path) {
@@ -65,7 +71,7 @@ fn visit(dir: &Path, depth: usize, max: usize, dry_run: bool, out: &mut Reclaime
                 }
             }
             Some(_) => {}
-            None if depth < max => visit(&path, depth + 1, max, dry_run, out),
+            None if depth < max => visit(&path, depth + 1, max, scope, out),
             None => {}
         }
     }

@@ -67,20 +67,21 @@ impl Drop for Entered<'_> {
 }
 
 impl JobCgroup {
-    /// Creates and limits the job's cgroups. First removes those of dead
-    /// runners next to it (the next run's share of `repeatr gc`).
-    pub fn create(job: &str, limits: &Limits) -> Result<JobCgroup, CgroupError> {
+    /// Creates and limits the job's cgroups; `state` is the state dir's id
+    /// (see `names`). First removes those of the state dir's dead runners
+    /// next to it (the next run's share of `repeatr gc`).
+    pub fn create(job: &str, limits: &Limits, state: &str) -> Result<JobCgroup, CgroupError> {
         let h = discover::discover()?;
-        let me = Runner::me().map_err(|err| CgroupError::Read { path: "/proc/self/stat".into(), err })?;
+        let me = Runner::me(state).map_err(|err| CgroupError::Read { path: "/proc/self/stat".into(), err })?;
         let under: Vec<&Path> = h.v2.iter().map(PathBuf::as_path).chain(h.v1.iter().map(|v| v.own.as_path())).collect();
-        let stale = gc::reclaim_under(&under, false);
+        let stale = gc::reclaim_under(&under, state, false);
         for e in &stale.errors {
             log::warn!("{e}");
         }
-        Self::create_in(&h, me, job, limits)
+        Self::create_in(&h, &me, job, limits)
     }
 
-    fn create_in(h: &Hierarchies, me: Runner, job: &str, limits: &Limits) -> Result<JobCgroup, CgroupError> {
+    fn create_in(h: &Hierarchies, me: &Runner, job: &str, limits: &Limits) -> Result<JobCgroup, CgroupError> {
         let name = me.job_cgroup(job);
         let mut cg = JobCgroup { v2: None, v1: Vec::new(), memory: None, memory_limit: limits.memory, removed: false };
         let v2_offers = match &h.v2 {
@@ -306,8 +307,8 @@ mod tests {
     }
 
     fn kill_and_remove(h: &Hierarchies, job: &str, by_cgroup_kill: bool) {
-        let me = Runner::me().unwrap();
-        let cg = JobCgroup::create_in(h, me, job, &Limits::default()).unwrap();
+        let me = Runner::me("0123456789abcdef").unwrap();
+        let cg = JobCgroup::create_in(h, &me, job, &Limits::default()).unwrap();
         assert_eq!(cg.v2.as_ref().is_some_and(|(d, _)| v2::can_kill(d)), by_cgroup_kill);
         let dirs: Vec<PathBuf> = cg.dirs().iter().map(|d| d.to_path_buf()).collect();
         assert!(!dirs.is_empty());
@@ -323,7 +324,7 @@ mod tests {
             assert!(!d.exists(), "{d:?}");
         }
         // A job still running at teardown: killed and removed in one go.
-        let cg = JobCgroup::create_in(h, me, &format!("{job}-b"), &Limits::default()).unwrap();
+        let cg = JobCgroup::create_in(h, &me, &format!("{job}-b"), &Limits::default()).unwrap();
         let dirs: Vec<PathBuf> = cg.dirs().iter().map(|d| d.to_path_buf()).collect();
         let mut child = fill(&cg);
         drop(cg);
@@ -344,7 +345,7 @@ mod tests {
         let h = Hierarchies { v2: None, ..discover::discover().unwrap() };
         assert!(h.v1_with("devices").is_some(), "this machine has a v1 devices controller");
         let job = format!("devices-v1-{}", std::process::id());
-        let cg = JobCgroup::create_in(&h, Runner::me().unwrap(), &job, &Limits::default()).unwrap();
+        let cg = JobCgroup::create_in(&h, &Runner::me("0123456789abcdef").unwrap(), &job, &Limits::default()).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let enter: String = cg.dirs().iter().map(|d| format!("echo $$ > {}/cgroup.procs && ", d.display())).collect();
         let script = format!(

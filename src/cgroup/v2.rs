@@ -17,12 +17,12 @@ use crate::limits::{CPU_PERIOD_US, Limits};
 /// maybe its caller's. Like a delegated service under systemd (or Docker's
 /// dind entrypoint, which moves its processes into an `init` leaf), the
 /// runner then moves itself into a leaf of its own under `own`
-/// (`repeatr-runner.<pid>.<start>`) and tries again: the job's cgroup is
+/// (`repeatr-runner.<state dir id>.<pid>.<start>`) and tries again: the job's cgroup is
 /// still a child of `own`, so what bounds the runner's caller bounds the
 /// job. If other processes are left in `own`, that is the caller's cgroup
 /// and not the runner's to rearrange: the error says how to give the
 /// runner one of its own.
-pub fn enable_controllers(own: &Path, wanted: &[&str], me: Runner) -> Result<(), CgroupError> {
+pub fn enable_controllers(own: &Path, wanted: &[&str], me: &Runner) -> Result<(), CgroupError> {
     if wanted.is_empty() {
         return Ok(());
     }
@@ -138,7 +138,12 @@ mod tests {
     fn controllers_already_enabled_are_not_written_again() {
         let d = fake(&[]);
         std::fs::write(d.path().join("cgroup.subtree_control"), "cpu memory pids\n").unwrap();
-        enable_controllers(d.path(), &["memory", "pids"], Runner { pid: 1, start: 1 }).unwrap();
+        enable_controllers(
+            d.path(),
+            &["memory", "pids"],
+            &Runner { state: "0123456789abcdef".into(), pid: 1, start: 1 },
+        )
+        .unwrap();
         // A write would have replaced the text (a fake file does not parse it).
         assert_eq!(std::fs::read_to_string(d.path().join("cgroup.subtree_control")).unwrap(), "cpu memory pids\n");
     }
@@ -147,7 +152,12 @@ mod tests {
     fn missing_controllers_are_enabled_in_one_write() {
         let d = fake(&[]);
         std::fs::write(d.path().join("cgroup.subtree_control"), "cpu\n").unwrap();
-        enable_controllers(d.path(), &["cpu", "memory", "pids"], Runner { pid: 1, start: 1 }).unwrap();
+        enable_controllers(
+            d.path(),
+            &["cpu", "memory", "pids"],
+            &Runner { state: "0123456789abcdef".into(), pid: 1, start: 1 },
+        )
+        .unwrap();
         assert_eq!(std::fs::read_to_string(d.path().join("cgroup.subtree_control")).unwrap(), "+memory +pids");
     }
 }

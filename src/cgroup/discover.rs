@@ -4,9 +4,10 @@
 //! v1/v2 hybrid (v1 controllers under /sys/fs/cgroup/<name>, an empty
 //! cgroup2 at /sys/fs/cgroup/unified), or pure v1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::error::CgroupError;
+use super::files;
 
 /// The v1 controllers a job's cgroup uses: memory, cpu and pids for its
 /// limits, devices for its allowlist, freezer to kill it as a whole where
@@ -45,8 +46,9 @@ impl Hierarchies {
 
 /// Reads this process's hierarchies.
 pub fn discover() -> Result<Hierarchies, CgroupError> {
-    let read =
-        |p: &'static str| std::fs::read_to_string(p).map_err(|err| CgroupError::Read { path: PathBuf::from(p), err });
+    let read = |p: &'static str| {
+        files::read_text(Path::new(p)).map_err(|err| CgroupError::Read { path: PathBuf::from(p), err })
+    };
     Ok(parse(&read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?))
 }
 
@@ -157,8 +159,6 @@ pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     const HYBRID_CGROUP: &str = "9:name=systemd:/\n8:pids:/\n7:blkio:/\n6:freezer:/\n5:devices:/\n\

@@ -19,7 +19,17 @@ pub fn write_io(path: &Path, value: &str) -> io::Result<()> {
 
 pub fn read(dir: &Path, file: &str) -> Result<String, CgroupError> {
     let path = dir.join(file);
-    std::fs::read_to_string(&path).map_err(|err| CgroupError::Read { path, err })
+    read_text(&path).map_err(|err| CgroupError::Read { path, err })
+}
+
+/// A small kernel-made file in one read: cgroupfs and procfs files say
+/// size 0, so `read_to_string` would start from a 32-byte buffer and
+/// take a read per doubling.
+pub fn read_text(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut text = String::with_capacity(8192);
+    std::fs::File::open(path)?.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// The value of `key` in a flat-keyed file (`memory.events`,

@@ -34,7 +34,7 @@ pub fn reclaim_under(dirs: &[&Path], state: &str, dry_run: bool) -> Reclaimed {
 /// whose id is `state`, anywhere in the cgroup hierarchies mounted here.
 pub fn reclaim_all(state: &str, dry_run: bool) -> Reclaimed {
     let mut out = Reclaimed::default();
-    match std::fs::read_to_string("/proc/self/mountinfo") {
+    match files::read_text(Path::new("/proc/self/mountinfo")) {
         Ok(m) => {
             for point in discover::mount_points(&m) {
                 visit(&point, 0, MAX_DEPTH, &Scope { state, dry_run }, &mut out);

@@ -73,12 +73,15 @@ impl JobCgroup {
     pub fn create(job: &str, limits: &Limits, state: &str) -> Result<JobCgroup, CgroupError> {
         let h = discover::discover()?;
         let me = Runner::me(state).map_err(|err| CgroupError::Read { path: "/proc/self/stat".into(), err })?;
-        let under: Vec<&Path> = h.v2.iter().map(PathBuf::as_path).chain(h.v1.iter().map(|v| v.own.as_path())).collect();
+        let cg = Self::create_in(&h, &me, job, limits)?;
+        // Where this job's cgroups are, a dead runner of this state dir
+        // (started the same way) left its own; the rest is `gc`'s.
+        let under: Vec<&Path> = cg.dirs().iter().filter_map(|d| d.parent()).collect();
         let stale = gc::reclaim_under(&under, state, false);
         for e in &stale.errors {
             log::warn!("{e}");
         }
-        Self::create_in(&h, &me, job, limits)
+        Ok(cg)
     }
 
     fn create_in(h: &Hierarchies, me: &Runner, job: &str, limits: &Limits) -> Result<JobCgroup, CgroupError> {

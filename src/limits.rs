@@ -65,20 +65,30 @@ pub struct LimitStrings {
 }
 
 /// `cpus = 0.5` and `pids-limit = 100` as well as `"0.5"`, `"100"`: the
-/// same parser reads all of them.
+/// same parser reads all of them. A visitor, not an untagged enum: that
+/// would buffer the value through serde's generic content code, pages
+/// every waiting runner would map.
 fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Value {
-        Text(String),
-        Int(u64),
-        Float(f64),
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or a number")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
     }
-    Ok(Some(match <Value as serde::Deserialize>::deserialize(d)? {
-        Value::Text(s) => s,
-        Value::Int(n) => n.to_string(),
-        Value::Float(f) => f.to_string(),
-    }))
+    d.deserialize_any(Text).map(Some)
 }
 
 impl LimitStrings {

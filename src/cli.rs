@@ -154,8 +154,16 @@ fn work(args: RunArgs) -> Result<Work, Error> {
         make_dirs: Vec::new(),
         stdout_to_stderr: false,
         process: process(&args.timeout, &args.stop_timeout, args.no_init, args.tty, args.interactive)?,
+        // Set from the limits at launch.
+        tmpfs: Default::default(),
     };
-    let limits = LimitStrings { memory: args.memory, cpus: args.cpus, pids_limit: args.pids_limit };
+    let limits = LimitStrings {
+        memory: args.memory,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        rootfs_size: args.rootfs_size,
+        shm_size: args.shm_size,
+    };
     Ok(Work::Command { spec, ip: args.ip, limits })
 }
 

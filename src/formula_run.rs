@@ -226,6 +226,8 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
         make_dirs,
         stdout_to_stderr: true,
         process: Process { timeout: a.timeout, ..Process::default() },
+        // Set from the limits at launch.
+        tmpfs: Default::default(),
     })
 }
 

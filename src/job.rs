@@ -74,7 +74,11 @@ pub fn run(req: Request) -> Result<i32, Error> {
 /// launch -> lease -> plug network -> go -> wait -> tear down -> release,
 /// for a validated spec; returns how the job ended. The child builds its
 /// root while the runner leases and plugs in its network.
-pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) -> Result<Outcome, Error> {
+pub fn launch(host: &Host, mut spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) -> Result<Outcome, Error> {
+    spec.tmpfs = container::TmpfsSizes {
+        rootfs: limits.rootfs_size.unwrap_or_else(limits::default_rootfs_size),
+        shm: limits.shm_size.unwrap_or(limits::DEFAULT_SHM_SIZE),
+    };
     // Before any clone: no fd the runner inherited may reach the job.
     sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
     let state = crate::state::PrivateDir::create(&host.state_dir)?;

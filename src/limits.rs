@@ -11,6 +11,13 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 /// exec, the dynamic loader) is killed before the command runs. Docker
 /// refuses less than 6 MiB for the same reason.
 pub const MIN_MEMORY: u64 = 6 << 20;
+/// docker's /dev/shm.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+/// The most a writable root gets by default, whatever the host's RAM.
+pub const MAX_DEFAULT_ROOTFS_SIZE: u64 = 8 << 30;
+/// The smallest tmpfs size accepted: an empty root still needs its
+/// directories (lower, upper, work, merged) and the job's /etc files.
+const MIN_TMPFS: u64 = 1 << 20;
 /// The kernel refuses a CFS quota below 1 ms.
 const MIN_CPU_QUOTA_US: u64 = 1000;
 
@@ -20,6 +27,8 @@ pub enum LimitsError {
     Size { key: &'static str, value: String },
     #[error("bad {key} {value:?}: {value} is below {min} MiB, too little for a job to start; give at least 6m")]
     MemoryTooSmall { key: &'static str, value: String, min: u64 },
+    #[error("bad {key} {value:?}: a job's tmpfs needs at least 1m")]
+    TmpfsTooSmall { key: &'static str, value: String },
     #[error("bad {key} {value:?}: expected a number of CPUs such as 0.5 or 2, at least 0.01")]
     Cpus { key: &'static str, value: String },
     #[error(
@@ -37,12 +46,28 @@ pub struct Limits {
     /// CFS quota in microseconds per [`CPU_PERIOD_US`].
     pub cpu_quota_us: Option<u64>,
     pub pids: Option<u64>,
+    /// The writable root's tmpfs; `None`: [`default_rootfs_size`].
+    pub rootfs_size: Option<u64>,
+    /// /dev/shm; `None`: [`DEFAULT_SHM_SIZE`].
+    pub shm_size: Option<u64>,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { memory: None, cpu_quota_us: None, pids: Some(DEFAULT_PIDS_LIMIT) }
+        Limits { memory: None, cpu_quota_us: None, pids: Some(DEFAULT_PIDS_LIMIT), rootfs_size: None, shm_size: None }
     }
+}
+
+/// The writable root's default size: an eighth of the host's RAM, at most
+/// [`MAX_DEFAULT_ROOTFS_SIZE`] (a tmpfs's own default is half of RAM, which
+/// lets a few jobs that fill their root take the host's memory). 1 GiB if
+/// /proc/meminfo cannot say.
+pub fn default_rootfs_size() -> u64 {
+    let ram = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+    });
+    ram.map_or(1 << 30, |r| (r / 8).clamp(MIN_TMPFS, MAX_DEFAULT_ROOTFS_SIZE))
 }
 
 /// Limits as given (flags, a config section, a formula): each `None` is
@@ -62,6 +87,10 @@ pub struct LimitStrings {
         skip_serializing_if = "Option::is_none"
     )]
     pub pids_limit: Option<String>,
+    #[serde(default, rename = "rootfs-size", alias = "rootfs_size", skip_serializing_if = "Option::is_none")]
+    pub rootfs_size: Option<String>,
+    #[serde(default, rename = "shm-size", alias = "shm_size", skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<String>,
 }
 
 /// `cpus = 0.5` and `pids-limit = 100` as well as `"0.5"`, `"100"`: the
@@ -98,6 +127,8 @@ impl LimitStrings {
             memory: self.memory.or_else(|| defaults.memory.clone()),
             cpus: self.cpus.or_else(|| defaults.cpus.clone()),
             pids_limit: self.pids_limit.or_else(|| defaults.pids_limit.clone()),
+            rootfs_size: self.rootfs_size.or_else(|| defaults.rootfs_size.clone()),
+            shm_size: self.shm_size.or_else(|| defaults.shm_size.clone()),
         }
     }
 
@@ -119,6 +150,18 @@ impl LimitStrings {
         }
         if let Some(v) = &self.pids_limit {
             limits.pids = parse_pids(key("--pids-limit", "limits.pids-limit"), v)?;
+        }
+        for (v, k, to) in [
+            (&self.rootfs_size, key("--rootfs-size", "limits.rootfs-size"), &mut limits.rootfs_size),
+            (&self.shm_size, key("--shm-size", "limits.shm-size"), &mut limits.shm_size),
+        ] {
+            if let Some(v) = v {
+                let bytes = parse_size(k, v)?;
+                if bytes < MIN_TMPFS {
+                    return Err(LimitsError::TmpfsTooSmall { key: k, value: v.clone() });
+                }
+                *to = Some(bytes);
+            }
         }
         Ok(limits)
     }
@@ -226,10 +269,17 @@ mod tests {
 
     #[test]
     fn flags_override_the_config_and_defaults_stay() {
-        let config = LimitStrings { memory: Some("1g".into()), cpus: Some("1".into()), pids_limit: None };
+        let config = LimitStrings { memory: Some("1g".into()), cpus: Some("1".into()), ..Default::default() };
         let flags = LimitStrings { memory: Some("64m".into()), ..Default::default() };
         let l = flags.or(&config).parse(true).unwrap();
-        assert_eq!(l, Limits { memory: Some(64 << 20), cpu_quota_us: Some(100_000), pids: Some(DEFAULT_PIDS_LIMIT) });
+        assert_eq!(l, Limits { memory: Some(64 << 20), cpu_quota_us: Some(100_000), ..Limits::default() });
+        let sizes = LimitStrings { rootfs_size: Some("10m".into()), shm_size: Some("1m".into()), ..Default::default() };
+        let l = sizes.parse(true).unwrap();
+        assert_eq!((l.rootfs_size, l.shm_size), (Some(10 << 20), Some(1 << 20)));
+        let e = LimitStrings { shm_size: Some("100k".into()), ..Default::default() }.parse(true).unwrap_err();
+        assert!(e.to_string().starts_with("bad --shm-size"), "{e}");
+        let d = default_rootfs_size();
+        assert!((MIN_TMPFS..=MAX_DEFAULT_ROOTFS_SIZE).contains(&d), "{d}");
         assert!(LimitStrings { memory: Some("1m".into()), ..Default::default() }.parse(true).is_err());
         let e = LimitStrings { cpus: Some("x".into()), ..Default::default() }.parse(false).unwrap_err();
         assert!(e.to_string().starts_with("bad limits.cpus"), "{e}");
@@ -240,7 +290,7 @@ mod tests {
         let l: LimitStrings = serde_json::from_str(r#"{"memory": "64m", "cpus": 0.5, "pids-limit": 50}"#).unwrap();
         assert_eq!(
             l.parse(false).unwrap(),
-            Limits { memory: Some(64 << 20), cpu_quota_us: Some(50_000), pids: Some(50) }
+            Limits { memory: Some(64 << 20), cpu_quota_us: Some(50_000), pids: Some(50), ..Limits::default() }
         );
         assert!(serde_json::from_str::<LimitStrings>(r#"{"swap": "1g"}"#).is_err());
     }

@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn limits_land_in_v2_files() {
         let d = fake(&["memory.max", "memory.swap.max", "cpu.max", "pids.max"]);
-        let limits = Limits { memory: Some(64 << 20), cpu_quota_us: Some(50_000), pids: Some(50) };
+        let limits = Limits { memory: Some(64 << 20), cpu_quota_us: Some(50_000), pids: Some(50), ..Limits::default() };
         apply(d.path(), &limits, |_| true).unwrap();
         let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap();
         assert_eq!(read("memory.max"), "67108864");
@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn only_the_controllers_on_v2_are_written_and_a_missing_file_is_an_error() {
         let d = fake(&["pids.max"]);
-        let limits = Limits { memory: Some(64 << 20), cpu_quota_us: None, pids: Some(50) };
+        let limits = Limits { memory: Some(64 << 20), cpu_quota_us: None, pids: Some(50), ..Limits::default() };
         apply(d.path(), &limits, |c| c == "pids").unwrap();
         assert!(!d.path().join("memory.max").exists());
         assert!(apply(d.path(), &limits, |_| true).is_err());

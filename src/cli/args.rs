@@ -210,6 +210,13 @@ pub struct RunArgs {
     /// Most processes and threads the job may have at once; max for none; default: the config's limits.pids-limit, else 4096.
     #[arg(long = "pids-limit", value_name = "N", conflicts_with = "formula")]
     pub pids_limit: Option<String>,
+    /// Size of the job's writable root (a tmpfs), e.g. 2g; default: the config's limits.rootfs-size,
+    /// else an eighth of the host's RAM, at most 8g.
+    #[arg(long = "rootfs-size", value_name = "SIZE", conflicts_with = "formula")]
+    pub rootfs_size: Option<String>,
+    /// Size of /dev/shm; default: the config's limits.shm-size, else 64m.
+    #[arg(long = "shm-size", value_name = "SIZE", conflicts_with = "formula")]
+    pub shm_size: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

@@ -1,7 +1,8 @@
 //! Removing the cgroups of dead runners: a job's (killing what is left in
 //! it first) and a runner's v2 leaf. The next run looks next to its own
-//! cgroups; `repeatr gc` walks every hierarchy, since the dead runner may
-//! have been in other cgroups than gc is.
+//! cgroups, and removes any dead runner's; `repeatr gc` walks every
+//! hierarchy, since the dead runner may have been in other cgroups than gc
+//! is, and removes (and reports) its own state dir's, as it does links.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,12 +21,13 @@ pub struct Reclaimed {
     pub errors: Vec<String>,
 }
 
-/// Removes (or with `dry_run` lists) the cgroups of the dead runners of
-/// the state dir whose id is `state`, directly in each of `dirs`.
-pub fn reclaim_under(dirs: &[&Path], state: &str, dry_run: bool) -> Reclaimed {
+/// Removes the cgroups of dead runners directly in each of `dirs`, of
+/// whatever state dir: a dead runner's cgroup is garbage whoever finds it,
+/// and one whose state dir was deleted would otherwise stay for ever.
+pub fn reclaim_under(dirs: &[&Path]) -> Reclaimed {
     let mut out = Reclaimed::default();
     for dir in dirs {
-        visit(dir, 0, 0, &Scope { state, dry_run }, &mut out);
+        visit(dir, 0, 0, &Scope { state: None, dry_run: false }, &mut out);
     }
     out
 }
@@ -37,7 +39,7 @@ pub fn reclaim_all(state: &str, dry_run: bool) -> Reclaimed {
     match files::read_text(Path::new("/proc/self/mountinfo")) {
         Ok(m) => {
             for point in discover::mount_points(&m) {
-                visit(&point, 0, MAX_DEPTH, &Scope { state, dry_run }, &mut out);
+                visit(&point, 0, MAX_DEPTH, &Scope { state: Some(state), dry_run }, &mut out);
             }
         }
         Err(e) => out.errors.push(format!("cgroups: cannot read /proc/self/mountinfo: {e}")),
@@ -45,9 +47,10 @@ pub fn reclaim_all(state: &str, dry_run: bool) -> Reclaimed {
     out
 }
 
-/// Whose cgroups a walk removes, and whether it only lists them.
+/// Whose cgroups a walk removes (`None`: any state dir's), and whether it
+/// only lists them.
 struct Scope<'a> {
-    state: &'a str,
+    state: Option<&'a str>,
     dry_run: bool,
 }
 
@@ -60,7 +63,7 @@ fn visit(dir: &Path, depth: usize, max: usize, scope: &Scope<'_>, out: &mut Recl
         let path = e.path();
         let name = e.file_name();
         match names::owner(&name.to_string_lossy()) {
-            Some(r) if r.state == scope.state && !r.alive() => {
+            Some(r) if scope.state.is_none_or(|s| s == r.state) && !r.alive() => {
                 if scope.dry_run {
                     out.removed.push(path);
                 } else {

@@ -68,16 +68,16 @@ impl Drop for Entered<'_> {
 
 impl JobCgroup {
     /// Creates and limits the job's cgroups; `state` is the state dir's id
-    /// (see `names`). First removes those of the state dir's dead runners
-    /// next to it (the next run's share of `repeatr gc`).
+    /// (see `names`). Then removes those of dead runners next to them (the
+    /// next run's share of `repeatr gc`).
     pub fn create(job: &str, limits: &Limits, state: &str) -> Result<JobCgroup, CgroupError> {
         let h = discover::discover()?;
         let me = Runner::me(state).map_err(|err| CgroupError::Read { path: "/proc/self/stat".into(), err })?;
         let cg = Self::create_in(&h, &me, job, limits)?;
-        // Where this job's cgroups are, a dead runner of this state dir
-        // (started the same way) left its own; the rest is `gc`'s.
+        // Where this job's cgroups are, a dead runner started the same way
+        // left its own; the rest is `gc`'s.
         let under: Vec<&Path> = cg.dirs().iter().filter_map(|d| d.parent()).collect();
-        let stale = gc::reclaim_under(&under, state, false);
+        let stale = gc::reclaim_under(&under);
         for e in &stale.errors {
             log::warn!("{e}");
         }

@@ -150,6 +150,9 @@ impl Repeatr {
 
 impl Drop for Repeatr {
     fn drop(&mut self) {
+        // The cgroups of a runner a test killed stay until a gc of its
+        // state dir (or the next run beside them): this is that gc.
+        let _ = self.cmd().arg("gc").stdout(Stdio::null()).stderr(Stdio::null()).status();
         // Only there if a test ran a networked job on the default config.
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
     }

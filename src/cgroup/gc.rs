@@ -68,7 +68,8 @@ fn visit(dir: &Path, depth: usize, max: usize, scope: &Scope<'_>, out: &mut Recl
                     out.removed.push(path);
                 } else {
                     match reclaim(&path) {
-                        Ok(()) => out.removed.push(path),
+                        Ok(true) => out.removed.push(path),
+                        Ok(false) => {}
                         Err(e) => out.errors.push(e.to_string()),
                     }
                 }
@@ -82,9 +83,15 @@ fn visit(dir: &Path, depth: usize, max: usize, scope: &Scope<'_>, out: &mut Recl
 
 /// A dead runner's job died with it (PR_SET_PDEATHSIG); anything left,
 /// such as a process that was being forked, is killed before the rmdir.
-fn reclaim(dir: &Path) -> Result<(), CgroupError> {
+/// False if the cgroup was gone already: a runner that was just ending
+/// removed it itself between the listing and the liveness check.
+fn reclaim(dir: &Path) -> Result<bool, CgroupError> {
     let deadline = Instant::now() + Duration::from_secs(5);
-    if !files::procs(dir)?.is_empty() {
+    let procs = match files::procs(dir) {
+        Err(CgroupError::Read { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        other => other?,
+    };
+    if !procs.is_empty() {
         if dir.join("cgroup.kill").exists() {
             files::write(dir, "cgroup.kill", "1")?;
             files::wait_empty(dir, deadline)?;
@@ -92,5 +99,5 @@ fn reclaim(dir: &Path) -> Result<(), CgroupError> {
             super::v1::kill(dir, None, deadline)?;
         }
     }
-    files::rmdir(dir, deadline)
+    files::rmdir(dir, deadline).map(|()| true)
 }

@@ -46,6 +46,9 @@ pub struct Limits {
     /// CFS quota in microseconds per [`CPU_PERIOD_US`].
     pub cpu_quota_us: Option<u64>,
     pub pids: Option<u64>,
+    /// `pids` is [`DEFAULT_PIDS_LIMIT`], not asked for: on a cgroup v1
+    /// pids controller it is then left out (see `cgroup::job`).
+    pub pids_default: bool,
     /// The writable root's tmpfs; `None`: [`default_rootfs_size`].
     pub rootfs_size: Option<u64>,
     /// /dev/shm; `None`: [`DEFAULT_SHM_SIZE`].
@@ -54,7 +57,14 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { memory: None, cpu_quota_us: None, pids: Some(DEFAULT_PIDS_LIMIT), rootfs_size: None, shm_size: None }
+        Limits {
+            memory: None,
+            cpu_quota_us: None,
+            pids: Some(DEFAULT_PIDS_LIMIT),
+            pids_default: true,
+            rootfs_size: None,
+            shm_size: None,
+        }
     }
 }
 
@@ -150,6 +160,7 @@ impl LimitStrings {
         }
         if let Some(v) = &self.pids_limit {
             limits.pids = parse_pids(key("--pids-limit", "limits.pids-limit"), v)?;
+            limits.pids_default = false;
         }
         for (v, k, to) in [
             (&self.rootfs_size, key("--rootfs-size", "limits.rootfs-size"), &mut limits.rootfs_size),
@@ -290,7 +301,13 @@ mod tests {
         let l: LimitStrings = serde_json::from_str(r#"{"memory": "64m", "cpus": 0.5, "pids-limit": 50}"#).unwrap();
         assert_eq!(
             l.parse(false).unwrap(),
-            Limits { memory: Some(64 << 20), cpu_quota_us: Some(50_000), pids: Some(50), ..Limits::default() }
+            Limits {
+                memory: Some(64 << 20),
+                cpu_quota_us: Some(50_000),
+                pids: Some(50),
+                pids_default: false,
+                ..Limits::default()
+            }
         );
         assert!(serde_json::from_str::<LimitStrings>(r#"{"swap": "1g"}"#).is_err());
     }

@@ -749,3 +749,43 @@ mod tests {
         assert!(matches!(me.state, 'R' | 'S'), "{me:?}");
     }
 }
+
+/// Unmaps (MADV_DONTNEED) this process's resident pages of its own
+/// executable's read-only, never-written segments: the code and the
+/// read-only data before it. They stay in the page cache, shared by every
+/// process running the binary, and fault back in (from that cache, with
+/// the same bytes) when touched again. Segments that can hold written
+/// pages (RELRO after relocation, data) are never touched: those are
+/// writable or follow the code, and only the mapping at file offset 0 and
+/// the executable one are taken.
+pub fn drop_own_code_pages() -> io::Result<()> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms), Some(offset)) = (f.next(), f.next(), f.next()) else { continue };
+        let path = f.nth(2);
+        if path != Some(exe.to_string_lossy().as_ref()) || perms.contains('w') {
+            continue;
+        }
+        let code = perms.contains('x');
+        let headers_and_rodata = u64::from_str_radix(offset, 16).ok() == Some(0);
+        if !(code || headers_and_rodata) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        // SAFETY: the range is a private, read-only mapping of our own
+        // executable that nothing ever wrote (code, and the ELF headers
+        // and read-only data at offset 0, which a static-pie's relocation
+        // reads but never writes): DONTNEED drops only page table entries,
+        // and the next access maps the same file bytes again. No Rust
+        // object lives in it.
+        let ret = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        check(ret as libc::c_long)?;
+    }
+    Ok(())
+}

@@ -129,7 +129,11 @@ impl JobCgroup {
         let needs = |c: &str| match c {
             "memory" => limits.memory.is_some(),
             "cpu" => limits.cpu_quota_us.is_some(),
-            "pids" => limits.pids.is_some(),
+            // The default pids limit only where it is cheap (v2, placed by
+            // the clone): on v1 it would make every job pay a migration, an
+            // RCU grace period of 8-20 ms, for a limit nobody asked for.
+            // An explicit --pids-limit (or config, or formula) pays it.
+            "pids" => limits.pids.is_some() && !limits.pids_default,
             // The v2 program is the allowlist wherever there is a cgroup2.
             "devices" => cg.v2.is_none(),
             "freezer" => !kills_on_v2,

@@ -56,6 +56,35 @@ pub struct RunRecord {
     /// The OOM killer ended the job (it exited 137 and its cgroup counts an OOM kill).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub oom_killed: bool,
+    /// What the job used; absent when it never ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageRecord>,
+}
+
+/// A job's use of the host, as the run record gives it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRecord {
+    pub user_seconds: f64,
+    pub system_seconds: f64,
+    pub wall_seconds: f64,
+    /// All the job's processes together, from its cgroup's memory
+    /// controller; absent where the job's cgroup has none (e.g. a v1
+    /// memory controller without `memory` in the limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+}
+
+impl UsageRecord {
+    fn of(outcome: &job::Outcome) -> Option<UsageRecord> {
+        let u = outcome.ended.usage?;
+        Some(UsageRecord {
+            user_seconds: u.user.as_secs_f64(),
+            system_seconds: u.system.as_secs_f64(),
+            wall_seconds: u.wall.as_secs_f64(),
+            peak_memory_bytes: outcome.memory_peak,
+        })
+    }
 }
 
 fn invalid(problem: String) -> Error {
@@ -77,6 +106,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let limits =
         formula.action.limits.clone().or(&crate::config::Config::load_limits(host.config.as_deref())?).parse(false)?;
     let outcome = job::launch(host, spec, None, &limits)?;
+    let usage = UsageRecord::of(&outcome);
     let ended = outcome.ended;
     let exit_code = match &ended.exit {
         Exit::Code(c) => *c,
@@ -99,6 +129,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
         results,
         hostname: Some(hostname),
         oom_killed: outcome.oom_killed,
+        usage,
     };
     let json =
         serde_json::to_string_pretty(&record).map_err(|e| Error::Io { what: "encoding the record", err: e.into() })?;

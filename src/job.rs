@@ -51,11 +51,14 @@ pub struct Request {
 pub struct Outcome {
     pub ended: Ended,
     pub oom_killed: bool,
+    /// The most memory the job's processes used at together, from its
+    /// cgroup, where that has a memory controller.
+    pub memory_peak: Option<u64>,
 }
 
 impl From<Ended> for Outcome {
     fn from(ended: Ended) -> Outcome {
-        Outcome { ended, oom_killed: false }
+        Outcome { ended, oom_killed: false, memory_peak: None }
     }
 }
 
@@ -143,6 +146,18 @@ pub fn launch(host: &Host, mut spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits
         let limit = cgroup.memory_limit().map(|b| format!(" (limit {})", limits::human_size(b))).unwrap_or_default();
         eprintln!("repeatr: job {} killed: out of memory{limit}", spec.id);
     }
+    let memory_peak = cgroup.memory_peak();
+    if let Some(u) = &ended.usage {
+        let peak = memory_peak.map(|b| format!(", peak memory {}", limits::human_size(b))).unwrap_or_default();
+        log::info!(
+            "job {} used {:.2} s user and {:.2} s system CPU{} in {:.2} s{peak}",
+            spec.id,
+            u.user.as_secs_f64(),
+            u.system.as_secs_f64(),
+            if u.with_setup { " (its set-up included)" } else { "" },
+            u.wall.as_secs_f64()
+        );
+    }
 
     // Tear down and release, every step tried. A failure here is
     // reported, but the job's own status still wins: the job did run.
@@ -154,7 +169,7 @@ pub fn launch(host: &Host, mut spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits
     for e in cgroup.remove() {
         eprintln!("repeatr: {e}");
     }
-    Ok(Outcome { ended, oom_killed })
+    Ok(Outcome { ended, oom_killed, memory_peak })
 }
 
 /// Says how the job ended (a failed launch, a timeout, a kill: on stderr,

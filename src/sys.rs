@@ -288,19 +288,57 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<
     check(ret).map(drop)
 }
 
-/// `waitid(P_PIDFD, pidfd, WEXITED)`: reaps the child behind `pidfd` and
-/// returns its `si_code` (`CLD_EXITED`, `CLD_KILLED`, ...) and `si_status`
-/// (the exit code, or the signal).
-pub fn waitid_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<(libc::c_int, libc::c_int)> {
+/// User and system CPU time, in microseconds, of every child this process
+/// has reaped (and of theirs): `getrusage(RUSAGE_CHILDREN)`.
+pub fn children_cpu_us() -> (u64, u64) {
     // SAFETY: a plain C struct of integers, for which all-zero is valid.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `info` is a valid, writable siginfo_t; P_PIDFD takes the fd
-    // as the id. WEXITED reaps the child.
-    let ret = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
-    check(ret as libc::c_long)?;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return (0, 0);
+    }
+    let us = |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000 + t.tv_usec.max(0) as u64;
+    (us(usage.ru_utime), us(usage.ru_stime))
+}
+
+/// What [`waitid_pidfd`] says of a reaped child.
+#[derive(Clone, Copy, Debug)]
+pub struct Reaped {
+    /// `si_code`: `CLD_EXITED`, `CLD_KILLED`, ...
+    pub code: libc::c_int,
+    /// `si_status`: the exit code, or the signal.
+    pub status: libc::c_int,
+    /// CPU time of the child and of every descendant it reaped.
+    pub user: std::time::Duration,
+    pub system: std::time::Duration,
+}
+
+/// `waitid(P_PIDFD, pidfd, WEXITED)` with the kernel's rusage (the raw
+/// syscall's fifth argument, which glibc's waitid does not pass): reaps
+/// the child behind `pidfd`.
+pub fn waitid_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Reaped> {
+    // SAFETY: plain C structs of integers, for which all-zero is valid.
+    let (mut info, mut usage): (libc::siginfo_t, libc::rusage) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: `info` and `usage` are valid, writable structs; P_PIDFD takes
+    // the fd as the id. WEXITED reaps the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_waitid,
+            libc::P_PIDFD,
+            pidfd.as_raw_fd(),
+            &mut info as *mut libc::siginfo_t,
+            libc::WEXITED,
+            &mut usage as *mut libc::rusage,
+        )
+    };
+    check(ret)?;
     // SAFETY: waitid filled a CLD_* record, for which si_status is valid.
     let status = unsafe { info.si_status() };
-    Ok((info.si_code, status))
+    let time = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
+            + std::time::Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Ok(Reaped { code: info.si_code, status, user: time(usage.ru_utime), system: time(usage.ru_stime) })
 }
 
 /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`: no exec from here on can raise privileges.

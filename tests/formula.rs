@@ -411,3 +411,31 @@ fn a_formula_over_its_memory_limit_is_recorded_as_oom_killed_and_limits_leave_it
     assert_eq!(code(&bad), 125);
     assert!(stderr(&bad).contains("limits.memory"), "{}", stderr(&bad));
 }
+
+#[test]
+fn the_record_says_what_the_job_used() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let f = b.formula(
+        "busy.json",
+        r#"{"inputs": {"/": "ROOT"},
+        "action": {"exec": ["/bin/sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"], "limits": {"memory": "64m"}},
+        "outputs": {}}"#,
+    );
+    let out = b.run(&f, &["-v"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let usage = &record(&out)["usage"];
+    let (user, system, wall) = (
+        usage["userSeconds"].as_f64().unwrap(),
+        usage["systemSeconds"].as_f64().unwrap(),
+        usage["wallSeconds"].as_f64().unwrap(),
+    );
+    assert!(user > 0.01, "a busy loop used no CPU: {usage}");
+    assert!(user + system <= wall * 1.5 + 0.05, "more CPU than a single-threaded job can use: {usage}");
+    // The job's cgroup has a memory controller (the limit asks for one).
+    let peak = usage["peakMemoryBytes"].as_u64().unwrap();
+    assert!(peak > 0 && peak < 64 << 20, "{usage}");
+    assert!(stderr(&out).contains("s user and"), "no usage line with -v: {}", stderr(&out));
+}

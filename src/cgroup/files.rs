@@ -38,6 +38,14 @@ pub fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// A file that holds one number (`memory.peak`).
+pub fn number(dir: &Path, file: &str) -> Result<u64, CgroupError> {
+    let path = dir.join(file);
+    let text = read(dir, file)?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("not a number: {text:?}"));
+    text.trim().parse().map_err(|_| CgroupError::Read { path, err: bad() })
+}
+
 /// The pids a `cgroup.procs` lists.
 pub fn procs(dir: &Path) -> Result<Vec<libc::pid_t>, CgroupError> {
     Ok(read(dir, "cgroup.procs")?.lines().filter_map(|l| l.trim().parse().ok()).collect())

@@ -200,6 +200,17 @@ impl JobCgroup {
         self.memory_limit
     }
 
+    /// The most memory the job used at once, where its cgroup has a memory
+    /// controller (all its processes together).
+    pub fn memory_peak(&self) -> Option<u64> {
+        let peak = match &self.memory {
+            Some((dir, true)) => v2::memory_peak(dir),
+            Some((dir, false)) => v1::memory_peak(dir),
+            None => return None,
+        };
+        peak.inspect_err(|e| log::debug!("{e}")).ok()
+    }
+
     /// Whether the OOM killer killed a process of the job.
     pub fn oom_killed(&self) -> bool {
         let kills = match &self.memory {

@@ -44,6 +44,11 @@ pub fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
     Ok(files::keyed(&files::read(dir, "memory.oom_control")?, "oom_kill").unwrap_or(0))
 }
 
+/// The most memory the cgroup's processes used at once, in bytes.
+pub fn memory_peak(dir: &Path) -> Result<u64, CgroupError> {
+    files::number(dir, "memory.max_usage_in_bytes")
+}
+
 /// SIGKILL to every process in the cgroup at `dir` until none is left.
 /// With a freezer cgroup of the job the processes are frozen first, so
 /// none can fork while the list is being read (the freezer's purpose, as

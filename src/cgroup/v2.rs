@@ -83,6 +83,12 @@ pub fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
     Ok(files::keyed(&files::read(dir, "memory.events")?, "oom_kill").unwrap_or(0))
 }
 
+/// The most memory the cgroup's processes used at once, in bytes
+/// (memory.peak, Linux 5.19).
+pub fn memory_peak(dir: &Path) -> Result<u64, CgroupError> {
+    files::number(dir, "memory.peak")
+}
+
 /// Whether this kernel can kill a cgroup as a whole (Linux 5.14).
 pub fn can_kill(dir: &Path) -> bool {
     dir.join("cgroup.kill").exists()

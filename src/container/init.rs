@@ -19,7 +19,7 @@ use std::os::unix::net::UnixStream;
 
 use nix::unistd::Pid;
 
-use super::protocol::CommandEnded;
+use super::protocol::{CommandEnded, LastWord};
 use crate::sys;
 
 /// Forks the command. Returns in the command's process (pid 2) only; pid 1 stays here as the init until the command ends, then
@@ -75,9 +75,10 @@ fn supervise(command: libc::pid_t, mut control: UnixStream) -> ! {
         match sig {
             libc::SIGCHLD => {
                 if let Some(end) = reap(command) {
+                    let (user_us, system_us) = sys::children_cpu_us();
                     // The runner may be gone (then we die by PDEATHSIG
                     // anyway): nothing to do about a failed write.
-                    let _ = control.write_all(&end.encode());
+                    let _ = control.write_all(&LastWord { ended: end, user_us, system_us }.encode());
                     sys::exit_now(match end {
                         CommandEnded::Exited(c) => c,
                         CommandEnded::Signaled(s) => 128 + s,

@@ -66,37 +66,56 @@ impl GoMessage {
 /// master over with SCM_RIGHTS, before it waits for the go.
 pub const TTY_MASTER: u8 = b't';
 
-/// The init's last word over the control socket: how the command (pid 2)
-/// ended. The init is pid 1 of its namespace and cannot die by a signal it
-/// sends itself, so the runner learns a command's killing signal from
-/// this, not from the init's own status. Wire format: `x`, one byte of
-/// kind (0 exited, 1 killed by a signal), the value as a little-endian i32.
+/// How the command (pid 2) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandEnded {
     Exited(i32),
     Signaled(i32),
 }
 
-impl CommandEnded {
-    pub const LEN: usize = 6;
+/// The init's last word over the control socket: how the command ended,
+/// and the CPU time of every process of the job the init reaped (its own
+/// set-up not counted). The init is pid 1 of its namespace and cannot die
+/// by a signal it sends itself, so the runner learns a command's killing
+/// signal from this, not from the init's own status. Wire format: `x`,
+/// one byte of kind (0 exited, 1 killed by a signal), the value as a
+/// little-endian i32, user and system CPU time in microseconds as
+/// little-endian u64s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastWord {
+    pub ended: CommandEnded,
+    pub user_us: u64,
+    pub system_us: u64,
+}
+
+impl LastWord {
+    pub const LEN: usize = 22;
 
     pub fn encode(self) -> [u8; Self::LEN] {
-        let (kind, value) = match self {
+        let (kind, value) = match self.ended {
             CommandEnded::Exited(c) => (0, c),
             CommandEnded::Signaled(s) => (1, s),
         };
-        let v = value.to_le_bytes();
-        [b'x', kind, v[0], v[1], v[2], v[3]]
+        let mut out = [0u8; Self::LEN];
+        out[0] = b'x';
+        out[1] = kind;
+        out[2..6].copy_from_slice(&value.to_le_bytes());
+        out[6..14].copy_from_slice(&self.user_us.to_le_bytes());
+        out[14..22].copy_from_slice(&self.system_us.to_le_bytes());
+        out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let [b'x', kind, a, b, c, d] = *bytes.get(..Self::LEN)? else { return None };
-        let value = i32::from_le_bytes([a, b, c, d]);
-        match kind {
-            0 => Some(CommandEnded::Exited(value)),
-            1 => Some(CommandEnded::Signaled(value)),
-            _ => None,
-        }
+        let b = bytes.get(..Self::LEN)?;
+        let value = i32::from_le_bytes(b[2..6].try_into().ok()?);
+        let ended = match (b[0], b[1]) {
+            (b'x', 0) => CommandEnded::Exited(value),
+            (b'x', 1) => CommandEnded::Signaled(value),
+            _ => return None,
+        };
+        let user_us = u64::from_le_bytes(b[6..14].try_into().ok()?);
+        let system_us = u64::from_le_bytes(b[14..22].try_into().ok()?);
+        Some(LastWord { ended, user_us, system_us })
     }
 }
 
@@ -123,11 +142,14 @@ mod tests {
     }
 
     #[test]
-    fn command_ends_round_trip() {
-        for end in [CommandEnded::Exited(0), CommandEnded::Exited(255), CommandEnded::Signaled(15)] {
-            assert_eq!(CommandEnded::decode(&end.encode()), Some(end));
+    fn last_words_round_trip() {
+        for ended in [CommandEnded::Exited(0), CommandEnded::Exited(255), CommandEnded::Signaled(15)] {
+            let word = LastWord { ended, user_us: 1_234_567, system_us: u64::MAX };
+            assert_eq!(LastWord::decode(&word.encode()), Some(word));
         }
-        assert_eq!(CommandEnded::decode(b"x\x02\0\0\0\0"), None);
-        assert_eq!(CommandEnded::decode(b"x"), None);
+        let mut bad = LastWord { ended: CommandEnded::Exited(0), user_us: 0, system_us: 0 }.encode();
+        bad[1] = 2;
+        assert_eq!(LastWord::decode(&bad), None);
+        assert_eq!(LastWord::decode(b"x"), None);
     }
 }

@@ -167,7 +167,7 @@ impl Launched {
     /// Waits for the child to end (it must be ending: killed, or exiting on
     /// its own) and says how: its reported launch failure, or its status.
     pub fn reap(mut self) -> io::Result<Exit> {
-        let status = wait_pidfd(self.child.pidfd.as_fd())?;
+        let (status, _) = wait_pidfd(self.child.pidfd.as_fd())?;
         // The child is gone: whatever it reported is in the pipe, and EOF follows.
         let mut report = Vec::new();
         let _ = self.report.read_to_end(&mut report);
@@ -176,16 +176,17 @@ impl Launched {
 }
 
 /// Reaps the child behind a pidfd and turns its status into an [`Exit`].
-pub(super) fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Exit> {
+pub(super) fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<(Exit, sys::Reaped)> {
     loop {
-        let (code, status) = match sys::waitid_pidfd(pidfd) {
+        let reaped = match sys::waitid_pidfd(pidfd) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => other?,
         };
-        return Ok(match code {
-            libc::CLD_EXITED => Exit::Code(status),
-            _ => Exit::Signaled(status),
-        });
+        let exit = match reaped.code {
+            libc::CLD_EXITED => Exit::Code(reaped.status),
+            _ => Exit::Signaled(reaped.status),
+        };
+        return Ok((exit, reaped));
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
-use super::protocol::{CommandEnded, GoMessage, LaunchFailure, TTY_MASTER};
+use super::protocol::{CommandEnded, GoMessage, LastWord, LaunchFailure, TTY_MASTER};
 use super::signals::{self, Forwarder};
 use super::spawn::{Exit, Launched, wait_pidfd};
 use super::spec::Process;
@@ -41,6 +41,22 @@ pub struct Ended {
     pub timed_out: bool,
     /// The runner killed the job as a whole.
     pub killed: Option<Kill>,
+    /// What the job used, if it ran.
+    pub usage: Option<Usage>,
+}
+
+/// What a job used: CPU time as its init counted it (the init reaps every
+/// process of the job, so their time is all in its children's rusage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub user: Duration,
+    pub system: Duration,
+    /// From the go to the job's end.
+    pub wall: Duration,
+    /// The CPU time includes the job's set-up (building its root, which
+    /// for a tar is an unpack): with --no-init, or a job killed as a
+    /// whole, there is no init to tell the command's time apart.
+    pub with_setup: bool,
 }
 
 /// Why the runner killed a job.
@@ -64,7 +80,7 @@ impl Ended {
 
 impl From<Exit> for Ended {
     fn from(exit: Exit) -> Ended {
-        Ended { exit, timed_out: false, killed: None }
+        Ended { exit, timed_out: false, killed: None, usage: None }
     }
 }
 
@@ -86,6 +102,7 @@ pub fn go_and_wait(launched: Launched, signals: &Forwarder, go: &GoMessage, proc
         timed_out: false,
         killed: None,
         trim_at: None,
+        started: None,
     };
     // With -t the go waits for the terminal's master (see `on_control`).
     if !process.tty {
@@ -115,6 +132,8 @@ struct Supervisor<'a> {
     killed: Option<Kill>,
     /// When the runner drops its code pages (see `check_deadlines`).
     trim_at: Option<Instant>,
+    /// When the go was sent.
+    started: Option<Instant>,
 }
 
 /// How long a job runs before its runner, now only waiting, lets go of
@@ -186,8 +205,9 @@ impl Supervisor<'_> {
 
     /// The child is gone: reap it, take its last words, say how it ended.
     fn finish(mut self) -> io::Result<Ended> {
-        let status = wait_pidfd(self.launched.child.pidfd.as_fd())?;
+        let (status, reaped) = wait_pidfd(self.launched.child.pidfd.as_fd())?;
         log::trace!("job reaped");
+        let wall = self.started.map(|at| at.elapsed());
         // Every byte the child wrote is in the pipe and the socket now.
         if self.report_open {
             self.launched.report.read_to_end(&mut self.report)?;
@@ -198,6 +218,19 @@ impl Supervisor<'_> {
         if let Some(relay) = &mut self.relay {
             relay.from_job()?;
         }
+        // CPU time from the init's word (what it reaped: the job without
+        // the set-up); without one (--no-init, an init killed as a whole)
+        // the child's own, set-up included.
+        let last_word = LastWord::decode(&self.control);
+        let usage = wall.map(|wall| match last_word {
+            Some(w) => Usage {
+                user: Duration::from_micros(w.user_us),
+                system: Duration::from_micros(w.system_us),
+                wall,
+                with_setup: false,
+            },
+            None => Usage { user: reaped.user, system: reaped.system, wall, with_setup: true },
+        });
         let exit = if let Some(f) = LaunchFailure::decode(&self.report) {
             Exit::Failed(f)
         } else if let Some(sig) = self.aborted {
@@ -205,13 +238,13 @@ impl Supervisor<'_> {
         } else {
             // The init's word on the command; without one (--no-init, or an
             // init killed as a whole) the child's own status is the job's.
-            match CommandEnded::decode(&self.control) {
+            match last_word.map(|w| w.ended) {
                 Some(CommandEnded::Exited(c)) => Exit::Code(c),
                 Some(CommandEnded::Signaled(s)) => Exit::Signaled(s),
                 None => status,
             }
         };
-        Ok(Ended { exit, timed_out: self.timed_out, killed: self.killed })
+        Ok(Ended { exit, timed_out: self.timed_out, killed: self.killed, usage })
     }
 
     fn send_go(&mut self) {
@@ -222,7 +255,9 @@ impl Supervisor<'_> {
             }
             log::trace!("go sent");
             // The job's clock starts with the go: the set-up is not its time.
-            self.timeout_at = self.process.timeout.map(|t| Instant::now() + t);
+            let now = Instant::now();
+            self.started = Some(now);
+            self.timeout_at = self.process.timeout.map(|t| now + t);
         }
     }
 
@@ -405,7 +440,7 @@ mod tests {
 
     #[test]
     fn a_timed_out_job_exits_124_whatever_it_did() {
-        let ended = |exit, timed_out| Ended { exit, timed_out, killed: None };
+        let ended = |exit, timed_out| Ended { exit, timed_out, killed: None, usage: None };
         assert_eq!(ended(Exit::Signaled(15), true).status(), 124);
         assert_eq!(ended(Exit::Code(0), true).status(), 124);
         assert_eq!(ended(Exit::Signaled(9), false).status(), 137);

@@ -143,7 +143,7 @@ elif want leases; then
 fi
 
 rpt_conf() { # FILE BRIDGE SUBNET
-  printf '[network]\nbridge = "%s"\nsubnet = "%s"\nmtu = 1500\ndns = []\n' "$2" "$3" >"$1"
+  printf '[network]\nbridge = "%s"\nsubnet = "%s"\nmtu = 1500\ndns = []\negress = "none"\n' "$2" "$3" >"$1"
 }
 rpt_conf "$work/rpt-startup.toml" "$RPT_BR_START" "$RPT_NET_START"
 rpt_conf "$work/rpt-burst.toml" "$RPT_BR_BURST" "$RPT_NET_BURST"

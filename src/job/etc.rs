@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::config::NetworkConfig;
+use crate::config::{Egress, NetworkConfig};
 
 /// The job's own name resolves to its own address; a job with no address
 /// of its own (`--net none`) finds its name on the loopback, so that a
@@ -17,12 +17,19 @@ pub fn hosts(hostname: &str, ip: Option<Ipv4Addr>) -> String {
     }
 }
 
-/// Nameservers from `network.dns` for a bridged job; for a job without a
-/// network, a comment saying so (an empty file would make resolvers try
-/// 127.0.0.1, which is nobody in the job's netns).
+/// Nameservers for a bridged job (`network.dns`, else with egress the
+/// host's: see `config::host_nameservers`); where there are none, a
+/// comment saying why and what to set (an empty file would make resolvers
+/// try 127.0.0.1, which is nobody in the job's netns). A bridge without
+/// egress gets no server by default: one outside the host could not
+/// answer it.
 pub fn resolv_conf(net: Option<&NetworkConfig>) -> String {
     match net {
         None => "# no network: this job has only lo\n".to_string(),
+        Some(c) if c.dns.is_empty() && c.egress == Egress::None => format!(
+            "# no DNS: network.egress is \"none\" in {}, so no nameserver beyond this host is reachable; set network.dns to one on the bridge or the host\n",
+            c.source.display()
+        ),
         Some(c) if c.dns.is_empty() => format!("# no nameservers: set network.dns in {}\n", c.source.display()),
         Some(c) => c.dns.iter().map(|ns| format!("nameserver {ns}\n")).collect(),
     }
@@ -48,5 +55,14 @@ mod tests {
         assert!(resolv_conf(Some(&c)).contains("set network.dns in /etc/repeatr/config.toml"));
         c.dns = vec![Ipv4Addr::new(198, 18, 0, 53), Ipv4Addr::new(198, 18, 0, 54)];
         assert_eq!(resolv_conf(Some(&c)), "nameserver 198.18.0.53\nnameserver 198.18.0.54\n");
+        c.egress = Egress::None;
+        assert_eq!(resolv_conf(Some(&c)), "nameserver 198.18.0.53\nnameserver 198.18.0.54\n", "dns still wins");
+        c.dns.clear();
+        let none = resolv_conf(Some(&c));
+        assert!(
+            none.starts_with("# no DNS: network.egress is \"none\"")
+                && !none.lines().any(|l| l.starts_with("nameserver")),
+            "{none}"
+        );
     }
 }

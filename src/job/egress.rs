@@ -1,0 +1,68 @@
+//! A bridge's way out (`network.egress = "nat"`), set up by the first run
+//! that brings the bridge up: the glue between the state dir's record of
+//! it (`state::EgressMark`) and the host-side work (`network::egress`).
+//!
+//! A later run reads that record and IPv4 forwarding (two small reads) and
+//! does nothing else; no run does any per-job firewall work.
+
+use std::path::Path;
+
+use crate::config::{Egress, NetworkConfig};
+use crate::error::Error;
+use crate::network::egress::{self, Nft};
+use crate::state::{EgressMark, read_egress_mark, update_egress_mark};
+
+/// What a run found before it made anything.
+pub struct Before {
+    mark: Option<EgressMark>,
+    forwarding: bool,
+    /// Found only when the set-up may be needed: then a missing `nft` is
+    /// refused before the bridge is made.
+    nft: Option<Nft>,
+}
+
+/// Before the bridge: `None` without egress. A host without `nft` where the
+/// NAT is not yet up is refused here, before anything is made.
+pub fn before(state_dir: &Path, c: &NetworkConfig) -> Result<Option<Before>, Error> {
+    if c.egress == Egress::None {
+        return Ok(None);
+    }
+    let mark = read_egress_mark(state_dir, &c.bridge)?;
+    let forwarding = egress::forwarding().unwrap_or(false);
+    let nft = if mark.is_none() || !forwarding { Some(Nft::find()?) } else { None };
+    Ok(Some(Before { mark, forwarding, nft }))
+}
+
+/// Once the bridge is up (ifindex `bridge_index`): its NAT and forwarding,
+/// set up under the state lock unless the record says they are. Of runs
+/// that race here, the first sets up and the others find its record.
+pub fn ensure(state_dir: &Path, c: &NetworkConfig, before: Before, bridge_index: u32) -> Result<(), Error> {
+    let up = |m: &Option<EgressMark>| m.as_ref().is_some_and(|m| m.covers(bridge_index, c.subnet));
+    if before.forwarding && up(&before.mark) {
+        return Ok(());
+    }
+    let nft = match before.nft {
+        Some(nft) => nft,
+        None => Nft::find()?,
+    };
+    update_egress_mark(state_dir, &c.bridge, |current| {
+        let forwarding = egress::forwarding().unwrap_or(false);
+        if forwarding && up(&current) {
+            return Ok(current);
+        }
+        // The table before forwarding: a packet forwarded in between
+        // would leave with the job's private address.
+        if !up(&current) {
+            for chain in egress::bring_up(&nft, &c.bridge, c.subnet)? {
+                eprintln!("repeatr: {}", chain.warning(&c.bridge));
+            }
+        }
+        let turned_on = !forwarding;
+        if turned_on {
+            egress::set_forwarding(true)?;
+        }
+        log::debug!("NAT for {} ({}) up; forwarding turned on: {turned_on}", c.bridge, c.subnet);
+        let was = current.as_ref().is_some_and(|m| m.turned_forwarding_on);
+        Ok::<_, Error>(Some(EgressMark { bridge_index, subnet: c.subnet, turned_forwarding_on: turned_on || was }))
+    })
+}

@@ -15,7 +15,7 @@ use crate::container::{self, Ended, Exit, GoMessage, Kill, NetMode, Spec};
 use crate::error::Error;
 use crate::sys;
 
-mod egress;
+pub mod egress;
 mod etc;
 mod id;
 mod net;

@@ -66,3 +66,49 @@ pub fn ensure(state_dir: &Path, c: &NetworkConfig, before: Before, bridge_index:
         Ok::<_, Error>(Some(EgressMark { bridge_index, subnet: c.subnet, turned_forwarding_on: turned_on || was }))
     })
 }
+
+/// What [`take_down`] did (or, dry, would do) for one bridge.
+#[derive(Debug, Default)]
+pub struct TakenDown {
+    /// The nftables table removed (`ip repeatr-<bridge>`), if there was one.
+    pub table: Option<String>,
+    /// IPv4 forwarding turned off: this bridge's set-up had turned it on,
+    /// and no other bridge of this state dir has NAT left.
+    pub forwarding_off: bool,
+}
+
+/// The other end of [`ensure`], for `repeatr gc --all` once the bridge has
+/// no job: removes the bridge's table and record, and turns forwarding off
+/// if this state dir turned it on and no other bridge of it needs it. A
+/// bridge with no record has its table removed all the same if `nft` is
+/// there (a record lost with a state dir made again); without `nft` and
+/// without a record there is nothing of repeatr's to remove.
+pub fn take_down(state_dir: &Path, bridge: &str, dry_run: bool) -> Result<TakenDown, Error> {
+    let mark = read_egress_mark(state_dir, bridge)?;
+    let nft = match (&mark, Nft::find()) {
+        (_, Ok(nft)) => Some(nft),
+        (Some(_), Err(e)) => return Err(e.into()),
+        (None, Err(_)) => None,
+    };
+    let others = crate::state::egress_marks(state_dir)?.into_iter().filter(|b| b != bridge).count();
+    if dry_run {
+        let table = nft.as_ref().map(|_| egress::table_name(bridge)).filter(|_| mark.is_some());
+        let forwarding_off = mark.is_some_and(|m| m.turned_forwarding_on) && others == 0;
+        return Ok(TakenDown { table, forwarding_off });
+    }
+    let mut done = TakenDown::default();
+    update_egress_mark(state_dir, bridge, |current| {
+        if let Some(nft) = &nft
+            && egress::remove(nft, bridge)?
+        {
+            done.table = Some(egress::table_name(bridge));
+        }
+        let others = crate::state::egress_marks(state_dir)?.into_iter().filter(|b| b != bridge).count();
+        if current.is_some_and(|m| m.turned_forwarding_on) && others == 0 && egress::forwarding().unwrap_or(false) {
+            egress::set_forwarding(false)?;
+            done.forwarding_off = true;
+        }
+        Ok::<_, Error>(None)
+    })?;
+    Ok(done)
+}

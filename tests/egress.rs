@@ -117,9 +117,14 @@ impl StandIn {
 
     /// A runner command in the stand-in host.
     fn cmd(&self) -> Command {
+        self.cmd_in(&self.host_ns)
+    }
+
+    /// A runner command in the netns `ns` (one of the two).
+    fn cmd_in(&self, ns: &File) -> Command {
         let mut c = self.repeatr.cmd();
         c.env("REPEATR_CONFIG", &self.config);
-        let fd = self.host_ns.as_raw_fd();
+        let fd = ns.as_raw_fd();
         // SAFETY: setns is async-signal-safe; nothing else runs between
         // fork and exec.
         unsafe {
@@ -314,6 +319,16 @@ fn a_job_reaches_the_outside_masqueraded_behind_the_host() {
     let out = s.sh(&[], FETCH);
     assert_eq!((code(&out), stdout(&out)), (0, format!("peer {UPLINK}\n")), "{}", stderr(&out));
     assert_eq!(s.host_ruleset(), rules);
+
+    // gc --all in another netns than the NAT's leaves it alone, and says where.
+    let gc = s.cmd_in(&s.world_ns).args(["gc", "--all"]).output().unwrap();
+    assert_eq!(code(&gc), 125, "{}{}", stdout(&gc), stderr(&gc));
+    assert!(
+        stdout(&gc).contains("another network namespace") && stdout(&gc).contains("run repeatr gc --all there"),
+        "{}",
+        stdout(&gc)
+    );
+    assert_eq!((s.host_ruleset(), s.host_forwarding()), (rules.clone(), "1".to_string()));
 
     // gc --all with no job left: the bridge, the table and forwarding go.
     let gc = s.cmd().args(["gc", "--all"]).output().unwrap();

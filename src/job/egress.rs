@@ -14,6 +14,7 @@ use crate::state::{EgressMark, read_egress_mark, update_egress_mark};
 
 /// What a run found before it made anything.
 pub struct Before {
+    netns: u64,
     mark: Option<EgressMark>,
     forwarding: bool,
     /// Found only when the set-up may be needed: then a missing `nft` is
@@ -27,17 +28,19 @@ pub fn before(state_dir: &Path, c: &NetworkConfig) -> Result<Option<Before>, Err
     if c.egress == Egress::None {
         return Ok(None);
     }
+    let netns = egress::current_netns().map_err(Error::io("looking up the runner's network namespace"))?;
     let mark = read_egress_mark(state_dir, &c.bridge)?;
     let forwarding = egress::forwarding().unwrap_or(false);
-    let nft = if mark.is_none() || !forwarding { Some(Nft::find()?) } else { None };
-    Ok(Some(Before { mark, forwarding, nft }))
+    let nft = if mark.as_ref().is_none_or(|m| m.netns != netns) || !forwarding { Some(Nft::find()?) } else { None };
+    Ok(Some(Before { netns, mark, forwarding, nft }))
 }
 
 /// Once the bridge is up (ifindex `bridge_index`): its NAT and forwarding,
 /// set up under the state lock unless the record says they are. Of runs
 /// that race here, the first sets up and the others find its record.
 pub fn ensure(state_dir: &Path, c: &NetworkConfig, before: Before, bridge_index: u32) -> Result<(), Error> {
-    let up = |m: &Option<EgressMark>| m.as_ref().is_some_and(|m| m.covers(bridge_index, c.subnet));
+    let netns = before.netns;
+    let up = |m: &Option<EgressMark>| m.as_ref().is_some_and(|m| m.covers(netns, bridge_index, c.subnet));
     if before.forwarding && up(&before.mark) {
         return Ok(());
     }
@@ -62,8 +65,9 @@ pub fn ensure(state_dir: &Path, c: &NetworkConfig, before: Before, bridge_index:
             egress::set_forwarding(true)?;
         }
         log::debug!("NAT for {} ({}) up; forwarding turned on: {turned_on}", c.bridge, c.subnet);
-        let was = current.as_ref().is_some_and(|m| m.turned_forwarding_on);
-        Ok::<_, Error>(Some(EgressMark { bridge_index, subnet: c.subnet, turned_forwarding_on: turned_on || was }))
+        let was = current.as_ref().is_some_and(|m| m.netns == netns && m.turned_forwarding_on);
+        let turned_forwarding_on = turned_on || was;
+        Ok::<_, Error>(Some(EgressMark { netns, bridge_index, subnet: c.subnet, turned_forwarding_on }))
     })
 }
 
@@ -83,8 +87,22 @@ pub struct TakenDown {
 /// bridge with no record has its table removed all the same if `nft` is
 /// there (a record lost with a state dir made again); without `nft` and
 /// without a record there is nothing of repeatr's to remove.
+///
+/// A record made in another network namespace (a runner run under `ip
+/// netns exec`) is left as it is, and so are this namespace's table and
+/// forwarding: that NAT is the other namespace's, where `gc` must run.
 pub fn take_down(state_dir: &Path, bridge: &str, dry_run: bool) -> Result<TakenDown, Error> {
+    let netns = egress::current_netns().map_err(Error::io("looking up this network namespace"))?;
     let mark = read_egress_mark(state_dir, bridge)?;
+    if let Some(m) = mark.as_ref().filter(|m| m.netns != netns) {
+        return Err(Error::Network(crate::network::NetworkError::Firewall {
+            op: format!("remove the NAT of bridge {bridge}"),
+            reason: format!(
+                "it was set up in another network namespace (net:[{}]), not this one (net:[{netns}]): run repeatr gc --all there",
+                m.netns
+            ),
+        }));
+    }
     let nft = match (&mark, Nft::find()) {
         (_, Ok(nft)) => Some(nft),
         (Some(_), Err(e)) => return Err(e.into()),
@@ -98,6 +116,10 @@ pub fn take_down(state_dir: &Path, bridge: &str, dry_run: bool) -> Result<TakenD
     }
     let mut done = TakenDown::default();
     update_egress_mark(state_dir, bridge, |current| {
+        // Made in another namespace since the read above: not ours here.
+        if current.as_ref().is_some_and(|m| m.netns != netns) {
+            return Ok(current);
+        }
         if let Some(nft) = &nft
             && egress::remove(nft, bridge)?
         {

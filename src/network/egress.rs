@@ -183,6 +183,14 @@ pub fn remove(nft: &Nft, bridge: &str) -> Result<bool, NetworkError> {
     Ok(true)
 }
 
+/// The network namespace this thread is in, as its nsfs inode number
+/// (`net:[N]` in `ls -l /proc/self/ns/net`): unique among live
+/// namespaces. The NAT and forwarding a run sets up are this namespace's.
+pub fn current_netns() -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
+}
+
 /// Whether IPv4 forwarding is on in the runner's network namespace.
 pub fn forwarding() -> io::Result<bool> {
     Ok(std::fs::read_to_string(FORWARDING)?.trim() == "1")

@@ -26,6 +26,9 @@ const EGRESS_DIR: &str = "egress";
 /// made again; another subnet: the config changed) is set up again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EgressMark {
+    /// The network namespace it was set up in (`network::egress::current_netns`):
+    /// a run or `gc` in another one neither trusts nor removes it.
+    pub netns: u64,
     pub bridge_index: u32,
     #[serde(with = "super::record::cidr")]
     pub subnet: Ipv4Net,
@@ -35,9 +38,10 @@ pub struct EgressMark {
 }
 
 impl EgressMark {
-    /// Whether this record is of the NAT `bridge_index` with `subnet` needs.
-    pub fn covers(&self, bridge_index: u32, subnet: Ipv4Net) -> bool {
-        self.bridge_index == bridge_index && self.subnet == subnet
+    /// Whether this record is of the NAT that `bridge_index` with `subnet`
+    /// needs in the network namespace `netns`.
+    pub fn covers(&self, netns: u64, bridge_index: u32, subnet: Ipv4Net) -> bool {
+        self.netns == netns && self.bridge_index == bridge_index && self.subnet == subnet
     }
 }
 

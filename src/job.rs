@@ -105,7 +105,7 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Ended, Er
     };
     record.launched(launched.pid(), net.as_ref().and_then(JobNet::ip));
     let go = GoMessage {
-        hosts: etc::hosts(&spec.hostname, net.as_ref().and_then(JobNet::ip)),
+        hosts: etc::hosts(&spec.hostname, net.as_ref().and_then(JobNet::ip), net.as_ref().map_or(&[], JobNet::peers)),
         resolv_conf: etc::resolv_conf(net.as_ref().map(JobNet::config)),
     };
 

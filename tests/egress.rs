@@ -544,3 +544,33 @@ fn bad_input_is_one_line_125_and_leaves_nothing() {
     }
     s.finish();
 }
+
+#[test]
+fn a_job_reaches_a_job_started_before_it_by_name() {
+    if !require_root() {
+        return;
+    }
+    let s = StandIn::new("nat");
+    let mut c = s.cmd();
+    c.args(["run", "--net", "bridge", "--name", "web", "--rootfs"]).arg(s.rootfs.path());
+    c.args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo ready; printf 'HTTP/1.0 200 OK\\r\\n\\r\\nhello from web\\n' | nc -l -p 8000",
+    ]);
+    let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut web = Runner::new(child);
+    wait_for_line(&mut web, "ready");
+    // nc in the job may not listen yet: a few tries.
+    let client = "grep -w web /etc/hosts; for i in $(seq 50); do \
+        out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 web 8000 2>/dev/null | grep hello) && break; sleep 0.1; done; echo \"$out\"";
+    let out = s.sh(&["--name", "client"], client);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(said.starts_with("198.19.8.") && said.lines().next().unwrap().ends_with("\tweb"), "{said}");
+    assert!(said.ends_with("hello from web\n"), "{said}");
+    assert!(web.wait().unwrap().success(), "the web job ended after its one answer");
+    drop(web);
+    s.finish();
+}

@@ -110,6 +110,11 @@ impl JobNet {
         self.lease.as_ref().map(|l| l.record.ip)
     }
 
+    /// The live jobs on the bridge when this one leased (see `Lease::peers`).
+    pub fn peers(&self) -> &[(String, Ipv4Addr)] {
+        self.lease.as_ref().map_or(&[], |l| &l.peers)
+    }
+
     /// The network section of the config this job was plugged in with.
     pub fn config(&self) -> &NetworkConfig {
         &self.config

@@ -60,6 +60,8 @@ struct GcOutput {
     links_kept: Vec<KeptLink>,
     /// Output dirs of formula runs whose runner died (`STATE/outputs/<job>`).
     outputs_removed: Vec<std::path::PathBuf>,
+    /// Cgroups of jobs (and runner leaves) whose runner died (`repeatr-job.…`, `repeatr-runner.…`).
+    cgroups_removed: Vec<std::path::PathBuf>,
     /// Records of jobs whose runner died (`STATE/jobs/<job>.lock`).
     job_records_removed: Vec<std::path::PathBuf>,
     /// `--all`: bridges with no job, deleted with their NAT.
@@ -168,6 +170,10 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
         remove_idle_bridges(&state, bridge.as_deref(), &owner, dry_run, &mut out);
     }
 
+    let cgroups = crate::cgroup::reclaim_all(owner.id(), dry_run);
+    out.cgroups_removed = cgroups.removed;
+    out.errors.extend(cgroups.errors);
+
     if json {
         println!("{}", crate::output::json(&out)?);
     } else {
@@ -270,6 +276,9 @@ fn summary(o: &GcOutput) -> String {
     for d in &o.outputs_removed {
         s += &format!("{} leftover outputs {}\n", if o.dry_run { "would remove" } else { "removed" }, d.display());
     }
+    for d in &o.cgroups_removed {
+        s += &format!("{} dead job's cgroup {}\n", if o.dry_run { "would remove" } else { "removed" }, d.display());
+    }
     for r in &o.job_records_removed {
         s += &format!("{} dead job record {}\n", if o.dry_run { "would remove" } else { "removed" }, r.display());
     }
@@ -294,6 +303,7 @@ fn summary(o: &GcOutput) -> String {
         && o.bridges_deleted.is_empty()
         && o.links_kept.is_empty()
         && o.outputs_removed.is_empty()
+        && o.cgroups_removed.is_empty()
         && o.job_records_removed.is_empty()
         && o.bridges_removed.is_empty()
         && o.nat_removed.is_empty()

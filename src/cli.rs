@@ -9,6 +9,7 @@ use std::path::Path;
 use clap::{CommandFactory, Parser};
 
 use crate::admin::{self, GcOptions};
+use crate::config::Config;
 use crate::container::{self, NetMode, Spec, SpecError, spec};
 use crate::error::{EXIT_RUNNER_ERROR, Error};
 use crate::formula::{Filters, WareId, Warehouse};
@@ -17,6 +18,7 @@ use crate::job_control;
 
 mod args;
 use crate::job::{self, Host, JobId, Request};
+use crate::limits::LimitStrings;
 use args::{Cli, Command, Net, PackArgs, RunArgs, Shell, UnpackArgs};
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -70,7 +72,10 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Run(args) => {
             let host = Host { state_dir, config };
             match work(args)? {
-                Work::Command { spec, ip } => job::run(Request { host, spec, ip }),
+                Work::Command { spec, ip, limits } => {
+                    let limits = limits.or(&Config::load_limits(host.config.as_deref())?).parse(true)?;
+                    job::run(Request { host, spec, ip, limits })
+                }
                 Work::Formula(f) => formula_run::run(&host, f),
             }
         }
@@ -94,7 +99,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
 
 /// What `run` was asked to run.
 enum Work {
-    Command { spec: Spec, ip: Option<Ipv4Addr> },
+    Command { spec: Spec, ip: Option<Ipv4Addr>, limits: LimitStrings },
     Formula(FormulaJob),
 }
 
@@ -149,8 +154,17 @@ fn work(args: RunArgs) -> Result<Work, Error> {
         make_dirs: Vec::new(),
         stdout_to_stderr: false,
         process: process(&args.timeout, &args.stop_timeout, args.no_init, args.tty, args.interactive)?,
+        // Set from the limits at launch.
+        tmpfs: Default::default(),
     };
-    Ok(Work::Command { spec, ip: args.ip })
+    let limits = LimitStrings {
+        memory: args.memory,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        rootfs_size: args.rootfs_size,
+        shm_size: args.shm_size,
+    };
+    Ok(Work::Command { spec, ip: args.ip, limits })
 }
 
 /// How the job runs and stops, from `run`'s flags.

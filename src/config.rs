@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 
+use crate::limits::{LimitStrings, LimitsError};
+
 /// Where the configuration lives unless `--config` names another file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/repeatr/config.toml";
 /// Where the default nameservers come from (`network.host_resolv_conf`).
@@ -50,6 +52,8 @@ pub enum ConfigError {
         path.display()
     )]
     RouteOverlap { subnet: Ipv4Net, route: Ipv4Net, dev: String, path: PathBuf },
+    #[error("{err} in {}", path.display())]
+    Limits { err: LimitsError, path: PathBuf },
 }
 
 /// Renders `:LINE` after a file name when the parser told us the line.
@@ -68,6 +72,8 @@ impl fmt::Display for Line {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub network: NetworkConfig,
+    /// `[limits]`: every job's defaults, which flags and formulas override.
+    pub limits: LimitStrings,
 }
 
 /// `[network]`, with defaults filled in.
@@ -96,6 +102,8 @@ pub struct NetworkConfig {
 struct RawConfig {
     #[serde(default)]
     network: RawNetwork,
+    #[serde(default)]
+    limits: LimitStrings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,16 +142,26 @@ impl Config {
     /// Loads `explicit`, or the default file. A missing default file means
     /// "all defaults"; a missing file the user named is an error.
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(ConfigError::Read { path: path.to_path_buf(), source });
-            }
-        };
+        let (text, path) = read(explicit)?;
         // resolv.conf is only a source of defaults: unreadable means none.
         Config::parse_with(&text, path, &|p| std::fs::read_to_string(p).unwrap_or_default())
+    }
+
+    /// `[limits]` alone, checked: what every job needs from the file, so a
+    /// job without network reads nothing else (and a `[network]` only a
+    /// bridge needs cannot fail it). A missing file, even one the user
+    /// named, means no limits from it: a job without network has never
+    /// needed the file, and one with network is told when it loads it.
+    pub fn load_limits(explicit: Option<&Path>) -> Result<LimitStrings, ConfigError> {
+        let (text, path) = match read(explicit) {
+            Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LimitStrings::default());
+            }
+            other => other?,
+        };
+        let raw = parse_raw(&text, path)?;
+        check_limits(&raw.limits, path)?;
+        Ok(raw.limits)
     }
 
     /// Parses configuration text; `source` is the file named in messages and
@@ -157,14 +175,34 @@ impl Config {
     /// files the default nameservers come from (read only when
     /// `network.dns` is not set and egress is on).
     pub fn parse_with(text: &str, source: &Path, read: &dyn Fn(&Path) -> String) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: source.to_path_buf(),
-            line: e.span().map(|s| line_of(text, s.start)),
-            message: e.message().trim().to_string(),
-        })?;
+        let raw = parse_raw(text, source)?;
+        check_limits(&raw.limits, source)?;
         let network = NetworkConfig::from_raw(raw.network, source, read)?;
-        Ok(Config { network })
+        Ok(Config { network, limits: raw.limits })
     }
+}
+
+/// The file's text (empty for a missing default file: "all defaults"; a
+/// missing file the user named is an error) and its path.
+fn read(explicit: Option<&Path>) -> Result<(String, &Path), ConfigError> {
+    let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((text, path)),
+        Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => Ok((String::new(), path)),
+        Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+    }
+}
+
+fn parse_raw(text: &str, source: &Path) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: source.to_path_buf(),
+        line: e.span().map(|s| line_of(text, s.start)),
+        message: e.message().trim().to_string(),
+    })
+}
+
+fn check_limits(limits: &LimitStrings, source: &Path) -> Result<(), ConfigError> {
+    limits.parse(false).map(drop).map_err(|err| ConfigError::Limits { err, path: source.to_path_buf() })
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -492,6 +530,18 @@ mod tests {
         assert!(e.contains("brige") && e.contains("config.toml:2"), "{e}");
         let e = err("[netwrk]\n");
         assert!(e.contains("netwrk"), "{e}");
+    }
+
+    #[test]
+    fn limits_section() {
+        let c = parse("[limits]\nmemory = \"2g\"\ncpus = 1.5\npids-limit = 100\n").unwrap();
+        assert_eq!(c.limits.memory.as_deref(), Some("2g"));
+        assert_eq!(c.limits.cpus.as_deref(), Some("1.5"));
+        assert_eq!(c.limits.pids_limit.as_deref(), Some("100"));
+        let e = err("[limits]\ncpus = \"many\"\n");
+        assert!(e.contains("limits.cpus") && e.contains("config.toml"), "{e}");
+        let e = err("[limits]\nswap = \"1g\"\n");
+        assert!(e.contains("swap"), "{e}");
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub enum Error {
     Teardown(String),
     #[error(transparent)]
     Ware(#[from] WareError),
+    #[error(transparent)]
+    Limits(#[from] crate::limits::LimitsError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     /// A run asked for a job id that a live job has (`job::record`).
     #[error("job {job} is running (pid {})", pid.map_or("unknown".to_string(), |p| p.to_string()))]
     JobRunning { job: String, pid: Option<u32> },

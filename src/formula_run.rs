@@ -53,6 +53,9 @@ pub struct RunRecord {
     pub results: BTreeMap<String, String>,
     #[serde(default)]
     pub hostname: Option<String>,
+    /// The OOM killer ended the job (it exited 137 and its cgroup counts an OOM kill).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
 }
 
 fn invalid(problem: String) -> Error {
@@ -71,7 +74,10 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let spec = build_spec(&formula, &warehouse, &id, &outputs)?;
     let hostname = spec.hostname.clone();
 
-    let ended = job::launch(host, spec, None)?;
+    let limits =
+        formula.action.limits.clone().or(&crate::config::Config::load_limits(host.config.as_deref())?).parse(false)?;
+    let outcome = job::launch(host, spec, None, &limits)?;
+    let ended = outcome.ended;
     let exit_code = match &ended.exit {
         Exit::Code(c) => *c,
         Exit::Signaled(s) => 128 + s,
@@ -92,6 +98,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
         timed_out: ended.timed_out,
         results,
         hostname: Some(hostname),
+        oom_killed: outcome.oom_killed,
     };
     let json =
         serde_json::to_string_pretty(&record).map_err(|e| Error::Io { what: "encoding the record", err: e.into() })?;
@@ -219,6 +226,8 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
         make_dirs,
         stdout_to_stderr: true,
         process: Process { timeout: a.timeout, ..Process::default() },
+        // Set from the limits at launch.
+        tmpfs: Default::default(),
     })
 }
 

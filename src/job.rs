@@ -11,8 +11,10 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use crate::cgroup::JobCgroup;
 use crate::container::{self, Ended, Exit, GoMessage, Kill, NetMode, Spec};
 use crate::error::Error;
+use crate::limits::{self, Limits};
 use crate::sys;
 
 pub mod egress;
@@ -37,11 +39,25 @@ pub struct Host {
 
 /// A command to run in a container: a validated spec, whose every host
 /// object (rootfs, mount sources) is already open; `ip` asks for that
-/// address on the bridge.
+/// address on the bridge; `limits` bound what it may use.
 pub struct Request {
     pub host: Host,
     pub spec: Spec,
     pub ip: Option<Ipv4Addr>,
+    pub limits: Limits,
+}
+
+/// How a job ended, and whether the OOM killer ended it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub ended: Ended,
+    pub oom_killed: bool,
+}
+
+impl From<Ended> for Outcome {
+    fn from(ended: Ended) -> Outcome {
+        Outcome { ended, oom_killed: false }
+    }
 }
 
 /// Every job creates namespaces, mounts and network devices, and opening
@@ -53,13 +69,17 @@ pub fn require_root() -> Result<(), Error> {
 
 /// Runs one job and returns the exit status the runner should exit with.
 pub fn run(req: Request) -> Result<i32, Error> {
-    Ok(launch(&req.host, req.spec, req.ip)?.status())
+    Ok(launch(&req.host, req.spec, req.ip, &req.limits)?.ended.status())
 }
 
 /// launch -> lease -> plug network -> go -> wait -> tear down -> release,
 /// for a validated spec; returns how the job ended. The child builds its
 /// root while the runner leases and plugs in its network.
-pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Ended, Error> {
+pub fn launch(host: &Host, mut spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) -> Result<Outcome, Error> {
+    spec.tmpfs = container::TmpfsSizes {
+        rootfs: limits.rootfs_size.unwrap_or_else(limits::default_rootfs_size),
+        shm: limits.shm_size.unwrap_or(limits::DEFAULT_SHM_SIZE),
+    };
     // Before any clone: no fd the runner inherited may reach the job.
     sys::cloexec_from(3).map_err(Error::io("marking inherited fds close-on-exec"))?;
     let state = crate::state::PrivateDir::create(&host.state_dir)?;
@@ -70,6 +90,11 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Ended, Er
     // The job's record (`repeatr ps`), held until the end, unlinked on
     // drop: a name a live job has is refused here, before anything is made.
     let record = record::Claim::take(&state, &spec.id, &spec.argv, spec.net)?;
+    // Before anything of the job runs; removed when it drops, on every
+    // path out of here (after the job is dead: `launched` drops first).
+    let state_id = crate::network::LinkOwner::of_dir(&host.state_dir)
+        .map_err(|err| Error::StateDir { path: host.state_dir.clone(), err })?;
+    let cgroup = JobCgroup::create(&spec.id, limits, state_id.id())?;
 
     // Launch: the child builds its root while we lease and plug its network in.
     // SAFETY: the runner is single-threaded here, as `spawn` requires: no
@@ -77,7 +102,7 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Ended, Er
     // handlers start none), and the lease thread starts in `JobNet::plug_in`,
     // after the clone.
     let launched =
-        unsafe { container::spawn(&spec, &mount_base) }.map_err(Error::io("creating the job's namespaces"))?;
+        unsafe { container::spawn(&spec, &mount_base, &cgroup) }.map_err(Error::io("creating the job's namespaces"))?;
     log::info!("job {} started as pid {}", spec.id, launched.pid());
 
     // Lease: an address and a bridge slot, held until `teardown`.
@@ -92,10 +117,10 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Ended, Er
                     // is then only the symptom: report how it ended.
                     if launched.is_exiting() {
                         let exit = launched.reap().map_err(Error::io("waiting for the job"))?;
-                        return Ok(report_exit(&spec.id, &spec.process, exit.into()));
+                        return Ok(report_exit(&spec.id, &spec.process, exit.into()).into());
                     }
                     return match launched.kill() {
-                        Some(failure) => Ok(report_exit(&spec.id, &spec.process, Exit::Failed(failure).into())),
+                        Some(failure) => Ok(report_exit(&spec.id, &spec.process, Exit::Failed(failure).into()).into()),
                         None => Err(e),
                     };
                 }
@@ -113,16 +138,24 @@ pub fn launch(host: &Host, spec: Spec, ip: Option<Ipv4Addr>) -> Result<Ended, Er
     // timeout deadlines are kept (`container::supervise`).
     let ended =
         container::go_and_wait(launched, &signals, &go, &spec.process).map_err(Error::io("waiting for the job"))?;
-    let exit = report_exit(&spec.id, &spec.process, ended);
+    let ended = report_exit(&spec.id, &spec.process, ended);
+    let oom_killed = ended.exit.status() == 128 + libc::SIGKILL && cgroup.oom_killed();
+    if oom_killed {
+        let limit = cgroup.memory_limit().map(|b| format!(" (limit {})", limits::human_size(b))).unwrap_or_default();
+        eprintln!("repeatr: job {} killed: out of memory{limit}", spec.id);
+    }
 
-    // Tear down and release. A failure here is reported, but the job's
-    // own status still wins: the job did run.
+    // Tear down and release, every step tried. A failure here is
+    // reported, but the job's own status still wins: the job did run.
     if let Some(n) = net
         && let Err(e) = n.teardown()
     {
         eprintln!("repeatr: {e}");
     }
-    Ok(exit)
+    for e in cgroup.remove() {
+        eprintln!("repeatr: {e}");
+    }
+    Ok(Outcome { ended, oom_killed })
 }
 
 /// Says how the job ended (a failed launch, a timeout, a kill: on stderr,

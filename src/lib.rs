@@ -9,6 +9,7 @@
 mod admin;
 pub mod archive;
 pub mod cbpf;
+pub mod cgroup;
 pub mod civil_time;
 mod cli;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod formula;
 mod formula_run;
 mod job;
 mod job_control;
+pub mod limits;
 pub mod network;
 mod output;
 pub mod state;

@@ -109,13 +109,21 @@ pub struct Child {
 /// Rust code (allocation included) before it execs, and it has only the
 /// calling thread, so a lock another thread held at the moment of the clone
 /// (malloc's, stdio's) would stay locked in the child for ever.
-pub unsafe fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
+///
+/// With `cgroup` (an fd of a cgroup2 directory) the child is born in that
+/// cgroup (`CLONE_INTO_CGROUP`, Linux 5.7): no instruction of it ever runs
+/// anywhere else.
+pub unsafe fn clone3(namespaces: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Option<Child>> {
     let mut pidfd: libc::c_int = -1;
     // SAFETY: a plain C struct of integers, for which all-zero is valid.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
     args.flags = (namespaces | libc::CLONE_PIDFD) as u64;
     args.pidfd = &mut pidfd as *mut libc::c_int as u64;
     args.exit_signal = libc::SIGCHLD as u64;
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
     // SAFETY: clone_args is fully initialised (zeroed, then set) and its
     // size passed; without CLONE_VM/stack the child gets a copy of our
     // memory, exactly as with fork(2). Our caller is single-threaded (the
@@ -130,6 +138,133 @@ pub unsafe fn clone3(namespaces: libc::c_int) -> io::Result<Option<Child>> {
     // SAFETY: with CLONE_PIDFD the kernel stored a new fd we own in `pidfd`.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Some(Child { pid, pidfd }))
+}
+
+/// `CLONE_INTO_CGROUP` from linux/sched.h: above 32 bits, so clone3 only
+/// (libc declares it as a C int, which cannot hold it).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `BPF_PROG_TYPE_CGROUP_DEVICE` and `BPF_CGROUP_DEVICE` from linux/bpf.h.
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_ATTACH: libc::c_int = 8;
+/// Programs of the cgroups above run too, and each must allow the access.
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// One eBPF instruction, as linux/bpf.h's `struct bpf_insn`: the opcode,
+/// then the destination register in the low nibble and the source in the
+/// high one, a jump offset and an immediate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BpfInsn {
+    pub code: u8,
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+/// The head of `union bpf_attr` for BPF_PROG_LOAD, up to
+/// `expected_attach_type`; the kernel takes a shorter attr as zero-filled.
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `union bpf_attr` for BPF_PROG_ATTACH.
+#[repr(C)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+/// BPF_PROG_LOAD of a device program, with the verifier's log in `log`.
+fn load_device_program(insns: &[BpfInsn], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
+    let insn_cnt = u32::try_from(insns.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "device program too long"))?;
+    let license = c"Apache";
+    let mut name = [0u8; 16];
+    name[..7].copy_from_slice(b"repeatr");
+    let (log_level, log_size, log_buf) = match log {
+        Some(buf) => (1, u32::try_from(buf.len()).unwrap_or(u32::MAX), buf.as_mut_ptr() as u64),
+        None => (0, 0, 0),
+    };
+    let load = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name,
+        prog_ifindex: 0,
+        expected_attach_type: BPF_CGROUP_DEVICE,
+    };
+    // SAFETY: `load` is a fully initialised bpf_attr head whose size we
+    // pass; the instructions, the license and the log buffer (if any) it
+    // points at outlive the call, and the kernel writes at most `log_size`
+    // bytes into the log.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &load as *const ProgLoadAttr, std::mem::size_of::<ProgLoadAttr>())
+    };
+    // SAFETY: a non-negative return of BPF_PROG_LOAD is a new fd we own.
+    check(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Loads `insns` as a `BPF_PROG_TYPE_CGROUP_DEVICE` program and attaches it
+/// to the cgroup2 directory `cgroup` (BPF_F_ALLOW_MULTI, as runc does). The
+/// program stays with the cgroup until the cgroup is removed; the kernel's
+/// verifier log comes back in the error when it refuses the program (asked
+/// for only then: logging makes the verifier several times slower).
+pub fn attach_device_program(cgroup: BorrowedFd<'_>, insns: &[BpfInsn]) -> io::Result<()> {
+    let prog = match load_device_program(insns, None) {
+        Ok(prog) => prog,
+        Err(e) => {
+            let mut log = vec![0u8; 4096];
+            let again = load_device_program(insns, Some(&mut log));
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]).replace('\n', " ");
+            return match again {
+                Ok(_) => Err(e),
+                Err(e) => Err(io::Error::new(e.kind(), format!("{e}; verifier: {}", text.trim()))),
+            };
+        }
+    };
+    let attach = ProgAttachAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        replace_bpf_fd: 0,
+    };
+    // SAFETY: `attach` is a fully initialised bpf_attr for PROG_ATTACH
+    // whose size we pass; both fds are open for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attach as *const ProgAttachAttr,
+            std::mem::size_of::<ProgAttachAttr>(),
+        )
+    };
+    check(ret).map(drop)
 }
 
 /// `pidfd_open(pid, 0)`: a pidfd of the process that has `pid` now. The
@@ -613,4 +748,44 @@ mod tests {
         assert_eq!(me.start_time, process_start_time(std::process::id() as libc::pid_t).unwrap());
         assert!(matches!(me.state, 'R' | 'S'), "{me:?}");
     }
+}
+
+/// Unmaps (MADV_DONTNEED) this process's resident pages of its own
+/// executable's read-only, never-written segments: the code and the
+/// read-only data before it. They stay in the page cache, shared by every
+/// process running the binary, and fault back in (from that cache, with
+/// the same bytes) when touched again. Segments that can hold written
+/// pages (RELRO after relocation, data) are never touched: those are
+/// writable or follow the code, and only the mapping at file offset 0 and
+/// the executable one are taken.
+pub fn drop_own_code_pages() -> io::Result<()> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms), Some(offset)) = (f.next(), f.next(), f.next()) else { continue };
+        let path = f.nth(2);
+        if path != Some(exe.to_string_lossy().as_ref()) || perms.contains('w') {
+            continue;
+        }
+        let code = perms.contains('x');
+        let headers_and_rodata = u64::from_str_radix(offset, 16).ok() == Some(0);
+        if !(code || headers_and_rodata) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        // SAFETY: the range is a private, read-only mapping of our own
+        // executable that nothing ever wrote (code, and the ELF headers
+        // and read-only data at offset 0, which a static-pie's relocation
+        // reads but never writes): DONTNEED drops only page table entries,
+        // and the next access maps the same file bytes again. No Rust
+        // object lives in it.
+        let ret = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        check(ret as libc::c_long)?;
+    }
+    Ok(())
 }

@@ -382,3 +382,32 @@ fn a_formula_timeout_stops_the_job_and_the_record_says_so() {
     assert_eq!(code(&out), 121, "{}", stderr(&out));
     assert!(stderr(&out).contains("is not a duration"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_formula_over_its_memory_limit_is_recorded_as_oom_killed_and_limits_leave_its_id_alone() {
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let formula = |memory: &str| {
+        format!(
+            r#"{{"inputs": {{"/": "ROOT"}},
+            "action": {{"exec": ["/bin/sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
+                        "limits": {{"memory": "{memory}", "pids-limit": 64}}}}}}"#
+        )
+    };
+    let tight = b.run(&b.formula("tight.json", &formula("64m")), &[]);
+    assert_eq!(code(&tight), 137, "{}", stderr(&tight));
+    assert!(stderr(&tight).contains("killed: out of memory (limit 64 MiB)"), "{}", stderr(&tight));
+    let tight = record(&tight);
+    assert_eq!(tight["oomKilled"], true);
+    let roomy = b.run(&b.formula("roomy.json", &formula("1g")), &[]);
+    assert_eq!(code(&roomy), 0, "{}", stderr(&roomy));
+    let roomy = record(&roomy);
+    assert_eq!(roomy.get("oomKilled"), None);
+    assert_eq!(tight["formulaID"], roomy["formulaID"]);
+    // A bad limit is refused before anything runs.
+    let bad = b.run(&b.formula("bad.json", &formula("lots")), &[]);
+    assert_eq!(code(&bad), 125);
+    assert!(stderr(&bad).contains("limits.memory"), "{}", stderr(&bad));
+}

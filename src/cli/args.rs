@@ -204,6 +204,22 @@ pub struct RunArgs {
     /// The job id (default: 12 random hex digits); also the default hostname.
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,
+    /// Memory limit, e.g. 512m or 2g (swap off for the job); default: the config's limits.memory, else none.
+    #[arg(long, value_name = "SIZE", conflicts_with = "formula")]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs, fractional (0.5 is half of one); default: the config's limits.cpus, else none.
+    #[arg(long, value_name = "N", conflicts_with = "formula")]
+    pub cpus: Option<String>,
+    /// Most processes and threads the job may have at once; max for none; default: the config's limits.pids-limit, else 4096.
+    #[arg(long = "pids-limit", value_name = "N", conflicts_with = "formula")]
+    pub pids_limit: Option<String>,
+    /// Size of the job's writable root (a tmpfs), e.g. 2g; default: the config's limits.rootfs-size,
+    /// else an eighth of the host's RAM, at most 8g.
+    #[arg(long = "rootfs-size", value_name = "SIZE", conflicts_with = "formula")]
+    pub rootfs_size: Option<String>,
+    /// Size of /dev/shm; default: the config's limits.shm-size, else 64m.
+    #[arg(long = "shm-size", value_name = "SIZE", conflicts_with = "formula")]
+    pub shm_size: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

@@ -40,5 +40,5 @@ pub mod tty;
 
 pub use protocol::GoMessage;
 pub use spawn::{Exit, Launched, spawn};
-pub use spec::{BindMount, Caps, MakeDir, NetMode, Process, Rootfs, Seccomp, Spec, SpecError, User};
+pub use spec::{BindMount, Caps, MakeDir, NetMode, Process, Rootfs, Seccomp, Spec, SpecError, TmpfsSizes, User};
 pub use supervise::{Ended, Kill, go_and_wait};

@@ -14,7 +14,7 @@ use nix::mount::MsFlags;
 use nix::sys::stat::{Mode, SFlag, mknodat};
 
 use super::resolve::Create;
-use super::spec::BindMount;
+use super::spec::{BindMount, TmpfsSizes};
 use super::syscall::{Syscall, ctx};
 use crate::sys::Resolve;
 
@@ -61,7 +61,7 @@ const DEV_NODES: [(&str, u32, u32); 6] =
 /// does not cover; this is how bubblewrap does it), the fd links, a
 /// private devpts instance and /dev/shm. Returns the scratch tmpfs, where
 /// [`bind_etc_files`] keeps the job's /etc files too.
-pub fn mount_dev<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<S::Fd> {
+pub fn mount_dev<S: Syscall>(s: &S, root: &S::Fd, shm_size: u64) -> io::Result<S::Fd> {
     let dev_dir = s.resolve_in_root(root, Path::new("/dev"), Create::Dir)?;
     // The scratch tmpfs: the nodes are made here, where devices work...
     s.mount_fs("tmpfs", &dev_dir, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=256k"))?;
@@ -94,7 +94,8 @@ pub fn mount_dev<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<S::Fd> {
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
     let shm = s.open_at(&dev, Path::new("shm"), libc::O_PATH, Resolve::Beneath)?;
-    s.mount_fs("tmpfs", &shm, NOSUID_NODEV_NOEXEC, Some("mode=1777,size=65536k"))?;
+    let options = format!("mode=1777,{}", TmpfsSizes::option(shm_size));
+    s.mount_fs("tmpfs", &shm, NOSUID_NODEV_NOEXEC, Some(&options))?;
     Ok(scratch)
 }
 

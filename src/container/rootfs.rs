@@ -16,17 +16,18 @@ use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 
 use super::resolve::Create;
-use super::spec::Rootfs;
+use super::spec::{Rootfs, TmpfsSizes};
 use super::syscall::Syscall;
 use crate::archive as tar;
 use crate::sys::Resolve;
 
-/// Builds the root on a fresh tmpfs at `base` and returns an fd of it
-/// (a mount point, as pivot_root wants).
-pub fn build<S: Syscall>(s: &S, rootfs: &Rootfs, base: &Path) -> io::Result<S::Fd> {
+/// Builds the root on a fresh tmpfs of at most `size` bytes at `base` and
+/// returns an fd of it (a mount point, as pivot_root wants).
+pub fn build<S: Syscall>(s: &S, rootfs: &Rootfs, base: &Path, size: u64) -> io::Result<S::Fd> {
     let rel = base.strip_prefix("/").unwrap_or(base);
     let base_fd = s.open_at(&s.open_dir(Path::new("/"))?, rel, libc::O_PATH | libc::O_DIRECTORY, Resolve::Beneath)?;
-    s.mount_fs("tmpfs", &base_fd, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755"))?;
+    let options = format!("mode=755,{}", TmpfsSizes::option(size));
+    s.mount_fs("tmpfs", &base_fd, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&options))?;
     // The fd from before names the directory under the new tmpfs.
     let tmpfs = s.open_dir(base)?;
     match rootfs {

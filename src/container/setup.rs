@@ -187,7 +187,8 @@ fn build_and_enter_root<S: Syscall>(
 
     // The root, on a tmpfs that only this mount namespace sees: the kernel
     // takes it down when the job dies, even after a SIGKILL of the runner.
-    let root = rootfs::build(s, &spec.rootfs, mount_base).map_err(setup_err("building the rootfs"))?;
+    let root =
+        rootfs::build(s, &spec.rootfs, mount_base, spec.tmpfs.rootfs).map_err(setup_err("building the rootfs"))?;
     // Further trees, in path order, each resolved inside the root (so an
     // earlier tree's symlink cannot send a later one out of it); before
     // the binds, so nothing is ever placed under a host mount.
@@ -199,7 +200,7 @@ fn build_and_enter_root<S: Syscall>(
     // is complete, and each target resolved inside the new root, so that a
     // symlink in the image cannot send a mount onto the host.
     mounts::mount_proc_sys(s, &root).map_err(setup_err("mounting /proc and /sys"))?;
-    let scratch = mounts::mount_dev(s, &root).map_err(setup_err("building /dev"))?;
+    let scratch = mounts::mount_dev(s, &root, spec.tmpfs.shm).map_err(setup_err("building /dev"))?;
     mounts::mount_binds(s, &root, &spec.mounts).map_err(setup_err("--mount"))?;
     // Over the user's binds, so that they cover one at /etc; filled later
     // (hosts and resolv.conf with the runner's go).
@@ -363,6 +364,7 @@ mod tests {
             make_dirs: Vec::new(),
             stdout_to_stderr: false,
             process: Default::default(),
+            tmpfs: Default::default(),
         }
     }
 
@@ -454,7 +456,7 @@ mod tests {
             "rslave /
             open /
             open /mnt/base beneath /
-            mount tmpfs on /mnt/base (mode=755)
+            mount tmpfs on /mnt/base (mode=755,size=8388608k)
             open /mnt/base
             {content}
             {kernel_fs}

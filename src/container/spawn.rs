@@ -23,6 +23,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 
 use super::protocol::LaunchFailure;
 use super::spec::Spec;
+use crate::cgroup::JobCgroup;
 use crate::sys;
 
 /// How a job ended.
@@ -71,13 +72,16 @@ const NAMESPACES: libc::c_int =
 /// that the child mounts its private tmpfs on, inside its own mount
 /// namespace only.
 ///
+/// The child is born in the job's cgroups: `cgroup`'s v2 directory by
+/// CLONE_INTO_CGROUP, its v1 ones by a clone from inside them.
+///
 /// # Safety
 ///
 /// The runner must be single-threaded at the call, as [`sys::clone3`]
 /// requires: the child runs ordinary Rust code (allocation included) up to
 /// its exec, and a lock held by another thread at the clone would never be
 /// released in it.
-pub unsafe fn spawn(spec: &Spec, mount_base: &std::path::Path) -> io::Result<Launched> {
+pub unsafe fn spawn(spec: &Spec, mount_base: &std::path::Path, cgroup: &JobCgroup) -> io::Result<Launched> {
     let (control, child_control) = UnixStream::pair()?;
     let (report_r, report_w) = pipe()?;
 
@@ -87,8 +91,18 @@ pub unsafe fn spawn(spec: &Spec, mount_base: &std::path::Path) -> io::Result<Lau
     let all = SigSet::all();
     let mut old = SigSet::empty();
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old)).map_err(io::Error::from)?;
+    let in_v1 = match cgroup.enter_v1() {
+        Ok(e) => e,
+        Err(e) => {
+            pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;
+            return Err(io::Error::other(e));
+        }
+    };
     // SAFETY: our caller is single-threaded (this function's contract).
-    let cloned = unsafe { sys::clone3(NAMESPACES) };
+    let cloned = unsafe { sys::clone3(NAMESPACES, cgroup.clone_into()) };
+    // In the child this never returns (child_main execs or exits), so only
+    // the runner leaves the job's v1 cgroups.
+    let left = if matches!(cloned, Ok(None)) { Ok(()) } else { in_v1.leave() };
     match cloned {
         Ok(None) => {
             drop(control);
@@ -98,10 +112,11 @@ pub unsafe fn spawn(spec: &Spec, mount_base: &std::path::Path) -> io::Result<Lau
         Ok(Some(child)) => {
             drop(child_control);
             let launched = Launched { child, control, report: File::from(report_r) };
-            if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None) {
+            let restored = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from);
+            if let Err(e) = restored.and(left.map_err(io::Error::other)) {
                 // Never leave a child we cannot wait for behind an error.
                 launched.kill();
-                return Err(e.into());
+                return Err(e);
             }
             Ok(launched)
         }

@@ -222,6 +222,31 @@ pub struct Spec {
     /// stdout for its record).
     pub stdout_to_stderr: bool,
     pub process: Process,
+    /// How big the job's writable tmpfs mounts may grow.
+    pub tmpfs: TmpfsSizes,
+}
+
+/// The `size=` of the job's tmpfs mounts, in bytes: its writable root (an
+/// overlay's upper layer, or the unpacked tar) and /dev/shm. Without one
+/// a tmpfs may take half of the host's RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TmpfsSizes {
+    pub rootfs: u64,
+    pub shm: u64,
+}
+
+impl Default for TmpfsSizes {
+    fn default() -> TmpfsSizes {
+        TmpfsSizes { rootfs: crate::limits::MAX_DEFAULT_ROOTFS_SIZE, shm: crate::limits::DEFAULT_SHM_SIZE }
+    }
+}
+
+impl TmpfsSizes {
+    /// As a tmpfs `size=` option: whole KiB, rounded up (tmpfs rounds to
+    /// pages anyway).
+    pub fn option(bytes: u64) -> String {
+        format!("size={}k", bytes.div_ceil(1024))
+    }
 }
 
 /// How the job's processes run and how they are stopped.

@@ -85,6 +85,7 @@ pub fn go_and_wait(launched: Launched, signals: &Forwarder, go: &GoMessage, proc
         stop_deadline: None,
         timed_out: false,
         killed: None,
+        trim_at: None,
     };
     // With -t the go waits for the terminal's master (see `on_control`).
     if !process.tty {
@@ -112,7 +113,13 @@ struct Supervisor<'a> {
     stop_deadline: Option<(Instant, Signal)>,
     timed_out: bool,
     killed: Option<Kill>,
+    /// When the runner drops its code pages (see `check_deadlines`).
+    trim_at: Option<Instant>,
 }
+
+/// How long a job runs before its runner, now only waiting, lets go of
+/// its code pages: a short job never pays for faulting them back in.
+const TRIM_AFTER: Duration = Duration::from_millis(200);
 
 impl Supervisor<'_> {
     fn run(mut self, signals: &Forwarder) -> io::Result<Ended> {
@@ -146,6 +153,9 @@ impl Supervisor<'_> {
 
             if !report.is_empty() {
                 self.report_open = read_some(&mut self.launched.report, &mut self.report)?;
+                if !self.report_open && self.report.is_empty() {
+                    self.trim_at = Some(Instant::now() + TRIM_AFTER);
+                }
             }
             if !control.is_empty() {
                 self.on_control()?;
@@ -325,6 +335,18 @@ impl Supervisor<'_> {
 
     fn check_deadlines(&mut self) {
         let now = Instant::now();
+        if let Some(at) = self.trim_at
+            && now >= at
+        {
+            // The command runs, and we wait, maybe for hours, as one of
+            // many runners: keep mapped only what the wait touches. The
+            // code stays in the page cache, shared by every runner;
+            // teardown faults its few pages back in.
+            self.trim_at = None;
+            if let Err(e) = sys::drop_own_code_pages() {
+                log::debug!("dropping the runner's code pages: {e}");
+            }
+        }
         if let Some(at) = self.timeout_at
             && now >= at
         {
@@ -341,7 +363,7 @@ impl Supervisor<'_> {
 
     /// Until the nearest deadline.
     fn poll_timeout(&self) -> PollTimeout {
-        let next = [self.timeout_at, self.stop_deadline.map(|(at, _)| at)].into_iter().flatten().min();
+        let next = [self.timeout_at, self.stop_deadline.map(|(at, _)| at), self.trim_at].into_iter().flatten().min();
         match next {
             None => PollTimeout::NONE,
             Some(at) => {

@@ -59,6 +59,13 @@ pub struct Action {
     /// be reproducible) or `bridge`.
     #[serde(default)]
     pub network: Network,
+    /// `memory`, `cpus`, `pids-limit`, as the flags take them. Not part of
+    /// the setup hash (never serialized, so not in the canonical form):
+    /// a limit does not change what a job that succeeds computes, only
+    /// whether it gets to succeed on this host, and a job stopped by one
+    /// fails and yields no results to compare.
+    #[serde(default, skip_serializing)]
+    pub limits: crate::limits::LimitStrings,
     /// `"30s"`, `"2h"`: past this the job is stopped as `run --timeout`
     /// stops one. Not part of the setup hash: it does not change what a
     /// job that finishes computes, only whether it is given the time to.

@@ -50,6 +50,11 @@ impl LinkOwner {
         Ok(LinkOwner { id, label })
     }
 
+    /// The state dir's id (16 hex digits), which also names its jobs' cgroups.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The state dir's path, as written into its links' aliases.
     pub fn label(&self) -> &str {
         &self.label

@@ -2,6 +2,8 @@
 //! command with its own state dir, root checks that fail loudly in CI.
 #![allow(dead_code)]
 
+pub mod cgroups;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, symlink};
@@ -151,6 +153,9 @@ impl Repeatr {
 
 impl Drop for Repeatr {
     fn drop(&mut self) {
+        // The cgroups of a runner a test killed stay until a gc of its
+        // state dir (or the next run beside them): this is that gc.
+        let _ = self.cmd().arg("gc").stdout(Stdio::null()).stderr(Stdio::null()).status();
         // Only there if a test ran a networked job on the default config.
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
     }

@@ -734,22 +734,6 @@ pub fn open_pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_fields_are_counted_from_the_last_parenthesis() {
-        let line =
-            "42 (a) b) (c) T 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 183280 1000 10 18446744073709551615";
-        assert_eq!(parse_stat(line), Some(ProcStat { state: 'T', flags: 4194560, start_time: 183280 }));
-        assert_eq!(parse_stat("42 (x) S 1"), None);
-        let me = process_stat(std::process::id() as libc::pid_t).unwrap();
-        assert_eq!(me.start_time, process_start_time(std::process::id() as libc::pid_t).unwrap());
-        assert!(matches!(me.state, 'R' | 'S'), "{me:?}");
-    }
-}
-
 /// Unmaps (MADV_DONTNEED) this process's resident pages of its own
 /// executable's read-only, never-written segments: the code and the
 /// read-only data before it. They stay in the page cache, shared by every
@@ -788,4 +772,20 @@ pub fn drop_own_code_pages() -> io::Result<()> {
         check(ret as libc::c_long)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line =
+            "42 (a) b) (c) T 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 183280 1000 10 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(ProcStat { state: 'T', flags: 4194560, start_time: 183280 }));
+        assert_eq!(parse_stat("42 (x) S 1"), None);
+        let me = process_stat(std::process::id() as libc::pid_t).unwrap();
+        assert_eq!(me.start_time, process_start_time(std::process::id() as libc::pid_t).unwrap());
+        assert!(matches!(me.state, 'R' | 'S'), "{me:?}");
+    }
 }

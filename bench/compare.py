@@ -48,7 +48,7 @@ def main():
             bridges.append(f"rcmp{i}")
             cfg = os.path.join(work, f"{i}.toml")
             with open(cfg, "w") as f:
-                f.write(f'[network]\nbridge = "rcmp{i}"\nsubnet = "198.19.{250 + i}.0/24"\ndns = []\n')
+                f.write(f'[network]\nbridge = "rcmp{i}"\nsubnet = "198.19.{250 + i}.0/24"\ndns = []\negress = "none"\n')
             for net in ["none", "bridge"]:
                 cmds[f"{label} --net {net}"] = [binary, "--state-dir", state, "--config", cfg, "run", "--net", net,
                                                 "--rootfs", rootfs, "--", "/bin/true"]

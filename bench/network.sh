@@ -21,7 +21,8 @@
 #
 # Needs root. Installs its peers if missing. Networks: only 198.19.200.0/21
 # (inside 198.18.0.0/15), own bridge names (rptnb*, cninb0, rptnbp0), no
-# gateway, no NAT, no forwarding; podman runs with its CNI backend and a
+# gateway, no NAT, no forwarding (repeatr's egress rows run in a stand-in
+# netns ${PREFIX}eg, where its NAT and forwarding stay); podman runs with its CNI backend and a
 # private config (CONTAINERS_CONF) because netavark turns on
 # net.ipv4.ip_forward. Everything made is removed on exit, also on ^C.
 # No timing assertions: this prints numbers, it does not judge them.
@@ -73,6 +74,7 @@ POD_BR=rptnbp0 POD_NET=198.19.208.0/22 POD_NETNAME=rptnb-pod
 RPT_BR_LEASE=rptnbl0 RPT_NET_LEASE=198.19.212.0/22
 HL_NET_LEASE=198.19.216.0/22 # host-local alone: no interface at all
 RPT_BR_BURST=rptnb1 RPT_NET_BURST=198.19.220.0/22
+RPT_BR_EGRESS=rptnbe0 RPT_NET_EGRESS=198.19.224.0/22 # inside the stand-in netns ${PREFIX}eg only
 PREFIX=rptnb- # netns, runc and podman container names
 BRIDGES=("$RPT_BR_START" "$CNI_BR" "$POD_BR" "$RPT_BR_LEASE" "$RPT_BR_BURST")
 
@@ -143,10 +145,13 @@ elif want leases; then
 fi
 
 rpt_conf() { # FILE BRIDGE SUBNET
-  printf '[network]\nbridge = "%s"\nsubnet = "%s"\nmtu = 1500\ndns = []\n' "$2" "$3" >"$1"
+  printf '[network]\nbridge = "%s"\nsubnet = "%s"\nmtu = 1500\ndns = []\negress = "none"\n' "$2" "$3" >"$1"
 }
 rpt_conf "$work/rpt-startup.toml" "$RPT_BR_START" "$RPT_NET_START"
 rpt_conf "$work/rpt-burst.toml" "$RPT_BR_BURST" "$RPT_NET_BURST"
+# Egress on (NAT) only inside a stand-in host netns of our own: the
+# runner's table and ip_forward=1 are that netns's, never the host's.
+printf '[network]\nbridge = "%s"\nsubnet = "%s"\nmtu = 1500\ndns = []\negress = "nat"\n' "$RPT_BR_EGRESS" "$RPT_NET_EGRESS" >"$work/rpt-egress.toml"
 # repeatr's state dirs live where its default, /run/repeatr, lives on a
 # usual host: a tmpfs (systemd mounts /run so). STATE_FS=disk puts them
 # in $work instead (on this kind of machine /run is not a tmpfs; there
@@ -164,7 +169,7 @@ disk) notes+=("repeatr state dirs on $(findmnt -n -o FSTYPE --target "$work") (S
   exit 2
   ;;
 esac
-for s in startup none burst lease; do
+for s in startup none burst lease egress; do
   mkdir -p "$work/state/$s"
   ln -s "$work/state/$s" "$work/state-$s"
 done
@@ -252,6 +257,17 @@ if want startup; then
   if [ "$have_rpt_net" = 1 ]; then
     cmds+=(-n "repeatr --net bridge"
       "$bin --state-dir $work/state-startup --config $work/rpt-startup.toml run --net bridge --rootfs $work/rootfs -- /bin/true")
+  fi
+  if [ "$have_rpt_net" = 1 ] && command -v nft >/dev/null && ip netns add "${PREFIX}eg"; then
+    standin="nsenter --net=/run/netns/${PREFIX}eg"
+    # The first run sets the NAT up (once per bridge); hyperfine's warm-up
+    # runs take that, the measured runs are the later ones.
+    cmds+=(-n "bwrap --unshare-net, stand-in netns"
+      "$standin bwrap --unshare-pid --unshare-ipc --unshare-uts --unshare-net --bind $work/rootfs-bwrap / --proc /proc --dev /dev /bin/true")
+    cmds+=(-n "repeatr --net bridge, egress nat, stand-in netns"
+      "$standin $bin --state-dir $work/state-egress --config $work/rpt-egress.toml run --net bridge --rootfs $work/rootfs -- /bin/true")
+  else
+    notes+=("no nft (apt-get install nftables) or no stand-in netns: the egress rows are left out")
   fi
   if [ "$have_rpt" = 1 ]; then
     cmds+=(-n "repeatr --net none"
@@ -346,6 +362,9 @@ if part == "startup":
             print(f"- goal repeatr --net bridge >= 10x faster than runc + CNI: measured {cni/rb:.2f}x")
     else:
         print("- repeatr --net bridge: not measured (see notes)")
+    eg, egref = med.get("repeatr --net bridge, egress nat, stand-in netns"), med.get("bwrap --unshare-net, stand-in netns")
+    if eg and egref:
+        print(f"- goal repeatr with egress nat <= 1.5x bwrap --unshare-net (both in the stand-in netns): measured {eg/egref:.2f}x")
 elif part == "leases":
     r = json.load(open(f"{work}/leases.json"))["results"]
     cyc = {}

@@ -9,6 +9,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+# tests/egress.rs: the runner's NAT (in stand-in netns only) and its checks.
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
+command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || need+=(iptables)
 # The attack probes (tests/probes/*.c) are built static.
 if ! command -v gcc >/dev/null || ! ls /usr/lib/*-linux-gnu/libc.a >/dev/null 2>&1; then need+=(gcc libc6-dev); fi
 if [ ${#need[@]} -gt 0 ]; then

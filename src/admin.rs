@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::Error;
 use crate::network::{self, Deletion, LinkOwner};
-use crate::state::{LeaseInfo, LeaseRecord, RebuildReport, StateDir};
+use crate::state::{LeaseInfo, LeaseRecord, LeaseState, RebuildReport, StateDir};
 
 /// Prints the lease table (or JSON array) and returns the exit code.
 pub fn leases(state_dir: &Path, json: bool) -> Result<i32, Error> {
@@ -64,6 +64,12 @@ struct GcOutput {
     cgroups_removed: Vec<std::path::PathBuf>,
     /// Records of jobs whose runner died (`STATE/jobs/<job>.lock`).
     job_records_removed: Vec<std::path::PathBuf>,
+    /// `--all`: bridges with no job, deleted with their NAT.
+    bridges_removed: Vec<String>,
+    /// `--all`: the nftables tables of those bridges (`ip repeatr-<bridge>`).
+    nat_removed: Vec<String>,
+    /// `--all`: IPv4 forwarding turned off (this state dir had turned it on).
+    forwarding_turned_off: bool,
     errors: Vec<String>,
 }
 
@@ -83,12 +89,14 @@ pub struct GcOptions {
     pub json: bool,
     /// Rebuild a damaged or lost state.db from the live jobs first.
     pub rebuild: bool,
+    /// Also delete the bridges no job uses, with their NAT.
+    pub all: bool,
 }
 
 /// Reclaims stale leases, deletes leftover host veths of free slots, and
 /// optionally rebuilds a damaged database first.
 pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i32, Error> {
-    let GcOptions { dry_run, json, rebuild } = opts;
+    let GcOptions { dry_run, json, rebuild, all } = opts;
     let mut out = GcOutput { dry_run, ..Default::default() };
     if rebuild && !dry_run {
         out.rebuilt = Some(StateDir::rebuild(state_dir)?);
@@ -158,6 +166,9 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     let records = crate::job::record::reclaim_dead(state_dir, dry_run);
     out.job_records_removed = records.removed;
     out.errors.extend(records.errors);
+    if all {
+        remove_idle_bridges(&state, bridge.as_deref(), &owner, dry_run, &mut out);
+    }
 
     let cgroups = crate::cgroup::reclaim_all(owner.id(), dry_run);
     out.cgroups_removed = cgroups.removed;
@@ -169,6 +180,52 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
         print!("{}", summary(&out));
     }
     Ok(if out.errors.is_empty() { 0 } else { crate::error::EXIT_RUNNER_ERROR })
+}
+
+/// `gc --all`: the configured bridge and every bridge with NAT set up by
+/// this state dir, each if no live lease is on it: the bridge (if ours)
+/// and its NAT (`job::egress::take_down`). A run that is starting on the
+/// bridge and has no lease yet loses its bridge (its set-up then fails):
+/// run it when no job starts.
+fn remove_idle_bridges(
+    state: &StateDir,
+    configured: Option<&str>,
+    owner: &LinkOwner,
+    dry_run: bool,
+    out: &mut GcOutput,
+) {
+    let dir = state.root().to_path_buf();
+    let mut bridges: Vec<String> = match crate::state::egress_marks(&dir) {
+        Ok(b) => b,
+        Err(e) => {
+            out.errors.push(e.to_string());
+            Vec::new()
+        }
+    };
+    bridges.extend(configured.map(String::from));
+    bridges.sort();
+    bridges.dedup();
+    let leases = match state.list() {
+        Ok(l) => l,
+        Err(e) => return out.errors.push(e.to_string()),
+    };
+    for bridge in bridges {
+        let running = leases.iter().filter(|l| l.lease.bridge == bridge && l.state == LeaseState::Running).count();
+        if running > 0 {
+            out.links_kept.push(KeptLink { name: bridge, owner: format!("has {running} running job(s)") });
+            continue;
+        }
+        if let Some(name) = delete_own(bridge.clone(), owner, dry_run, out) {
+            out.bridges_removed.push(name);
+        }
+        match crate::job::egress::take_down(&dir, &bridge, dry_run) {
+            Ok(done) => {
+                out.nat_removed.extend(done.table);
+                out.forwarding_turned_off |= done.forwarding_off;
+            }
+            Err(e) => out.errors.push(format!("NAT of {bridge}: {e}")),
+        }
+    }
 }
 
 /// Deletes the link `name` if it is `owner`'s (see
@@ -225,6 +282,18 @@ fn summary(o: &GcOutput) -> String {
     for r in &o.job_records_removed {
         s += &format!("{} dead job record {}\n", if o.dry_run { "would remove" } else { "removed" }, r.display());
     }
+    for b in &o.bridges_removed {
+        s += &format!("{vverb} bridge {b} (no job on it)\n");
+    }
+    for t in &o.nat_removed {
+        s += &format!("{} nftables table {t}\n", if o.dry_run { "would remove" } else { "removed" });
+    }
+    if o.forwarding_turned_off {
+        s += &format!(
+            "{} IPv4 forwarding (repeatr had turned it on)\n",
+            if o.dry_run { "would turn off" } else { "turned off" }
+        );
+    }
     for e in &o.errors {
         s += &format!("error: {e}\n");
     }
@@ -236,6 +305,9 @@ fn summary(o: &GcOutput) -> String {
         && o.outputs_removed.is_empty()
         && o.cgroups_removed.is_empty()
         && o.job_records_removed.is_empty()
+        && o.bridges_removed.is_empty()
+        && o.nat_removed.is_empty()
+        && !o.forwarding_turned_off
         && o.rebuilt.is_none()
     {
         s += "nothing to clean\n";
@@ -246,7 +318,6 @@ fn summary(o: &GcOutput) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::LeaseState;
 
     #[test]
     fn the_table_shows_control_characters_escaped() {

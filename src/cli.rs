@@ -87,8 +87,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             job_control::stop(&state_dir, &name, timeout)
         }
         Command::Kill { name, signal } => job_control::kill(&state_dir, &name, job_control::parse_signal(&signal)?),
-        Command::Gc { dry_run, json, rebuild } => {
-            admin::gc(&state_dir, config.as_deref(), GcOptions { dry_run, json, rebuild })
+        Command::Gc { dry_run, json, rebuild, all } => {
+            admin::gc(&state_dir, config.as_deref(), GcOptions { dry_run, json, rebuild, all })
         }
         Command::Pack(args) => pack(args),
         Command::Unpack(args) => unpack(args),

@@ -20,8 +20,12 @@ use crate::limits::{LimitStrings, LimitsError};
 
 /// Where the configuration lives unless `--config` names another file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/repeatr/config.toml";
-/// Where the default nameservers come from.
+/// Where the default nameservers come from (`network.host_resolv_conf`).
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// systemd-resolved's list of the servers its stub (127.0.0.53) asks: what
+/// a job is given when the host's resolv.conf names only the stub, which
+/// would be the job's own loopback (podman reads the same file).
+pub const RESOLVED_UPSTREAMS: &str = "/run/systemd/resolve/resolv.conf";
 
 pub const DEFAULT_BRIDGE: &str = "repeatr0";
 pub const DEFAULT_SUBNET: &str = "10.209.0.0/22";
@@ -80,8 +84,12 @@ pub struct NetworkConfig {
     pub gateway: Ipv4Addr,
     pub mtu: u32,
     /// IPv4 only: jobs get an IPv4 address and nothing else, so an IPv6
-    /// nameserver would be unreachable from inside.
+    /// nameserver would be unreachable from inside. `network.dns`, else
+    /// (with egress) the host's non-loopback nameservers; empty without
+    /// either.
     pub dns: Vec<Ipv4Addr>,
+    /// Whether jobs reach beyond the host (`network.egress`).
+    pub egress: Egress,
     /// The file the values came from (or would have), named in messages so
     /// the user knows which file to edit.
     pub source: PathBuf,
@@ -106,6 +114,28 @@ struct RawNetwork {
     gateway: Option<String>,
     mtu: Option<i64>,
     dns: Option<Vec<String>>,
+    egress: Option<String>,
+    host_resolv_conf: Option<String>,
+}
+
+/// `network.egress`: what a job on the bridge reaches beyond the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Egress {
+    /// Masqueraded behind the host's own addresses, as podman and docker
+    /// do by default: the bridge's first run sets up an nftables table of
+    /// repeatr's and IPv4 forwarding (`network::egress`).
+    Nat,
+    /// The bridge and the host only; nothing on the host is changed.
+    None,
+}
+
+impl Egress {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Egress::Nat => "nat",
+            Egress::None => "none",
+        }
+    }
 }
 
 impl Config {
@@ -114,8 +144,7 @@ impl Config {
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         let (text, path) = read(explicit)?;
         // resolv.conf is only a source of defaults: unreadable means none.
-        let resolv = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
-        Config::parse(&text, path, &resolv)
+        Config::parse_with(&text, path, &|p| std::fs::read_to_string(p).unwrap_or_default())
     }
 
     /// `[limits]` alone, checked: what every job needs from the file, so a
@@ -136,11 +165,19 @@ impl Config {
     }
 
     /// Parses configuration text; `source` is the file named in messages and
-    /// `resolv_conf` the text the default nameservers are taken from.
+    /// `resolv_conf` the text every resolv.conf read gives (the host's and
+    /// systemd-resolved's alike).
     pub fn parse(text: &str, source: &Path, resolv_conf: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, source, &|_| resolv_conf.to_string())
+    }
+
+    /// [`Config::parse`], with `read` giving the text of the resolv.conf
+    /// files the default nameservers come from (read only when
+    /// `network.dns` is not set and egress is on).
+    pub fn parse_with(text: &str, source: &Path, read: &dyn Fn(&Path) -> String) -> Result<Config, ConfigError> {
         let raw = parse_raw(text, source)?;
         check_limits(&raw.limits, source)?;
-        let network = NetworkConfig::from_raw(raw.network, source, resolv_conf)?;
+        let network = NetworkConfig::from_raw(raw.network, source, read)?;
         Ok(Config { network, limits: raw.limits })
     }
 }
@@ -173,7 +210,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 impl NetworkConfig {
-    fn from_raw(raw: RawNetwork, source: &Path, resolv_conf: &str) -> Result<NetworkConfig, ConfigError> {
+    fn from_raw(raw: RawNetwork, source: &Path, read: &dyn Fn(&Path) -> String) -> Result<NetworkConfig, ConfigError> {
         let bad = |key, value: &str, problem: String| ConfigError::Value {
             key,
             value: value.to_string(),
@@ -192,6 +229,23 @@ impl NetworkConfig {
             Some(m) => u32::try_from(m).map_err(|_| bad("network.mtu", &m.to_string(), mtu_problem()))?,
             None => DEFAULT_MTU,
         };
+        let egress = match raw.egress.as_deref() {
+            None | Some("nat") => Egress::Nat,
+            Some("none") => Egress::None,
+            Some(other) => {
+                return Err(bad(
+                    "network.egress",
+                    other,
+                    "must be \"nat\" (jobs reach beyond the host, masqueraded) or \"none\" (the bridge and the host only)"
+                        .into(),
+                ));
+            }
+        };
+        if let Some(p) = raw.host_resolv_conf.as_deref()
+            && !Path::new(p).is_absolute()
+        {
+            return Err(bad("network.host_resolv_conf", p, "must be an absolute path, like /etc/resolv.conf".into()));
+        }
         let dns = match raw.dns {
             Some(list) if list.len() > MAX_NAMESERVERS => {
                 return Err(bad(
@@ -203,9 +257,13 @@ impl NetworkConfig {
             Some(list) => {
                 list.iter().map(|d| parse_ipv4(d).map_err(|p| bad("network.dns", d, p))).collect::<Result<_, _>>()?
             }
-            None => nameservers(resolv_conf),
+            None if egress == Egress::None => Vec::new(),
+            None => {
+                let host = raw.host_resolv_conf.as_deref().map_or(Path::new(RESOLV_CONF), Path::new);
+                host_nameservers(&read(host), || read(Path::new(RESOLVED_UPSTREAMS)))
+            }
         };
-        let net = NetworkConfig { bridge, subnet, gateway, mtu, dns, source: source.to_path_buf() };
+        let net = NetworkConfig { bridge, subnet, gateway, mtu, dns, egress, source: source.to_path_buf() };
         net.check_local()?;
         Ok(net)
     }
@@ -344,6 +402,20 @@ pub fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
         .filter(|ip| !ip.is_loopback())
         .take(MAX_NAMESERVERS)
         .collect()
+}
+
+/// The nameservers a job with egress is given by default: the host's
+/// non-loopback ones; where the host lists only loopback ones (systemd-
+/// resolved's stub 127.0.0.53), the upstream servers that stub asks, from
+/// `resolved()` (the text of [`RESOLVED_UPSTREAMS`]), as podman does.
+pub fn host_nameservers(host_resolv_conf: &str, resolved: impl FnOnce() -> String) -> Vec<Ipv4Addr> {
+    let own = nameservers(host_resolv_conf);
+    let lists_loopback = host_resolv_conf.lines().any(|l| {
+        let mut w = l.split_whitespace();
+        w.next() == Some("nameserver")
+            && w.next().and_then(|a| a.parse::<IpAddr>().ok()).is_some_and(|a| a.is_loopback())
+    });
+    if own.is_empty() && lists_loopback { nameservers(&resolved()) } else { own }
 }
 
 #[cfg(test)]
@@ -515,6 +587,56 @@ mod tests {
         let many: String = (1..=5).map(|i| format!("nameserver 192.0.2.{i}\n")).collect();
         let c = Config::parse("", Path::new("/etc/repeatr/config.toml"), &many).unwrap();
         assert_eq!(c.network.dns.len(), 3);
+    }
+
+    #[test]
+    fn egress_is_nat_by_default_none_on_request_and_nothing_else() {
+        assert_eq!(parse("").unwrap().network.egress, Egress::Nat);
+        assert_eq!(parse("[network]\negress = \"nat\"\n").unwrap().network.egress, Egress::Nat);
+        let none = parse("[network]\negress = \"none\"\n").unwrap().network;
+        assert_eq!(none.egress, Egress::None);
+        assert!(none.dns.is_empty(), "no host nameserver without egress: {:?}", none.dns);
+        let with_dns = parse("[network]\negress = \"none\"\ndns = [\"198.18.0.1\"]\n").unwrap().network;
+        assert_eq!(with_dns.dns, vec![Ipv4Addr::new(198, 18, 0, 1)]);
+        for bad in ["\"NAT\"", "\"masquerade\"", "\"\""] {
+            let e = err(&format!("[network]\negress = {bad}\n"));
+            assert!(e.contains("network.egress"), "{bad}: {e}");
+        }
+        for bad in ["1", "true"] {
+            let e = err(&format!("[network]\negress = {bad}\n"));
+            assert!(e.contains("config.toml:2") && e.contains("expected a string"), "{bad}: {e}");
+        }
+        let e = err("[network]\negress = \"open\"\n");
+        assert!(e.contains("network.egress = \"open\"") && e.contains("\"nat\"") && e.contains("\"none\""), "{e}");
+    }
+
+    #[test]
+    fn a_loopback_stub_means_systemd_resolveds_upstream_servers() {
+        let stub = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n";
+        let upstream = "nameserver 192.0.2.1\nnameserver 192.0.2.2\n";
+        let read = |p: &Path| match p.to_str() {
+            Some(RESOLV_CONF) => stub.to_string(),
+            Some(RESOLVED_UPSTREAMS) => upstream.to_string(),
+            _ => String::new(),
+        };
+        let c = Config::parse_with("", Path::new("c.toml"), &read).unwrap().network;
+        assert_eq!(c.dns, vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)]);
+        // A host listing a real server besides the stub: that one alone.
+        assert_eq!(host_nameservers(RESOLV, || upstream.into()), vec![Ipv4Addr::new(192, 0, 2, 53)]);
+        // No nameserver line at all: nothing, and systemd's file unread.
+        assert!(host_nameservers("# empty\n", || panic!("read systemd's file")).is_empty());
+    }
+
+    #[test]
+    fn the_hosts_resolv_conf_can_be_another_file() {
+        let read = |p: &Path| match p.to_str() {
+            Some("/srv/resolv.conf") => "nameserver 198.18.9.53\n".to_string(),
+            _ => "nameserver 192.0.2.9\n".to_string(),
+        };
+        let c = Config::parse_with("[network]\nhost_resolv_conf = \"/srv/resolv.conf\"\n", Path::new("c.toml"), &read);
+        assert_eq!(c.unwrap().network.dns, vec![Ipv4Addr::new(198, 18, 9, 53)]);
+        let e = err("[network]\nhost_resolv_conf = \"resolv.conf\"\n");
+        assert!(e.contains("network.host_resolv_conf") && e.contains("absolute"), "{e}");
     }
 
     #[test]

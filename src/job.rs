@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::limits::{self, Limits};
 use crate::sys;
 
+pub mod egress;
 mod etc;
 mod id;
 mod net;
@@ -132,7 +133,7 @@ pub fn launch(host: &Host, mut spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits
     };
     record.launched(launched.pid(), net.as_ref().and_then(JobNet::ip));
     let go = GoMessage {
-        hosts: etc::hosts(&spec.hostname, net.as_ref().and_then(JobNet::ip)),
+        hosts: etc::hosts(&spec.hostname, net.as_ref().and_then(JobNet::ip), net.as_ref().map_or(&[], JobNet::peers)),
         resolv_conf: etc::resolv_conf(net.as_ref().map(JobNet::config)),
     };
 

@@ -32,7 +32,7 @@ impl TestNet {
         let config = repeatr.state.path().join("config.toml");
         std::fs::write(
             &config,
-            format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\ndns = [\"198.18.{third}.1\"]\n"),
+            format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\ndns = [\"198.18.{third}.1\"]\negress = \"none\"\n"),
         )
         .unwrap();
         let shared = tempfile::Builder::new().prefix("rpt-shared-").tempdir().unwrap();
@@ -460,7 +460,7 @@ fn bad_network_config_is_refused_in_one_line() {
     ];
     for (line, needle) in cases {
         let cfg = net.repeatr.state.path().join("bad.toml");
-        std::fs::write(&cfg, format!("[network]\n{line}\n")).unwrap();
+        std::fs::write(&cfg, format!("[network]\negress = \"none\"\n{line}\n")).unwrap();
         let out = net
             .cmd()
             .env("REPEATR_CONFIG", &cfg)

@@ -171,8 +171,11 @@ fn a_job_with_net_raw_cannot_pose_as_another_job_or_route_the_host() {
     let bridge = format!("rsp{}", std::process::id() % 100000);
     let _guard = BridgeGuard(bridge.clone());
     let config = repeatr.state.path().join("spoofing.toml");
-    std::fs::write(&config, format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"198.19.160.0/24\"\ndns = []\n"))
-        .unwrap();
+    std::fs::write(
+        &config,
+        format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"198.19.160.0/24\"\ndns = []\negress = \"none\"\n"),
+    )
+    .unwrap();
     let net = Net { repeatr, config };
     let gw = Ipv4Addr::new(198, 19, 160, 1);
     let gw_mac = mac_str(gw);

@@ -78,6 +78,9 @@ pub enum Command {
         /// Rebuild a damaged or lost state.db from the live jobs' lease records.
         #[arg(long)]
         rebuild: bool,
+        /// Also delete the bridges no job uses, with their NAT (nftables table, IPv4 forwarding repeatr turned on).
+        #[arg(long)]
+        all: bool,
     },
     /// Store a directory or tar in the warehouse as a ware; prints its id (tar:HASH).
     Pack(PackArgs),

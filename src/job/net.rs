@@ -56,7 +56,7 @@ impl JobNet {
                 let lease = state.acquire(&req)?;
                 Ok::<_, Error>((state, lease))
             });
-            let made = make_veth(&mut host, &config, job);
+            let made = make_veth(&mut host, state_dir, &config, job);
             let leased = match leasing {
                 Ok(handle) => handle
                     .join()
@@ -108,6 +108,11 @@ impl JobNet {
 
     pub fn ip(&self) -> Option<Ipv4Addr> {
         self.lease.as_ref().map(|l| l.record.ip)
+    }
+
+    /// The live jobs on the bridge when this one leased (see `Lease::peers`).
+    pub fn peers(&self) -> &[(String, Ipv4Addr)] {
+        self.lease.as_ref().map_or(&[], |l| &l.peers)
     }
 
     /// The network section of the config this job was plugged in with.
@@ -171,9 +176,22 @@ fn veth_spec(c: &NetworkConfig, lease: &Lease) -> VethSpec {
 /// The bridge (made if missing; creating it races harmlessly with other
 /// runners, which see EEXIST and use it) and a pending veth into the job's
 /// netns (returned open): what can be made before the lease is known.
-fn make_veth(host: &mut HostNet, c: &NetworkConfig, job: &Launched) -> Result<(PendingVeth, File), Error> {
+///
+/// With egress, the bridge's NAT too (`egress`): a host without `nft` is
+/// refused before the bridge is made, and no job is plugged in before the
+/// NAT is up.
+fn make_veth(
+    host: &mut HostNet,
+    state_dir: &Path,
+    c: &NetworkConfig,
+    job: &Launched,
+) -> Result<(PendingVeth, File), Error> {
+    let egress = super::egress::before(state_dir, c)?;
     let bridge = host.ensure_bridge(&c.bridge, c.gateway, c.subnet, c.mtu)?;
     log::trace!("bridge {} ready", c.bridge);
+    if let Some(before) = egress {
+        super::egress::ensure(state_dir, c, before, bridge)?;
+    }
     let netns = job.netns().map_err(Error::io("opening the job's network namespace"))?;
     Ok((host.create_pending((&c.bridge, bridge), c.mtu, netns.as_fd())?, netns))
 }

@@ -21,6 +21,14 @@ pub enum NetworkError {
     /// is left as it is.
     #[error("{0}")]
     NotOurs(Box<Foreign>),
+    /// `network.egress = "nat"` needs `nft`, and it is not installed.
+    #[error(
+        "network.egress = \"nat\" needs the nft program, which is not installed: apt-get install nftables (or set network.egress = \"none\" for jobs that stay on the bridge)"
+    )]
+    NftMissing,
+    /// A firewall step (nftables, IPv4 forwarding) failed.
+    #[error("{op}: {reason}")]
+    Firewall { op: String, reason: String },
     /// Every error of a step that goes on after failures (teardown).
     #[error("{}", join_errors(.0))]
     Multiple(Vec<NetworkError>),

@@ -21,6 +21,7 @@
 
 mod address;
 mod bridge;
+pub mod egress;
 mod error;
 mod iface;
 mod ipv6;

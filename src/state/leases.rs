@@ -49,6 +49,11 @@ pub struct Lease {
     /// reclaimed. A host veth `{bridge}-{slot}` may be left over for each:
     /// delete it only while holding [`StateDir::try_lock_slot`] for it.
     pub reclaimed: Vec<u16>,
+    /// The other live jobs on this bridge and their addresses (job id,
+    /// ip), as the lease transaction saw them: a snapshot for the job's
+    /// /etc/hosts, so jobs started before this one resolve by name. Jobs
+    /// started later, and addresses that change, are not in it.
+    pub peers: Vec<(String, Ipv4Addr)>,
     /// Held, never read: dropping it frees the slot.
     _slot_lock: SlotLock,
 }
@@ -172,7 +177,10 @@ impl StateDir {
             return Err(StateError::db(&self.db)(e));
         }
         generation::write_file(&self.dir, count);
-        Ok(Lease { record, reclaimed: reclaimed.iter().map(|r| r.slot).collect(), _slot_lock: slot_lock })
+        // Live rows only: the bridge's dead ones were reclaimed above.
+        let peers = rows.iter().filter(|r| r.bridge == req.bridge).map(|r| (r.job.clone(), r.ip)).collect();
+        let reclaimed = reclaimed.iter().map(|r| r.slot).collect();
+        Ok(Lease { record, reclaimed, peers, _slot_lock: slot_lock })
     }
 
     /// Gives a lease back: the row, then the sidecar, then (by dropping the

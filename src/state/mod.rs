@@ -8,6 +8,7 @@
 
 mod alloc;
 mod dir;
+mod egress;
 mod error;
 mod generation;
 mod leases;
@@ -22,6 +23,7 @@ mod sidecar;
 mod slot;
 
 pub use dir::{StateDir, private_dir, private_subdir};
+pub use egress::{EgressMark, egress_marks, read_egress_mark, update_egress_mark};
 pub use error::{Hint, REBUILD_HINT, StateError};
 pub use leases::{GcReport, Lease, LeaseInfo, LeaseRequest, LeaseState};
 pub use lock::SlotLock;

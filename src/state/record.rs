@@ -27,7 +27,7 @@ pub struct LeaseRecord {
 }
 
 /// Ipv4Net as its CIDR text (ipnet's serde support is an optional feature).
-mod cidr {
+pub(crate) mod cidr {
     use ipnet::Ipv4Net;
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -113,7 +113,10 @@ impl Repeatr {
         let state = tempfile::Builder::new().prefix("rpt-state-").tempdir().unwrap();
         let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let bridge = format!("rd{}{}", std::process::id() % 100000, n % 1000);
-        let config = format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"198.19.{}.0/24\"\ndns = []\n", n % 128);
+        let config = format!(
+            "[network]\nbridge = \"{bridge}\"\nsubnet = \"198.19.{}.0/24\"\ndns = []\negress = \"none\"\n",
+            n % 128
+        );
         std::fs::write(state.path().join("default.toml"), config).unwrap();
         Repeatr { state, bridge }
     }

@@ -74,15 +74,8 @@ fn two_live_jobs_are_listed_one_of_them_without_network() {
     assert!(lines[2].ends_with(&format!("/bin/sh -c {HOLD}")), "{table}");
     assert!(lines[1].contains(&format!(" {} ", quiet.id())), "{table}");
 
-    // A stopped job says so.
-    let init = nix::unistd::Pid::from_raw(children_of(quiet.id())[0]);
-    nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    assert_eq!(ps_json(&r)[0]["state"], "stopped");
-    nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGCONT).unwrap();
-    assert_eq!(ps_json(&r)[0]["state"], "running");
-    // So does one stopped by a Ctrl-Z of its runner (the init stops the
-    // command, not itself), until `fg`.
-    let runner = nix::unistd::Pid::from_raw(quiet.id() as i32);
+    // A stopped job says so (a signal takes effect a moment after kill
+    // returns: wait for the state, within reason).
     let until = |want: &str| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while ps_json(&r)[0]["state"] != want {
@@ -90,6 +83,14 @@ fn two_live_jobs_are_listed_one_of_them_without_network() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     };
+    let init = nix::unistd::Pid::from_raw(children_of(quiet.id())[0]);
+    nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    until("stopped");
+    nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGCONT).unwrap();
+    until("running");
+    // So does one stopped by a Ctrl-Z of its runner (the init stops the
+    // command, not itself), until `fg`.
+    let runner = nix::unistd::Pid::from_raw(quiet.id() as i32);
     nix::sys::signal::kill(runner, nix::sys::signal::Signal::SIGTSTP).unwrap();
     until("stopped");
     nix::sys::signal::kill(runner, nix::sys::signal::Signal::SIGCONT).unwrap();

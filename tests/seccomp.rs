@@ -247,11 +247,16 @@ fn ordinary_programs_work_under_the_default_profile() {
     let rootfs = rootfs_with_probe();
     let results = run_probe(&r, &rootfs, &[], "fork,thread,loopback");
     assert!(results.iter().all(|(_, v)| v == "ok"), "{results:?}");
+    // The listener's stdin is a FIFO held open until its data is in: a
+    // busybox nc whose stdin ends (a background job's /dev/null) may quit
+    // before the client's bytes arrive.
     let script = "set -e; ls / | grep -q bin; cat /etc/passwd | head -n1; echo hi > /tmp/f; cat /tmp/f; \
                   sh -c 'exit 3' || echo sub=$?; mkdir -p /tmp/a/b && rmdir /tmp/a/b; \
-                  nc -l -p 9099 > /tmp/got & \
+                  mkfifo /tmp/in; nc -l -p 9099 < /tmp/in > /tmp/got & exec 3> /tmp/in; \
                   for i in $(seq 400); do cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q ':238B [0-9A-F]*:0000 0A' && break; sleep 0.05; done; \
-                  echo over-lo | nc 127.0.0.1 9099; wait; cat /tmp/got";
+                  echo over-lo | nc 127.0.0.1 9099; \
+                  for i in $(seq 400); do [ -s /tmp/got ] && break; sleep 0.05; done; \
+                  exec 3>&-; wait; cat /tmp/got";
     let out = r.sh(rootfs.path(), &[], script);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stdout(&out), "root:x:0:0:root:/root:/bin/sh\nhi\nsub=3\nover-lo\n", "{}", stderr(&out));

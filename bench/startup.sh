@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start-up latency of `repeatr run --net none -- /bin/true` against its
-# peers on the same busybox rootfs, in one run: medians and ratios, also
+# Start-up latency of `repeatr run --net none -- /bin/true` (also with
+# limits, and without its init) against its peers on the same busybox
+# rootfs, in one run: medians and ratios, also
 # to `unshare --fork --pid --mount --uts --ipc --net --mount-proc`, the
 # kernel's floor for those namespaces without a root switch.
 #   bench/startup.sh [RUNS]          (default 200 runs per command)
@@ -39,6 +40,8 @@ PY
 
 hyperfine -N --warmup 10 --runs "$runs" --export-json "$work/result.json" \
   -n "repeatr --net none" "$bin --state-dir $work/state run --net none --rootfs $work/rootfs -- /bin/true" \
+  -n "repeatr --net none --memory 1g --pids-limit 100" "$bin --state-dir $work/state run --net none --memory 1g --pids-limit 100 --rootfs $work/rootfs -- /bin/true" \
+  -n "repeatr --net none --no-init" "$bin --state-dir $work/state run --net none --no-init --rootfs $work/rootfs -- /bin/true" \
   -n "bwrap (pid,ipc,uts,net)" "bwrap --unshare-pid --unshare-ipc --unshare-uts --unshare-net --bind $work/rootfs / --proc /proc --dev /dev /bin/true" \
   -n "runc run" "runc run -b $work/bundle rpt-bench" \
   -n "unshare (kernel floor)" "unshare --fork --pid --mount --uts --ipc --net --mount-proc /bin/true" >/dev/null

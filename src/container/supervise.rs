@@ -254,6 +254,7 @@ impl Supervisor<'_> {
                 log::debug!("child gone before go: {e}");
             }
             log::trace!("go sent");
+            self.control_open = false;
             // The job's clock starts with the go: the set-up is not its time.
             let now = Instant::now();
             self.started = Some(now);
@@ -261,22 +262,10 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Before the go, with -t: the terminal's master. After it: the init's
-    /// last word, kept until the child is reaped.
+    /// Before the go, with -t: the terminal's master. (After the go the
+    /// socket is not polled: the init's last word is read once the child
+    /// is reaped, which saves a wake-up per job.)
     fn on_control(&mut self) -> io::Result<()> {
-        if self.go.is_none() {
-            let mut buf = [0u8; 64];
-            match (&self.launched.control).read(&mut buf) {
-                Ok(0) => self.control_open = false,
-                Ok(n) => self.control.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // The child closed its end with our go unread: it died in
-                // its set-up (its report says why).
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.control_open = false,
-                Err(e) => return Err(e),
-            }
-            return Ok(());
-        }
         match sys::recv_fd(self.launched.control.as_fd()) {
             Ok(Some((TTY_MASTER, Some(master)))) => {
                 self.attach_terminal(master)?;

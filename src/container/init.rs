@@ -52,6 +52,10 @@ pub fn fork_command(control: OwnedFd, own_session: bool) -> std::io::Result<()> 
     // the spec's trees. It never returns to their owners (it exits from
     // `supervise`), so nothing is closed twice.
     let _ = sys::close_fds_except(&[control.as_raw_fd()]);
+    // The init waits for the whole job, one of many: it keeps mapped only
+    // the few code pages its loop touches (the page cache keeps the rest
+    // for every runner and init), not all the set-up faulted in.
+    let _ = sys::drop_own_code_pages();
     if !own_session {
         // Also done by the command itself; whichever runs first wins, so a
         // signal forwarded at once already reaches the whole group.

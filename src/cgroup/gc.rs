@@ -4,22 +4,17 @@
 //! hierarchy, since the dead runner may have been in other cgroups than gc
 //! is, and removes (and reports) its own state dir's, as it does links.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::discover;
 use super::error::CgroupError;
 use super::files;
 use super::names;
+use crate::state::Reclaimed;
 
 /// How deep a gc walk goes below a hierarchy's root.
 const MAX_DEPTH: usize = 16;
-
-#[derive(Debug, Default)]
-pub struct Reclaimed {
-    pub removed: Vec<PathBuf>,
-    pub errors: Vec<String>,
-}
 
 /// Removes the cgroups of dead runners directly in each of `dirs`, of
 /// whatever state dir: a dead runner's cgroup is garbage whoever finds it,

@@ -17,6 +17,6 @@ mod v2;
 
 pub use discover::{Hierarchies, discover};
 pub use error::CgroupError;
-pub use gc::{Reclaimed, reclaim_all};
+pub use gc::reclaim_all;
 pub use job::{Entered, JobCgroup};
 pub use names::{JOB_PREFIX, RUNNER_PREFIX};

@@ -20,6 +20,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::state::Reclaimed;
 use crate::state::{PrivateDir, RemovableLock};
 
 /// An exclusive hold on `outputs/<job>.lock`.
@@ -65,14 +66,6 @@ impl OutputLock {
         self.lock.remove(&self.base)?;
         Ok(())
     }
-}
-
-/// What `gc` found of runs whose runner died.
-#[derive(Debug, Default)]
-pub struct Reclaimed {
-    /// `outputs/<job>` of each dead run (removed unless a dry run).
-    pub removed: Vec<PathBuf>,
-    pub errors: Vec<String>,
 }
 
 /// The outputs of every run whose lock is free: removed, or with

@@ -19,7 +19,7 @@
 use std::fs::{File, TryLockError};
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::id::JobId;
 use crate::container::NetMode;
 use crate::error::Error;
+use crate::state::Reclaimed;
 use crate::state::{PrivateDir, RemovableLock, StateError};
 use crate::sys;
 
@@ -248,14 +249,6 @@ pub fn find(state_dir: &Path, id: &str) -> Result<Option<JobRecord>, StateError>
         Some(jobs) => live_in(&jobs, id),
         None => Ok(None),
     }
-}
-
-/// What `gc` found of jobs whose runner died.
-#[derive(Debug, Default)]
-pub struct Reclaimed {
-    /// `jobs/<id>.lock` of each dead runner (removed unless a dry run).
-    pub removed: Vec<PathBuf>,
-    pub errors: Vec<String>,
 }
 
 /// The records whose lock is free: removed (each under its lock), or with

@@ -41,6 +41,11 @@ struct Row {
     state: &'static str,
     net: String,
     ip: Option<Ipv4Addr>,
+    /// Memory its processes use together now, where a cgroup of its own
+    /// counts it (`crate::cgroup::LiveUsage`).
+    memory_bytes: Option<u64>,
+    /// CPU time of all its processes so far.
+    cpu_seconds: Option<f64>,
     command: Vec<String>,
 }
 
@@ -57,6 +62,10 @@ impl Row {
                 _ => "exiting",
             },
         };
+        let usage = match (&r.init, state) {
+            (Some(init), "running" | "stopped") => crate::cgroup::usage_of_init(init.pid),
+            _ => crate::cgroup::LiveUsage::default(),
+        };
         Row {
             id: r.runner.id,
             pid: r.runner.pid,
@@ -65,6 +74,8 @@ impl Row {
             state,
             net: r.runner.net,
             ip: r.init.and_then(|i| i.ip),
+            memory_bytes: usage.memory,
+            cpu_seconds: usage.cpu.map(|d| d.as_secs_f64()),
             command: r.runner.command,
         }
     }
@@ -91,7 +102,7 @@ pub fn ps(state_dir: &Path, json: bool) -> Result<i32, Error> {
 }
 
 fn table(rows: &[Row]) -> String {
-    let header = ["ID", "PID", "STARTED", "STATE", "IP", "COMMAND"];
+    let header = ["ID", "PID", "STARTED", "STATE", "IP", "MEM", "CPU", "COMMAND"];
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -101,6 +112,8 @@ fn table(rows: &[Row]) -> String {
                 r.started.clone(),
                 r.state.to_string(),
                 r.ip.map_or("-".to_string(), |ip| ip.to_string()),
+                r.memory_bytes.map_or("-".to_string(), crate::limits::human_size),
+                r.cpu_seconds.map_or("-".to_string(), |s| format!("{s:.2}s")),
                 crate::escape::escaped(r.command.join(" ").as_bytes()),
             ]
         })
@@ -256,7 +269,7 @@ mod tests {
         assert!(!out.contains('\u{1b}'), "{out:?}");
         assert_eq!(out.lines().count(), 2, "one header and one row: {out}");
         assert!(out.contains("\\nforged line") && out.contains(" starting ") && out.contains(" - "), "{out}");
-        assert_eq!(table(&[]), "ID  PID  STARTED  STATE  IP  COMMAND\n");
+        assert_eq!(table(&[]), "ID  PID  STARTED  STATE  IP  MEM  CPU  COMMAND\n");
     }
 
     #[test]

@@ -257,7 +257,7 @@ fn a_runner_killed_by_sigkill_drops_out_of_ps_at_once_and_gc_removes_its_record(
     runner.wait().unwrap();
     assert!(ps_json(&r).is_empty(), "a dead runner's job is listed");
     let out = repeatr(&r, &["ps"]);
-    assert_eq!(stdout(&out), "ID  PID  STARTED  STATE  IP  COMMAND\n");
+    assert_eq!(stdout(&out), "ID  PID  STARTED  STATE  IP  MEM  CPU  COMMAND\n");
     wait_gone(job[0]);
     let out = repeatr(&r, &["stop", "victim"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -295,4 +295,31 @@ fn ps_creates_nothing_in_a_fresh_state_dir() {
     let out = r.cmd().env("REPEATR_STATE_DIR", &fresh).args(["ps", "--json"]).output().unwrap();
     assert_eq!(stdout(&out).trim(), "[]");
     assert!(std::fs::read_dir(&fresh).unwrap().next().is_none(), "ps created a file in the state dir");
+}
+
+#[test]
+fn ps_shows_what_a_job_uses_now() {
+    if !require_root() {
+        return;
+    }
+    let r = Repeatr::new();
+    let rootfs = Rootfs::busybox();
+    // A memory limit gives the job a memory cgroup of its own on any host;
+    // CPU time comes from its cgroup2 directory, which every job has.
+    let busy = "echo ready; while :; do :; done";
+    let _job = start(&r, rootfs.path(), &["--net", "none", "--memory", "64m", "--name", "busy"], busy);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let jobs = ps_json(&r);
+        let cpu = jobs[0]["cpu_seconds"].as_f64().unwrap_or(0.0);
+        if cpu > 0.05 {
+            let memory = jobs[0]["memory_bytes"].as_u64().expect("the job's memory");
+            assert!(memory > 0 && memory < 64 << 20, "{jobs:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no CPU time seen: {jobs:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let table = stdout(&repeatr(&r, &["ps"]));
+    assert!(table.lines().next().unwrap().contains(" MEM ") && table.contains("KiB"), "{table}");
 }

@@ -174,3 +174,19 @@ fn without_a_tty_the_job_has_none() {
     let out = r.run(root.path(), &[], &["tty"]);
     assert_eq!(stdout(&out).trim(), "not a tty");
 }
+
+/// A paste longer than one read of the relay (4 KiB) reaches the job whole.
+#[test]
+fn a_long_paste_reaches_the_job_whole() {
+    if !require_root() {
+        return;
+    }
+    let (r, root) = (Repeatr::new(), Rootfs::busybox());
+    let mut t = Terminal::new(24, 80);
+    let script = "stty raw -echo; echo ready; head -c 8192 | wc -c";
+    let runner = t.spawn(&r, &root, &["-t", "-i"], &["/bin/sh", "-c", script]);
+    t.expect("ready");
+    t.type_text(&"a".repeat(8192));
+    t.expect("8192");
+    assert_eq!(wait(runner), 0);
+}

@@ -143,14 +143,16 @@ impl Relay {
         }
     }
 
-    /// stdin is readable: take what is there for the job.
+    /// stdin is readable: take what is there for the job. From fd 0
+    /// itself, not std's buffered `Stdin`: bytes left in its buffer would
+    /// be invisible to the poll, and a long paste would hang half-way.
     pub fn from_stdin(&mut self) -> io::Result<()> {
         let mut buf = [0u8; 4096];
-        match io::stdin().lock().read(&mut buf) {
+        match nix::unistd::read(io::stdin().as_fd(), &mut buf) {
             Ok(0) => self.stdin_open = false,
             Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! problem, each one line naming the URL.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
 use ureq::http::Response;
@@ -20,6 +20,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Of an error's body, as much as is read for its message.
 const ERROR_BODY: u64 = 4096;
+/// Waits before the second and third try of a request the store answered
+/// with a 5xx or never answered: S3 asks clients to retry those (a busy
+/// partition answers 503 SlowDown).
+const RETRY_WAITS: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(1000)];
 
 pub struct Client {
     agent: Agent,
@@ -50,33 +54,54 @@ impl Client {
         headers: &[(&str, String)],
         shown: &str,
     ) -> Result<Option<Response<Body>>, RemoteError> {
-        let result = match method {
-            Method::Get => headers.iter().fold(self.agent.get(url), |r, (k, v)| r.header(*k, v)).call(),
-            Method::Head => headers.iter().fold(self.agent.head(url), |r, (k, v)| r.header(*k, v)).call(),
-        };
-        let response = result.map_err(|e| unreachable(shown, e))?;
-        if response.status().as_u16() == 404 {
-            return Ok(None);
-        }
-        answered(response, shown).map(Some)
+        retried(|| {
+            let result = match method {
+                Method::Get => headers.iter().fold(self.agent.get(url), |r, (k, v)| r.header(*k, v)).call(),
+                Method::Head => headers.iter().fold(self.agent.head(url), |r, (k, v)| r.header(*k, v)).call(),
+            };
+            let response = result.map_err(|e| unreachable(url, shown, e))?;
+            if response.status().as_u16() == 404 {
+                return Ok(None);
+            }
+            answered(response, shown).map(Some)
+        })
     }
 
     /// PUT the whole of `file` to `url`, with its length.
-    pub fn put(&self, url: &str, headers: &[(&str, String)], file: &File, shown: &str) -> Result<(), RemoteError> {
-        let response = headers
-            .iter()
-            .fold(self.agent.put(url), |r, (k, v)| r.header(*k, v))
-            .send(file)
-            .map_err(|e| unreachable(shown, e))?;
-        answered(response, shown).map(drop)
+    pub fn put(&self, url: &str, headers: &[(&str, String)], mut file: &File, shown: &str) -> Result<(), RemoteError> {
+        retried(|| {
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| RemoteError::Transfer { url: shown.to_string(), why: e.to_string() })?;
+            let response = headers
+                .iter()
+                .fold(self.agent.put(url), |r, (k, v)| r.header(*k, v))
+                .send(file)
+                .map_err(|e| unreachable(url, shown, e))?;
+            answered(response, shown).map(drop)
+        })
     }
 }
 
-fn unreachable(shown: &str, e: ureq::Error) -> RemoteError {
-    match e {
-        ureq::Error::Io(e) => RemoteError::Transfer { url: shown.to_string(), why: e.to_string() },
-        other => RemoteError::Unreachable { url: shown.to_string(), why: other.to_string() },
+/// `attempt`, tried again after each of `RETRY_WAITS` while it fails in a
+/// way a later try may not.
+fn retried<T>(mut attempt: impl FnMut() -> Result<T, RemoteError>) -> Result<T, RemoteError> {
+    for wait in RETRY_WAITS {
+        match attempt() {
+            Err(e @ (RemoteError::Unreachable { .. } | RemoteError::Status { status: 500..=599, .. })) => {
+                log::info!("{e}: trying again in {wait:?}");
+                std::thread::sleep(wait);
+            }
+            other => return other,
+        }
     }
+    attempt()
+}
+
+/// A request that got no answer; an S3 object's message names the
+/// endpoint URL too, which is what could not be reached.
+fn unreachable(url: &str, shown: &str, e: ureq::Error) -> RemoteError {
+    let why = if url == shown { e.to_string() } else { format!("{url}: {e}") };
+    RemoteError::Unreachable { url: shown.to_string(), why }
 }
 
 /// The response if it is a 2xx; otherwise its status, with S3's error

@@ -12,7 +12,7 @@ use super::client::Client;
 use super::download::{DownloadArea, present, store_verified};
 use super::error::RemoteError;
 use super::location::Location;
-use super::settings::{DEFAULT_DOWNLOAD_DIR, S3Settings, WarehouseConfig};
+use super::settings::{DEFAULT_DOWNLOAD_DIR, S3Config, S3Settings, WarehouseConfig};
 use super::store::Store;
 use crate::formula::{Filters, WareError, WareId, Warehouse};
 
@@ -21,8 +21,9 @@ pub struct Warehouses {
     save: Option<Location>,
     area: DownloadArea,
     /// Resolved when the first S3 store is used: a run with local
-    /// warehouses only never reads an `AWS_*` variable.
-    s3: WarehouseConfig,
+    /// warehouses only never reads an `AWS_*` variable. Boxed: a formula
+    /// job carries it, and most never use it.
+    s3: Box<S3Config>,
     client: OnceCell<Client>,
 }
 
@@ -45,7 +46,7 @@ impl Warehouses {
             _ => search.first().cloned(),
         };
         let area = DownloadArea::new(config.download_dir.clone().unwrap_or_else(|| DEFAULT_DOWNLOAD_DIR.into()));
-        Ok(Warehouses { search, save, area, s3: config.clone(), client: OnceCell::new() })
+        Ok(Warehouses { search, save, area, s3: Box::new(config.s3.clone()), client: OnceCell::new() })
     }
 
     pub fn download_area(&self) -> &DownloadArea {
@@ -64,7 +65,7 @@ impl Warehouses {
             Location::S3 { bucket, prefix } => Store::S3 {
                 bucket: bucket.clone(),
                 prefix: prefix.clone(),
-                settings: S3Settings::resolve(&self.s3.s3, &|k| std::env::var(k).ok())?,
+                settings: S3Settings::resolve(&self.s3, &|k| std::env::var(k).ok())?,
             },
         }))
     }

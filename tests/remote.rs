@@ -367,3 +367,41 @@ fn bad_urls_unreachable_stores_and_refused_credentials_say_which_url() {
     assert!(err.contains("s3://wares/p/tar/") && err.contains("403") && err.contains("AWS_ACCESS_KEY_ID"), "{err}");
     assert!(r.area().is_empty(), "{:?}", r.area());
 }
+
+/// A server that promises a whole ware and hangs up after a few bytes.
+const CUT_OFF_SERVER: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1048576")
+        self.end_headers()
+        self.wfile.write(b"\0" * 1000)
+        self.wfile.flush()
+        self.connection.close()
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+#[test]
+fn a_download_cut_off_midway_leaves_nothing_and_says_which_url() {
+    if !require_root() {
+        return;
+    }
+    let r = Remote::new("http://127.0.0.1:1");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let port = free_port();
+    let child = Command::new("python3")
+        .args(["-c", CUT_OFF_SERVER, &port.to_string()])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let server = Server { child, port, log, _dir: dir };
+    server.wait_up();
+    let id = format!("tar:{}", "3".repeat(64));
+    let out = r.run(&["fetch", &id, "--warehouse", &server.url()]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{err}");
+    assert!(err.contains(&format!("{}/tar/{}.tar", server.url(), "3".repeat(64))) && err.lines().count() == 1, "{err}");
+    assert!(r.area().is_empty(), "{:?}", r.area());
+}

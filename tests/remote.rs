@@ -2,7 +2,8 @@
 //! started by each test on 127.0.0.1) and `python3 -m http.server`. Pack
 //! to S3, formula runs with inputs from it and outputs saved to it, one
 //! download for ten concurrent runs, tampered and missing objects, bad
-//! URLs, an unreachable store and refused credentials. No traffic leaves
+//! URLs, an unreachable store, a cut-off download, and signatures checked
+//! by a server that enforces IAM (right and wrong credentials). No traffic leaves
 //! 127.0.0.1: every AWS_* variable of the host is removed.
 
 mod common;
@@ -335,8 +336,8 @@ fn an_http_warehouse_serves_wares_and_is_read_only() {
 }
 
 #[test]
-fn bad_urls_unreachable_stores_and_refused_credentials_say_which_url() {
-    if !require_root() || !have("moto_server") {
+fn bad_urls_and_unreachable_stores_say_which_url() {
+    if !require_root() {
         return;
     }
     let missing = format!("tar:{}", "2".repeat(64));
@@ -357,15 +358,73 @@ fn bad_urls_unreachable_stores_and_refused_credentials_say_which_url() {
         assert!(err.contains(&names) && err.lines().count() == 1, "{args:?}: {err}");
         assert!(r.area().is_empty(), "{:?}", r.area());
     }
+}
 
-    // A store that checks credentials (moto enforcing IAM) refuses ours.
-    let strict = Server::moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+/// Makes an IAM user with a key and a bucket `wares` in a moto that
+/// enforces IAM (its first 4 requests are let through unauthenticated);
+/// prints the key id and secret.
+const IAM_SETUP: &str = r#"
+import boto3, json, sys
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+iam = boto3.client("iam", **kw)
+iam.create_user(UserName="u")
+iam.put_user_policy(UserName="u", PolicyName="all", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+k = iam.create_access_key(UserName="u")["AccessKey"]
+kw.update(aws_access_key_id=k["AccessKeyId"], aws_secret_access_key=k["SecretAccessKey"])
+boto3.client("s3", **kw).create_bucket(Bucket="wares")
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#;
+
+/// A Python with boto3 (a dependency of moto): `python3`, or the one
+/// moto_server's script runs with (scripts/test.sh's venv).
+fn motos_python() -> String {
+    let which = Command::new("sh").args(["-c", "command -v moto_server"]).output().unwrap();
+    let script = std::fs::read_to_string(stdout(&which).trim()).unwrap_or_default();
+    let shebang = script.lines().next().unwrap_or("").trim_start_matches("#!").trim().to_string();
+    for python in ["python3".to_string(), shebang] {
+        let ok = Command::new(&python).args(["-c", "import boto3"]).stderr(Stdio::null()).status();
+        if ok.is_ok_and(|s| s.success()) {
+            return python;
+        }
+    }
+    panic!("no Python with boto3 found beside moto_server")
+}
+
+#[test]
+fn a_store_that_checks_signatures_takes_ours_and_refuses_wrong_credentials() {
+    if !require_root() || !have("moto_server") {
+        return;
+    }
+    let strict = Server::moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]);
+    let keys = Command::new(motos_python()).args(["-c", IAM_SETUP, &strict.url()]).output().unwrap();
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let keys = stdout(&keys);
+    let (id, secret) = keys.trim().split_once(' ').unwrap();
     let r = Remote::new(&strict.url());
-    let out = r.run(&["fetch", &missing, "--warehouse", "s3://wares/p"]);
-    let err = stderr(&out);
-    assert_eq!(code(&out), 125, "{err}");
-    assert!(err.contains("s3://wares/p/tar/") && err.contains("403") && err.contains("AWS_ACCESS_KEY_ID"), "{err}");
-    assert!(r.area().is_empty(), "{:?}", r.area());
+    let rootfs = Rootfs::busybox();
+    let as_user = |secret: &str, key_id: &str, args: &[&str]| {
+        r.cmd().env("AWS_ACCESS_KEY_ID", key_id).env("AWS_SECRET_ACCESS_KEY", secret).args(args).output().unwrap()
+    };
+    // Signed HEAD, PUT and GET, each checked by the server.
+    let out = as_user(secret, id, &["pack", rootfs.path().to_str().unwrap(), "--warehouse", "s3://wares/p"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let ware = stdout(&out).trim().to_string();
+    std::fs::remove_dir_all(&r.download).unwrap();
+    let out = as_user(secret, id, &["fetch", &ware, "--warehouse", "s3://wares/p"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::fs::remove_dir_all(&r.download).unwrap();
+
+    for (secret, key_id, says) in
+        [("wrong", id, "SignatureDoesNotMatch"), (secret, "AKIANOSUCHKEY0000000", "InvalidAccessKeyId")]
+    {
+        let out = as_user(secret, key_id, &["fetch", &ware, "--warehouse", "s3://wares/p"]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 125, "{err}");
+        assert!(err.contains("s3://wares/p/tar/") && err.contains(says) && err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(r.area().is_empty(), "{:?}", r.area());
+    }
 }
 
 /// A server that promises a whole ware and hangs up after a few bytes.

@@ -12,20 +12,29 @@ repeatr=${REPEATR:-$(command -v repeatr || echo "$here/../../target/$(rustc -vV 
 [ -d "$D" ] || exit 0
 export SLURM_CONF=$D/slurm.conf
 
-# The processes this Slurm started carry its SLURM_CONF in their
-# environment (slurmd passes its own on to every slurmstepd and job):
-# that names them exactly, whoever else runs a Slurm on the host.
+# What is left of this Slurm's jobs: every process in its nodes' freezer
+# cgroups (proctrack/cgroup puts each step's there, slurmstepd included),
+# and any slurmstepd whose environment has this SLURM_CONF (slurmd passes
+# its own on): never a process merely started by someone who exported it.
 ours() {
-  local p
-  for p in /proc/[0-9]*; do
-    { tr '\0' '\n' < "$p/environ"; } 2>/dev/null | grep -qxF "SLURM_CONF=$D/slurm.conf" && echo "${p#/proc/}"
+  local n p
+  for n in $(ls "$D/nodes" 2>/dev/null); do
+    [ -d "/sys/fs/cgroup/freezer/slurm_$n" ] && find "/sys/fs/cgroup/freezer/slurm_$n" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done
+  for p in $(pgrep -x slurmstepd); do
+    grep -qzxF "SLURM_CONF=$D/slurm.conf" "/proc/$p/environ" 2>/dev/null && echo "$p"
   done
 }
-stop_pid() {   # PID: TERM, up to 5 s, then KILL
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null
+stop_pids() {   # PID...: TERM, up to 5 s, then KILL
+  local pid left
+  kill -TERM "$@" 2>/dev/null
+  for _ in $(seq 50); do
+    left=
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && left=1; done
+    [ -z "$left" ] && return 0
+    sleep 0.1
+  done
+  kill -KILL "$@" 2>/dev/null
 }
 
 if [ -f "$D/slurmctld.pid.up" ] && kill -0 "$(cat "$D/slurmctld.pid.up")" 2>/dev/null; then
@@ -35,19 +44,19 @@ if [ -f "$D/slurmctld.pid.up" ] && kill -0 "$(cat "$D/slurmctld.pid.up")" 2>/dev
     sleep 0.2
   done
 fi
-for f in "$D"/slurmd.*.pid.up "$D/slurmctld.pid.up"; do
-  [ -f "$f" ] && stop_pid "$(cat "$f")"
-done
+daemons=$(cat "$D"/slurmd.*.pid.up "$D/slurmctld.pid.up" 2>/dev/null)
+# shellcheck disable=SC2086 # one pid a word
+[ -n "$daemons" ] && stop_pids $daemons
 # slurmstepds (and anything under them) outlive slurmd.
-for pid in $(ours); do [ "$pid" != $$ ] && kill -KILL "$pid" 2>/dev/null; done
-[ -f "$D/munged.pid" ] && stop_pid "$(cat "$D/munged.pid")"
+for pid in $(ours); do kill -KILL "$pid" 2>/dev/null; done
+[ -f "$D/munged.pid" ] && stop_pids "$(cat "$D/munged.pid")"
 
 # proctrack/cgroup's freezer cgroups: slurm_NODE/uid_U/job_J/step_S,
 # deepest first (a v1 rmdir fails while a child exists).
 for node_dir in "$D"/nodes/*/; do
   [ -d "$node_dir" ] || continue
   n=$(basename "$node_dir")
-  for top in /sys/fs/cgroup/*/slurm_"$n" /sys/fs/cgroup/*/slurm; do
+  for top in /sys/fs/cgroup/*/slurm_"$n"; do
     [ -d "$top" ] && find "$top" -depth -type d -exec rmdir {} + 2>/dev/null
   done
 done

@@ -17,7 +17,8 @@ case "$cmd" in
   up)
     # A holder process keeps the namespaces alive (no name in /run/netns,
     # so nothing outlives it but what down removes).
-    unshare --net --uts sh -c 'hostname node2; ip link set lo up; exec sleep infinity' &
+    unshare --net --uts sh -c 'hostname node2; ip link set lo up; exec sleep infinity' \
+      </dev/null >/dev/null 2>&1 &
     echo $! > "$D/node2.ns.pid"
     ns=$(cat "$D/node2.ns.pid")
     for _ in $(seq 50); do
@@ -33,7 +34,7 @@ case "$cmd" in
   start)
     ns=$(cat "$D/node2.ns.pid")
     SLURM_CONF=$D/slurm.conf nsenter --target "$ns" --net --uts \
-      slurmd -D -f "$D/slurm.conf" >/dev/null 2>&1 &
+      slurmd -D -f "$D/slurm.conf" </dev/null >/dev/null 2>&1 &
     echo $! > "$D/slurmd.node2.pid.up"
     ;;
   down)

@@ -66,7 +66,11 @@ leases_empty() {   # NODE: no lease, no job record, no veth, no job cgroup
   local st=$REPEATR_NODES/$n/state cf=$REPEATR_NODES/$n/config.toml
   [ "$("${ns[@]}" "$REPEATR" leases --json --state-dir "$st" --config "$cf")" = "[]" ] || return 1
   [ -z "$(ls "$st/jobs" 2>/dev/null | grep -v '^$')" ] || return 1
-  ! "${ns[@]}" ip -o link show | grep -q 'rslurm0-' || return 1
+  local links
+  for _ in 1 2 3 4 5; do   # a dump the kernel interrupted (links changing) is retried
+    links=$("${ns[@]}" ip -o link show 2>&1) && ! grep -q 'Dump was interrupted' <<<"$links" && break
+  done
+  ! grep -q 'rslurm0-' <<<"$links" || return 1
   [ -z "$(find /sys/fs/cgroup -maxdepth 6 -name "repeatr-*.slurm-*" 2>/dev/null)" ] || return 1
 }
 wait_done() {   # JOBID SECONDS: until squeue no longer lists it
@@ -103,8 +107,9 @@ for i in range(1, n + 1):
         bad.append(f"task {i}: no address in its log: {log!r}")
         continue
     ip = ipaddress.ip_address(m.group(1))
-    if not any(ip in s for s in subnets.values()):
-        bad.append(f"task {i}: {ip} is in no node's subnet")
+    ran_on = re.search(r"^array.sbatch: job \S+ task \S+ on (\S+)$", log, re.M).group(1)
+    if ip not in subnets[ran_on]:
+        bad.append(f"task {i}: {ip} is not in {ran_on}'s subnet {subnets[ran_on]}")
     addrs[i] = ip
 if len(set(addrs.values())) != len(addrs):
     bad.append(f"addresses not distinct: {sorted(map(str, addrs.values()))}")
@@ -167,7 +172,7 @@ PY
 scancel_case() {   # NAME EXPECTED_EXIT MIN_SECONDS MAX_SECONDS
   local name=$1 want=$2 min=$3 max=$4 j runner init cmd stepd t1 t2 dt rec
   j=$(FORMULA="$W/formulas/$name.json" RECORDS=$W/records STOP_TIMEOUT=${stop_timeout}s \
-    sbatch --parsable -o "$W/out/$name.log" "$here/array.sbatch")
+    sbatch --parsable -w "$node" -o "$W/out/$name.log" "$here/array.sbatch")
   if [ "$name" = stubborn ]; then
     wait_log "$W/out/$name.log" burnt 60 || fail "$name: the job did not start (log: $(cat "$W/out/$name.log" 2>&1))"
   else
@@ -187,16 +192,22 @@ print(jobs[0]["pid"], jobs[0]["init_pid"]) if jobs else print("- -")' "slurm-$j-
     echo "cgroups of the job's command (pid $cmd) and of slurmstepd (pid $stepd):"
     check_cgroups "$j" "$cmd" "$stepd" || fail "the job's cgroups are not under the Slurm step's"
     pass "the job's cgroups nest under the Slurm step's in every hierarchy"
-    # What Slurm counts for the step, the job's processes included.
-    usage=$(sstat -n -P -a -j "$j" -o JobID,AveCPU,MaxRSS 2>&1 | grep '\.batch|' || true)
-    echo "sstat -j $j (JobID|AveCPU|MaxRSS): $usage"
-    python3 - "$usage" <<'PY' || fail "sstat shows no CPU time for the job"
+    # What Slurm counts for the step, the job's processes included: sstat
+    # shows the gatherer's last sample (JobAcctGatherFrequency=task=5).
+    for _ in $(seq 24); do
+      usage=$(sstat -n -P -a -j "$j" -o JobID,AveCPU,MaxRSS 2>&1 | grep '\.batch|' || true)
+      python3 - "$usage" <<'PY' && break
 import sys
-_, cpu, rss = sys.argv[1].split("|")
-parts = [float(x) for x in cpu.replace("-", ":").split(":")]
+_, cpu, rss = (sys.argv[1].split("|") + ["", "", ""])[:3]
+parts = [float(x) for x in cpu.replace("-", ":").split(":") if x]
 secs = sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
 sys.exit(0 if secs > 0 and rss not in ("", "0") else 1)
 PY
+      usage=
+      sleep 0.5
+    done
+    echo "sstat -j $j (JobID|AveCPU|MaxRSS): ${usage:-nothing}"
+    [ -n "$usage" ] || fail "sstat shows no CPU time for the job in 12 s"
     pass "sstat sees the job's CPU time and memory"
   fi
   t1=$(date +%s.%N)
@@ -218,3 +229,57 @@ scancel_case polite 143 0 3
 grep -c 'JobState=COMPLETED' "$D/log/jobcomp.log" | grep -qx 20 || fail "jobcomp: not 20 COMPLETED jobs: $(cat "$D/log/jobcomp.log")"
 [ "$(grep -c 'JobState=CANCELLED' "$D/log/jobcomp.log")" = 2 ] || fail "jobcomp: not 2 CANCELLED jobs"
 pass "Slurm's job completion log: 20 completed, 2 cancelled"
+
+### 4. a second node: its own subnet, its own leases
+if [ "$nodes" -ge 2 ]; then
+  for i in $(seq 1 10); do formula "$W/formulas/two-$i.json" "two-$i" ""; done
+  a=$(FORMULA="$W/formulas/two-%a.json" RECORDS=$W/records \
+    sbatch --parsable --array=1-10 -w "$node" -o "$W/out/%A_%a.log" "$here/array.sbatch")
+  b=$(FORMULA="$W/formulas/two-%a.json" RECORDS=$W/records \
+    sbatch --parsable --array=1-10 -w node2 -o "$W/out/%A_%a.log" "$here/array.sbatch")
+  wait_done "$a" 120 && wait_done "$b" 120 || fail "the two nodes' arrays did not finish in 120 s"
+  python3 - "$W" "$a" "$b" "$node" "$REPEATR_NODES" <<'PY' || fail "two nodes (above)"
+import ipaddress, json, re, sys, tomllib
+w, a, b, node1, nodes = sys.argv[1:]
+bad, seen = [], {}
+for arr, node in ((a, node1), (b, "node2")):
+    with open(f"{nodes}/{node}/config.toml", "rb") as f:
+        net = ipaddress.ip_network(tomllib.load(f)["network"]["subnet"])
+    ips = []
+    for i in range(1, 11):
+        rec = json.load(open(f"{w}/records/{arr}_{i}.json"))
+        log = open(f"{w}/out/{arr}_{i}.log").read()
+        on = re.search(r"^array.sbatch: job \S+ task \S+ on (\S+)$", log, re.M).group(1)
+        ip = ipaddress.ip_address(re.search(r"^addr: (\S+)/\d+$", log, re.M).group(1))
+        if rec["exitCode"] != 0 or on != node or ip not in net:
+            bad.append(f"{node} task {i}: exit {rec['exitCode']}, ran on {on}, address {ip} (subnet {net})")
+        ips.append(ip)
+    if len(set(ips)) != len(ips):
+        bad.append(f"{node}: addresses not distinct: {ips}")
+    seen[node] = ips
+    print(f"  {node} ({net}): {' '.join(str(ip) for ip in ips)}")
+# Each node leases round-robin from its own subnet and state dir: over
+# the whole test each node's jobs had its subnet's first hosts, one each,
+# from .2 on (the gateway is .1), however the nodes' jobs interleaved.
+import glob
+for node in ("node2", node1):
+    with open(f"{nodes}/{node}/config.toml", "rb") as f:
+        net = ipaddress.ip_network(tomllib.load(f)["network"]["subnet"])
+    offs = []
+    for path in glob.glob(f"{w}/out/*.log"):
+        log = open(path).read()
+        on = re.search(r"^array.sbatch: job \S+ task \S+ on (\S+)$", log, re.M)
+        ip = re.search(r"^addr: (\S+)/\d+$", log, re.M)
+        if on and ip and on.group(1) == node:
+            offs.append(int(ipaddress.ip_address(ip.group(1))) - int(net.network_address))
+    print(f"  {node}: {len(offs)} jobs in the whole test, hosts .{min(offs)} to .{max(offs)}")
+    if sorted(offs) != list(range(2, 2 + len(offs))):
+        bad.append(f"{node}: its jobs' hosts are not .2 to .{1 + len(offs)}: {sorted(offs)}")
+for x in bad:
+    print(x, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+  leases_empty "$node" && leases_empty node2 || fail "leftovers after the two nodes' arrays"
+  pass "two nodes: 10 tasks each, each node's addresses from its own subnet and state, nothing left"
+fi
+echo "all passed in $(printf '%.0f' "$(echo "$(date +%s.%N) - $t0" | bc)") s"

@@ -37,7 +37,7 @@ chmod 0755 "$D/munge"
 setpriv --reuid munge --regid munge --init-groups \
   munged -F --socket="$D/munge/munge.socket.2" --pid-file="$D/munge/munged.pid" \
   --log-file="$D/munge/munged.log" --seed-file="$D/munge/munged.seed" \
-  >/dev/null 2>&1 &
+  </dev/null >/dev/null 2>&1 &
 echo $! > "$D/munged.pid"
 for _ in $(seq 50); do [ -S "$D/munge/munge.socket.2" ] && break; sleep 0.1; done
 [ -S "$D/munge/munge.socket.2" ] || { echo "up.sh: munged did not start ($D/munge/munged.log)" >&2; false; }
@@ -125,9 +125,9 @@ if [ "$nodes" -ge 2 ]; then
   mk_node_config node2 rslurm0 198.18.65.0/24
   "$here/node.sh" up "$D"
 fi
-SLURM_CONF=$D/slurm.conf slurmctld -D -f "$D/slurm.conf" >/dev/null 2>&1 &
+SLURM_CONF=$D/slurm.conf slurmctld -D -f "$D/slurm.conf" </dev/null >/dev/null 2>&1 &
 echo $! > "$D/slurmctld.pid.up"
-SLURM_CONF=$D/slurm.conf slurmd -D -N "$node" -f "$D/slurm.conf" >/dev/null 2>&1 &
+SLURM_CONF=$D/slurm.conf slurmd -D -N "$node" -f "$D/slurm.conf" </dev/null >/dev/null 2>&1 &
 echo $! > "$D/slurmd.$node.pid.up"
 [ "$nodes" -ge 2 ] && "$here/node.sh" start "$D"
 

@@ -17,10 +17,7 @@ fn slurm_arrays_scancel_cgroups_and_two_nodes() {
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/slurm/test.sh");
-    let status = Command::new(script)
-        .env("REPEATR", env!("CARGO_BIN_EXE_repeatr"))
-        .env("SLURM_NODES", "2")
-        .status()
-        .unwrap();
+    let status =
+        Command::new(script).env("REPEATR", env!("CARGO_BIN_EXE_repeatr")).env("SLURM_NODES", "2").status().unwrap();
     assert!(status.success(), "{script} failed ({status}); its output says which check");
 }

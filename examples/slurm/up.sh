@@ -9,7 +9,8 @@
 # Each node gets its own repeatr config (DIR/nodes/NODE/config.toml): its
 # own subnet slice of 198.18.0.0/15 and egress = "none" (a test host: no NAT,
 # nothing changed on the host's firewall), and its own state dir, as
-# /run/repeatr is on a real node. SLURM_NODES=2 adds a second slurmd in a
+# /run/repeatr is on a real node. SLURM_SCHEDULER_PARAMETERS goes into
+# slurm.conf's SchedulerParameters. SLURM_NODES=2 adds a second slurmd in a
 # network + UTS namespace of its own (examples/slurm/node.sh), a node with
 # its own bridge, subnet and state dir, as a second host would be.
 set -euo pipefail
@@ -98,6 +99,11 @@ ReturnToService=2
 KillWait=30
 MaxArraySize=1001
 CONF
+# Slurm starts batch jobs in a scheduling pass at most every
+# batch_sched_delay (3 s by default): array tasks start in waves 3 s apart
+# (bench/slurm.sh). SLURM_SCHEDULER_PARAMETERS=batch_sched_delay=0 makes
+# that the controller's 1 s background pass.
+[ -n "${SLURM_SCHEDULER_PARAMETERS:-}" ] && echo "SchedulerParameters=$SLURM_SCHEDULER_PARAMETERS" >> "$D/slurm.conf"
 echo "NodeName=$node NodeAddr=127.0.0.1 Port=6818 CPUs=$(nproc) State=UNKNOWN" >> "$D/slurm.conf"
 all=$node
 if [ "$nodes" -ge 2 ]; then

@@ -5,6 +5,8 @@
 # under one scratch dir; examples/slurm/down.sh stops them and removes it.
 #   examples/slurm/up.sh [DIR]        (as root; DIR default /tmp/repeatr-slurm)
 # Then: export SLURM_CONF=DIR/slurm.conf (DIR/env says so), sinfo, sbatch ...
+# Its daemons listen on the ports 6817 (slurmctld), 6818 and 6819 (the
+# nodes' slurmd): one such Slurm runs on a machine at a time.
 #
 # Each node gets its own repeatr config (DIR/nodes/NODE/config.toml): its
 # own subnet slice of 198.18.0.0/15 and egress = "none" (a test host: no NAT,

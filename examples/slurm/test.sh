@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs repeatr under a single-node Slurm (examples/slurm/up.sh) and checks:
+# Runs repeatr under a Slurm of its own (examples/slurm/up.sh: one node, or
+# two with SLURM_NODES=2) and checks:
 #  1. a 20-task array, one formula per task, all succeed, each job with an
 #     address of its own from the node's subnet, all records' results right;
 #  2. scancel of a running task whose job ignores SIGTERM ends it within
@@ -7,7 +8,7 @@
 #     with no lease, job record, veth or cgroup left behind;
 #  3. the job's processes are in cgroups under the Slurm step's (under
 #     slurmstepd's job cgroup) in every hierarchy, and sstat sees the job's
-#     CPU time while it runs;
+#     CPU time while it runs; Slurm's job completion log has every job;
 #  4. with SLURM_NODES=2: a second node (examples/slurm/node.sh) hands out
 #     addresses from its own subnet, independently of the first.
 #   examples/slurm/test.sh            (as root; ~1 min)

@@ -82,8 +82,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Leases { json } => admin::leases(&state_dir, json),
         Command::Ps { json } => job_control::ps(&state_dir, json),
         Command::Stop { name, timeout } => {
-            let timeout =
-                crate::duration::parse(&timeout).map_err(|why| SpecError::Duration { flag: "--timeout", why })?;
+            let timeout = duration("--timeout", &timeout)?;
             job_control::stop(&state_dir, &name, timeout)
         }
         Command::Kill { name, signal } => job_control::kill(&state_dir, &name, job_control::parse_signal(&signal)?),
@@ -110,7 +109,9 @@ fn work(args: RunArgs) -> Result<Work, Error> {
         job::require_root()?;
         let warehouse = Warehouse::from_option(args.warehouse)?;
         let id = JobId::new(args.name.as_deref())?;
-        return Ok(Work::Formula(FormulaJob::load(path, warehouse, args.check, id)?));
+        let mut job = FormulaJob::load(path, warehouse, args.check, id)?;
+        job.stop_timeout = duration("--stop-timeout", &args.stop_timeout)?;
+        return Ok(Work::Formula(job));
     }
     let Some(rootfs) = &args.rootfs else {
         return Err(Error::Usage(
@@ -175,7 +176,6 @@ fn process(
     tty: bool,
     interactive: bool,
 ) -> Result<container::Process, SpecError> {
-    let duration = |flag, text: &str| crate::duration::parse(text).map_err(|why| SpecError::Duration { flag, why });
     if tty && !container::tty::is_terminal(std::io::stdin().as_fd()) {
         return Err(SpecError::TtyNotTerminal);
     }
@@ -186,6 +186,11 @@ fn process(
         stop_timeout: duration("--stop-timeout", stop_timeout)?,
         timeout: timeout.as_deref().map(|t| duration("--timeout", t)).transpose()?,
     })
+}
+
+/// A duration flag's value (`--timeout`, `--stop-timeout`).
+fn duration(flag: &'static str, text: &str) -> Result<std::time::Duration, SpecError> {
+    crate::duration::parse(text).map_err(|why| SpecError::Duration { flag, why })
 }
 
 fn pack(args: PackArgs) -> Result<i32, Error> {

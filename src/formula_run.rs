@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,13 +27,22 @@ pub struct FormulaJob {
     pub warehouse: Warehouse,
     pub check: Option<PathBuf>,
     pub id: JobId,
+    /// `run --stop-timeout`: how this host stops a job (a scheduler's kill
+    /// wait bounds it), not what the formula computes, so not in it.
+    pub stop_timeout: Duration,
 }
 
 impl FormulaJob {
     /// Reads and parses the formula at `path`.
     pub fn load(path: &Path, warehouse: Warehouse, check: Option<PathBuf>, id: JobId) -> Result<FormulaJob, Error> {
         let text = fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        Ok(FormulaJob { formula: Formula::from_json(&text)?, warehouse, check, id })
+        Ok(FormulaJob {
+            formula: Formula::from_json(&text)?,
+            warehouse,
+            check,
+            id,
+            stop_timeout: spec::DEFAULT_STOP_TIMEOUT,
+        })
     }
 }
 
@@ -92,7 +102,7 @@ fn invalid(problem: String) -> Error {
 }
 
 pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
-    let FormulaJob { formula, warehouse, check, id } = job;
+    let FormulaJob { formula, warehouse, check, id, stop_timeout } = job;
     let formula_id = formula.setup_hash()?.to_string();
 
     // The identity first: output dirs are chowned to it.
@@ -100,7 +110,8 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.
     let outputs = OutputDirs::create(&host.state_dir, &id, &formula)?;
-    let spec = build_spec(&formula, &warehouse, &id, &outputs)?;
+    let mut spec = build_spec(&formula, &warehouse, &id, &outputs)?;
+    spec.process.stop_timeout = stop_timeout;
     let hostname = spec.hostname.clone();
 
     let limits =

@@ -83,8 +83,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Leases { json } => admin::leases(&state_dir, json),
         Command::Ps { json } => job_control::ps(&state_dir, json),
         Command::Stop { name, timeout } => {
-            let timeout =
-                crate::duration::parse(&timeout).map_err(|why| SpecError::Duration { flag: "--timeout", why })?;
+            let timeout = duration("--timeout", &timeout)?;
             job_control::stop(&state_dir, &name, timeout)
         }
         Command::Kill { name, signal } => job_control::kill(&state_dir, &name, job_control::parse_signal(&signal)?),
@@ -113,7 +112,9 @@ fn work(args: RunArgs, config: Option<&Path>) -> Result<Work, Error> {
         let warehouses =
             Warehouses::from_options(&args.warehouse, args.save_to.as_deref(), &Config::load_warehouse(config)?)?;
         let id = JobId::new(args.name.as_deref())?;
-        return Ok(Work::Formula(FormulaJob::load(path, warehouses, args.check, id)?));
+        let mut job = FormulaJob::load(path, warehouses, args.check, id)?;
+        job.stop_timeout = duration("--stop-timeout", &args.stop_timeout)?;
+        return Ok(Work::Formula(job));
     }
     let Some(rootfs) = &args.rootfs else {
         return Err(Error::Usage(
@@ -178,7 +179,6 @@ fn process(
     tty: bool,
     interactive: bool,
 ) -> Result<container::Process, SpecError> {
-    let duration = |flag, text: &str| crate::duration::parse(text).map_err(|why| SpecError::Duration { flag, why });
     if tty && !container::tty::is_terminal(std::io::stdin().as_fd()) {
         return Err(SpecError::TtyNotTerminal);
     }
@@ -189,6 +189,11 @@ fn process(
         stop_timeout: duration("--stop-timeout", stop_timeout)?,
         timeout: timeout.as_deref().map(|t| duration("--timeout", t)).transpose()?,
     })
+}
+
+/// A duration flag's value (`--timeout`, `--stop-timeout`).
+fn duration(flag: &'static str, text: &str) -> Result<std::time::Duration, SpecError> {
+    crate::duration::parse(text).map_err(|why| SpecError::Duration { flag, why })
 }
 
 fn pack(args: PackArgs, config: Option<&Path>) -> Result<i32, Error> {

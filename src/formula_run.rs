@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,9 @@ pub struct FormulaJob {
     pub warehouses: Warehouses,
     pub check: Option<PathBuf>,
     pub id: JobId,
+    /// `run --stop-timeout`: how this host stops a job (a scheduler's kill
+    /// wait bounds it), not what the formula computes, so not in it.
+    pub stop_timeout: Duration,
 }
 
 impl FormulaJob {
@@ -38,7 +42,7 @@ impl FormulaJob {
         if !formula.outputs.is_empty() {
             warehouses.save_target()?;
         }
-        Ok(FormulaJob { formula, warehouses, check, id })
+        Ok(FormulaJob { formula, warehouses, check, id, stop_timeout: spec::DEFAULT_STOP_TIMEOUT })
     }
 }
 
@@ -98,7 +102,7 @@ fn invalid(problem: String) -> Error {
 }
 
 pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
-    let FormulaJob { formula, warehouses, check, id } = job;
+    let FormulaJob { formula, warehouses, check, id, stop_timeout } = job;
     let formula_id = formula.setup_hash()?.to_string();
 
     // The identity first: output dirs are chowned to it.
@@ -106,7 +110,8 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.
     let outputs = OutputDirs::create(&host.state_dir, &id, &formula)?;
-    let spec = build_spec(&formula, &warehouses, &id, &outputs)?;
+    let mut spec = build_spec(&formula, &warehouses, &id, &outputs)?;
+    spec.process.stop_timeout = stop_timeout;
     let hostname = spec.hostname.clone();
 
     let limits =

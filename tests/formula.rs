@@ -439,3 +439,43 @@ fn the_record_says_what_the_job_used() {
     assert!(peak > 0 && peak < 64 << 20, "{usage}");
     assert!(stderr(&out).contains("s user and"), "no usage line with -v: {}", stderr(&out));
 }
+
+#[test]
+fn a_formula_run_is_stopped_within_its_stop_timeout() {
+    // Slurm's scancel sends SIGTERM and SIGKILLs the whole step KillWait
+    // later: --stop-timeout is how a formula run fits in that.
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let f = b.formula(
+        "stubborn.json",
+        r#"{"inputs": {"/": "ROOT"},
+        "action": {"exec": ["/bin/sh", "-c", "trap '' TERM; echo partial > /out/p; sleep 1000"]},
+        "outputs": {"/out": {}}}"#,
+    );
+    let runner = Runner::new(
+        b.cmd(&f, &["--name", "stubborn", "--stop-timeout", "1s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let p = b.repeatr.state.path().join("outputs/stubborn/0/p");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.exists() {
+        assert!(Instant::now() < deadline, "the job never wrote its output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(runner.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = runner.into_inner().wait_with_output().unwrap();
+    let took = sent.elapsed();
+    assert_eq!(code(&out), 137, "{}", stderr(&out));
+    assert!(stderr(&out).contains("still running 1s after SIGTERM"), "{}", stderr(&out));
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "stopped after {took:?}");
+    assert_eq!(record(&out)["exitCode"], 137);
+    let bad = b.run(&f, &["--stop-timeout", "soon"]);
+    assert_eq!(code(&bad), 125, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("--stop-timeout"), "{}", stderr(&bad));
+}

@@ -12,14 +12,15 @@ use crate::admin::{self, GcOptions};
 use crate::config::Config;
 use crate::container::{self, NetMode, Spec, SpecError, spec};
 use crate::error::{EXIT_RUNNER_ERROR, Error};
-use crate::formula::{Filters, WareId, Warehouse};
+use crate::formula::{Filters, WareId};
 use crate::formula_run::{self, FormulaJob};
 use crate::job_control;
 
 mod args;
 use crate::job::{self, Host, JobId, Request};
 use crate::limits::LimitStrings;
-use args::{Cli, Command, Net, PackArgs, RunArgs, Shell, UnpackArgs};
+use crate::remote::Warehouses;
+use args::{Cli, Command, FetchArgs, Net, PackArgs, RunArgs, Shell, UnpackArgs};
 
 fn init_logging(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
@@ -71,7 +72,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Run(args) => {
             let host = Host { state_dir, config };
-            match work(args)? {
+            match work(args, host.config.as_deref())? {
                 Work::Command { spec, ip, limits } => {
                     let limits = limits.or(&Config::load_limits(host.config.as_deref())?).parse(true)?;
                     job::run(Request { host, spec, ip, limits })
@@ -89,8 +90,9 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Gc { dry_run, json, rebuild, all } => {
             admin::gc(&state_dir, config.as_deref(), GcOptions { dry_run, json, rebuild, all })
         }
-        Command::Pack(args) => pack(args),
-        Command::Unpack(args) => unpack(args),
+        Command::Pack(args) => pack(args, config.as_deref()),
+        Command::Unpack(args) => unpack(args, config.as_deref()),
+        Command::Fetch(args) => fetch(args, config.as_deref()),
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir.as_deref()),
     }
@@ -104,12 +106,13 @@ enum Work {
 
 /// `run`'s flags as the job's work: a formula, or a command with a spec
 /// whose every host object (rootfs, mount sources) is open already.
-fn work(args: RunArgs) -> Result<Work, Error> {
+fn work(args: RunArgs, config: Option<&Path>) -> Result<Work, Error> {
     if let Some(path) = &args.formula {
         job::require_root()?;
-        let warehouse = Warehouse::from_option(args.warehouse)?;
+        let warehouses =
+            Warehouses::from_options(&args.warehouse, args.save_to.as_deref(), &Config::load_warehouse(config)?)?;
         let id = JobId::new(args.name.as_deref())?;
-        let mut job = FormulaJob::load(path, warehouse, args.check, id)?;
+        let mut job = FormulaJob::load(path, warehouses, args.check, id)?;
         job.stop_timeout = duration("--stop-timeout", &args.stop_timeout)?;
         return Ok(Work::Formula(job));
     }
@@ -193,19 +196,37 @@ fn duration(flag: &'static str, text: &str) -> Result<std::time::Duration, SpecE
     crate::duration::parse(text).map_err(|why| SpecError::Duration { flag, why })
 }
 
-fn pack(args: PackArgs) -> Result<i32, Error> {
+fn pack(args: PackArgs, config: Option<&Path>) -> Result<i32, Error> {
     let filters = Filters::from_args(&args.filters)?;
-    let warehouse = Warehouse::from_option(args.warehouse)?;
-    let id = warehouse.pack(&args.path, &filters)?;
+    let flags: Vec<_> = args.warehouse.into_iter().collect();
+    let warehouses = Warehouses::from_options(&flags, None, &Config::load_warehouse(config)?)?;
+    let id = warehouses.pack(&args.path, &filters)?;
     println!("{id}");
     Ok(0)
 }
 
-fn unpack(args: UnpackArgs) -> Result<i32, Error> {
+fn unpack(args: UnpackArgs, config: Option<&Path>) -> Result<i32, Error> {
     let id: WareId = args.ware.parse()?;
-    let warehouse = Warehouse::from_option(args.warehouse)?;
-    let stats = warehouse.unpack(&id, &args.dir)?;
+    let warehouses = Warehouses::from_options(&args.warehouse, None, &Config::load_warehouse(config)?)?;
+    let stats = warehouses.local(&id)?.unpack(&id, &args.dir)?;
     log::info!("unpacked {id}: {} entries, {} bytes", stats.entries, stats.bytes);
+    Ok(0)
+}
+
+/// `fetch WARE`: the local path of a verified copy (from the download
+/// area for a remote ware), and with `--save-to` a copy there too.
+fn fetch(args: FetchArgs, config: Option<&Path>) -> Result<i32, Error> {
+    let id: WareId = args.ware.parse()?;
+    let warehouses =
+        Warehouses::from_options(&args.warehouse, args.save_to.as_deref(), &Config::load_warehouse(config)?)?;
+    let local = warehouses.local(&id)?;
+    // Verified here even when a local warehouse has it: `fetch` says the
+    // copy it names is good.
+    drop(local.open_verified(&id)?);
+    if args.save_to.is_some() {
+        warehouses.save(&id)?;
+    }
+    println!("{}", local.ware_path(&id).display());
     Ok(0)
 }
 
@@ -358,7 +379,7 @@ mod tests {
     fn run_without_rootfs_says_what_is_needed() {
         let cli = Cli::try_parse_from(["repeatr", "run", "--", "true"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
-        let e = work(args).err().expect("refused").to_string();
+        let e = work(args, None).err().expect("refused").to_string();
         assert!(e.contains("--rootfs PATH (or a FORMULA)"), "{e}");
     }
 
@@ -366,7 +387,7 @@ mod tests {
     fn an_empty_command_is_a_usage_error() {
         let cli = Cli::try_parse_from(["repeatr", "run", "--rootfs", "/nonexistent", "--", ""]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
-        let e = work(args).err().expect("refused").to_string();
+        let e = work(args, None).err().expect("refused").to_string();
         assert!(e.contains("empty"), "{e}");
     }
 }

@@ -104,6 +104,8 @@ struct RawConfig {
     network: RawNetwork,
     #[serde(default)]
     limits: LimitStrings,
+    #[serde(default)]
+    warehouse: crate::remote::WarehouseConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +164,19 @@ impl Config {
         let raw = parse_raw(&text, path)?;
         check_limits(&raw.limits, path)?;
         Ok(raw.limits)
+    }
+
+    /// `[warehouse]` alone: where wares are looked for and saved when no
+    /// flag says, and how S3 is reached. A missing file means none, as for
+    /// `load_limits`.
+    pub fn load_warehouse(explicit: Option<&Path>) -> Result<crate::remote::WarehouseConfig, ConfigError> {
+        let (text, path) = match read(explicit) {
+            Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Default::default());
+            }
+            other => other?,
+        };
+        Ok(parse_raw(&text, path)?.warehouse)
     }
 
     /// Parses configuration text; `source` is the file named in messages and

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::container::{Caps, Exit, MakeDir, NetMode, Process, Rootfs, Spec, SpecError, User, seccomp, spec};
 use crate::error::Error;
 use crate::formula::setup::{Input, Network, Privileges};
-use crate::formula::{Formula, WareError, Warehouse};
+use crate::formula::{Formula, WareError};
 use crate::job::{self, Host, JobId};
+use crate::remote::Warehouses;
 
 pub(crate) mod outputs;
 use outputs::OutputLock;
@@ -24,7 +25,7 @@ use outputs::OutputLock;
 /// an earlier run record to compare with, and the job's id.
 pub struct FormulaJob {
     pub formula: Formula,
-    pub warehouse: Warehouse,
+    pub warehouses: Warehouses,
     pub check: Option<PathBuf>,
     pub id: JobId,
     /// `run --stop-timeout`: how this host stops a job (a scheduler's kill
@@ -34,15 +35,14 @@ pub struct FormulaJob {
 
 impl FormulaJob {
     /// Reads and parses the formula at `path`.
-    pub fn load(path: &Path, warehouse: Warehouse, check: Option<PathBuf>, id: JobId) -> Result<FormulaJob, Error> {
+    pub fn load(path: &Path, warehouses: Warehouses, check: Option<PathBuf>, id: JobId) -> Result<FormulaJob, Error> {
         let text = fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        Ok(FormulaJob {
-            formula: Formula::from_json(&text)?,
-            warehouse,
-            check,
-            id,
-            stop_timeout: spec::DEFAULT_STOP_TIMEOUT,
-        })
+        let formula = Formula::from_json(&text)?;
+        // Before anything runs: outputs need somewhere to go.
+        if !formula.outputs.is_empty() {
+            warehouses.save_target()?;
+        }
+        Ok(FormulaJob { formula, warehouses, check, id, stop_timeout: spec::DEFAULT_STOP_TIMEOUT })
     }
 }
 
@@ -102,7 +102,7 @@ fn invalid(problem: String) -> Error {
 }
 
 pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
-    let FormulaJob { formula, warehouse, check, id, stop_timeout } = job;
+    let FormulaJob { formula, warehouses, check, id, stop_timeout } = job;
     let formula_id = formula.setup_hash()?.to_string();
 
     // The identity first: output dirs are chowned to it.
@@ -110,7 +110,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.
     let outputs = OutputDirs::create(&host.state_dir, &id, &formula)?;
-    let mut spec = build_spec(&formula, &warehouse, &id, &outputs)?;
+    let mut spec = build_spec(&formula, &warehouses, &id, &outputs)?;
     spec.process.stop_timeout = stop_timeout;
     let hostname = spec.hostname.clone();
 
@@ -127,7 +127,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let mut results = BTreeMap::new();
     if exit_code >= 0 {
         for ((path, out), dir) in formula.outputs.iter().zip(&outputs.dirs) {
-            let ware = warehouse.pack(dir, &out.filters)?;
+            let ware = warehouses.pack(dir, &out.filters)?;
             results.insert(path.clone(), ware.to_string());
         }
     }
@@ -186,7 +186,7 @@ fn compare(path: &Path, now: &RunRecord) -> Result<bool, Error> {
 
 /// The formula as a container spec: `/` from a ware, other wares placed
 /// in path order, mounts, output dirs, the action's identity and helpers.
-fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDirs) -> Result<Spec, Error> {
+fn build_spec(f: &Formula, warehouses: &Warehouses, id: &JobId, outputs: &OutputDirs) -> Result<Spec, Error> {
     let mut root = None;
     let mut wares = Vec::new();
     let mut mounts = Vec::new();
@@ -194,8 +194,8 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
     // BTreeMap order: a directory sorts before everything below it.
     for (path, input) in &f.inputs {
         match input {
-            Input::Ware(ware) if path == "/" => root = Some(warehouse.open_verified(ware)?),
-            Input::Ware(ware) => wares.push((PathBuf::from(path), warehouse.open_verified(ware)?)),
+            Input::Ware(ware) if path == "/" => root = Some(warehouses.open_verified(ware)?),
+            Input::Ware(ware) => wares.push((PathBuf::from(path), warehouses.open_verified(ware)?)),
             Input::Mount { host_path, writable } => {
                 let mode = if *writable { "rw" } else { "ro" };
                 mounts.push(spec::parse_mount(&format!("{host_path}:{path}:{mode}"))?);

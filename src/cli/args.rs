@@ -86,6 +86,8 @@ pub enum Command {
     Pack(PackArgs),
     /// Verify a ware and unpack it into an existing empty directory.
     Unpack(UnpackArgs),
+    /// Fetch a ware from the warehouses into the download area (verified); prints its local path.
+    Fetch(FetchArgs),
     /// Print a shell completion script (bash, zsh or fish) to stdout.
     Completions {
         /// The shell to complete for.
@@ -112,8 +114,9 @@ pub struct PackArgs {
     /// A directory, a .tar/.tar.gz file, or - for a tar on stdin.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
-    /// The warehouse directory (wares live in DIR/tar/HASH.tar).
-    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR")]
+    /// Where the ware goes: a directory (wares live in DIR/tar/HASH.tar), file:///DIR or
+    /// s3://BUCKET/PREFIX (default: the config's warehouse.save, else its first warehouse.fetch).
+    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR|URL")]
     pub warehouse: Option<PathBuf>,
     /// Change a filter: uid=N|keep, gid=N|keep, mtime=2010-01-01T00:00:00Z|@SECS|keep,
     /// setid|sticky|dev=keep|ignore|reject. Repeatable.
@@ -129,9 +132,24 @@ pub struct UnpackArgs {
     /// An existing, empty directory.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
-    /// The warehouse directory.
-    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR")]
-    pub warehouse: Option<PathBuf>,
+    /// A warehouse to look in: a directory, file:///DIR, s3://BUCKET/PREFIX, http(s)://HOST/PATH.
+    /// Repeatable: the first that has the ware serves it.
+    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR|URL")]
+    pub warehouse: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// The ware id, tar:HASH.
+    #[arg(value_name = "WARE")]
+    pub ware: String,
+    /// A warehouse to look in: a directory, file:///DIR, s3://BUCKET/PREFIX, http(s)://HOST/PATH.
+    /// Repeatable: the first that has the ware serves it.
+    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR|URL")]
+    pub warehouse: Vec<PathBuf>,
+    /// Also save the ware there: a directory, file:///DIR or s3://BUCKET/PREFIX.
+    #[arg(long, value_name = "DIR|URL")]
+    pub save_to: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -139,9 +157,14 @@ pub struct RunArgs {
     /// A formula (JSON) to run instead of --rootfs and CMD: its record goes to stdout.
     #[arg(value_name = "FORMULA", conflicts_with_all = ["rootfs", "command"])]
     pub formula: Option<PathBuf>,
-    /// With FORMULA: where the input wares are and the outputs go (or REPEATR_WAREHOUSE).
-    #[arg(long, value_name = "DIR", env = "REPEATR_WAREHOUSE", requires = "formula")]
-    pub warehouse: Option<PathBuf>,
+    /// With FORMULA: a warehouse the input wares are looked for in (or REPEATR_WAREHOUSE): a
+    /// directory, file:///DIR, s3://BUCKET/PREFIX, http(s)://HOST/PATH. Repeatable: the first
+    /// that has a ware serves it; outputs go to the first unless --save-to says.
+    #[arg(long, value_name = "DIR|URL", env = "REPEATR_WAREHOUSE", requires = "formula")]
+    pub warehouse: Vec<PathBuf>,
+    /// With FORMULA: where the outputs are saved (a directory, file:///DIR or s3://BUCKET/PREFIX).
+    #[arg(long, value_name = "DIR|URL", requires = "formula")]
+    pub save_to: Option<PathBuf>,
     /// With FORMULA: compare the results with this earlier run record; exit 1 if the job
     /// succeeded and an output differs.
     #[arg(long, value_name = "RECORD", requires = "formula")]

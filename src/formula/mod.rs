@@ -19,9 +19,9 @@ pub mod filter;
 mod normtar;
 pub mod pack;
 pub mod setup;
-mod source;
+pub(crate) mod source;
 pub mod tree;
-mod verify;
+pub(crate) mod verify;
 pub mod ware_id;
 pub mod warehouse;
 

@@ -221,6 +221,6 @@ impl Warehouse {
 
 /// A file with no name in `dir` (O_TMPFILE): gone when closed, even after a
 /// crash, and nobody else can open it.
-fn anonymous_file(dir: &Path) -> io::Result<File> {
+pub(crate) fn anonymous_file(dir: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(dir)
 }

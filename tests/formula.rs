@@ -479,3 +479,34 @@ fn a_formula_run_is_stopped_within_its_stop_timeout() {
     assert_eq!(code(&bad), 125, "{}", stderr(&bad));
     assert!(stderr(&bad).contains("--stop-timeout"), "{}", stderr(&bad));
 }
+
+#[test]
+fn flags_that_set_up_a_commands_job_are_refused_beside_a_formula() {
+    // A formula says its whole job; a flag it would leave unheeded is an
+    // error, never a silent no-op (the job would not be the one asked for).
+    let b = Bench::new();
+    let f = b.formula("build.json", BUILD);
+    let flags: [&[&str]; 12] = [
+        &["--net", "none"],
+        &["--ip", "198.18.0.9"],
+        &["--mount", "/tmp:/mnt"],
+        &["--env", "A=1"],
+        &["--workdir", "/tmp"],
+        &["--hostname", "h"],
+        &["--user", "1:1"],
+        &["--cap-add", "NET_RAW"],
+        &["--no-init"],
+        &["-t"],
+        &["--timeout", "5s"],
+        &["--memory", "1g"],
+    ];
+    for extra in flags {
+        let out = b.run(&f, extra);
+        assert_eq!(code(&out), 125, "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("cannot be used with"), "{extra:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{extra:?} ran the formula");
+    }
+    // The flags that concern the runner itself still go with a formula.
+    let out = b.run(&f, &["--stop-timeout", "3s", "--name", "flagged"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}

@@ -154,8 +154,14 @@ pub struct FetchArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// A formula (JSON) to run instead of --rootfs and CMD: its record goes to stdout.
-    #[arg(value_name = "FORMULA", conflicts_with_all = ["rootfs", "command"])]
+    /// A formula (JSON) to run instead of --rootfs and CMD: its record goes to stdout. The
+    /// formula says all of its job (network, mounts, env, user, limits, timeout), so the flags
+    /// that set up a command's job are refused beside it rather than left unheeded.
+    #[arg(value_name = "FORMULA", conflicts_with_all = [
+        "rootfs", "command", "net", "ip", "mounts", "env", "workdir", "hostname", "user",
+        "cap_add", "cap_drop", "security_opt", "no_init", "tty", "interactive", "timeout",
+        "memory", "cpus", "pids_limit", "rootfs_size", "shm_size",
+    ])]
     pub formula: Option<PathBuf>,
     /// With FORMULA: a warehouse the input wares are looked for in (or REPEATR_WAREHOUSE): a
     /// directory, file:///DIR, s3://BUCKET/PREFIX, http(s)://HOST/PATH. Repeatable: the first
@@ -202,7 +208,7 @@ pub struct RunArgs {
     pub cap_drop: Vec<String>,
     /// As docker's: seccomp=unconfined (no syscall filter) or seccomp=PROFILE.json (a profile in
     /// docker's format instead of docker's default one, which every job gets otherwise).
-    #[arg(long = "security-opt", value_name = "seccomp=unconfined|PROFILE", conflicts_with = "formula")]
+    #[arg(long = "security-opt", value_name = "seccomp=unconfined|PROFILE")]
     pub security_opt: Vec<String>,
     /// Run CMD as pid 1 itself, without repeatr's init (for an image that brings its own):
     /// the kernel then drops every signal CMD has no handler for, and orphans are CMD's to reap.
@@ -228,20 +234,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,
     /// Memory limit, e.g. 512m or 2g (swap off for the job); default: the config's limits.memory, else none.
-    #[arg(long, value_name = "SIZE", conflicts_with = "formula")]
+    #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
     /// CPU limit in CPUs, fractional (0.5 is half of one); default: the config's limits.cpus, else none.
-    #[arg(long, value_name = "N", conflicts_with = "formula")]
+    #[arg(long, value_name = "N")]
     pub cpus: Option<String>,
     /// Most processes and threads the job may have at once; max for none; default: the config's limits.pids-limit, else 4096.
-    #[arg(long = "pids-limit", value_name = "N", conflicts_with = "formula")]
+    #[arg(long = "pids-limit", value_name = "N")]
     pub pids_limit: Option<String>,
     /// Size of the job's writable root (a tmpfs), e.g. 2g; default: the config's limits.rootfs-size,
     /// else an eighth of the host's RAM, at most 8g.
-    #[arg(long = "rootfs-size", value_name = "SIZE", conflicts_with = "formula")]
+    #[arg(long = "rootfs-size", value_name = "SIZE")]
     pub rootfs_size: Option<String>,
     /// Size of /dev/shm; default: the config's limits.shm-size, else 64m.
-    #[arg(long = "shm-size", value_name = "SIZE", conflicts_with = "formula")]
+    #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, value_name = "CMD")]

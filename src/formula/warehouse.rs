@@ -50,12 +50,6 @@ impl Warehouse {
         Warehouse { dir: dir.into() }
     }
 
-    /// The warehouse from `--warehouse` / `REPEATR_WAREHOUSE`, which has no
-    /// default: wares written to a guessed place would be lost.
-    pub fn from_option(dir: Option<PathBuf>) -> Result<Warehouse, WareError> {
-        dir.map(Warehouse::new).ok_or(WareError::NoWarehouse)
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -224,8 +224,11 @@ PY
   leases_empty "$node" || fail "$name: leftovers after scancel: $(in_node leases 2>&1; ls "$REPEATR_NODES/$node/state/jobs")"
   pass "scancel of the $name job: gone in $(printf '%.1f' "$dt") s, exit $rec, lease released, nothing left"
 }
-scancel_case stubborn 137 $stop_timeout $((stop_timeout + 5))
-scancel_case polite 143 0 3
+# Bounds that say what was asked, not how fast this host is: the stubborn
+# job is killed no sooner than the stop timeout (and not minutes late), the
+# polite one ends before the stop timeout would have run out.
+scancel_case stubborn 137 $stop_timeout $((stop_timeout + 20))
+scancel_case polite 143 0 $stop_timeout
 
 # Slurm's own record of every job's end (jobcomp/filetxt: no slurmdbd).
 grep -c 'JobState=COMPLETED' "$D/log/jobcomp.log" | grep -qx 20 || fail "jobcomp: not 20 COMPLETED jobs: $(cat "$D/log/jobcomp.log")"

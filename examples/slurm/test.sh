@@ -11,6 +11,11 @@
 #     CPU time while it runs; Slurm's job completion log has every job;
 #  4. with SLURM_NODES=2: a second node (examples/slurm/node.sh) hands out
 #     addresses from its own subnet, independently of the first.
+# The wares (the root in, each task's output out) live in an S3 warehouse:
+# a moto_server of the test's own (scripts/test.sh installs it), on
+# 127.0.0.1, or with two nodes on the host's end of node2's veth
+# (198.19.255.1), the one address of the host both nodes reach.
+# WAREHOUSE_KIND=dir uses a local warehouse directory instead.
 #   examples/slurm/test.sh            (as root; ~1 min)
 # REPEATR=path/to/repeatr (default: this tree's release build, built if
 # missing). Everything it starts and makes is removed at the end (down.sh),
@@ -25,7 +30,9 @@ nodes=${SLURM_NODES:-1}
 D=${RPT_SLURM_DIR:-/tmp/rpt-slurm-test}
 W=$(mktemp -d /tmp/rpt-slurm-work-XXXXXX)
 chmod 0755 "$W"
+moto_pid=
 cleanup() {
+  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null
   [ -n "${KEEP:-}" ] && { echo "kept $D and $W"; return; }
   "$here/down.sh" "$D" >/dev/null 2>&1 || true
   rm -rf "$W"
@@ -42,7 +49,34 @@ export REPEATR_NODES=$D/nodes
 
 "$top/examples/make-busybox-rootfs.sh" "$W/rootfs" >/dev/null
 export WAREHOUSE=$W/wares
-root=$("$REPEATR" pack "$W/rootfs" --warehouse "$WAREHOUSE")
+if [ "${WAREHOUSE_KIND:-s3}" = s3 ]; then
+  moto=$(command -v moto_server || echo /var/cache/repeatr-test/moto/bin/moto_server)
+  [ -x "$moto" ] || fail "moto_server missing (scripts/test.sh installs it), or WAREHOUSE_KIND=dir"
+  s3_host=127.0.0.1
+  [ "$nodes" -ge 2 ] && s3_host=198.19.255.1
+  s3_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$moto" -H "$s3_host" -p "$s3_port" >"$W/moto.log" 2>&1 &
+  moto_pid=$!
+  export AWS_ENDPOINT_URL=http://$s3_host:$s3_port AWS_REGION=us-east-1 \
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+  unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL_S3 AWS_DEFAULT_REGION
+  # The bucket (moto checks no signature, only that a key is named).
+  python3 - "$AWS_ENDPOINT_URL" <<'PY' || fail "moto on $AWS_ENDPOINT_URL never came up: $(cat "$W/moto.log")"
+import sys, time, urllib.request
+auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"
+for _ in range(300):
+    try:
+        urllib.request.urlopen(urllib.request.Request(sys.argv[1] + "/wares", method="PUT",
+                               headers={"Authorization": auth}), timeout=2)
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+  export WAREHOUSE=s3://wares/slurm
+fi
+root=$("$REPEATR" pack "$W/rootfs" --warehouse "$WAREHOUSE" --config "$REPEATR_NODES/$node/config.toml")
+echo "warehouse: $WAREHOUSE (root ware $root)"
 
 # A formula: bridged, prints its address on stderr (the task's Slurm log),
 # runs $3 (shell), then writes only what depends on the task into /out.
@@ -122,6 +156,18 @@ PY
 [ "$(python3 -c 'import json,sys; print(len({json.load(open(f))["results"]["/out"] for f in sys.argv[1:]}))' "$W"/records/"${arr}"_*.json)" = 20 ] \
   || fail "the 20 tasks' results are not 20 different wares"
 for n in "$REPEATR_NODES"/*/; do leases_empty "$(basename "$n")" || fail "leftovers on $(basename "$n") after the array"; done
+if [ -n "$moto_pid" ]; then
+  # Each node downloaded the root once for all its tasks (its download
+  # area serves the rest), and every task's output went up to the store.
+  gets=$(grep -c "\"GET /wares/slurm/tar/${root#tar:}.tar " "$W/moto.log" || true)
+  [ "$gets" -ge 1 ] && [ "$gets" -le "$nodes" ] \
+    || fail "the root ware was fetched $gets times from S3 for $nodes node(s)"
+  for r in "$W"/records/"${arr}"_*.json; do
+    out=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"]["/out"])' "$r")
+    grep -q "\"PUT /wares/slurm/tar/${out#tar:}.tar " "$W/moto.log" || fail "$r: output $out not saved to S3"
+  done
+  pass "wares from S3: the root fetched once per node ($gets), all 20 outputs saved there"
+fi
 pass "20-task array: all exit 0, 20 distinct addresses, no leases left ($(printf '%.1f' "$(echo "$a1 - $a0" | bc)") s)"
 
 ### 2 and 3. scancel, with the job's cgroups and usage looked at while it runs

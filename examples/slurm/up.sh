@@ -124,6 +124,10 @@ mk_node_config() {   # NODE BRIDGE SUBNET
 bridge = "$2"
 subnet = "$3"
 egress = "none"
+
+[warehouse]
+# Remote wares (an s3:// WAREHOUSE) land here once per node.
+download_dir = "$D/nodes/$1/downloads"
 CONF
 }
 mk_node_config "$node" rslurm0 198.18.64.0/24

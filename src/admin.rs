@@ -149,7 +149,13 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     }
     for (bridge, slot) in candidates {
         let iface = crate::state::iface_name(&bridge, slot);
-        match state.try_lock_slot(&bridge, slot) {
+        // A dry run takes no lock: taking one may create its file.
+        let free = if dry_run {
+            state.slot_is_free(&bridge, slot).map(|free| free.then_some(None))
+        } else {
+            state.try_lock_slot(&bridge, slot).map(|lock| lock.map(Some))
+        };
+        match free {
             Ok(Some(_lock)) => {
                 if let Some(name) = delete_own(iface, &owner, dry_run, &mut out) {
                     out.veths_deleted.push(name);

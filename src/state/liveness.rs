@@ -57,6 +57,6 @@ pub(crate) fn is_live(
 }
 
 /// The pid names the same process as when the lease was taken.
-fn process_matches(pid: u32, start_time: u64) -> bool {
+pub(crate) fn process_matches(pid: u32, start_time: u64) -> bool {
     libc::pid_t::try_from(pid).ok().and_then(|pid| sys::process_start_time(pid).ok()).is_some_and(|t| t == start_time)
 }

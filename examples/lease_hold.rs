@@ -1,0 +1,80 @@
+//! Holds live leases without containers, for `bench/network.sh live`: each
+//! one a real lease (row, sidecar, slot lock held by this process), so a
+//! runner's start-up meets them as it would meet running jobs.
+//!
+//!   lease_hold --state-dir DIR BRIDGE=SUBNET:COUNT...
+//!
+//! Prints `held N` once all are taken, holds them until stdin closes, then
+//! releases them. No network device is touched.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use clap::Parser;
+use ipnet::Ipv4Net;
+use repeatr::state::{LeaseRequest, StateDir};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// BRIDGE=SUBNET:COUNT: COUNT leases on BRIDGE from SUBNET (gateway:
+    /// its first host).
+    #[arg(required = true)]
+    specs: Vec<String>,
+}
+
+fn parse(spec: &str) -> Result<(String, Ipv4Net, usize), String> {
+    let bad = || format!("{spec:?}: want BRIDGE=SUBNET:COUNT");
+    let (bridge, rest) = spec.split_once('=').ok_or_else(bad)?;
+    let (subnet, count) = rest.split_once(':').ok_or_else(bad)?;
+    Ok((bridge.to_string(), subnet.parse().map_err(|_| bad())?, count.parse().map_err(|_| bad())?))
+}
+
+/// One fd per held slot lock.
+fn raise_fd_limit(want: u64) -> Result<(), String> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read or write only the struct passed.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            lim.rlim_cur = lim.rlim_cur.max(want.min(lim.rlim_max));
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    if !ok || lim.rlim_cur < want {
+        return Err(format!("RLIMIT_NOFILE allows {} open files, {want} needed", lim.rlim_cur));
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let specs = args.specs.iter().map(|s| parse(s)).collect::<Result<Vec<_>, _>>()?;
+    let total: usize = specs.iter().map(|s| s.2).sum();
+    raise_fd_limit(total as u64 + 64)?;
+    let state = StateDir::open(&args.state_dir)?;
+    let pid = std::process::id();
+    let mut held = Vec::with_capacity(total);
+    for (bridge, subnet, count) in &specs {
+        let gateway = subnet.hosts().next().ok_or("subnet has no hosts")?;
+        for i in 0..*count {
+            let req = LeaseRequest {
+                job: format!("hold-{pid}-{bridge}-{i}"),
+                bridge: bridge.clone(),
+                subnet: *subnet,
+                gateway,
+                ip: None,
+                command: "lease_hold".into(),
+                pid,
+            };
+            held.push(state.acquire(&req)?);
+        }
+    }
+    println!("held {}", held.len());
+    std::io::stdout().flush()?;
+    std::io::stdin().read_to_end(&mut Vec::new())?;
+    for lease in held {
+        state.release(lease)?;
+    }
+    Ok(())
+}

@@ -808,6 +808,34 @@ fn an_emptied_db_with_live_jobs_is_refused_everywhere() {
     assert_eq!(StateDir::open(&root).unwrap().list().unwrap().len(), 1);
 }
 
+/// A state.db cut short while runners keep their connections open: every
+/// entry point says it is damaged, at once (no wait for a lock that the
+/// live runners' connections would never give up) and in one line.
+#[test]
+fn a_truncated_db_is_diagnosed_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let go = tmp.path().join("go");
+    std::fs::write(&go, "").unwrap();
+    let mut runner = spawn_runner(&dir, "live", "198.18.25.0/24", &go);
+    runner.lease();
+    let db = dir.join("state.db");
+    let whole = std::fs::read(&db).unwrap();
+    // (A cut at a page boundary leaves what the WAL holds readable: the
+    // pages SQLite reads come from the WAL, and are the latest.)
+    for len in [0, 100, 1000, 3000] {
+        std::fs::write(&db, &whole[..len]).unwrap();
+        let t = Instant::now();
+        let r = StateDir::open(&dir).and_then(|s| s.list());
+        let e = r.map(drop).expect_err(&format!("{len} of {} bytes: taken for a database", whole.len()));
+        let msg = e.to_string();
+        assert!(t.elapsed() < Duration::from_secs(2), "{len} bytes: {:?} to say {msg}", t.elapsed());
+        assert!(msg.contains("repeatr gc --rebuild") && !msg.contains('\n'), "{len} bytes: {msg}");
+    }
+    runner.child.kill().unwrap();
+    runner.child.wait().unwrap();
+}
+
 /// `leases` (and `gc --dry-run`, which lists) judge the database as an
 /// allocation does: one that forgot a live job is refused, not shown empty.
 #[test]

@@ -78,7 +78,7 @@ impl StateDir {
         }
         self.check_db_files()?;
         let mut conn = schema::connect(&self.db, true)?;
-        schema::migrate(&mut conn, &self.db)?;
+        schema::migrate(&mut conn, &self.db, size.is_none_or(|s| s == 0))?;
         *self.conn.borrow_mut() = Some((conn, self.db_inode()?));
         Ok(())
     }
@@ -94,12 +94,19 @@ impl StateDir {
     /// O_NOFOLLOW, but a hard link it would write through), and 0600,
     /// since the leases hold command lines: one created with SQLite's
     /// default mode is narrowed.
+    ///
+    /// A database is whole pages of 512 bytes or more (a power of two): a
+    /// size that is not a multiple of 512 is a file cut short, said so at
+    /// once rather than found by SQLite somewhere in the middle of a read.
     pub(super) fn check_db_files(&self) -> Result<(), StateError> {
         for name in DB_FILES {
-            if let Some(st) = self.dir.check(name)?
-                && st.st_mode & 0o077 != 0
-            {
+            let Some(st) = self.dir.check(name)? else { continue };
+            if st.st_mode & 0o077 != 0 {
                 self.dir.chmod(name, 0o600)?;
+            }
+            if name == DB && st.st_size % 512 != 0 {
+                let detail = format!("{} bytes, not a whole number of pages: it was cut short", st.st_size);
+                return Err(StateError::Corrupt { path: self.db.clone(), detail });
             }
         }
         Ok(())

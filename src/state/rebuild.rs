@@ -85,7 +85,7 @@ impl StateDir {
         self.dir.create_new(NEW)?;
         let path = self.dir.join(NEW);
         let mut conn = schema::connect(&path, true)?;
-        schema::migrate(&mut conn, &path)?;
+        schema::migrate(&mut conn, &path, true)?;
         let tx = schema::write_tx(&mut conn, &path)?;
 
         let mut report =

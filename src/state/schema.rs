@@ -79,8 +79,24 @@ pub(crate) fn connect(db: &Path, create: bool) -> Result<Connection, StateError>
 
 /// Puts the database in WAL mode and applies the migrations it lacks.
 /// Reading the header is also what exposes a file that is no database.
-pub(crate) fn migrate(conn: &mut Connection, db: &Path) -> Result<(), StateError> {
+///
+/// Only a `fresh` file (0 bytes when repeatr opened it) is switched to WAL:
+/// every other one was switched when it was made, so a header that says
+/// otherwise was cut short or replaced. Switching it would need SQLite's
+/// exclusive lock, which the live runners' open connections keep it from
+/// getting: every command would wait out the busy timeout, then blame a
+/// lock for what is damage.
+pub(crate) fn migrate(conn: &mut Connection, db: &Path, fresh: bool) -> Result<(), StateError> {
     let err = StateError::db;
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).map_err(err(db))?;
+    if !fresh && !mode.eq_ignore_ascii_case("wal") {
+        return Err(StateError::Corrupt {
+            path: db.to_path_buf(),
+            detail: format!(
+                "its header says journal mode {mode}, not the WAL repeatr set: it was cut short or replaced"
+            ),
+        });
+    }
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(err(db))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StateError::Corrupt {
@@ -155,7 +171,7 @@ mod tests {
     fn migrated(dir: &tempfile::TempDir) -> (std::path::PathBuf, Connection) {
         let db = dir.path().join("state.db");
         let mut conn = connect(&db, true).unwrap();
-        migrate(&mut conn, &db).unwrap();
+        migrate(&mut conn, &db, true).unwrap();
         (db, conn)
     }
 
@@ -163,7 +179,7 @@ mod tests {
     fn migrate_twice_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
         let (db, mut conn) = migrated(&dir);
-        migrate(&mut conn, &db).unwrap();
+        migrate(&mut conn, &db, true).unwrap();
         assert_eq!(user_version(&conn, &db).unwrap(), SCHEMA_VERSION);
         drop(conn);
         connect(&db, false).unwrap();
@@ -174,7 +190,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, mut conn) = migrated(&dir);
         conn.pragma_update(None, "user_version", 99).unwrap();
-        let e = migrate(&mut conn, &db).unwrap_err().to_string();
+        let e = migrate(&mut conn, &db, false).unwrap_err().to_string();
         assert!(e.contains("schema version 99") && e.contains("upgrade repeatr"), "{e}");
     }
 }

@@ -83,7 +83,7 @@ RPT_BR_LEASE=rptnbl0 RPT_NET_LEASE=198.19.212.0/22
 HL_NET_LEASE=198.19.216.0/22 # host-local alone: no interface at all
 RPT_BR_BURST=rptnb1 RPT_NET_BURST=198.19.220.0/22
 RPT_BR_EGRESS=rptnbe0 RPT_NET_EGRESS=198.19.224.0/22 # inside the stand-in netns ${PREFIX}eg only
-RPT_BR_LIVE=rptnbv0 RPT_NET_LIVE=198.19.240.0/20
+RPT_BR_LIVE=rptnbv0 RPT_NET_LIVE=198.19.232.0/21
 # The live leases off the job's bridge: rows and slot locks only, on bridge
 # names no link has (rptnbvN) and /22s of 198.18.192.0/18 that no route or
 # address uses.

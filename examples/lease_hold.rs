@@ -2,13 +2,17 @@
 //! one a real lease (row, sidecar, slot lock held by this process), so a
 //! runner's start-up meets them as it would meet running jobs.
 //!
-//!   lease_hold --state-dir DIR BRIDGE=SUBNET:COUNT...
+//!   lease_hold --state-dir DIR [--time BRIDGE=SUBNET:CYCLES] BRIDGE=SUBNET:COUNT...
 //!
-//! Prints `held N` once all are taken, holds them until stdin closes, then
-//! releases them. No network device is touched.
+//! Prints `held N` once all are taken; with `--time`, then times CYCLES
+//! acquire+release pairs of one more job on BRIDGE meanwhile (the state's
+//! share of a start, apart from the noise of a loaded host) and prints
+//! `acquire p50 <us> p95 <us> release p50 <us>`. Holds the leases until
+//! stdin closes, then releases them. No network device is touched.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ipnet::Ipv4Net;
@@ -18,9 +22,11 @@ use repeatr::state::{LeaseRequest, StateDir};
 struct Args {
     #[arg(long)]
     state_dir: PathBuf,
+    /// BRIDGE=SUBNET:CYCLES: time this many acquire+release pairs.
+    #[arg(long)]
+    time: Option<String>,
     /// BRIDGE=SUBNET:COUNT: COUNT leases on BRIDGE from SUBNET (gateway:
     /// its first host).
-    #[arg(required = true)]
     specs: Vec<String>,
 }
 
@@ -47,6 +53,24 @@ fn raise_fd_limit(want: u64) -> Result<(), String> {
     Ok(())
 }
 
+fn request(bridge: &str, subnet: Ipv4Net, job: String) -> Result<LeaseRequest, String> {
+    let gateway = subnet.hosts().next().ok_or("subnet has no hosts")?;
+    Ok(LeaseRequest {
+        job,
+        bridge: bridge.to_string(),
+        subnet,
+        gateway,
+        ip: None,
+        command: "lease_hold".into(),
+        pid: std::process::id(),
+    })
+}
+
+fn micros(mut d: Vec<Duration>, q: f64) -> u128 {
+    d.sort();
+    d.get(((d.len() as f64 * q) as usize).min(d.len().saturating_sub(1))).map_or(0, Duration::as_micros)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let specs = args.specs.iter().map(|s| parse(s)).collect::<Result<Vec<_>, _>>()?;
@@ -56,21 +80,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pid = std::process::id();
     let mut held = Vec::with_capacity(total);
     for (bridge, subnet, count) in &specs {
-        let gateway = subnet.hosts().next().ok_or("subnet has no hosts")?;
         for i in 0..*count {
-            let req = LeaseRequest {
-                job: format!("hold-{pid}-{bridge}-{i}"),
-                bridge: bridge.clone(),
-                subnet: *subnet,
-                gateway,
-                ip: None,
-                command: "lease_hold".into(),
-                pid,
-            };
-            held.push(state.acquire(&req)?);
+            held.push(state.acquire(&request(bridge, *subnet, format!("hold-{pid}-{bridge}-{i}"))?)?);
         }
     }
     println!("held {}", held.len());
+    if let Some(spec) = &args.time {
+        let (bridge, subnet, cycles) = parse(spec)?;
+        let (mut acquire, mut release) = (Vec::new(), Vec::new());
+        for i in 0..cycles {
+            let req = request(&bridge, subnet, format!("timed-{pid}-{i}"))?;
+            let t = Instant::now();
+            let lease = state.acquire(&req)?;
+            acquire.push(t.elapsed());
+            let t = Instant::now();
+            state.release(lease)?;
+            release.push(t.elapsed());
+        }
+        let (a50, a95, r50) = (micros(acquire.clone(), 0.5), micros(acquire, 0.95), micros(release, 0.5));
+        println!("acquire p50 {a50} p95 {a95} release p50 {r50}");
+    }
     std::io::stdout().flush()?;
     std::io::stdin().read_to_end(&mut Vec::new())?;
     for lease in held {

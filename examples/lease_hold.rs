@@ -4,11 +4,11 @@
 //!
 //!   lease_hold --state-dir DIR [--time BRIDGE=SUBNET:CYCLES] BRIDGE=SUBNET:COUNT...
 //!
-//! Prints `held N` once all are taken; with `--time`, then times CYCLES
-//! acquire+release pairs of one more job on BRIDGE meanwhile (the state's
-//! share of a start, apart from the noise of a loaded host) and prints
-//! `acquire p50 <us> p95 <us> release p50 <us>`. Holds the leases until
-//! stdin closes, then releases them. No network device is touched.
+//! With `--time`, once all are taken, times CYCLES acquire+release pairs of
+//! one more job on BRIDGE (the state's share of a start, apart from the
+//! noise of a loaded host) and prints `acquire p50 <us> p95 <us> release
+//! p50 <us>`. Then prints `held N`, holds the leases until stdin closes,
+//! and releases them. No network device is touched.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -84,7 +84,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             held.push(state.acquire(&request(bridge, *subnet, format!("hold-{pid}-{bridge}-{i}"))?)?);
         }
     }
-    println!("held {}", held.len());
     if let Some(spec) = &args.time {
         let (bridge, subnet, cycles) = parse(spec)?;
         let (mut acquire, mut release) = (Vec::new(), Vec::new());
@@ -100,6 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (a50, a95, r50) = (micros(acquire.clone(), 0.5), micros(acquire, 0.95), micros(release, 0.5));
         println!("acquire p50 {a50} p95 {a95} release p50 {r50}");
     }
+    println!("held {}", held.len());
     std::io::stdout().flush()?;
     std::io::stdin().read_to_end(&mut Vec::new())?;
     for lease in held {

@@ -385,7 +385,10 @@ impl StateDir {
     /// at that path may belong to a live job the database lost, and is then
     /// the only record of that job's address.
     fn forget(&self, conn: &Connection, row: &LeaseRecord) -> Result<(), StateError> {
-        conn.execute("DELETE FROM leases WHERE job = ?1", params![row.job]).map(drop).map_err(StateError::db(&self.db))
+        conn.prepare_cached("DELETE FROM leases WHERE job = ?1")
+            .and_then(|mut s| s.execute(params![row.job]))
+            .map(drop)
+            .map_err(StateError::db(&self.db))
     }
 
     /// Fails with `LostLeases` if a live job's sidecar has no row of its

@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -734,6 +735,19 @@ fn child_small_fs() {
     let _ = filler.sync_all();
     let full = (0..50).find_map(|i| state.acquire(&req(&format!("j{i}"), "198.18.17.0/24")).err());
     println!("RESULT full {}", full.map(|e| e.to_string()).unwrap_or_default());
+    // A rebuild on the full disk fails, and leaves the database it would
+    // have replaced where and as it was.
+    let db = root.join("state.db");
+    let before = std::fs::metadata(&db).unwrap();
+    let rebuilt = StateDir::rebuild(&root).err().map(|e| e.to_string()).unwrap_or_default();
+    let after = std::fs::metadata(&db).unwrap();
+    let kept = after.ino() == before.ino() && after.len() == before.len() && after.len() > 0;
+    let leftovers = std::fs::read_dir(&root).unwrap().filter(|e| {
+        let name = e.as_ref().unwrap().file_name();
+        let name = name.to_string_lossy();
+        name.starts_with("state.db.rebuild") || name.starts_with("state.db.corrupt")
+    });
+    println!("RESULT rebuild {rebuilt} kept={kept} leftovers={}", leftovers.count());
 
     drop(filler);
     std::fs::remove_file(dir.join("filler")).unwrap();
@@ -770,6 +784,8 @@ fn full_and_read_only_state_dir_errors() {
             .unwrap_or_else(|| panic!("no {case} result in {stdout}"))
     };
     let root = tmp.path().join("state");
+    let rebuild = result("rebuild");
+    assert!(rebuild.contains("is full") && rebuild.ends_with("kept=true leftovers=0"), "rebuild: {rebuild}");
     for (case, want) in [("full", "is full"), ("ro", "must be writable")] {
         let msg = result(case);
         assert!(msg.contains(want), "{case}: {msg}");

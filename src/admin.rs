@@ -123,8 +123,9 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     // is usually gone with its netns already, and one that is not there
     // needs neither its slot lock nor a netlink lookup (10,000 of those
     // made gc take seconds). A link made after the dump is a live job's,
-    // whose slot lock would keep it anyway.
-    let links = network::links_with_prefix("")?;
+    // whose slot lock would keep it anyway. A veth the kernel is taking
+    // down with its job's netns counts as gone: it is not left behind.
+    let links = network::links_not_dying()?;
     if let Some(bridge) = &bridge {
         let prefix = format!("{bridge}-");
         for name in links.iter().filter(|n| n.starts_with(&prefix)) {

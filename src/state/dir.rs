@@ -166,7 +166,7 @@ impl StateDir {
     fn live_sidecars(&self) -> Result<Vec<sidecar::Sidecar>, StateError> {
         let mut live = Vec::new();
         let mut bridges = self.bridges();
-        for found in sidecar::scan(&mut bridges)? {
+        for found in sidecar::scan(&mut bridges, |_, _| false)? {
             if self.sidecar_live(&found, &mut bridges)? {
                 live.push(found);
             }
@@ -239,13 +239,21 @@ impl StateDir {
     }
 
     pub(super) fn is_live(&self, record: &LeaseRecord, bridges: &mut Subdirs<'_>) -> Result<bool, StateError> {
+        Ok(self.judge(record, bridges)? == liveness::Verdict::Live)
+    }
+
+    pub(super) fn judge(
+        &self,
+        record: &LeaseRecord,
+        bridges: &mut Subdirs<'_>,
+    ) -> Result<liveness::Verdict, StateError> {
         // A name that is no bridge's (a damaged row) has no lock file to
         // consult, and must not become a path.
         let dir = match crate::config::check_bridge(&record.bridge) {
             Ok(()) => bridges.get(&record.bridge)?,
             Err(_) => None,
         };
-        liveness::is_live(record, dir, &SlotFiles::new(record.slot).lock, &self.boot_id)
+        liveness::judge(record, dir, &SlotFiles::new(record.slot).lock, &self.boot_id)
     }
 }
 

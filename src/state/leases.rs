@@ -4,7 +4,7 @@
 //! transaction, so two runners can never pick the same address or slot, nor
 //! reclaim the same stale lease twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::dir::{StateDir, check_slot};
 use super::error::StateError;
+use super::liveness::Verdict;
 use super::lock::{SlotLock, StateLock, try_lock_slot_file};
 use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
@@ -124,7 +125,8 @@ impl StateDir {
         let mut reclaimed = Vec::new();
         if !trusted {
             let mut rows = load(&tx, &self.db)?;
-            reclaimed = self.reclaim(&tx, &mut rows, Some(&req.bridge), &mut bridges)?;
+            let mut free = HashSet::new();
+            reclaimed = self.reclaim(&tx, &mut rows, Some(&req.bridge), &mut bridges, &mut free)?;
             // Judged before the sidecars are: a dead holder's row goes, so
             // that its sidecar counts as dead too.
             if let Some(holder) = rows.iter().find(|r| r.job == req.job) {
@@ -134,7 +136,7 @@ impl StateDir {
                 self.forget(&tx, holder)?;
             }
             rows.retain(|r| r.job != req.job);
-            self.check_sidecars(&rows, &mut bridges)?;
+            self.check_sidecars(&rows, &mut bridges, &free)?;
         } else if let Some(holder) = row_where(&tx, "job = ?1", params![req.job], &self.db)? {
             if self.is_live(&holder, &mut bridges)? {
                 return Err(StateError::DuplicateJob { job: req.job.clone(), ip: holder.ip, pid: holder.pid });
@@ -340,9 +342,10 @@ impl StateDir {
         let tx = schema::write_tx(&mut conn, &self.db)?;
         let mut bridges = self.bridges();
         let mut rows = load(&tx, &self.db)?;
-        let reclaimed = self.reclaim(&tx, &mut rows, None, &mut bridges)?;
+        let mut free = HashSet::new();
+        let reclaimed = self.reclaim(&tx, &mut rows, None, &mut bridges, &mut free)?;
         // gc is where a user looks after a crash: always the full check.
-        let mut sidecars_removed = self.check_sidecars(&rows, &mut bridges)?;
+        let mut sidecars_removed = self.check_sidecars(&rows, &mut bridges, &free)?;
         for (bridge, name, path) in sidecar::scan_temps(&mut bridges)? {
             if let Some(dir) = bridges.get(&bridge)? {
                 dir.remove(&name)?;
@@ -356,21 +359,28 @@ impl StateDir {
     }
 
     /// Deletes the dead leases among `rows` (of one bridge, or all), takes
-    /// them out of `rows` and returns them.
+    /// them out of `rows` and returns them. The slots whose lock was free
+    /// go to `free`: nobody can own their sidecars (see `check_sidecars`).
     fn reclaim(
         &self,
         conn: &Connection,
         rows: &mut Vec<LeaseRecord>,
         bridge: Option<&str>,
         bridges: &mut Subdirs<'_>,
+        free: &mut HashSet<(String, u16)>,
     ) -> Result<Vec<LeaseRecord>, StateError> {
         let mut dead = Vec::new();
         let mut kept = Vec::with_capacity(rows.len());
         for row in rows.drain(..) {
-            if bridge.is_none_or(|b| b == row.bridge) && !self.is_live(&row, bridges)? {
-                dead.push(row);
-            } else {
+            let verdict =
+                if bridge.is_none_or(|b| b == row.bridge) { self.judge(&row, bridges)? } else { Verdict::Live };
+            if verdict == Verdict::DeadLockFree {
+                free.insert((row.bridge.clone(), row.slot));
+            }
+            if verdict == Verdict::Live {
                 kept.push(row);
+            } else {
+                dead.push(row);
             }
         }
         *rows = kept;
@@ -396,7 +406,7 @@ impl StateDir {
     fn find_lost_lease(&self, rows: &[LeaseRecord], bridges: &mut Subdirs<'_>) -> Result<(), StateError> {
         let by_slot: HashMap<(&str, u16), &LeaseRecord> =
             rows.iter().map(|r| ((r.bridge.as_str(), r.slot), r)).collect();
-        for found in sidecar::scan(bridges)? {
+        for found in sidecar::scan(bridges, |_, _| false)? {
             let known = match (&found.record, by_slot.get(&(found.bridge.as_str(), found.slot))) {
                 (Some(rec), Some(row)) => rec.job == row.job && rec.ip == row.ip,
                 (None, Some(_)) => true,
@@ -413,18 +423,30 @@ impl StateDir {
     /// reclaiming). A live sidecar the database does not match means the
     /// database lost leases (rebuilt from an old copy, deleted, replaced):
     /// allocating from it could hand out a live job's address, so refuse.
-    /// Dead sidecars without a row are removed and returned.
+    /// Dead sidecars without a row are removed and returned. Those in the
+    /// `free` slots (their lock was free when the reclaim probed it, under
+    /// the state lock that any new lease of them needs) are removed
+    /// unread: no live job holds those slots, so none owns those files.
     fn check_sidecars(
         &self,
         rows: &[LeaseRecord],
         bridges: &mut Subdirs<'_>,
+        free: &HashSet<(String, u16)>,
     ) -> Result<Vec<std::path::PathBuf>, StateError> {
         let by_slot: HashMap<(&str, u16), &LeaseRecord> =
             rows.iter().map(|r| ((r.bridge.as_str(), r.slot), r)).collect();
         let mut removed = Vec::new();
-        for found in sidecar::scan(bridges)? {
+        let unread = |bridge: &str, slot: u16| free.contains(&(bridge.to_string(), slot));
+        for found in sidecar::scan(bridges, unread)? {
             let row = by_slot.get(&(found.bridge.as_str(), found.slot));
             let files = SlotFiles::new(found.slot);
+            if !found.read {
+                if let Some(dir) = bridges.get(&found.bridge)? {
+                    dir.remove(&files.json)?;
+                }
+                removed.push(found.path);
+                continue;
+            }
             match (&found.record, row) {
                 (Some(rec), Some(row)) if rec.job == row.job && rec.ip == row.ip => continue,
                 // Damaged, but the row says what it held: rewrite it, so

@@ -67,14 +67,18 @@ pub(crate) struct Sidecar {
     pub bridge: String,
     pub slot: u16,
     pub path: PathBuf,
-    /// `None` when the file does not parse (or names another slot).
+    /// `None` when the file does not parse (or names another slot), or
+    /// was not read.
     pub record: Option<LeaseRecord>,
+    /// False when the caller asked for it not to be read.
+    pub read: bool,
 }
 
 /// Every `slots/{bridge}/{slot}.json`. Names that are not ours (no valid
 /// bridge dir, no slot number) are left alone; a link or a file of
-/// another user's at one of our names is refused (see `private`).
-pub(crate) fn scan(bridges: &mut Subdirs<'_>) -> Result<Vec<Sidecar>, StateError> {
+/// another user's at one of our names is refused (see `private`). Those
+/// `unread` names (bridge, slot) are listed without being opened.
+pub(crate) fn scan(bridges: &mut Subdirs<'_>, unread: impl Fn(&str, u16) -> bool) -> Result<Vec<Sidecar>, StateError> {
     let mut found = Vec::new();
     for bridge in bridge_names(bridges)? {
         // Removed between the listing and here: nothing to scan.
@@ -83,13 +87,17 @@ pub(crate) fn scan(bridges: &mut Subdirs<'_>) -> Result<Vec<Sidecar>, StateError
             let slot = name.strip_suffix(".json").and_then(|n| n.parse::<u16>().ok()).filter(|s| *s < MAX_SLOTS);
             let Some(slot) = slot else { continue };
             let path = dir.join(&name);
+            if unread(&bridge, slot) {
+                found.push(Sidecar { bridge: bridge.clone(), slot, path, record: None, read: false });
+                continue;
+            }
             // Missing: removed by a release between the listing and here.
             let Some(mut file) = dir.open_file(&name, OFlag::O_RDONLY, "read")? else { continue };
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes).map_err(StateError::io("read", &path))?;
             let record = serde_json::from_slice::<LeaseRecord>(&bytes).ok();
             let record = record.filter(|r| r.bridge == bridge && r.slot == slot);
-            found.push(Sidecar { bridge: bridge.clone(), slot, path, record });
+            found.push(Sidecar { bridge: bridge.clone(), slot, path, record, read: true });
         }
     }
     found.sort_by(|a, b| (&a.bridge, a.slot).cmp(&(&b.bridge, b.slot)));

@@ -10,11 +10,12 @@ use clap::{CommandFactory, Parser};
 
 use crate::admin::{self, GcOptions};
 use crate::config::Config;
-use crate::container::{self, NetMode, Spec, SpecError, spec};
+use crate::container::{self, NetMode, Rootfs, Spec, SpecError, spec};
 use crate::error::{EXIT_RUNNER_ERROR, Error};
 use crate::formula::{Filters, WareId, Warehouse};
 use crate::formula_run::{self, FormulaJob};
 use crate::job_control;
+use crate::ware_cache::{Cache, Entry};
 
 mod args;
 use crate::job::{self, Host, JobId, Request};
@@ -74,6 +75,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             match work(args)? {
                 Work::Command { spec, ip, limits } => {
                     let limits = limits.or(&Config::load_limits(host.config.as_deref())?).parse(true)?;
+                    // Held until the job ends: its entry is then never evicted.
+                    let (spec, _in_use) = cached_root(spec, host.config.as_deref())?;
                     job::run(Request { host, spec, ip, limits })
                 }
                 Work::Formula(f) => formula_run::run(&host, f),
@@ -165,6 +168,22 @@ fn work(args: RunArgs) -> Result<Work, Error> {
         shm_size: args.shm_size,
     };
     Ok(Work::Command { spec, ip: args.ip, limits })
+}
+
+/// A `--rootfs` tar is placed from the ware cache (unpacked into it on its
+/// first run), as a directory root is: an overlay over the cached tree.
+fn cached_root(mut spec: Spec, config: Option<&Path>) -> Result<(Spec, Option<Entry>), Error> {
+    let Rootfs::Tar { file, from_stdin } = spec.rootfs else {
+        return Ok((spec, None));
+    };
+    let entry = Cache::from_config(config)?.ensure_tar(file, from_stdin)?;
+    if from_stdin {
+        // The tar used up our stdin; the job reads an empty one instead.
+        let null = std::fs::File::open("/dev/null").map_err(Error::io("opening /dev/null"))?;
+        nix::unistd::dup2_stdin(null.as_fd()).map_err(|e| Error::Io { what: "replacing stdin", err: e.into() })?;
+    }
+    spec.rootfs = entry.rootfs()?;
+    Ok((spec, Some(entry)))
 }
 
 /// How the job runs and stops, from `run`'s flags.

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::formula::setup::{Input, Network, Privileges};
 use crate::formula::{Formula, WareError, Warehouse};
 use crate::job::{self, Host, JobId};
+use crate::ware_cache::{Cache, Entry};
 
 pub(crate) mod outputs;
 use outputs::OutputLock;
@@ -100,7 +101,9 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.
     let outputs = OutputDirs::create(&host.state_dir, &id, &formula)?;
-    let spec = build_spec(&formula, &warehouse, &id, &outputs)?;
+    // The inputs' cache entries, each held (never evicted) until the job ends.
+    let cache = Cache::from_config(host.config.as_deref())?;
+    let (spec, _in_use) = build_spec(&formula, &warehouse, &cache, &id, &outputs)?;
     let hostname = spec.hostname.clone();
 
     let limits =
@@ -174,17 +177,31 @@ fn compare(path: &Path, now: &RunRecord) -> Result<bool, Error> {
 }
 
 /// The formula as a container spec: `/` from a ware, other wares placed
-/// in path order, mounts, output dirs, the action's identity and helpers.
-fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDirs) -> Result<Spec, Error> {
+/// in path order, mounts, output dirs, the action's identity and helpers;
+/// with the cache entries of its wares, which must outlive the job.
+fn build_spec(
+    f: &Formula,
+    warehouse: &Warehouse,
+    cache: &Cache,
+    id: &JobId,
+    outputs: &OutputDirs,
+) -> Result<(Spec, Vec<Entry>), Error> {
     let mut root = None;
     let mut wares = Vec::new();
     let mut mounts = Vec::new();
     let mut mount_paths: Vec<&str> = Vec::new();
+    let mut in_use = Vec::new();
+    let mut place = |ware| -> Result<Rootfs, Error> {
+        let entry = cache.ensure_ware(warehouse, ware)?;
+        let tree = entry.rootfs()?;
+        in_use.push(entry);
+        Ok(tree)
+    };
     // BTreeMap order: a directory sorts before everything below it.
     for (path, input) in &f.inputs {
         match input {
-            Input::Ware(ware) if path == "/" => root = Some(warehouse.open_verified(ware)?),
-            Input::Ware(ware) => wares.push((PathBuf::from(path), warehouse.open_verified(ware)?)),
+            Input::Ware(ware) if path == "/" => root = Some(place(ware)?),
+            Input::Ware(ware) => wares.push((PathBuf::from(path), place(ware)?)),
             Input::Mount { host_path, writable } => {
                 let mode = if *writable { "rw" } else { "ro" };
                 mounts.push(spec::parse_mount(&format!("{host_path}:{path}:{mode}"))?);
@@ -238,9 +255,9 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
     let hostname = id.hostname(a.hostname.as_deref())?;
     let workdir = spec::clean_job_path(&a.cwd)
         .ok_or_else(|| invalid(format!("action.cwd {:?} is not a clean absolute path", a.cwd)))?;
-    Ok(Spec {
+    let spec = Spec {
         id: id.to_string(),
-        rootfs: Rootfs::Tar { file: root, from_stdin: false },
+        rootfs: root,
         argv: a.exec.clone(),
         env,
         workdir,
@@ -259,7 +276,8 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
         process: Process { timeout: a.timeout, ..Process::default() },
         // Set from the limits at launch.
         tmpfs: Default::default(),
-    })
+    };
+    Ok((spec, in_use))
 }
 
 /// `STATE_DIR/outputs/<job>/<n>`: one host directory per output, owned by

@@ -26,6 +26,7 @@ pub mod network;
 mod output;
 pub mod state;
 pub mod sys;
+pub mod ware_cache;
 
 /// The `repeatr` command: parses the command line, runs it, and returns
 /// the process's exit code.

@@ -192,8 +192,8 @@ fn build_and_enter_root<S: Syscall>(
     // Further trees, in path order, each resolved inside the root (so an
     // earlier tree's symlink cannot send a later one out of it); before
     // the binds, so nothing is ever placed under a host mount.
-    for (path, file) in &spec.wares {
-        rootfs::place(s, &root, path, file).map_err(setup_err("placing an input"))?;
+    for (n, (path, ware)) in spec.wares.iter().enumerate() {
+        rootfs::place(s, &root, mount_base, n, path, ware).map_err(setup_err("placing an input"))?;
     }
 
     // Kernel filesystems, /dev, the user's binds: once the root's content
@@ -347,7 +347,7 @@ mod tests {
         File::open("/dev/null").unwrap()
     }
 
-    fn spec(rootfs: Rootfs, mounts: Vec<BindMount>, wares: Vec<(PathBuf, File)>) -> Spec {
+    fn spec(rootfs: Rootfs, mounts: Vec<BindMount>, wares: Vec<(PathBuf, Rootfs)>) -> Spec {
         Spec {
             id: "job".into(),
             rootfs,
@@ -490,8 +490,11 @@ mod tests {
             target: "/data".into(),
             readonly: true,
         };
-        let spec =
-            spec(Rootfs::Dir { tree, owner: (0, 0, 0o755) }, vec![bind], vec![("/opt/tool".into(), runner_fd())]);
+        let spec = spec(
+            Rootfs::Dir { tree, owner: (0, 0, 0o755) },
+            vec![bind],
+            vec![("/opt/tool".into(), Rootfs::Tar { file: runner_fd(), from_stdin: false })],
+        );
         let root = "/mnt/base/merged";
         let content = format!(
             "make lower, upper, work and merged at /mnt/base

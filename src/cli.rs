@@ -90,7 +90,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             job_control::stop(&state_dir, &name, timeout)
         }
         Command::Kill { name, signal } => job_control::kill(&state_dir, &name, job_control::parse_signal(&signal)?),
-        Command::Gc { dry_run, json, rebuild, all } => {
+        Command::Gc { cache: true, dry_run, json, .. } => admin::gc_cache(config.as_deref(), dry_run, json),
+        Command::Gc { dry_run, json, rebuild, all, .. } => {
             admin::gc(&state_dir, config.as_deref(), GcOptions { dry_run, json, rebuild, all })
         }
         Command::Pack(args) => pack(args),
@@ -220,7 +221,37 @@ fn unpack(args: UnpackArgs) -> Result<i32, Error> {
     let warehouse = Warehouse::from_option(args.warehouse)?;
     let stats = warehouse.unpack(&id, &args.dir)?;
     log::info!("unpacked {id}: {} entries, {} bytes", stats.entries, stats.bytes);
+    // Whose files these are is the ware's (its filters flattened them, or
+    // kept the packer's): say it, so nobody is surprised by uid 1000.
+    let owners = owners_of(&args.dir).map_err(Error::io("reading back the unpacked tree"))?;
+    let mut list: Vec<((u32, u32), u64)> = owners.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shown: Vec<String> = list.iter().take(4).map(|((u, g), n)| format!("{u}:{g} ({n})")).collect();
+    let more = if list.len() > 4 { format!(" and {} more", list.len() - 4) } else { String::new() };
+    eprintln!(
+        "repeatr: unpacked {} entries into {}, owned (uid:gid) as the ware says: {}{more}",
+        stats.entries,
+        args.dir.display(),
+        shown.join(", ")
+    );
     Ok(0)
+}
+
+/// How many entries below `root` (itself included) each owner has.
+fn owners_of(root: &Path) -> std::io::Result<std::collections::HashMap<(u32, u32), u64>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut owners = std::collections::HashMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p)?;
+        *owners.entry((m.uid(), m.gid())).or_insert(0) += 1;
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(owners)
 }
 
 /// Completion scripts and man pages, made by build.rs from the same

@@ -81,6 +81,9 @@ pub enum Command {
         /// Also delete the bridges no job uses, with their NAT (nftables table, IPv4 forwarding repeatr turned on).
         #[arg(long)]
         all: bool,
+        /// Only evict the ware cache's least recently used entries down to [cache] max_size (never one in use).
+        #[arg(long, conflicts_with_all = ["rebuild", "all"])]
+        cache: bool,
     },
     /// Store a directory or tar in the warehouse as a ware; prints its id (tar:HASH).
     Pack(PackArgs),

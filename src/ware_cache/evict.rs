@@ -116,6 +116,15 @@ impl Cache {
                 removed += 1;
             }
         }
+        // Fill locks nobody holds (a fill in progress holds its own).
+        let locks = self.dir().join("locks");
+        for ent in fs::read_dir(&locks).map_err(CacheError::io("list", &locks))?.flatten() {
+            if ent.file_name().to_string_lossy().ends_with(".fill")
+                && let Some(idle) = Held::take(&ent.path(), Mode::Exclusive, false)?
+            {
+                idle.remove()?;
+            }
+        }
         let index = self.dir().join("index");
         for ent in fs::read_dir(&index).map_err(CacheError::io("list", &index))?.flatten() {
             let key =

@@ -101,6 +101,19 @@ impl Cache {
     /// the state dir (`state::PrivateDir`), and closed to everyone else.
     pub fn open(dir: &Path, max_size: u64) -> Result<Cache, CacheError> {
         let top = PrivateDir::create(dir)?;
+        Cache::checked(top, max_size)
+    }
+
+    /// [`open`](Cache::open), but `None` for a cache that does not exist:
+    /// for a look (`repeatr gc`) that must not make one.
+    pub fn open_existing(dir: &Path, max_size: u64) -> Result<Option<Cache>, CacheError> {
+        match PrivateDir::open(dir, false)? {
+            Some(top) => Cache::checked(top, max_size).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn checked(top: PrivateDir, max_size: u64) -> Result<Cache, CacheError> {
         let mode = fs::metadata(top.path()).map_err(CacheError::io("look up", top.path()))?.mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(CacheError::Open { path: top.path().to_path_buf(), mode });
@@ -115,6 +128,12 @@ impl Cache {
     pub fn from_config(config: Option<&Path>) -> Result<Cache, crate::error::Error> {
         let c = crate::config::Config::load_cache(config)?;
         Ok(Cache::open(&c.dir, c.max_size)?)
+    }
+
+    /// [`from_config`](Cache::from_config), `None` if it does not exist.
+    pub fn existing_from_config(config: Option<&Path>) -> Result<Option<Cache>, crate::error::Error> {
+        let c = crate::config::Config::load_cache(config)?;
+        Ok(Cache::open_existing(&c.dir, c.max_size)?)
     }
 
     pub fn dir(&self) -> &Path {

@@ -40,7 +40,8 @@ pub fn build<S: Syscall>(s: &S, rootfs: &Rootfs, base: &Path, size: u64) -> io::
     let tmpfs = s.open_dir(base)?;
     match rootfs {
         Rootfs::Dir { tree, owner } => {
-            let merged = overlay_dirs(s, &tmpfs, "", *owner)?;
+            overlay_dirs(s, &tmpfs, "", *owner)?;
+            let merged = s.open_at(&tmpfs, Path::new("merged"), libc::O_PATH, Resolve::Beneath)?;
             overlay(s, tree, &tmpfs, "", &merged)?;
             s.open_at(&tmpfs, Path::new("merged"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::Beneath)
         }
@@ -56,19 +57,15 @@ pub fn build<S: Syscall>(s: &S, rootfs: &Rootfs, base: &Path, size: u64) -> io::
     }
 }
 
-/// `{prefix}lower`, `upper`, `work` (and `merged`, for the root) on the
-/// tmpfs; returns `merged`. The upper dir gets the source root's owner and
+/// `{prefix}lower`, `upper`, `work` (and `merged`, for the root, whose
+/// prefix is empty) on the tmpfs. The upper dir gets the source root's owner and
 /// mode, which the merged root shows: else every image would get a
 /// root-owned 0755 `/`.
-fn overlay_dirs<S: Syscall>(
-    s: &S,
-    tmpfs: &S::Fd,
-    prefix: &str,
-    (uid, gid, mode): (u32, u32, u32),
-) -> io::Result<S::Fd> {
+fn overlay_dirs<S: Syscall>(s: &S, tmpfs: &S::Fd, prefix: &str, (uid, gid, mode): (u32, u32, u32)) -> io::Result<()> {
     let names = ["lower", "upper", "work", "merged"].map(|n| format!("{prefix}{n}"));
+    let made = if prefix.is_empty() { &names[..] } else { &names[..3] };
     s.fs_work(tmpfs, "make lower, upper, work and merged", |tmpfs| {
-        for name in &names {
+        for name in made {
             nix::sys::stat::mkdirat(tmpfs, name.as_str(), Mode::from_bits_truncate(0o755)).map_err(io::Error::from)?;
         }
         Ok(())
@@ -77,8 +74,7 @@ fn overlay_dirs<S: Syscall>(
     s.fs_work(&upper, "give upper the source root's owner and mode", |upper| {
         nix::unistd::fchown(upper, Some(uid.into()), Some(gid.into())).map_err(io::Error::from)?;
         nix::sys::stat::fchmod(upper, Mode::from_bits_truncate(mode)).map_err(io::Error::from)
-    })?;
-    s.open_at(tmpfs, Path::new(&names[3]), libc::O_PATH, Resolve::Beneath)
+    })
 }
 
 /// overlay(lower = the directory, upper + work = `{prefix}upper`,

@@ -86,18 +86,25 @@ impl Cache {
     /// Syncs the cache's filesystem and marks this boot's entries durable,
     /// so that they survive a reboot (see `store`).
     pub fn mark_durable(&self) -> Result<(), CacheError> {
-        let dir = fs::File::open(self.dir()).map_err(CacheError::io("open", self.dir()))?;
-        nix::unistd::syncfs(&dir).map_err(|e| CacheError::io("sync", self.dir())(e.into()))?;
         let boot = boot_id();
+        let mut pending = Vec::new();
         for info in self.list()? {
             let entry = self.entry_dir(&info.key);
-            if let Ok(mut meta) = read_meta(&entry)
+            if let Ok(meta) = read_meta(&entry)
                 && !meta.durable
                 && meta.boot == boot
             {
-                meta.durable = true;
-                write_meta(&entry, &meta)?;
+                pending.push((entry, meta));
             }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let dir = fs::File::open(self.dir()).map_err(CacheError::io("open", self.dir()))?;
+        nix::unistd::syncfs(&dir).map_err(|e| CacheError::io("sync", self.dir())(e.into()))?;
+        for (entry, mut meta) in pending {
+            meta.durable = true;
+            write_meta(&entry, &meta)?;
         }
         Ok(())
     }

@@ -18,8 +18,11 @@
 //! closed as git closes "racy" index entries: a file changed while it was
 //! hashed has another ctime after the hash than before (then nothing is
 //! recorded), and a file changed within the clock tick of its recorded
-//! ctime would keep that ctime, so a file is recorded only when its ctime
-//! is over a second older than the start of its hash. A replaced file is
+//! ctime would keep that ctime, so a record proves the file unchanged only
+//! when its ctime is over a second older than the start of its hash; a
+//! younger one is recorded "racy", and a run that finds it hashes the
+//! file's bytes (a read, no unpack) and checks them against the key. A
+//! replaced file is
 //! another inode; a reused inode number has a new ctime. Stdin has no
 //! inode to index: it is hashed as it is unpacked, and an entry already
 //! there for its bytes is used (the fresh unpack is thrown away).
@@ -51,16 +54,46 @@ impl Stamp {
         Stamp { size: meta.size(), mtime: (meta.mtime(), meta.mtime_nsec()), ctime: (meta.ctime(), meta.ctime_nsec()) }
     }
 
-    fn line(&self, key: &str) -> String {
+    /// An index record: the stamp, the key, and whether the stamp is
+    /// "racy" (see the module comment), i.e. proves nothing on its own.
+    fn line(&self, key: &str, racy: bool) -> String {
         let Stamp { size, mtime, ctime } = self;
-        format!("{size} {} {} {} {} {key}\n", mtime.0, mtime.1, ctime.0, ctime.1)
+        let racy = if racy { " racy" } else { "" };
+        format!("{size} {} {} {} {} {key}{racy}\n", mtime.0, mtime.1, ctime.0, ctime.1)
     }
 
-    /// The key in an index line, if the line is this stamp's.
-    fn key_in(&self, line: &str) -> Option<String> {
-        let (stamp, key) = line.trim_end().rsplit_once(' ')?;
-        (format!("{stamp} {key}\n") == self.line(key)).then(|| key.to_string())
+    /// The key in an index record, and whether it is racy, if the record
+    /// is this stamp's.
+    fn key_in(&self, line: &str) -> Option<(String, bool)> {
+        let line = line.trim_end();
+        let (line, racy) = match line.strip_suffix(" racy") {
+            Some(l) => (l, true),
+            None => (line, false),
+        };
+        let (_, key) = line.rsplit_once(' ')?;
+        (format!("{line}\n") == self.line(key, false)).then(|| (key.to_string(), racy))
     }
+}
+
+/// The SHA-256 of the whole file, read from its start; the file is left at
+/// its start.
+fn hash_file(mut file: &File) -> io::Result<[u8; 32]> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => sha.update(&buf[..n]),
+        }
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(sha.finalize().into())
+}
+
+fn bytes_key(digest: [u8; 32]) -> String {
+    format!("bytes-{}", crate::formula::Digest(digest))
 }
 
 impl Cache {
@@ -74,12 +107,12 @@ impl Cache {
             return self.unpack_tar(file, None);
         }
         let name = format!("{}-{}", meta.dev(), meta.ino());
-        if let Some(entry) = self.indexed(&name, &Stamp::of(&meta))? {
+        if let Some(entry) = self.indexed(&name, &Stamp::of(&meta), &file)? {
             return Ok(entry);
         }
         // One first run per file at a time: the others wait, then find it.
         let _filling = Held::take(&self.fill_lock(&format!("stat-{name}")), Mode::Exclusive, true)?;
-        if let Some(entry) = self.indexed(&name, &Stamp::of(&meta))? {
+        if let Some(entry) = self.indexed(&name, &Stamp::of(&meta), &file)? {
             return Ok(entry);
         }
         self.unpack_tar(file, Some((name, Stamp::of(&meta))))
@@ -90,14 +123,22 @@ impl Cache {
     }
 
     /// The entry the index gives for this inode, if its stamp matches and
-    /// the entry is there.
-    fn indexed(&self, name: &str, stamp: &Stamp) -> Result<Option<Entry>, CacheError> {
+    /// the entry is there; a racy record's key is checked against the
+    /// hash of the file's bytes first (a read, but no unpack).
+    fn indexed(&self, name: &str, stamp: &Stamp, file: &File) -> Result<Option<Entry>, CacheError> {
         let line = match fs::read_to_string(self.index_path(name)) {
             Ok(l) => l,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(CacheError::io("read", self.index_path(name))(e)),
         };
-        let Some(key) = stamp.key_in(&line) else { return Ok(None) };
+        let Some((key, racy)) = stamp.key_in(&line) else { return Ok(None) };
+        if racy {
+            log::info!("hashing the rootfs tar: it changed too recently for its inode to prove it unchanged");
+            let digest = hash_file(file).map_err(CacheError::io("read", "the rootfs tar"))?;
+            if bytes_key(digest) != key {
+                return Ok(None);
+            }
+        }
         let held = Held::take(&self.use_lock(&key), Mode::Shared, true)?;
         match held {
             Some(held) if self.present(&key, &held)? => Ok(Some(self.entry(&key, held, false))),
@@ -110,6 +151,7 @@ impl Cache {
     /// `index`: the file's inode name and stamp, recorded if still valid.
     fn unpack_tar(&self, file: File, index: Option<(String, Stamp)>) -> Result<Entry, CacheError> {
         let started = SystemTime::now();
+        log::info!("unpacking the rootfs tar into the cache (its bytes are not known there yet)");
         let tmp = self.new_temp("rootfs")?;
         let tree = File::open(tmp.path().join("tree")).map_err(CacheError::io("open", tmp.path()))?;
         let probe = file.try_clone().map_err(CacheError::io("open", "the rootfs tar"))?;
@@ -129,7 +171,7 @@ impl Cache {
         let stats = unpacked?;
         let digest = digest?.map_err(CacheError::io("read", "the rootfs tar"))?;
         log::debug!("unpacked {} entries, {} bytes", stats.entries, stats.bytes);
-        let key = format!("bytes-{}", crate::formula::Digest(digest));
+        let key = bytes_key(digest);
         let held = Held::take(&self.use_lock(&key), Mode::Shared, true)?
             .ok_or_else(|| CacheError::io("lock", &key)(io::ErrorKind::WouldBlock.into()))?;
         if !self.present(&key, &held)? {
@@ -142,18 +184,20 @@ impl Cache {
         Ok(self.entry(&key, held, true))
     }
 
-    /// Records the inode's key, unless the file changed since `stamp` or
-    /// might change within its ctime's clock tick (see the module comment).
+    /// Records the inode's key, unless the file changed since `stamp`; as
+    /// racy if it might change within its ctime's clock tick (see the
+    /// module comment).
     fn record(&self, name: &str, stamp: &Stamp, file: &File, started: SystemTime, key: &str) -> Result<(), CacheError> {
         let now = file.metadata().map_err(CacheError::io("look up", "the rootfs tar"))?;
-        let ctime = SystemTime::UNIX_EPOCH + Duration::new(stamp.ctime.0.max(0) as u64, stamp.ctime.1 as u32);
-        if Stamp::of(&now) != *stamp || ctime + Duration::from_secs(1) >= started {
-            log::debug!("rootfs tar changed recently: not indexing it");
+        if Stamp::of(&now) != *stamp {
+            log::debug!("the rootfs tar changed while it was read: not indexing it");
             return Ok(());
         }
+        let ctime = SystemTime::UNIX_EPOCH + Duration::new(stamp.ctime.0.max(0) as u64, stamp.ctime.1 as u32);
+        let racy = ctime + Duration::from_secs(1) >= started;
         let path = self.index_path(name);
         let tmp = self.index_path(&format!(".{name}.{}", std::process::id()));
-        fs::write(&tmp, stamp.line(key)).map_err(CacheError::io("write", &tmp))?;
+        fs::write(&tmp, stamp.line(key, racy)).map_err(CacheError::io("write", &tmp))?;
         fs::rename(&tmp, &path).map_err(CacheError::io("write", &path))
     }
 }

@@ -668,12 +668,14 @@ pub struct CacheConfig {
     pub max_size: u64,
 }
 
+/// Where the ware cache is unless `[cache] dir` says otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/repeatr/wares";
+/// `[cache] max_size` unless set: what `repeatr gc` trims the cache to.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 20 << 30;
+
 impl Default for CacheConfig {
     fn default() -> CacheConfig {
-        CacheConfig {
-            dir: PathBuf::from(crate::ware_cache::DEFAULT_CACHE_DIR),
-            max_size: crate::ware_cache::DEFAULT_MAX_SIZE,
-        }
+        CacheConfig { dir: PathBuf::from(DEFAULT_CACHE_DIR), max_size: DEFAULT_CACHE_MAX_SIZE }
     }
 }
 

@@ -67,7 +67,7 @@ pub enum Command {
         #[arg(long, short = 's', value_name = "SIG", default_value = "KILL")]
         signal: String,
     },
-    /// After a crash or reboot: reclaim stale leases, delete leftover veths and outputs, report.
+    /// After a crash or reboot: reclaim stale leases, delete leftover veths and outputs, evict the ware cache over budget, report.
     Gc {
         /// Say what would be done, change nothing.
         #[arg(long)]

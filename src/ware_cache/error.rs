@@ -29,6 +29,9 @@ pub enum CacheError {
     #[error(transparent)]
     Ware(#[from] WareError),
 
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+
     /// A `--rootfs` tar that cannot be unpacked.
     #[error("{0}")]
     Tar(#[from] TarError),

@@ -24,5 +24,23 @@ mod ware;
 
 pub use error::CacheError;
 pub use evict::{EntryInfo, Eviction};
-pub use store::{Cache, DEFAULT_CACHE_DIR, DEFAULT_MAX_SIZE, Entry, Filled};
+pub use store::{Cache, Entry, Filled};
 pub use ware::ware_key;
+
+use std::path::Path;
+
+use crate::config::Config;
+
+impl Cache {
+    /// The cache the configuration names (`[cache] dir`, `max_size`).
+    pub fn from_config(config: Option<&Path>) -> Result<Cache, CacheError> {
+        let c = Config::load_cache(config)?;
+        Cache::open(&c.dir, c.max_size)
+    }
+
+    /// [`from_config`](Cache::from_config), `None` if it does not exist.
+    pub fn existing_from_config(config: Option<&Path>) -> Result<Option<Cache>, CacheError> {
+        let c = Config::load_cache(config)?;
+        Cache::open_existing(&c.dir, c.max_size)
+    }
+}

@@ -34,11 +34,6 @@ use super::lock::{Held, Mode};
 use crate::container::{Rootfs, SpecError, spec};
 use crate::state::PrivateDir;
 
-/// Where the cache is unless `[cache] dir` says otherwise.
-pub const DEFAULT_CACHE_DIR: &str = "/var/cache/repeatr/wares";
-/// `[cache] max_size` unless set: what `repeatr gc` trims the cache to.
-pub const DEFAULT_MAX_SIZE: u64 = 20 << 30;
-
 /// The unpacked-ware cache at one directory.
 #[derive(Debug)]
 pub struct Cache {
@@ -122,18 +117,6 @@ impl Cache {
             top.create_subdir(sub)?;
         }
         Ok(Cache { dir: top.path().to_path_buf(), max_size })
-    }
-
-    /// The cache the configuration names (`[cache] dir`, `max_size`).
-    pub fn from_config(config: Option<&Path>) -> Result<Cache, crate::error::Error> {
-        let c = crate::config::Config::load_cache(config)?;
-        Ok(Cache::open(&c.dir, c.max_size)?)
-    }
-
-    /// [`from_config`](Cache::from_config), `None` if it does not exist.
-    pub fn existing_from_config(config: Option<&Path>) -> Result<Option<Cache>, crate::error::Error> {
-        let c = crate::config::Config::load_cache(config)?;
-        Ok(Cache::open_existing(&c.dir, c.max_size)?)
     }
 
     pub fn dir(&self) -> &Path {

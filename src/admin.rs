@@ -322,33 +322,6 @@ fn summary(o: &GcOutput) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_table_shows_control_characters_escaped() {
-        let lease = LeaseRecord {
-            job: "j\u{1b}[1m".into(),
-            bridge: "rpt0".into(),
-            subnet: "198.18.0.0/24".parse().unwrap(),
-            ip: "198.18.0.2".parse().unwrap(),
-            gateway: "198.18.0.1".parse().unwrap(),
-            slot: 0,
-            iface: "rpt0-0".into(),
-            pid: 1,
-            start_time: 1,
-            boot_id: "b".into(),
-            command: "sh -c 'printf \"\u{1b}[2J\"'\nforged line".into(),
-            started_at: "2026-12-01T00:00:00Z".into(),
-        };
-        let out = table(&[LeaseInfo { lease, state: LeaseState::Running }]);
-        assert!(!out.contains('\u{1b}'), "{out:?}");
-        assert_eq!(out.lines().count(), 2, "one header and one row: {out}");
-        assert!(out.contains("j\\u{1b}[1m") && out.contains("\\nforged line"), "{out}");
-    }
-}
-
 /// `gc --cache`: only the ware cache's eviction, printed.
 pub fn gc_cache(config: Option<&Path>, dry_run: bool, json: bool) -> Result<i32, Error> {
     let eviction = evict_cache(config, dry_run)?.unwrap_or_default();
@@ -392,4 +365,31 @@ fn cache_summary(e: &crate::ware_cache::Eviction) -> String {
         human_size(e.bytes_before)
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_shows_control_characters_escaped() {
+        let lease = LeaseRecord {
+            job: "j\u{1b}[1m".into(),
+            bridge: "rpt0".into(),
+            subnet: "198.18.0.0/24".parse().unwrap(),
+            ip: "198.18.0.2".parse().unwrap(),
+            gateway: "198.18.0.1".parse().unwrap(),
+            slot: 0,
+            iface: "rpt0-0".into(),
+            pid: 1,
+            start_time: 1,
+            boot_id: "b".into(),
+            command: "sh -c 'printf \"\u{1b}[2J\"'\nforged line".into(),
+            started_at: "2026-12-01T00:00:00Z".into(),
+        };
+        let out = table(&[LeaseInfo { lease, state: LeaseState::Running }]);
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+        assert_eq!(out.lines().count(), 2, "one header and one row: {out}");
+        assert!(out.contains("j\\u{1b}[1m") && out.contains("\\nforged line"), "{out}");
+    }
 }

@@ -182,7 +182,9 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
         println!("{}", crate::output::json(&out)?);
     } else {
         print!("{}", summary(&out));
-        if let Some(e) = &out.cache {
+        // Only what the cache's eviction did or could not do: a cache within
+        // its budget is nothing to report here (`gc --cache` says its size).
+        if let Some(e) = out.cache.as_ref().filter(|e| !e.evicted.is_empty() || !e.in_use.is_empty()) {
             print!("{}", cache_summary(e));
         }
     }

@@ -10,11 +10,12 @@ use clap::{CommandFactory, Parser};
 
 use crate::admin::{self, GcOptions};
 use crate::config::Config;
-use crate::container::{self, NetMode, Spec, SpecError, spec};
+use crate::container::{self, NetMode, Rootfs, Spec, SpecError, spec};
 use crate::error::{EXIT_RUNNER_ERROR, Error};
 use crate::formula::{Filters, WareId};
 use crate::formula_run::{self, FormulaJob};
 use crate::job_control;
+use crate::ware_cache::{Cache, Entry};
 
 mod args;
 use crate::job::{self, Host, JobId, Request};
@@ -75,6 +76,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             match work(args, host.config.as_deref())? {
                 Work::Command { spec, ip, limits } => {
                     let limits = limits.or(&Config::load_limits(host.config.as_deref())?).parse(true)?;
+                    // Held until the job ends: its entry is then never evicted.
+                    let (spec, _in_use) = cached_root(spec, host.config.as_deref())?;
                     job::run(Request { host, spec, ip, limits })
                 }
                 Work::Formula(f) => formula_run::run(&host, f),
@@ -87,7 +90,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             job_control::stop(&state_dir, &name, timeout)
         }
         Command::Kill { name, signal } => job_control::kill(&state_dir, &name, job_control::parse_signal(&signal)?),
-        Command::Gc { dry_run, json, rebuild, all } => {
+        Command::Gc { cache: true, dry_run, json, .. } => admin::gc_cache(config.as_deref(), dry_run, json),
+        Command::Gc { dry_run, json, rebuild, all, .. } => {
             admin::gc(&state_dir, config.as_deref(), GcOptions { dry_run, json, rebuild, all })
         }
         Command::Pack(args) => pack(args, config.as_deref()),
@@ -171,6 +175,22 @@ fn work(args: RunArgs, config: Option<&Path>) -> Result<Work, Error> {
     Ok(Work::Command { spec, ip: args.ip, limits })
 }
 
+/// A `--rootfs` tar is placed from the ware cache (unpacked into it on its
+/// first run), as a directory root is: an overlay over the cached tree.
+fn cached_root(mut spec: Spec, config: Option<&Path>) -> Result<(Spec, Option<Entry>), Error> {
+    let Rootfs::Tar { file, from_stdin } = spec.rootfs else {
+        return Ok((spec, None));
+    };
+    let entry = Cache::from_config(config)?.ensure_tar(file, from_stdin)?;
+    if from_stdin {
+        // The tar used up our stdin; the job reads an empty one instead.
+        let null = std::fs::File::open("/dev/null").map_err(Error::io("opening /dev/null"))?;
+        nix::unistd::dup2_stdin(null.as_fd()).map_err(|e| Error::Io { what: "replacing stdin", err: e.into() })?;
+    }
+    spec.rootfs = entry.rootfs()?;
+    Ok((spec, Some(entry)))
+}
+
 /// How the job runs and stops, from `run`'s flags.
 fn process(
     timeout: &Option<String>,
@@ -210,6 +230,19 @@ fn unpack(args: UnpackArgs, config: Option<&Path>) -> Result<i32, Error> {
     let warehouses = Warehouses::from_options(&args.warehouse, None, &Config::load_warehouse(config)?)?;
     let stats = warehouses.local(&id)?.unpack(&id, &args.dir)?;
     log::info!("unpacked {id}: {} entries, {} bytes", stats.entries, stats.bytes);
+    // Whose files these are is the ware's (its filters flattened them, or
+    // kept the packer's): say it, so nobody is surprised by uid 1000.
+    let owners = owners_of(&args.dir).map_err(Error::io("reading back the unpacked tree"))?;
+    let mut list: Vec<((u32, u32), u64)> = owners.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shown: Vec<String> = list.iter().take(4).map(|((u, g), n)| format!("{u}:{g} ({n})")).collect();
+    let more = if list.len() > 4 { format!(" and {} more", list.len() - 4) } else { String::new() };
+    eprintln!(
+        "repeatr: unpacked {} entries into {}, owned (uid:gid) as the ware says: {}{more}",
+        stats.entries,
+        args.dir.display(),
+        shown.join(", ")
+    );
     Ok(0)
 }
 
@@ -228,6 +261,23 @@ fn fetch(args: FetchArgs, config: Option<&Path>) -> Result<i32, Error> {
     }
     println!("{}", local.ware_path(&id).display());
     Ok(0)
+}
+
+/// How many entries below `root` (itself included) each owner has.
+fn owners_of(root: &Path) -> std::io::Result<std::collections::HashMap<(u32, u32), u64>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut owners = std::collections::HashMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p)?;
+        *owners.entry((m.uid(), m.gid())).or_insert(0) += 1;
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(owners)
 }
 
 /// Completion scripts and man pages, made by build.rs from the same

@@ -56,6 +56,8 @@ pub enum Error {
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
     #[error(transparent)]
+    Cache(crate::ware_cache::CacheError),
+    #[error(transparent)]
     Limits(#[from] crate::limits::LimitsError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
@@ -65,6 +67,18 @@ pub enum Error {
     /// `stop` or `kill` named no live job.
     #[error("no running job {}; see repeatr ps", crate::escape::escaped(.0.as_bytes()))]
     NoSuchJob(String),
+}
+
+/// A ware that is missing or corrupt keeps its own exit code when the
+/// cache is what met it.
+impl From<crate::ware_cache::CacheError> for Error {
+    fn from(e: crate::ware_cache::CacheError) -> Error {
+        match e {
+            crate::ware_cache::CacheError::Ware(w) => Error::Ware(w),
+            crate::ware_cache::CacheError::Remote(r) => Error::Remote(r),
+            other => Error::Cache(other),
+        }
+    }
 }
 
 impl Error {

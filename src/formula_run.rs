@@ -17,6 +17,7 @@ use crate::formula::setup::{Input, Network, Privileges};
 use crate::formula::{Formula, WareError};
 use crate::job::{self, Host, JobId};
 use crate::remote::Warehouses;
+use crate::ware_cache::{Cache, Entry};
 
 pub(crate) mod outputs;
 use outputs::OutputLock;
@@ -110,7 +111,9 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.
     let outputs = OutputDirs::create(&host.state_dir, &id, &formula)?;
-    let mut spec = build_spec(&formula, &warehouses, &id, &outputs)?;
+    // The inputs' cache entries, each held (never evicted) until the job ends.
+    let cache = Cache::from_config(host.config.as_deref())?;
+    let (mut spec, _in_use) = build_spec(&formula, &warehouses, &cache, &id, &outputs)?;
     spec.process.stop_timeout = stop_timeout;
     let hostname = spec.hostname.clone();
 
@@ -185,17 +188,31 @@ fn compare(path: &Path, now: &RunRecord) -> Result<bool, Error> {
 }
 
 /// The formula as a container spec: `/` from a ware, other wares placed
-/// in path order, mounts, output dirs, the action's identity and helpers.
-fn build_spec(f: &Formula, warehouses: &Warehouses, id: &JobId, outputs: &OutputDirs) -> Result<Spec, Error> {
+/// in path order, mounts, output dirs, the action's identity and helpers;
+/// with the cache entries of its wares, which must outlive the job.
+fn build_spec(
+    f: &Formula,
+    warehouses: &Warehouses,
+    cache: &Cache,
+    id: &JobId,
+    outputs: &OutputDirs,
+) -> Result<(Spec, Vec<Entry>), Error> {
     let mut root = None;
     let mut wares = Vec::new();
     let mut mounts = Vec::new();
     let mut mount_paths: Vec<&str> = Vec::new();
+    let mut in_use = Vec::new();
+    let mut place = |ware| -> Result<Rootfs, Error> {
+        let entry = cache.ensure_ware(ware, || Ok(warehouses.local(ware)?))?;
+        let tree = entry.rootfs()?;
+        in_use.push(entry);
+        Ok(tree)
+    };
     // BTreeMap order: a directory sorts before everything below it.
     for (path, input) in &f.inputs {
         match input {
-            Input::Ware(ware) if path == "/" => root = Some(warehouses.open_verified(ware)?),
-            Input::Ware(ware) => wares.push((PathBuf::from(path), warehouses.open_verified(ware)?)),
+            Input::Ware(ware) if path == "/" => root = Some(place(ware)?),
+            Input::Ware(ware) => wares.push((PathBuf::from(path), place(ware)?)),
             Input::Mount { host_path, writable } => {
                 let mode = if *writable { "rw" } else { "ro" };
                 mounts.push(spec::parse_mount(&format!("{host_path}:{path}:{mode}"))?);
@@ -249,9 +266,9 @@ fn build_spec(f: &Formula, warehouses: &Warehouses, id: &JobId, outputs: &Output
     let hostname = id.hostname(a.hostname.as_deref())?;
     let workdir = spec::clean_job_path(&a.cwd)
         .ok_or_else(|| invalid(format!("action.cwd {:?} is not a clean absolute path", a.cwd)))?;
-    Ok(Spec {
+    let spec = Spec {
         id: id.to_string(),
-        rootfs: Rootfs::Tar { file: root, from_stdin: false },
+        rootfs: root,
         argv: a.exec.clone(),
         env,
         workdir,
@@ -270,7 +287,8 @@ fn build_spec(f: &Formula, warehouses: &Warehouses, id: &JobId, outputs: &Output
         process: Process { timeout: a.timeout, ..Process::default() },
         // Set from the limits at launch.
         tmpfs: Default::default(),
-    })
+    };
+    Ok((spec, in_use))
 }
 
 /// `STATE_DIR/outputs/<job>/<n>`: one host directory per output, owned by

@@ -27,6 +27,7 @@ mod output;
 pub mod remote;
 pub mod state;
 pub mod sys;
+pub mod ware_cache;
 
 /// The `repeatr` command: parses the command line, runs it, and returns
 /// the process's exit code.

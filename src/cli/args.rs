@@ -67,7 +67,7 @@ pub enum Command {
         #[arg(long, short = 's', value_name = "SIG", default_value = "KILL")]
         signal: String,
     },
-    /// After a crash or reboot: reclaim stale leases, delete leftover veths and outputs, report.
+    /// After a crash or reboot: reclaim stale leases, delete leftover veths and outputs, evict the ware cache over budget, report.
     Gc {
         /// Say what would be done, change nothing.
         #[arg(long)]
@@ -81,6 +81,9 @@ pub enum Command {
         /// Also delete the bridges no job uses, with their NAT (nftables table, IPv4 forwarding repeatr turned on).
         #[arg(long)]
         all: bool,
+        /// Only evict the ware cache's least recently used entries down to [cache] max_size (never one in use).
+        #[arg(long, conflicts_with_all = ["rebuild", "all"])]
+        cache: bool,
     },
     /// Store a directory or tar in the warehouse as a ware; prints its id (tar:HASH).
     Pack(PackArgs),

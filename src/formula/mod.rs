@@ -26,7 +26,7 @@ pub mod ware_id;
 pub mod warehouse;
 
 pub use error::{WareClass, WareError};
-pub use filter::{Filters, IdFilter, MtimeFilter, Policy};
+pub use filter::{Filters, IdFilter, MtimeFilter, Policy, ROOTFS_PRESET, Refused};
 pub use pack::hash_path;
 pub use setup::{Formula, SetupHash};
 pub use ware_id::{Digest, WareId};

@@ -230,6 +230,7 @@ fn a_formula_runs_from_s3_saves_there_and_a_second_run_gives_the_same_ids() {
     // By hand: fetch the output on another "host" (a fresh area) into a
     // local warehouse, and run from that with S3 second in the list.
     std::fs::remove_dir_all(&r.download).unwrap();
+    std::fs::remove_dir_all(r.repeatr.cache_dir()).unwrap();
     let local = r.repeatr.state.path().join("local");
     let out = r.run(&["fetch", &out_id, "--warehouse", "s3://wares/team", "--save-to", local.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));

@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser};
 
 use crate::admin::{self, GcOptions};
 use crate::config::Config;
-use crate::container::{self, NetMode, Rootfs, Spec, SpecError, spec};
+use crate::container::{self, NetMode, Rootfs, RootfsArg, Spec, SpecError, spec};
 use crate::error::{EXIT_RUNNER_ERROR, Error};
 use crate::formula::{Filters, WareId};
 use crate::formula_run::{self, FormulaJob};
@@ -19,7 +19,7 @@ use crate::ware_cache::{Cache, Entry};
 
 mod args;
 use crate::job::{self, Host, JobId, Request};
-use crate::limits::LimitStrings;
+use crate::limits::{LimitStrings, Limits};
 use crate::remote::Warehouses;
 use args::{Cli, Command, FetchArgs, Net, PackArgs, RunArgs, Shell, UnpackArgs};
 
@@ -74,11 +74,10 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Run(args) => {
             let host = Host { state_dir, config };
             match work(args, host.config.as_deref())? {
-                Work::Command { spec, ip, limits } => {
-                    let limits = limits.or(&Config::load_limits(host.config.as_deref())?).parse(true)?;
-                    // Held until the job ends: its entry is then never evicted.
-                    let (spec, _in_use) = cached_root(spec, host.config.as_deref())?;
-                    job::run(Request { host, spec, ip, limits })
+                Work::Command { spec, ip, limits, in_use } => {
+                    let code = job::run(Request { host, spec, ip, limits });
+                    drop(in_use);
+                    code
                 }
                 Work::Formula(f) => formula_run::run(&host, f),
             }
@@ -104,7 +103,14 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
 
 /// What `run` was asked to run.
 enum Work {
-    Command { spec: Spec, ip: Option<Ipv4Addr>, limits: LimitStrings },
+    /// `in_use`: a tar root's cache entry, held until the job ends so that
+    /// it is never evicted under it.
+    Command {
+        spec: Spec,
+        ip: Option<Ipv4Addr>,
+        limits: Limits,
+        in_use: Option<Entry>,
+    },
     Formula(FormulaJob),
 }
 
@@ -120,7 +126,7 @@ fn work(args: RunArgs, config: Option<&Path>) -> Result<Work, Error> {
         job.stop_timeout = duration("--stop-timeout", &args.stop_timeout)?;
         return Ok(Work::Formula(job));
     }
-    let Some(rootfs) = &args.rootfs else {
+    let Some(rootfs_arg) = &args.rootfs else {
         return Err(Error::Usage(
             "--rootfs PATH (or a FORMULA) is required: repeatr run --rootfs PATH -- CMD [ARGS...], \
              or repeatr run FORMULA.json; see 'repeatr run --help'"
@@ -143,10 +149,23 @@ fn work(args: RunArgs, config: Option<&Path>) -> Result<Work, Error> {
     let mounts = args.mounts.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
     let caps = container::Caps::with_changes(&args.cap_add, &args.cap_drop)?;
     let seccomp = container::seccomp::from_security_opts(&args.security_opt, &caps).map_err(SpecError::from)?;
+    let rootfs = spec::open_rootfs(rootfs_arg)?;
+    let limits = LimitStrings {
+        memory: args.memory,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        rootfs_size: args.rootfs_size,
+        shm_size: args.shm_size,
+    }
+    .or(&Config::load_limits(config)?)
+    .parse(true)?;
+    let process = process(&args.timeout, &args.stop_timeout, args.no_init, args.tty, args.interactive)?;
+    // Last, once every flag is known good: a tar's first run unpacks it.
+    let (rootfs, in_use) = place_root(rootfs, config)?;
     let spec = Spec {
         env: spec::build_env(&args.env, &hostname),
         id: id.to_string(),
-        rootfs: spec::open_rootfs(rootfs)?,
+        rootfs,
         argv: args.command,
         workdir,
         hostname,
@@ -161,25 +180,19 @@ fn work(args: RunArgs, config: Option<&Path>) -> Result<Work, Error> {
         seccomp,
         make_dirs: Vec::new(),
         stdout_to_stderr: false,
-        process: process(&args.timeout, &args.stop_timeout, args.no_init, args.tty, args.interactive)?,
+        process,
         // Set from the limits at launch.
         tmpfs: Default::default(),
     };
-    let limits = LimitStrings {
-        memory: args.memory,
-        cpus: args.cpus,
-        pids_limit: args.pids_limit,
-        rootfs_size: args.rootfs_size,
-        shm_size: args.shm_size,
-    };
-    Ok(Work::Command { spec, ip: args.ip, limits })
+    Ok(Work::Command { spec, ip: args.ip, limits, in_use })
 }
 
 /// A `--rootfs` tar is placed from the ware cache (unpacked into it on its
 /// first run), as a directory root is: an overlay over the cached tree.
-fn cached_root(mut spec: Spec, config: Option<&Path>) -> Result<(Spec, Option<Entry>), Error> {
-    let Rootfs::Tar { file, from_stdin } = spec.rootfs else {
-        return Ok((spec, None));
+fn place_root(rootfs: RootfsArg, config: Option<&Path>) -> Result<(Rootfs, Option<Entry>), Error> {
+    let (file, from_stdin) = match rootfs {
+        RootfsArg::Dir(dir) => return Ok((dir, None)),
+        RootfsArg::Tar { file, from_stdin } => (file, from_stdin),
     };
     let entry = Cache::from_config(config)?.ensure_tar(file, from_stdin)?;
     if from_stdin {
@@ -187,8 +200,7 @@ fn cached_root(mut spec: Spec, config: Option<&Path>) -> Result<(Spec, Option<En
         let null = std::fs::File::open("/dev/null").map_err(Error::io("opening /dev/null"))?;
         nix::unistd::dup2_stdin(null.as_fd()).map_err(|e| Error::Io { what: "replacing stdin", err: e.into() })?;
     }
-    spec.rootfs = entry.rootfs()?;
-    Ok((spec, Some(entry)))
+    Ok((entry.rootfs()?, Some(entry)))
 }
 
 /// How the job runs and stops, from `run`'s flags.

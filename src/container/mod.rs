@@ -19,7 +19,8 @@
 //! - `seccomp`: the syscall filter, the last step before the exec;
 //! - `signals`: forwarding the runner's signals to the job.
 //!
-//! Rootfs tars are unpacked by `crate::archive`.
+//! Rootfs tars and wares reach a job as trees of the ware cache
+//! (`crate::ware_cache`), unpacked there by `crate::archive`.
 
 pub mod init;
 pub mod mounts;
@@ -40,5 +41,7 @@ pub mod tty;
 
 pub use protocol::GoMessage;
 pub use spawn::{Exit, Launched, spawn};
-pub use spec::{BindMount, Caps, MakeDir, NetMode, Process, Rootfs, Seccomp, Spec, SpecError, TmpfsSizes, User};
+pub use spec::{
+    BindMount, Caps, MakeDir, NetMode, Process, Rootfs, RootfsArg, Seccomp, Spec, SpecError, TmpfsSizes, User,
+};
 pub use supervise::{Ended, Kill, Usage, go_and_wait};

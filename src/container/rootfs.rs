@@ -5,9 +5,7 @@
 //! - a directory becomes the read-only lower layer of an overlay whose upper
 //!   and work dirs live on a tmpfs: the job may write anywhere, the source is
 //!   never touched. `--rootfs` tars and formula wares come this way too,
-//!   from their unpacked copies in the ware cache (`crate::ware_cache`);
-//! - a tar is unpacked into that tmpfs (what the child still does with a
-//!   spec that names a tar).
+//!   from their unpacked copies in the ware cache (`crate::ware_cache`).
 //!
 //! Every overlay is mounted with `xino=on`: its layers are on different
 //! filesystems (the cache's disk, the tmpfs), and without xino overlayfs
@@ -15,7 +13,6 @@
 //! lower layer's `d_ino`, so readdir and stat disagree (CPython's
 //! `test_os` checks they agree, as they do on every disk filesystem).
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -26,7 +23,6 @@ use nix::sys::stat::Mode;
 use super::resolve::Create;
 use super::spec::{Rootfs, TmpfsSizes};
 use super::syscall::Syscall;
-use crate::archive as tar;
 use crate::sys::Resolve;
 
 /// Builds the root on a fresh tmpfs of at most `size` bytes at `base` and
@@ -38,23 +34,10 @@ pub fn build<S: Syscall>(s: &S, rootfs: &Rootfs, base: &Path, size: u64) -> io::
     s.mount_fs("tmpfs", &base_fd, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&options))?;
     // The fd from before names the directory under the new tmpfs.
     let tmpfs = s.open_dir(base)?;
-    match rootfs {
-        Rootfs::Dir { tree, owner } => {
-            overlay_dirs(s, &tmpfs, "", *owner)?;
-            let merged = s.open_at(&tmpfs, Path::new("merged"), libc::O_PATH, Resolve::Beneath)?;
-            overlay(s, tree, &tmpfs, "", &merged)?;
-            s.open_at(&tmpfs, Path::new("merged"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::Beneath)
-        }
-        Rootfs::Tar { file, .. } => {
-            s.fs_work(&tmpfs, "unpack the rootfs", |dir| {
-                let reader = tar::decompressed(Box::new(file.try_clone()?)).map_err(io::Error::other)?;
-                let stats = tar::unpack(reader, dir).map_err(io::Error::other)?;
-                log::debug!("unpacked {} entries, {} bytes", stats.entries, stats.bytes);
-                Ok(())
-            })?;
-            Ok(tmpfs)
-        }
-    }
+    overlay_dirs(s, &tmpfs, "", rootfs.owner)?;
+    let merged = s.open_at(&tmpfs, Path::new("merged"), libc::O_PATH, Resolve::Beneath)?;
+    overlay(s, &rootfs.tree, &tmpfs, "", &merged)?;
+    s.open_at(&tmpfs, Path::new("merged"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::Beneath)
 }
 
 /// `{prefix}lower`, `upper`, `work` (and `merged`, for the root, whose
@@ -106,8 +89,7 @@ fn overlay<S: Syscall>(s: &S, lower_tree: &OwnedFd, tmpfs: &S::Fd, prefix: &str,
 /// Places the `n`th ware at `path` inside `root` (created if missing,
 /// resolved as if `root` were `/`): a cached tree becomes an overlay of its
 /// own there (writable like the root, its layers on the root's tmpfs at
-/// `mount_base`; what a lower ware had below `path` is hidden); a tar is
-/// unpacked there.
+/// `mount_base`; what a lower ware had below `path` is hidden).
 pub fn place<S: Syscall>(
     s: &S,
     root: &S::Fd,
@@ -117,24 +99,9 @@ pub fn place<S: Syscall>(
     ware: &Rootfs,
 ) -> io::Result<()> {
     let at = s.resolve_in_root(root, path, Create::Dir)?;
-    match ware {
-        Rootfs::Dir { tree, owner } => {
-            let tmpfs = s.open_dir(mount_base)?;
-            let prefix = format!("w{n}.");
-            overlay_dirs(s, &tmpfs, &prefix, *owner)?;
-            overlay(s, tree, &tmpfs, &prefix, &at)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
-        }
-        Rootfs::Tar { file, .. } => unpack_at(s, &at, path, file),
-    }
-}
-
-/// Unpacks the tar in `file` into the directory `at` (`path` in the job).
-fn unpack_at<S: Syscall>(s: &S, at: &S::Fd, path: &Path, file: &File) -> io::Result<()> {
-    let dir = s.open_at(at, Path::new("."), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::Beneath)?;
-    s.fs_work(&dir, "unpack a ware", |dir| {
-        let reader = tar::decompressed(Box::new(file.try_clone()?)).map_err(io::Error::other)?;
-        tar::unpack(reader, dir).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-        Ok(())
-    })
+    let tmpfs = s.open_dir(mount_base)?;
+    let prefix = format!("w{n}.");
+    overlay_dirs(s, &tmpfs, &prefix, ware.owner)?;
+    overlay(s, &ware.tree, &tmpfs, &prefix, &at)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }

@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use super::protocol::{EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNNER_ERROR, GoMessage, LaunchFailure, TTY_MASTER};
-use super::spec::{NetMode, Rootfs, Spec};
+use super::spec::{NetMode, Spec};
 use super::syscall::{Linux, Syscall};
 use super::{init, mounts, rootfs, seccomp, security, tty};
 use crate::sys;
@@ -63,11 +63,6 @@ fn setup_and_exec(
     let etc = build_and_enter_root(&Linux, spec, mount_base)?;
     if spec.stdout_to_stderr {
         nix::unistd::dup2_stdout(std::io::stderr()).map_err(|e| setup_err("stdout")(e.into()))?;
-    }
-    if let Rootfs::Tar { from_stdin: true, .. } = spec.rootfs {
-        // The tar used up our stdin; the job reads an empty one instead.
-        let null = File::open("/dev/null").map_err(setup_err("/dev/null"))?;
-        nix::unistd::dup2_stdin(null.as_fd()).map_err(|e| setup_err("stdin")(e.into()))?;
     }
 
     // The working directory, created if missing (after the pivot, so it
@@ -338,11 +333,11 @@ mod tests {
 
     use super::super::mounts::{MASKED_PATHS, READONLY_PATHS};
     use super::super::recorder::Recorder;
-    use super::super::spec::{BindMount, Caps, Seccomp, User};
+    use super::super::spec::{BindMount, Caps, Rootfs, Seccomp, User};
     use super::*;
 
     /// Stands for an fd the runner opened (a rootfs tree, a bind source, a
-    /// ware's tar); the recorder never reads it.
+    /// ware's tree); the recorder never reads it.
     fn runner_fd() -> File {
         File::open("/dev/null").unwrap()
     }
@@ -491,12 +486,9 @@ mod tests {
             readonly: true,
         };
         let spec = spec(
-            Rootfs::Dir { tree, owner: (0, 0, 0o755) },
+            Rootfs { tree, owner: (0, 0, 0o755) },
             vec![bind],
-            vec![
-                ("/opt/tool".into(), Rootfs::Tar { file: runner_fd(), from_stdin: false }),
-                ("/opt/lib".into(), Rootfs::Dir { tree: ware, owner: (1000, 1000, 0o750) }),
-            ],
+            vec![("/opt/lib".into(), Rootfs { tree: ware, owner: (1000, 1000, 0o750) })],
         );
         let root = "/mnt/base/merged";
         let content = format!(
@@ -511,32 +503,23 @@ mod tests {
             open /mnt/base/work beneath /mnt/base
             mount overlay on {root} (lowerdir=fd(/mnt/base/lower),upperdir=fd(/mnt/base/upper),workdir=fd(/mnt/base/work),xino=on)
             open {root} beneath /mnt/base
-            resolve {root}/opt/tool in root {root}
-            open {root}/opt/tool beneath {root}/opt/tool
-            unpack a ware at {root}/opt/tool
             resolve {root}/opt/lib in root {root}
             open /mnt/base
             make lower, upper, work and merged at /mnt/base
-            open /mnt/base/w1.upper beneath /mnt/base
-            give upper the source root's owner and mode at /mnt/base/w1.upper
-            open /mnt/base/w1.lower beneath /mnt/base
-            attach fd {ware_fd} on /mnt/base/w1.lower
-            open /mnt/base/w1.lower beneath /mnt/base
-            open /mnt/base/w1.upper beneath /mnt/base
-            open /mnt/base/w1.work beneath /mnt/base
-            mount overlay on {root}/opt/lib (lowerdir=fd(/mnt/base/w1.lower),upperdir=fd(/mnt/base/w1.upper),workdir=fd(/mnt/base/w1.work),xino=on)"
+            open /mnt/base/w0.upper beneath /mnt/base
+            give upper the source root's owner and mode at /mnt/base/w0.upper
+            open /mnt/base/w0.lower beneath /mnt/base
+            attach fd {ware_fd} on /mnt/base/w0.lower
+            open /mnt/base/w0.lower beneath /mnt/base
+            open /mnt/base/w0.upper beneath /mnt/base
+            open /mnt/base/w0.work beneath /mnt/base
+            mount overlay on {root}/opt/lib (lowerdir=fd(/mnt/base/w0.lower),upperdir=fd(/mnt/base/w0.upper),workdir=fd(/mnt/base/w0.work),xino=on)"
         );
         let binds = format!(
             "resolve {root}/data in root {root}
             attach fd {source_fd} on {root}/data"
         );
         assert_steps(&spec, root, &content, &binds);
-    }
-
-    #[test]
-    fn mount_steps_of_a_tar_rootfs() {
-        let spec = spec(Rootfs::Tar { file: runner_fd(), from_stdin: false }, Vec::new(), Vec::new());
-        assert_steps(&spec, "/mnt/base", "unpack the rootfs at /mnt/base", "");
     }
 
     #[test]

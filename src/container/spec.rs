@@ -67,18 +67,30 @@ pub enum SpecError {
     Seccomp(#[from] SeccompError),
 }
 
-/// The job's root filesystem, opened on the host.
+/// The job's root filesystem (or a ware's tree), opened on the host: a
+/// directory that becomes the read-only lower layer of an overlay. Held as
+/// a detached read-only copy of its mount tree (open_tree), made here in the
+/// host's mount namespace: overlayfs refuses a lower layer that is not a
+/// mount of the caller's namespace, and a detached tree is the one kind the
+/// child can attach into its own. A tar root reaches the job the same way,
+/// as its unpacked tree in the ware cache.
 #[derive(Debug)]
-pub enum Rootfs {
-    /// A directory: becomes the read-only lower layer of an overlay. Held as
-    /// a detached read-only copy of its mount tree (open_tree), made here
-    /// in the host's mount namespace: overlayfs refuses a lower layer that
-    /// is not a mount of the caller's namespace, and a detached tree is the
-    /// one kind the child can attach into its own.
-    Dir { tree: OwnedFd, owner: (u32, u32, u32) },
-    /// A tar stream (plain or gzip), read by the child into a tmpfs.
-    /// `from_stdin` means the job's own stdin is used up and becomes /dev/null.
-    Tar { file: File, from_stdin: bool },
+pub struct Rootfs {
+    pub tree: OwnedFd,
+    /// The directory's uid, gid and mode, which the root's upper layer takes.
+    pub owner: (u32, u32, u32),
+}
+
+/// A `--rootfs` argument, opened.
+#[derive(Debug)]
+pub enum RootfsArg {
+    Dir(Rootfs),
+    /// A tar stream (plain or gzip), for the ware cache to unpack or find.
+    /// `from_stdin` means the job's own stdin is used up by it.
+    Tar {
+        file: File,
+        from_stdin: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -283,19 +295,15 @@ impl Spec {
     /// child keeps open besides 0-2 and its pipes.
     pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
-        let fd = |r: &Rootfs| match r {
-            Rootfs::Dir { tree, .. } => tree.as_raw_fd(),
-            Rootfs::Tar { file, .. } => file.as_raw_fd(),
-        };
-        let mut fds = vec![fd(&self.rootfs)];
+        let mut fds = vec![self.rootfs.tree.as_raw_fd()];
         fds.extend(self.mounts.iter().map(|m| m.source.as_raw_fd()));
-        fds.extend(self.wares.iter().map(|(_, w)| fd(w)));
+        fds.extend(self.wares.iter().map(|(_, w)| w.tree.as_raw_fd()));
         fds
     }
 }
 
 /// Opens a rootfs argument: `-` for stdin, a directory, or a tar file.
-pub fn open_rootfs(arg: &Path) -> Result<Rootfs, SpecError> {
+pub fn open_rootfs(arg: &Path) -> Result<RootfsArg, SpecError> {
     if arg == Path::new("-") {
         // A dup, so that the child's reader is an fd it owns; O_CLOEXEC on
         // the dup keeps it away from the job.
@@ -304,7 +312,7 @@ pub fn open_rootfs(arg: &Path) -> Result<Rootfs, SpecError> {
             .try_clone_to_owned()
             .map(File::from)
             .map_err(|err| SpecError::RootfsOpen { path: arg.into(), err })?;
-        return Ok(Rootfs::Tar { file, from_stdin: true });
+        return Ok(RootfsArg::Tar { file, from_stdin: true });
     }
     let meta = match std::fs::metadata(arg) {
         Ok(m) => m,
@@ -317,15 +325,21 @@ pub fn open_rootfs(arg: &Path) -> Result<Rootfs, SpecError> {
     };
     let open_err = |err| SpecError::RootfsOpen { path: arg.into(), err };
     if meta.is_dir() {
-        let fd = open_path(arg).map_err(open_err)?;
-        let owner = dir_owner_mode(&fd).map_err(open_err)?;
-        let tree = sys::detached_copy(fd.as_fd(), libc::MOUNT_ATTR_RDONLY).map_err(open_err)?;
-        Ok(Rootfs::Dir { tree, owner })
+        open_dir_root(arg).map(RootfsArg::Dir)
     } else if meta.is_file() {
-        Ok(Rootfs::Tar { file: File::open(arg).map_err(open_err)?, from_stdin: false })
+        Ok(RootfsArg::Tar { file: File::open(arg).map_err(open_err)?, from_stdin: false })
     } else {
         Err(SpecError::RootfsKind(arg.into()))
     }
+}
+
+/// Opens the directory `dir` as a root (or a ware's tree).
+pub fn open_dir_root(dir: &Path) -> Result<Rootfs, SpecError> {
+    let open_err = |err| SpecError::RootfsOpen { path: dir.into(), err };
+    let fd = open_path(dir).map_err(open_err)?;
+    let owner = dir_owner_mode(&fd).map_err(open_err)?;
+    let tree = sys::detached_copy(fd.as_fd(), libc::MOUNT_ATTR_RDONLY).map_err(open_err)?;
+    Ok(Rootfs { tree, owner })
 }
 
 /// O_PATH open of a host path (following symlinks: the host side is the

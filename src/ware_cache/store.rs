@@ -65,7 +65,7 @@ impl Entry {
     /// The tree as a job's root (or a ware's place): a detached read-only
     /// copy of it, the overlay's lower layer.
     pub fn rootfs(&self) -> Result<Rootfs, SpecError> {
-        spec::open_rootfs(&self.tree)
+        spec::open_dir_root(&self.tree)
     }
 }
 

@@ -157,13 +157,7 @@ impl Config {
     /// named, means no limits from it: a job without network has never
     /// needed the file, and one with network is told when it loads it.
     pub fn load_limits(explicit: Option<&Path>) -> Result<LimitStrings, ConfigError> {
-        let (text, path) = match read(explicit) {
-            Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(LimitStrings::default());
-            }
-            other => other?,
-        };
-        let raw = parse_raw(&text, path)?;
+        let Some((raw, path)) = read_sections(explicit)? else { return Ok(LimitStrings::default()) };
         check_limits(&raw.limits, path)?;
         Ok(raw.limits)
     }
@@ -172,25 +166,16 @@ impl Config {
     /// flag says, and how S3 is reached. A missing file means none, as for
     /// `load_limits`.
     pub fn load_warehouse(explicit: Option<&Path>) -> Result<crate::remote::WarehouseConfig, ConfigError> {
-        let (text, path) = match read(explicit) {
-            Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Default::default());
-            }
-            other => other?,
-        };
-        Ok(parse_raw(&text, path)?.warehouse)
+        Ok(read_sections(explicit)?.map(|(raw, _)| raw.warehouse).unwrap_or_default())
     }
 
     /// `[cache]` alone, defaults filled in (a missing file means all
     /// defaults, as for [`load_limits`](Config::load_limits)).
     pub fn load_cache(explicit: Option<&Path>) -> Result<CacheConfig, ConfigError> {
-        let (text, path) = match read(explicit) {
-            Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(CacheConfig::default());
-            }
-            other => other?,
-        };
-        CacheConfig::from_raw(parse_raw(&text, path)?.cache, path)
+        match read_sections(explicit)? {
+            Some((raw, path)) => CacheConfig::from_raw(raw.cache, path),
+            None => Ok(CacheConfig::default()),
+        }
     }
 
     /// Parses configuration text; `source` is the file named in messages and
@@ -219,6 +204,16 @@ fn read(explicit: Option<&Path>) -> Result<(String, &Path), ConfigError> {
         Ok(text) => Ok((text, path)),
         Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => Ok((String::new(), path)),
         Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+    }
+}
+
+/// The file parsed, for a `load_*` that needs one section of it: `None`
+/// when the file is missing, even one the user named (see `load_limits`).
+fn read_sections(explicit: Option<&Path>) -> Result<Option<(RawConfig, &Path)>, ConfigError> {
+    match read(explicit) {
+        Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+        Ok((text, path)) => Ok(Some((parse_raw(&text, path)?, path))),
     }
 }
 

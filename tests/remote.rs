@@ -54,33 +54,29 @@ fn have(cmd: &str) -> bool {
 impl Server {
     /// `moto_server` on a free port; `env` for its settings.
     fn moto(env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::Builder::new().prefix("rpt-moto-").tempdir().unwrap();
-        let log = dir.path().join("requests.log");
-        let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let server = Server { child, port, log, _dir: dir };
-        server.wait_up();
-        server
+        Server::start("rpt-moto-", |port| {
+            let mut c = Command::new("moto_server");
+            c.args(["-H", "127.0.0.1", "-p", &port.to_string()]).envs(env.iter().copied());
+            c
+        })
     }
 
     /// `python3 -m http.server` serving `root`.
     fn http(root: &Path) -> Server {
-        let dir = tempfile::Builder::new().prefix("rpt-http-").tempdir().unwrap();
+        Server::start("rpt-http-", |port| {
+            let mut c = Command::new("python3");
+            c.args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()]).current_dir(root);
+            c
+        })
+    }
+
+    /// The server `command(port)` starts on a free port, its stderr (the
+    /// request log) in a temp dir of its own; once it takes connections.
+    fn start(prefix: &str, command: impl FnOnce(u16) -> Command) -> Server {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
         let log = dir.path().join("requests.log");
         let port = free_port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
-            .current_dir(root)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = command(port).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
         let server = Server { child, port, log, _dir: dir };
         server.wait_up();
         server

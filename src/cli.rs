@@ -2,7 +2,6 @@
 //! job's request, and the one place where errors become a message and an
 //! exit code.
 
-use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -17,7 +16,7 @@ use crate::formula_run::{self, FormulaJob};
 use crate::job_control;
 
 mod args;
-use crate::job::{self, Host, JobId, Request};
+use crate::job::{self, Host, JobId, NetRequest, Request};
 use crate::limits::LimitStrings;
 use args::{Cli, Command, Net, PackArgs, RunArgs, Shell, UnpackArgs};
 
@@ -72,9 +71,9 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Run(args) => {
             let host = Host { state_dir, config };
             match work(args)? {
-                Work::Command { spec, ip, limits } => {
+                Work::Command { spec, net, limits } => {
                     let limits = limits.or(&Config::load_limits(host.config.as_deref())?).parse(true)?;
-                    job::run(Request { host, spec, ip, limits })
+                    job::run(Request { host, spec, net, limits })
                 }
                 Work::Formula(f) => formula_run::run(&host, f),
             }
@@ -99,7 +98,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
 
 /// What `run` was asked to run.
 enum Work {
-    Command { spec: Spec, ip: Option<Ipv4Addr>, limits: LimitStrings },
+    Command { spec: Spec, net: NetRequest, limits: LimitStrings },
     Formula(FormulaJob),
 }
 
@@ -134,6 +133,10 @@ fn work(args: RunArgs) -> Result<Work, Error> {
     let user = spec::parse_user(&args.user)?;
     let mounts = args.mounts.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
     let caps = container::Caps::with_changes(&args.cap_add, &args.cap_drop)?;
+    let publish = crate::publish::parse_all(&args.publish)?;
+    if !publish.is_empty() && matches!(args.net, Net::None) {
+        return Err(crate::publish::PublishError::NoNetwork.into());
+    }
     let seccomp = container::seccomp::from_security_opts(&args.security_opt, &caps).map_err(SpecError::from)?;
     let spec = Spec {
         env: spec::build_env(&args.env, &hostname),
@@ -164,7 +167,7 @@ fn work(args: RunArgs) -> Result<Work, Error> {
         rootfs_size: args.rootfs_size,
         shm_size: args.shm_size,
     };
-    Ok(Work::Command { spec, ip: args.ip, limits })
+    Ok(Work::Command { spec, net: NetRequest { ip: args.ip, publish }, limits })
 }
 
 /// How the job runs and stops, from `run`'s flags.

@@ -155,6 +155,10 @@ pub struct RunArgs {
     /// Ask for this IPv4 address on the bridge (it must be free and a host of the subnet).
     #[arg(long, value_name = "ADDR")]
     pub ip: Option<Ipv4Addr>,
+    /// Forward the host's HOSTPORT (on every address of the host) to the job's JOBPORT, tcp by
+    /// default. Repeatable. Needs --net bridge and network.egress = "nat".
+    #[arg(long = "publish", short = 'p', value_name = "HOSTPORT:JOBPORT[/tcp|/udp]", conflicts_with = "formula")]
+    pub publish: Vec<String>,
     /// Bind a host path into the job: SRC:DST[:ro|:rw] (rw by default). Repeatable.
     #[arg(long = "mount", value_name = "SRC:DST[:ro|:rw]")]
     pub mounts: Vec<String>,

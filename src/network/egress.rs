@@ -82,6 +82,11 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The layout of the table [`nat_script`] makes, recorded with it
+/// (`state::EgressMark::layout`): a record of another layout is set up
+/// again, so a table made before the `published` map existed gets it.
+pub const TABLE_LAYOUT: u32 = 2;
+
 /// The whole table, replacing any table of that name in the same
 /// transaction (`add` first, so that `delete` never fails on a fresh
 /// host): a reader never sees it half made, and any number of bring-ups
@@ -90,23 +95,48 @@ fn is_executable(path: &Path) -> bool {
 /// Masquerade whatever of the subnet leaves by another interface than the
 /// bridge (job to job stays on the bridge, unrouted). The forward chain
 /// accepts from the bridge, and towards it only replies (`ct state
-/// established,related`): nothing outside reaches a job unasked. Another
+/// established,related`) and the connections to published ports (`ct
+/// status dnat`): nothing else outside reaches a job unasked. Another
 /// table's forward chain can still drop the same packets (an accept is
 /// final only within its own chain): see [`forward_drops`].
+///
+/// Published ports (`port_map`, one element per port): whatever comes in
+/// for a local address of the host (`fib daddr type local`, every address
+/// of every interface) to a published port is DNATed to its job, in
+/// prerouting for other hosts and in output for the host's own
+/// processes, but for loopback addresses (a packet from 127.0.0.1 is not
+/// routed out of `lo` unless `route_localnet` is on, which would open the
+/// host's loopback services to its neighbours: CVE-2020-8558). A job that reaches another through the host's address
+/// (hairpin) is masqueraded behind the gateway, or the other job would
+/// answer it directly, from an address it never asked.
 pub fn nat_script(bridge: &str, subnet: Ipv4Net) -> String {
     let t = table_name(bridge);
+    let map = super::port_map::MAP;
     format!(
         "add table ip {t}\n\
          delete table ip {t}\n\
          table ip {t} {{\n\
+         \tmap {map} {{\n\
+         \t\ttype inet_proto . inet_service : ipv4_addr . inet_service\n\
+         \t}}\n\
+         \tchain prerouting {{\n\
+         \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+         \t\tfib daddr type local dnat ip to meta l4proto . th dport map @{map}\n\
+         \t}}\n\
+         \tchain output {{\n\
+         \t\ttype nat hook output priority -100; policy accept;\n\
+         \t\tip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @{map}\n\
+         \t}}\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\tip saddr {subnet} oifname != \"{bridge}\" masquerade\n\
+         \t\toifname \"{bridge}\" ip saddr {subnet} ct status dnat masquerade\n\
          \t}}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
          \t\tiifname \"{bridge}\" ip saddr {subnet} accept\n\
          \t\toifname \"{bridge}\" ip daddr {subnet} ct state established,related accept\n\
+         \t\toifname \"{bridge}\" ip daddr {subnet} ct status dnat accept\n\
          \t}}\n\
          }}\n"
     )

@@ -16,12 +16,14 @@ use serde::Serialize;
 use super::dir::{StateDir, check_slot};
 use super::error::StateError;
 use super::lock::{SlotLock, StateLock, try_lock_slot_file};
+use super::ports::{self, PublishedPort};
 use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
 use super::slot::{MAX_SLOTS, SlotFiles};
 use super::{alloc, generation, liveness, schema, sidecar};
 use crate::civil_time;
 use crate::config::{NetworkConfig, check_gateway, check_subnet, reserved_role};
+use crate::publish::Publish;
 use crate::sys;
 
 /// What a runner asks for.
@@ -54,6 +56,8 @@ pub struct Lease {
     /// /etc/hosts, so jobs started before this one resolve by name. Jobs
     /// started later, and addresses that change, are not in it.
     pub peers: Vec<(String, Ipv4Addr)>,
+    /// The host ports this lease publishes (`--publish`), recorded with it.
+    pub published: Vec<PublishedPort>,
     /// Held, never read: dropping it frees the slot.
     _slot_lock: SlotLock,
 }
@@ -84,6 +88,8 @@ pub struct GcReport {
     /// left without a row (a runner killed between writing its sidecar and
     /// committing).
     pub sidecars_removed: Vec<PathBuf>,
+    /// Published ports of dead jobs whose rows were deleted (not in a dry run).
+    pub ports_unpublished: Vec<PublishedPort>,
 }
 
 impl LeaseRequest {
@@ -109,6 +115,20 @@ impl StateDir {
     /// leases of dead runners on that bridge first. The returned [`Lease`]
     /// holds the slot lock; keep it for the job's whole life.
     pub fn acquire(&self, req: &LeaseRequest) -> Result<Lease, StateError> {
+        self.acquire_publishing(req, &[], |_| {})
+    }
+
+    /// [`acquire`](Self::acquire), also publishing `ports` for the job: a
+    /// host port a live job publishes is refused with its name. The rows of
+    /// dead jobs' published ports are deleted in the same transaction and,
+    /// once it is committed and while the state lock is still held, given
+    /// to `unpublish` (which removes their map elements).
+    pub fn acquire_publishing(
+        &self,
+        req: &LeaseRequest,
+        ports: &[Publish],
+        unpublish: impl FnOnce(&[PublishedPort]),
+    ) -> Result<Lease, StateError> {
         check_request(req)?;
         let _lock = StateLock::acquire(&self.dir)?;
         let mut conn = self.conn()?;
@@ -143,6 +163,13 @@ impl StateDir {
                 alloc::next_ip(req.subnet, req.gateway, last, &taken.keys().copied().collect())?
             }
         };
+        let mut stale_ports = ports::drop_stale(&tx, &self.db, &rows)?;
+        let holder = |job: &str| match rows.iter().find(|r| r.job == job) {
+            Some(r) => Ok(self.is_live(r, &mut bridges)?.then_some(r.pid)),
+            None => Ok(None),
+        };
+        let publisher = (req.job.as_str(), req.bridge.as_str(), ip);
+        let published = ports::claim(&tx, &self.db, publisher, ports, holder, &mut stale_ports)?;
         let used: HashSet<u16> = rows.iter().filter(|r| r.bridge == req.bridge).map(|r| r.slot).collect();
         let dir = bridges.create(&req.bridge)?;
         let slot_lock = take_free_slot(dir, &req.bridge, &used)?;
@@ -177,10 +204,13 @@ impl StateDir {
             return Err(StateError::db(&self.db)(e));
         }
         generation::write_file(&self.dir, count);
+        if !stale_ports.is_empty() {
+            unpublish(&stale_ports);
+        }
         // Live rows only: the bridge's dead ones were reclaimed above.
         let peers = rows.iter().filter(|r| r.bridge == req.bridge).map(|r| (r.job.clone(), r.ip)).collect();
         let reclaimed = reclaimed.iter().map(|r| r.slot).collect();
-        Ok(Lease { record, reclaimed, peers, _slot_lock: slot_lock })
+        Ok(Lease { record, reclaimed, peers, published, _slot_lock: slot_lock })
     }
 
     /// Gives a lease back: the row, then the sidecar, then (by dropping the
@@ -197,6 +227,9 @@ impl StateDir {
             params![lease.record.job, lease.record.bridge, lease.record.slot],
         )
         .map_err(StateError::db(&self.db))?;
+        if !lease.published.is_empty() {
+            ports::release(&tx, &self.db, &lease.record.job, &lease.record.bridge)?;
+        }
         let count = generation::bump(&tx, &self.db)?;
         tx.commit().map_err(StateError::db(&self.db))?;
         generation::write_file(&self.dir, count);
@@ -231,10 +264,17 @@ impl StateDir {
     /// sidecars that dead runners left without a row. With `dry_run`,
     /// changes nothing and reports what would go.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport, StateError> {
+        self.gc_with(dry_run, |_| {})
+    }
+
+    /// [`gc`](Self::gc), giving the published ports of dead jobs it deletes
+    /// to `unpublish` after the commit, under the state lock (see
+    /// [`acquire_publishing`](Self::acquire_publishing)).
+    pub fn gc_with(&self, dry_run: bool, unpublish: impl FnOnce(&[PublishedPort])) -> Result<GcReport, StateError> {
         if dry_run {
             let reclaimed =
                 self.list()?.into_iter().filter(|i| i.state == LeaseState::Stale).map(|i| i.lease).collect();
-            return Ok(GcReport { dry_run, reclaimed, sidecars_removed: Vec::new() });
+            return Ok(GcReport { dry_run, reclaimed, sidecars_removed: Vec::new(), ports_unpublished: Vec::new() });
         }
         let _lock = StateLock::acquire(&self.dir)?;
         let mut conn = self.conn()?;
@@ -244,10 +284,14 @@ impl StateDir {
         let reclaimed = self.reclaim(&tx, &mut rows, None, &mut bridges)?;
         // gc is where a user looks after a crash: always the full check.
         let sidecars_removed = self.check_sidecars(&rows, &mut bridges)?;
+        let ports_unpublished = ports::drop_stale(&tx, &self.db, &rows)?;
         let count = generation::bump(&tx, &self.db)?;
         tx.commit().map_err(StateError::db(&self.db))?;
         generation::write_file(&self.dir, count);
-        Ok(GcReport { dry_run, reclaimed, sidecars_removed })
+        if !ports_unpublished.is_empty() {
+            unpublish(&ports_unpublished);
+        }
+        Ok(GcReport { dry_run, reclaimed, sidecars_removed, ports_unpublished })
     }
 
     /// Deletes the dead leases among `rows` (of one bridge, or all), takes

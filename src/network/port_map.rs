@@ -102,6 +102,17 @@ pub fn publish(bridge: &str, elements: &[Element]) -> Result<(), NetworkError> {
     match nl.batch(&[message(bridge, elements, true)]) {
         Ok(()) => return Ok(()),
         Err((_, e)) if clash(&e) => {}
+        // The record says the table is up, but it is not (flushed by hand
+        // or by a firewall reload): what `nft` would say, and the remedy.
+        Err((_, e)) if e.raw() == Some(libc::ENOENT) => {
+            return Err(NetworkError::Firewall {
+                op: op(),
+                reason: format!(
+                    "there is no table ip {} with a map {MAP} (the ruleset was flushed since it was set up?): run repeatr gc --all with no job running, and the next run sets it up again",
+                    table_name(bridge)
+                ),
+            });
+        }
         Err((_, e)) => return Err(NetworkError::netlink(op(), e)),
     }
     for e in elements {

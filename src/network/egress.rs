@@ -85,6 +85,9 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The map of published ports in every bridge's table (`port_map`).
+pub const PUBLISHED_MAP: &str = "published";
+
 /// The layout of the table [`nat_script`] makes, recorded with it
 /// (`state::EgressMark::layout`): a record of another layout is set up
 /// again, so a table made before the `published` map existed gets it.
@@ -114,7 +117,7 @@ pub const TABLE_LAYOUT: u32 = 2;
 /// answer it directly, from an address it never asked.
 pub fn nat_script(bridge: &str, subnet: Ipv4Net) -> String {
     let t = table_name(bridge);
-    let map = super::port_map::MAP;
+    let map = PUBLISHED_MAP;
     format!(
         "add table ip {t}\n\
          delete table ip {t}\n\

@@ -14,15 +14,12 @@
 
 use std::net::Ipv4Addr;
 
-use super::egress::table_name;
+use super::egress::{PUBLISHED_MAP as MAP, table_name};
 use super::error::NetworkError;
 use super::nfnetlink::{
     Attrs, Message, NFPROTO_IPV4, NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM, NLM_F_CREATE, NLM_F_EXCL, NfNetlink,
 };
 use crate::publish::Publish;
-
-/// The map's name in every bridge's table.
-pub const MAP: &str = "published";
 
 // enum nft_set_elem_list_attributes, nft_list_attributes,
 // nft_set_elem_attributes, nft_data_attributes.

@@ -625,14 +625,19 @@ fn get_from(ns: &File, addr: SocketAddr) -> String {
     .unwrap()
 }
 
-/// The elements of the stand-in host's `published` map, one a line.
+/// The elements of the stand-in host's `published` map, as `tcp . 18080 :
+/// 198.19.8.2 . 80` (without the timeout and expiry `nft` shows).
 fn published(s: &StandIn) -> Vec<String> {
     let out = s.in_host(&["nft", "list", "map", "ip", &format!("repeatr-{BRIDGE}"), "published"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let Some(start) = text.find("elements = {") else { return Vec::new() };
     let end = text[start..].find('}').unwrap() + start;
-    text[start + 12..end].split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect()
+    let element = |e: &str| {
+        let (key, value) = e.split_once(" : ").unwrap();
+        format!("{} : {}", key.split_whitespace().take(3).collect::<Vec<_>>().join(" "), value.trim())
+    };
+    text[start + 12..end].split(',').map(str::trim).filter(|e| !e.is_empty()).map(element).collect()
 }
 
 #[test]

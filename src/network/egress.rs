@@ -124,6 +124,7 @@ pub fn nat_script(bridge: &str, subnet: Ipv4Net) -> String {
          table ip {t} {{\n\
          \tmap {map} {{\n\
          \t\ttype inet_proto . inet_service : ipv4_addr . inet_service\n\
+         \t\tflags timeout\n\
          \t}}\n\
          \tchain prerouting {{\n\
          \t\ttype nat hook prerouting priority dstnat; policy accept;\n\

@@ -8,7 +8,7 @@ use crate::network::port_map::{self, Element};
 use crate::state::PublishedPort;
 
 /// The map elements of `ports`, by the bridge whose table holds them.
-pub fn by_bridge(ports: &[PublishedPort]) -> BTreeMap<&str, Vec<Element>> {
+fn by_bridge(ports: &[PublishedPort]) -> BTreeMap<&str, Vec<Element>> {
     let mut out: BTreeMap<&str, Vec<Element>> = BTreeMap::new();
     for p in ports {
         out.entry(p.bridge.as_str()).or_default().push(Element { port: p.port, ip: p.ip });

@@ -4,6 +4,8 @@
 
 -- One row per published host port. A row whose job has no live lease is
 -- stale: the next acquire or gc deletes it (and its nftables map element).
+-- WITHOUT ROWID: the key is the table, one b-tree page written per change
+-- instead of a table page and its key's index page.
 CREATE TABLE published_ports (
     proto      TEXT    NOT NULL CHECK (proto IN ('tcp', 'udp')),
     host_port  INTEGER NOT NULL CHECK (host_port BETWEEN 1 AND 65535),
@@ -12,4 +14,4 @@ CREATE TABLE published_ports (
     ip         TEXT    NOT NULL,               -- the job's address, dotted quad
     job_port   INTEGER NOT NULL CHECK (job_port BETWEEN 1 AND 65535),
     PRIMARY KEY (proto, host_port)
-) STRICT;
+) STRICT, WITHOUT ROWID;

@@ -101,8 +101,8 @@ impl JobNet {
             && !lease.published.is_empty()
         {
             let elements: Vec<Element> = lease.published.iter().map(|p| Element { port: p.port, ip: p.ip }).collect();
-            // Kept before the add: the teardown deletes them whatever the
-            // add did (a missing element is no error there).
+            // Kept before the add: the teardown takes them out whatever
+            // the add did (a missing element is no error there).
             net.published = elements.clone();
             port_map::publish(&net.config.bridge, &elements)?;
             log::debug!("published {} port(s)", elements.len());
@@ -159,7 +159,7 @@ impl JobNet {
         // the veth pair with it; we only free the slot's name at once.
         let r = &lease.record;
         // Before the release: until the row goes, no other job can be
-        // given these host ports, so this never deletes another's element.
+        // given these host ports, so this never takes out another's element.
         if !self.published.is_empty() {
             if let Err(e) = port_map::unpublish(&r.bridge, &self.published) {
                 errors.push(e.to_string());

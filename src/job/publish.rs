@@ -16,7 +16,7 @@ fn by_bridge(ports: &[PublishedPort]) -> BTreeMap<&str, Vec<Element>> {
     out
 }
 
-/// Deletes the map elements of dead jobs' ports, which the state store
+/// Takes out the map elements of dead jobs' ports, which the state store
 /// just gave up (under the state lock, see `StateDir::acquire_publishing`);
 /// one line per failure, for the caller to report.
 pub fn unpublish_dead(ports: &[PublishedPort]) -> Vec<String> {

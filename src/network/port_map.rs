@@ -2,7 +2,7 @@
 //! bridge's NAT table (`egress::nat_script` makes it with the table):
 //! `meta l4proto . th dport : ip daddr . port`, which the table's
 //! prerouting and output chains DNAT through. A job adds one element per
-//! port when it is plugged in and deletes them at teardown: no per-job
+//! port when it is plugged in and expires them at teardown: no per-job
 //! chain or rule, and no `nft` exec (~5.5 ms), but one nf_tables netlink
 //! batch each way.
 //!

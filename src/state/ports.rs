@@ -4,9 +4,9 @@
 //! of two runs asking for one host port the first to take the lock gets
 //! it and the second is refused with the first one's name. A row whose job
 //! holds no live lease is a dead runner's: the next lease transaction or
-//! `gc` deletes it, and hands it to its caller, which deletes the map
-//! element of it while it still holds the state lock (so a run that then
-//! publishes the port cannot lose its element to that deletion).
+//! `gc` deletes it, and hands it to its caller, which takes the map
+//! element of it out while it still holds the state lock (so a run that
+//! then publishes the port cannot lose its element to that).
 
 use std::net::Ipv4Addr;
 use std::path::Path;

@@ -15,7 +15,6 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::error::StateError;
-use super::record::LeaseRecord;
 use crate::publish::{Proto, Publish};
 
 /// One published host port as stored.
@@ -30,11 +29,13 @@ pub struct PublishedPort {
     pub ip: Ipv4Addr,
 }
 
-/// Deletes the rows whose job is not among the `live` leases and returns
-/// them. Jobs with a live lease keep theirs.
-pub(super) fn drop_stale(conn: &Connection, db: &Path, live: &[LeaseRecord]) -> Result<Vec<PublishedPort>, StateError> {
-    let rows = load(conn, db)?;
-    let stale: Vec<PublishedPort> = rows.into_iter().filter(|p| !live.iter().any(|l| l.job == p.job)).collect();
+/// Deletes the rows whose job has no row in `leases` (its lease was
+/// reclaimed, in this transaction or before) and returns them. Call it
+/// before the new lease's own row goes in: a dead job of the same id
+/// leaves its ports to it this way too. An anti-join on `leases`' key, so
+/// its cost does not grow with the leases.
+pub(super) fn drop_stale(conn: &Connection, db: &Path) -> Result<Vec<PublishedPort>, StateError> {
+    let stale = select(conn, db, "WHERE job NOT IN (SELECT job FROM leases)")?;
     for p in &stale {
         delete(conn, db, p)?;
     }
@@ -58,7 +59,7 @@ pub(super) fn claim(
     if ports.is_empty() {
         return Ok(Vec::new());
     }
-    let held = load(conn, db)?;
+    let held = select(conn, db, "")?;
     let mut out = Vec::with_capacity(ports.len());
     for &port in ports {
         let key = (port.proto, port.host_port);
@@ -98,10 +99,10 @@ pub(super) fn release(conn: &Connection, db: &Path, job: &str, bridge: &str) -> 
         .map_err(StateError::db(db))
 }
 
-fn load(conn: &Connection, db: &Path) -> Result<Vec<PublishedPort>, StateError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT proto, host_port, job, bridge, ip, job_port FROM published_ports")
-        .map_err(StateError::db(db))?;
+/// The rows `filter` (a WHERE clause, or nothing) selects.
+fn select(conn: &Connection, db: &Path, filter: &str) -> Result<Vec<PublishedPort>, StateError> {
+    let sql = format!("SELECT proto, host_port, job, bridge, ip, job_port FROM published_ports {filter}");
+    let mut stmt = conn.prepare_cached(&sql).map_err(StateError::db(db))?;
     let rows = stmt
         .query_map([], |row| {
             let proto: String = row.get(0)?;

@@ -49,6 +49,14 @@ fn a_host_port_is_one_live_jobs_and_a_dead_ones_is_handed_back() {
     let d = state.acquire_publishing(&req("d", "rq1", 41), &[WEB], unpublish).unwrap();
     assert_eq!(*gone.borrow(), ["a"], "c released its port itself");
 
+    // A dead publisher's ports go at the next lease on any bridge, one that
+    // asks for none and does not reclaim that lease too.
+    let e = state.acquire_publishing(&req("e", "rq0", 40), &[Publish { host_port: 18082, ..WEB }], unpublish).unwrap();
+    drop(e);
+    let f = state.acquire_publishing(&req("f", "rq1", 41), &[], unpublish).unwrap();
+    assert_eq!(*gone.borrow(), ["a", "e"]);
+    state.release(f).unwrap();
+
     // gc hands back the dead jobs' rows too.
     drop((b, d));
     let mut by_gc = Vec::new();

@@ -163,7 +163,11 @@ impl StateDir {
                 alloc::next_ip(req.subnet, req.gateway, last, &taken.keys().copied().collect())?
             }
         };
-        let mut stale_ports = ports::drop_stale(&tx, &self.db)?;
+        let alive = |job: &str| match rows.iter().find(|r| r.job == job) {
+            Some(r) => self.is_live(r, &mut bridges),
+            None => Ok(false),
+        };
+        let mut stale_ports = ports::drop_stale(&tx, &self.db, alive)?;
         let holder = |job: &str| match rows.iter().find(|r| r.job == job) {
             Some(r) => Ok(self.is_live(r, &mut bridges)?.then_some(r.pid)),
             None => Ok(None),
@@ -284,7 +288,8 @@ impl StateDir {
         let reclaimed = self.reclaim(&tx, &mut rows, None, &mut bridges)?;
         // gc is where a user looks after a crash: always the full check.
         let sidecars_removed = self.check_sidecars(&rows, &mut bridges)?;
-        let ports_unpublished = ports::drop_stale(&tx, &self.db)?;
+        // Every bridge's dead leases were reclaimed: the rows left are live.
+        let ports_unpublished = ports::drop_stale(&tx, &self.db, |job| Ok(rows.iter().any(|r| r.job == job)))?;
         let count = generation::bump(&tx, &self.db)?;
         tx.commit().map_err(StateError::db(&self.db))?;
         generation::write_file(&self.dir, count);

@@ -8,6 +8,7 @@
 //! element of it out while it still holds the state lock (so a run that
 //! then publishes the port cannot lose its element to that).
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -29,15 +30,32 @@ pub struct PublishedPort {
     pub ip: Ipv4Addr,
 }
 
-/// Deletes the rows whose job has no row in `leases` (its lease was
-/// reclaimed, in this transaction or before) and returns them. Call it
-/// before the new lease's own row goes in: a dead job of the same id
-/// leaves its ports to it this way too. An anti-join on `leases`' key, so
-/// its cost does not grow with the leases.
-pub(super) fn drop_stale(conn: &Connection, db: &Path) -> Result<Vec<PublishedPort>, StateError> {
-    let stale = select(conn, db, "WHERE job NOT IN (SELECT job FROM leases)")?;
-    for p in &stale {
-        delete(conn, db, p)?;
+/// Deletes the rows of dead jobs and returns them: `alive` judges each
+/// publishing job once (no lease row, or a lease whose slot lock is free:
+/// dead), so a SIGKILLed runner's ports go at the next lease transaction
+/// whether or not it reclaims that lease. One probe per publishing job,
+/// not per lease. Call it before the new lease's own row goes in: a dead
+/// job of the same id leaves its ports to it this way too.
+pub(super) fn drop_stale(
+    conn: &Connection,
+    db: &Path,
+    mut alive: impl FnMut(&str) -> Result<bool, StateError>,
+) -> Result<Vec<PublishedPort>, StateError> {
+    let mut judged: HashMap<String, bool> = HashMap::new();
+    let mut stale = Vec::new();
+    for p in select(conn, db, "")? {
+        let live = match judged.get(&p.job) {
+            Some(&live) => live,
+            None => {
+                let live = alive(&p.job)?;
+                judged.insert(p.job.clone(), live);
+                live
+            }
+        };
+        if !live {
+            delete(conn, db, &p)?;
+            stale.push(p);
+        }
     }
     Ok(stale)
 }

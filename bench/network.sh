@@ -10,15 +10,22 @@
 #   burst    200 networked jobs started at once: time until all 200 have an
 #            address, and the RSS of the waiting runners (bench/burst.py);
 #            repeatr vs runc + CNI.
+#   live     repeatr run --net bridge -- /bin/true with 0, 1000 and 4000
+#            live leases held meanwhile (examples/lease_hold: real leases and
+#            slot locks, no containers; up to 500 on the job's own bridge and
+#            subnet, the rest on lease-only bridges): start-up must not grow
+#            with the jobs running.
 #
-#   bench/network.sh [startup|leases|burst|all]...      (default: all)
+#   bench/network.sh [startup|leases|burst|live|all]...      (default: all)
 #
 # Knobs (environment): RUNS=100 (hyperfine runs per start-up command),
 # STATE_FS=tmpfs (where repeatr's state dirs are: tmpfs, like /run, or disk),
 # LEASE_PROCS="1 8 64", RPT_LEASE_CYCLES=6400 and CNI_LEASE_CYCLES=640
 # (cycles per measurement, split over the processes), LEASE_RUNS=3,
 # BURST=200 (jobs), BURST_SLEEP=30 (seconds each job sleeps once up),
-# BURST_PODMAN=0 (1: podman in the burst too; slow).
+# BURST_PODMAN=0 (1: podman in the burst too; slow), LIVE_COUNTS="0 1000 4000"
+# (live leases per live row), LIVE_ON_BRIDGE=500 (of those, on the job's bridge),
+# LIVE_CYCLES=1000 (acquire+release pairs timed in-process per row).
 #
 # Needs root. Installs its peers if missing. Networks: only 198.19.200.0/21
 # (inside 198.18.0.0/15), own bridge names (rptnb*, cninb0, rptnbp0), no
@@ -40,8 +47,8 @@ want() {
   return 1
 }
 for p in "${parts[@]}"; do
-  case $p in startup | leases | burst | all) ;; *)
-    echo "usage: $0 [startup|leases|burst|all]..." >&2
+  case $p in startup | leases | burst | live | all) ;; *)
+    echo "usage: $0 [startup|leases|burst|live|all]..." >&2
     exit 2
     ;;
   esac
@@ -55,6 +62,9 @@ LEASE_RUNS=${LEASE_RUNS:-3}
 BURST=${BURST:-200}
 BURST_SLEEP=${BURST_SLEEP:-30}
 BURST_PODMAN=${BURST_PODMAN:-0}
+LIVE_COUNTS=${LIVE_COUNTS:-0 1000 4000}
+LIVE_ON_BRIDGE=${LIVE_ON_BRIDGE:-500}
+LIVE_CYCLES=${LIVE_CYCLES:-1000}
 
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
@@ -76,14 +86,19 @@ RPT_BR_LEASE=rptnbl0 RPT_NET_LEASE=198.19.212.0/22
 HL_NET_LEASE=198.19.216.0/22 # host-local alone: no interface at all
 RPT_BR_BURST=rptnb1 RPT_NET_BURST=198.19.220.0/22
 RPT_BR_EGRESS=rptnbe0 RPT_NET_EGRESS=198.19.224.0/22 # inside the stand-in netns ${PREFIX}eg only
+RPT_BR_LIVE=rptnbv0 RPT_NET_LIVE=198.19.232.0/21
+# The live leases off the job's bridge: rows and slot locks only, on bridge
+# names no link has (rptnbvN) and /22s of 198.18.192.0/18 that no route or
+# address uses.
 PREFIX=rptnb- # netns, runc and podman container names
-BRIDGES=("$RPT_BR_START" "$CNI_BR" "$POD_BR" "$RPT_BR_LEASE" "$RPT_BR_BURST")
+BRIDGES=("$RPT_BR_START" "$CNI_BR" "$POD_BR" "$RPT_BR_LEASE" "$RPT_BR_BURST" "$RPT_BR_LIVE")
 
 work=$(mktemp -d /tmp/rpt-netbench-XXXXXX)
 # Where .cargo/config.toml puts builds: target/<host triple>/.
 rel=$top/target/$(rustc -vV | sed -n 's/^host: //p')/release
 bin=$rel/repeatr
 lease_bin=$rel/examples/lease_bench
+hold_bin=$rel/examples/lease_hold
 export CONTAINERS_CONF=$work/containers.conf
 podman=(podman --runtime runc --cgroup-manager cgroupfs --events-backend file)
 fwd_before=$(cat /proc/sys/net/ipv4/ip_forward)
@@ -92,6 +107,10 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   # Jobs and containers first, then what they were plugged into.
+  if [ -n "${hold_pid:-}" ]; then
+    exec 9>&- # the holder releases its leases at EOF
+    wait "$hold_pid" 2>/dev/null
+  fi
   if [ -n "${burst_pid:-}" ] && kill -TERM "$burst_pid" 2>/dev/null; then
     for _ in $(seq 150); do kill -0 "$burst_pid" 2>/dev/null || break; sleep 0.1; done
   fi
@@ -144,12 +163,21 @@ if [ -f examples/lease_bench.rs ] && want leases; then
 elif want leases; then
   notes+=("examples/lease_bench.rs is not there yet; repeatr lease rows left out")
 fi
+have_hold=0
+if want live; then
+  if cargo build --release -q --example lease_hold 2>"$work/build-hold.log"; then
+    have_hold=1
+  else
+    notes+=("examples/lease_hold does not build; the live rows are left out")
+  fi
+fi
 
 rpt_conf() { # FILE BRIDGE SUBNET
   printf '[network]\nbridge = "%s"\nsubnet = "%s"\nmtu = 1500\ndns = []\negress = "none"\n' "$2" "$3" >"$1"
 }
 rpt_conf "$work/rpt-startup.toml" "$RPT_BR_START" "$RPT_NET_START"
 rpt_conf "$work/rpt-burst.toml" "$RPT_BR_BURST" "$RPT_NET_BURST"
+rpt_conf "$work/rpt-live.toml" "$RPT_BR_LIVE" "$RPT_NET_LIVE"
 # Egress on (NAT) only inside a stand-in host netns of our own: the
 # runner's table and ip_forward=1 are that netns's, never the host's.
 printf '[network]\nbridge = "%s"\nsubnet = "%s"\nmtu = 1500\ndns = []\negress = "nat"\n' "$RPT_BR_EGRESS" "$RPT_NET_EGRESS" >"$work/rpt-egress.toml"
@@ -170,7 +198,7 @@ disk) notes+=("repeatr state dirs on $(findmnt -n -o FSTYPE --target "$work") (S
   exit 2
   ;;
 esac
-for s in startup none burst lease egress; do
+for s in startup none burst lease egress live; do
   mkdir -p "$work/state/$s"
   ln -s "$work/state/$s" "$work/state-$s"
 done
@@ -310,6 +338,45 @@ EOF
   results+=(leases)
 fi
 
+# --- 2b. start-up with live leases -------------------------------------------
+if want live && [ "$have_rpt_net" = 1 ] && [ "$have_hold" = 1 ]; then
+  : >"$work/live.list"
+  for n in $LIVE_COUNTS; do
+    specs=()
+    on=$((n < LIVE_ON_BRIDGE ? n : LIVE_ON_BRIDGE))
+    [ "$on" -gt 0 ] && specs+=("$RPT_BR_LIVE=$RPT_NET_LIVE:$on")
+    rest=$((n - on)) k=1
+    while [ "$rest" -gt 0 ]; do
+      c=$((rest < 1000 ? rest : 1000))
+      specs+=("rptnbv$k=198.18.$((192 + 4 * k)).0/22:$c")
+      rest=$((rest - c)) k=$((k + 1))
+    done
+    # Always a holder, for the in-process timing of the state's share.
+    rm -f "$work/hold.fifo" && mkfifo "$work/hold.fifo"
+    "$hold_bin" --state-dir "$work/state-live" --time "$RPT_BR_LIVE=$RPT_NET_LIVE:$LIVE_CYCLES" \
+      "${specs[@]}" <"$work/hold.fifo" >"$work/hold.out" &
+    hold_pid=$!
+    exec 9>"$work/hold.fifo"
+    for _ in $(seq 1200); do grep -q '^held' "$work/hold.out" && break; sleep 0.1; done
+    grep -q "^held $n\$" "$work/hold.out" || { note "live: the holder did not take $n leases"; exit 1; }
+    grep '^acquire ' "$work/hold.out" >"$work/live-$n.acq"
+    note "live: $n live leases ($on on the job's bridge), hyperfine, $RUNS runs"
+    if ! "$bin" --state-dir "$work/state-live" --config "$work/rpt-live.toml" run --net bridge --rootfs "$work/rootfs" -- /bin/true 2>"$work/live.err"; then
+      note "live: a run with $n live leases fails: $(head -n1 "$work/live.err")"
+      exit 1
+    fi
+    hyperfine -N --warmup 5 --runs "$RUNS" --export-json "$work/live-$n.json" -n "$n live leases" \
+      "$bin --state-dir $work/state-live --config $work/rpt-live.toml run --net bridge --rootfs $work/rootfs -- /bin/true" >/dev/null
+    echo "$n $on" >>"$work/live.list"
+    exec 9>&-
+    wait "$hold_pid"
+    hold_pid=
+  done
+  results+=(live)
+elif want live; then
+  notes+=("live rows left out: repeatr --net bridge or examples/lease_hold unavailable")
+fi
+
 # --- 3. burst of networked jobs ---------------------------------------------
 if want burst; then
   jobsh="$upcheck; exec sleep $BURST_SLEEP"
@@ -396,6 +463,27 @@ elif part == "leases":
     print()
     for x in r:
         print(f"- {x['command']}: {cyc[x['command']]} cycles in {x['median']:.3f} s (median of {len(x['times'])})")
+elif part == "live":
+    rows = []
+    for line in open(f"{work}/live.list"):
+        n, on = map(int, line.split())
+        x = json.load(open(f"{work}/live-{n}.json"))["results"][0]
+        t = sorted(x["times"])
+        acq = open(f"{work}/live-{n}.acq").read().split()
+        a50, a95, r50 = (int(acq[i]) / 1e3 for i in (2, 4, 7))
+        rows.append((n, on, x["median"], x["mean"], t[int(len(t) * 0.95) - 1] if t else 0, a50, a95, r50))
+    base = rows[0] if rows else None
+    print("\n### Start-up with live leases (`repeatr run --net bridge -- /bin/true`, hyperfine; acquire/release in-process, lease_hold --time)\n")
+    print("| live leases | on the job's bridge | run median | run mean | run p95 | run median minus the first row's | acquire p50 | acquire p95 | release p50 | acquire p50 minus the first row's |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n, on, med, mean, p95, a50, a95, r50 in rows:
+        print(f"| {n} | {on} | {ms(med)} | {ms(mean)} | {ms(p95)} | {(med - base[2]) * 1e3:+.2f} ms "
+              f"| {a50:.2f} ms | {a95:.2f} ms | {r50:.2f} ms | {a50 - base[5]:+.2f} ms |")
+    print()
+    if len(rows) > 1:
+        worst = max(r[2] for r in rows[1:])
+        worst_a = max(r[5] for r in rows[1:])
+        print(f"- goal at most +1 ms over {rows[0][0]} live leases: run median {(worst - base[2]) * 1e3:+.2f} ms, acquire p50 {worst_a - base[5]:+.2f} ms (worst rows; the run medians carry the host's load)")
 elif part == "burst":
     rows = [json.loads(l) for l in open(f"{work}/burst.jsonl") if l.strip()]
     ref = next((x for x in rows if x["label"].startswith("runc")), None)

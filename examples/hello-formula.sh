@@ -14,7 +14,10 @@ wares=${1:-$work/wares}
 examples/make-busybox-rootfs.sh "$work/rootfs" >/dev/null
 root=$("$repeatr" pack "$work/rootfs" --warehouse "$wares")
 sed "s|ROOTFS_WARE|$root|" examples/hello.formula.json > "$work/hello.formula.json"
-REPEATR_STATE_DIR=$work/state "$repeatr" run "$work/hello.formula.json" --warehouse "$wares" > "$work/record.json"
+# A ware cache of its own (see README, "The ware cache"), gone with $work.
+printf '[network]\negress = "none"\n[cache]\ndir = "%s"\n' "$work/cache" > "$work/config.toml"
+REPEATR_STATE_DIR=$work/state REPEATR_CONFIG=$work/config.toml \
+  "$repeatr" run "$work/hello.formula.json" --warehouse "$wares" > "$work/record.json"
 got=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"]["/out"])' "$work/record.json")
 cat "$work/record.json"
 if [ "$got" != "$EXPECTED" ]; then

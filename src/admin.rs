@@ -73,6 +73,9 @@ struct GcOutput {
     /// `--all`: IPv4 forwarding turned off (this state dir had turned it on).
     forwarding_turned_off: bool,
     errors: Vec<String>,
+    /// The ware cache's eviction (`gc_cache`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<crate::ware_cache::Eviction>,
 }
 
 /// A link left alone, and whose it is.
@@ -124,14 +127,23 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
             None
         }
     };
+    // One dump of the host's links for every candidate: a dead job's veth
+    // is usually gone with its netns already, and one that is not there
+    // needs neither its slot lock nor a netlink lookup (10,000 of those
+    // made gc take seconds). A link made after the dump is a live job's,
+    // whose slot lock would keep it anyway. A veth the kernel is taking
+    // down with its job's netns counts as gone: it is not left behind.
+    let links = network::links_not_dying()?;
     if let Some(bridge) = &bridge {
         let prefix = format!("{bridge}-");
-        for name in network::links_with_prefix(&prefix)? {
+        for name in links.iter().filter(|n| n.starts_with(&prefix)) {
             if let Some(slot) = name.strip_prefix(&prefix).and_then(|s| s.parse::<u16>().ok()) {
                 candidates.push((bridge.clone(), slot));
             }
         }
     }
+    let present: std::collections::HashSet<&str> = links.iter().map(String::as_str).collect();
+    candidates.retain(|(bridge, slot)| present.contains(crate::state::iface_name(bridge, *slot).as_str()));
     candidates.sort();
     candidates.dedup();
     let owner = LinkOwner::of_dir(state_dir).map_err(|err| Error::StateDir { path: state_dir.to_path_buf(), err })?;
@@ -154,7 +166,13 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     }
     for (bridge, slot) in candidates {
         let iface = crate::state::iface_name(&bridge, slot);
-        match state.try_lock_slot(&bridge, slot) {
+        // A dry run takes no lock: taking one may create its file.
+        let free = if dry_run {
+            state.slot_is_free(&bridge, slot).map(|free| free.then_some(None))
+        } else {
+            state.try_lock_slot(&bridge, slot).map(|lock| lock.map(Some))
+        };
+        match free {
             Ok(Some(_lock)) => {
                 if let Some(name) = delete_own(iface, &owner, dry_run, &mut out) {
                     out.veths_deleted.push(name);
@@ -178,11 +196,17 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     let cgroups = crate::cgroup::reclaim_all(owner.id(), dry_run);
     out.cgroups_removed = cgroups.removed;
     out.errors.extend(cgroups.errors);
+    out.cache = evict_cache(config, dry_run).map_err(|e| out.errors.push(e.to_string())).ok().flatten();
 
     if json {
         println!("{}", crate::output::json(&out)?);
     } else {
         print!("{}", summary(&out));
+        // Only what the cache's eviction did or could not do: a cache within
+        // its budget is nothing to report here (`gc --cache` says its size).
+        if let Some(e) = out.cache.as_ref().filter(|e| !e.evicted.is_empty() || !e.in_use.is_empty()) {
+            print!("{}", cache_summary(e));
+        }
     }
     Ok(if out.errors.is_empty() { 0 } else { crate::error::EXIT_RUNNER_ERROR })
 }
@@ -321,6 +345,51 @@ fn summary(o: &GcOutput) -> String {
     {
         s += "nothing to clean\n";
     }
+    s
+}
+
+/// `gc --cache`: only the ware cache's eviction, printed.
+pub fn gc_cache(config: Option<&Path>, dry_run: bool, json: bool) -> Result<i32, Error> {
+    let eviction = evict_cache(config, dry_run)?.unwrap_or_default();
+    if json {
+        println!("{}", crate::output::json(&eviction)?);
+    } else {
+        print!("{}", cache_summary(&eviction));
+    }
+    Ok(0)
+}
+
+/// The least recently used entries of the configured ware cache out, down
+/// to `[cache] max_size` (never one in use); then what stays is synced and
+/// marked durable, so a reboot keeps it (see `ware_cache`). `None`: there
+/// is no cache (none is made).
+fn evict_cache(config: Option<&Path>, dry_run: bool) -> Result<Option<crate::ware_cache::Eviction>, Error> {
+    let Some(cache) = crate::ware_cache::Cache::existing_from_config(config)? else {
+        return Ok(None);
+    };
+    let eviction = cache.evict(cache.max_size, dry_run)?;
+    if !dry_run {
+        cache.mark_durable()?;
+    }
+    Ok(Some(eviction))
+}
+
+fn cache_summary(e: &crate::ware_cache::Eviction) -> String {
+    use crate::limits::human_size;
+    let verb = if e.dry_run { "would evict" } else { "evicted" };
+    let mut s = String::new();
+    for x in &e.evicted {
+        s += &format!("cache: {verb} {} ({})\n", x.key, human_size(x.bytes));
+    }
+    for x in &e.in_use {
+        s += &format!("cache: kept {} ({}): in use\n", x.key, human_size(x.bytes));
+    }
+    s += &format!(
+        "cache: {} of {} budget ({} before)\n",
+        human_size(e.bytes_after),
+        human_size(e.budget),
+        human_size(e.bytes_before)
+    );
     s
 }
 

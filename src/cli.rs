@@ -9,16 +9,18 @@ use clap::{CommandFactory, Parser};
 
 use crate::admin::{self, GcOptions};
 use crate::config::Config;
-use crate::container::{self, NetMode, Spec, SpecError, spec};
+use crate::container::{self, NetMode, Rootfs, Spec, SpecError, spec};
 use crate::error::{EXIT_RUNNER_ERROR, Error};
-use crate::formula::{Filters, WareId, Warehouse};
+use crate::formula::{Filters, WareId};
 use crate::formula_run::{self, FormulaJob};
 use crate::job_control;
+use crate::ware_cache::{Cache, Entry};
 
 mod args;
 use crate::job::{self, Host, JobId, NetRequest, Request};
 use crate::limits::LimitStrings;
-use args::{Cli, Command, Net, PackArgs, RunArgs, Shell, UnpackArgs};
+use crate::remote::Warehouses;
+use args::{Cli, Command, FetchArgs, Net, PackArgs, RunArgs, Shell, UnpackArgs};
 
 fn init_logging(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
@@ -70,9 +72,11 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Run(args) => {
             let host = Host { state_dir, config };
-            match work(args)? {
+            match work(args, host.config.as_deref())? {
                 Work::Command { spec, net, limits } => {
                     let limits = limits.or(&Config::load_limits(host.config.as_deref())?).parse(true)?;
+                    // Held until the job ends: its entry is then never evicted.
+                    let (spec, _in_use) = cached_root(spec, host.config.as_deref())?;
                     job::run(Request { host, spec, net, limits })
                 }
                 Work::Formula(f) => formula_run::run(&host, f),
@@ -81,16 +85,17 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Leases { json } => admin::leases(&state_dir, json),
         Command::Ps { json } => job_control::ps(&state_dir, json),
         Command::Stop { name, timeout } => {
-            let timeout =
-                crate::duration::parse(&timeout).map_err(|why| SpecError::Duration { flag: "--timeout", why })?;
+            let timeout = duration("--timeout", &timeout)?;
             job_control::stop(&state_dir, &name, timeout)
         }
         Command::Kill { name, signal } => job_control::kill(&state_dir, &name, job_control::parse_signal(&signal)?),
-        Command::Gc { dry_run, json, rebuild, all } => {
+        Command::Gc { cache: true, dry_run, json, .. } => admin::gc_cache(config.as_deref(), dry_run, json),
+        Command::Gc { dry_run, json, rebuild, all, .. } => {
             admin::gc(&state_dir, config.as_deref(), GcOptions { dry_run, json, rebuild, all })
         }
-        Command::Pack(args) => pack(args),
-        Command::Unpack(args) => unpack(args),
+        Command::Pack(args) => pack(args, config.as_deref()),
+        Command::Unpack(args) => unpack(args, config.as_deref()),
+        Command::Fetch(args) => fetch(args, config.as_deref()),
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir.as_deref()),
     }
@@ -104,12 +109,15 @@ enum Work {
 
 /// `run`'s flags as the job's work: a formula, or a command with a spec
 /// whose every host object (rootfs, mount sources) is open already.
-fn work(args: RunArgs) -> Result<Work, Error> {
+fn work(args: RunArgs, config: Option<&Path>) -> Result<Work, Error> {
     if let Some(path) = &args.formula {
         job::require_root()?;
-        let warehouse = Warehouse::from_option(args.warehouse)?;
+        let warehouses =
+            Warehouses::from_options(&args.warehouse, args.save_to.as_deref(), &Config::load_warehouse(config)?)?;
         let id = JobId::new(args.name.as_deref())?;
-        return Ok(Work::Formula(FormulaJob::load(path, warehouse, args.check, id)?));
+        let mut job = FormulaJob::load(path, warehouses, args.check, id)?;
+        job.stop_timeout = duration("--stop-timeout", &args.stop_timeout)?;
+        return Ok(Work::Formula(job));
     }
     let Some(rootfs) = &args.rootfs else {
         return Err(Error::Usage(
@@ -170,6 +178,22 @@ fn work(args: RunArgs) -> Result<Work, Error> {
     Ok(Work::Command { spec, net: NetRequest { ip: args.ip, publish }, limits })
 }
 
+/// A `--rootfs` tar is placed from the ware cache (unpacked into it on its
+/// first run), as a directory root is: an overlay over the cached tree.
+fn cached_root(mut spec: Spec, config: Option<&Path>) -> Result<(Spec, Option<Entry>), Error> {
+    let Rootfs::Tar { file, from_stdin } = spec.rootfs else {
+        return Ok((spec, None));
+    };
+    let entry = Cache::from_config(config)?.ensure_tar(file, from_stdin)?;
+    if from_stdin {
+        // The tar used up our stdin; the job reads an empty one instead.
+        let null = std::fs::File::open("/dev/null").map_err(Error::io("opening /dev/null"))?;
+        nix::unistd::dup2_stdin(null.as_fd()).map_err(|e| Error::Io { what: "replacing stdin", err: e.into() })?;
+    }
+    spec.rootfs = entry.rootfs()?;
+    Ok((spec, Some(entry)))
+}
+
 /// How the job runs and stops, from `run`'s flags.
 fn process(
     timeout: &Option<String>,
@@ -178,7 +202,6 @@ fn process(
     tty: bool,
     interactive: bool,
 ) -> Result<container::Process, SpecError> {
-    let duration = |flag, text: &str| crate::duration::parse(text).map_err(|why| SpecError::Duration { flag, why });
     if tty && !container::tty::is_terminal(std::io::stdin().as_fd()) {
         return Err(SpecError::TtyNotTerminal);
     }
@@ -191,20 +214,73 @@ fn process(
     })
 }
 
-fn pack(args: PackArgs) -> Result<i32, Error> {
+/// A duration flag's value (`--timeout`, `--stop-timeout`).
+fn duration(flag: &'static str, text: &str) -> Result<std::time::Duration, SpecError> {
+    crate::duration::parse(text).map_err(|why| SpecError::Duration { flag, why })
+}
+
+fn pack(args: PackArgs, config: Option<&Path>) -> Result<i32, Error> {
     let filters = Filters::from_args(&args.filters)?;
-    let warehouse = Warehouse::from_option(args.warehouse)?;
-    let id = warehouse.pack(&args.path, &filters)?;
+    let flags: Vec<_> = args.warehouse.into_iter().collect();
+    let warehouses = Warehouses::from_options(&flags, None, &Config::load_warehouse(config)?)?;
+    let id = warehouses.pack(&args.path, &filters)?;
     println!("{id}");
     Ok(0)
 }
 
-fn unpack(args: UnpackArgs) -> Result<i32, Error> {
+fn unpack(args: UnpackArgs, config: Option<&Path>) -> Result<i32, Error> {
     let id: WareId = args.ware.parse()?;
-    let warehouse = Warehouse::from_option(args.warehouse)?;
-    let stats = warehouse.unpack(&id, &args.dir)?;
+    let warehouses = Warehouses::from_options(&args.warehouse, None, &Config::load_warehouse(config)?)?;
+    let stats = warehouses.local(&id)?.unpack(&id, &args.dir)?;
     log::info!("unpacked {id}: {} entries, {} bytes", stats.entries, stats.bytes);
+    // Whose files these are is the ware's (its filters flattened them, or
+    // kept the packer's): say it, so nobody is surprised by uid 1000.
+    let owners = owners_of(&args.dir).map_err(Error::io("reading back the unpacked tree"))?;
+    let mut list: Vec<((u32, u32), u64)> = owners.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shown: Vec<String> = list.iter().take(4).map(|((u, g), n)| format!("{u}:{g} ({n})")).collect();
+    let more = if list.len() > 4 { format!(" and {} more", list.len() - 4) } else { String::new() };
+    eprintln!(
+        "repeatr: unpacked {} entries into {}, owned (uid:gid) as the ware says: {}{more}",
+        stats.entries,
+        args.dir.display(),
+        shown.join(", ")
+    );
     Ok(0)
+}
+
+/// `fetch WARE`: the local path of a verified copy (from the download
+/// area for a remote ware), and with `--save-to` a copy there too.
+fn fetch(args: FetchArgs, config: Option<&Path>) -> Result<i32, Error> {
+    let id: WareId = args.ware.parse()?;
+    let warehouses =
+        Warehouses::from_options(&args.warehouse, args.save_to.as_deref(), &Config::load_warehouse(config)?)?;
+    let local = warehouses.local(&id)?;
+    // Verified here even when a local warehouse has it: `fetch` says the
+    // copy it names is good.
+    drop(local.open_verified(&id)?);
+    if args.save_to.is_some() {
+        warehouses.save(&id)?;
+    }
+    println!("{}", local.ware_path(&id).display());
+    Ok(0)
+}
+
+/// How many entries below `root` (itself included) each owner has.
+fn owners_of(root: &Path) -> std::io::Result<std::collections::HashMap<(u32, u32), u64>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut owners = std::collections::HashMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p)?;
+        *owners.entry((m.uid(), m.gid())).or_insert(0) += 1;
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(owners)
 }
 
 /// Completion scripts and man pages, made by build.rs from the same
@@ -356,7 +432,7 @@ mod tests {
     fn run_without_rootfs_says_what_is_needed() {
         let cli = Cli::try_parse_from(["repeatr", "run", "--", "true"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
-        let e = work(args).err().expect("refused").to_string();
+        let e = work(args, None).err().expect("refused").to_string();
         assert!(e.contains("--rootfs PATH (or a FORMULA)"), "{e}");
     }
 
@@ -364,7 +440,7 @@ mod tests {
     fn an_empty_command_is_a_usage_error() {
         let cli = Cli::try_parse_from(["repeatr", "run", "--rootfs", "/nonexistent", "--", ""]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
-        let e = work(args).err().expect("refused").to_string();
+        let e = work(args, None).err().expect("refused").to_string();
         assert!(e.contains("empty"), "{e}");
     }
 }

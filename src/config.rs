@@ -104,6 +104,10 @@ struct RawConfig {
     network: RawNetwork,
     #[serde(default)]
     limits: LimitStrings,
+    #[serde(default)]
+    warehouse: crate::remote::WarehouseConfig,
+    #[serde(default)]
+    cache: RawCache,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +166,31 @@ impl Config {
         let raw = parse_raw(&text, path)?;
         check_limits(&raw.limits, path)?;
         Ok(raw.limits)
+    }
+
+    /// `[warehouse]` alone: where wares are looked for and saved when no
+    /// flag says, and how S3 is reached. A missing file means none, as for
+    /// `load_limits`.
+    pub fn load_warehouse(explicit: Option<&Path>) -> Result<crate::remote::WarehouseConfig, ConfigError> {
+        let (text, path) = match read(explicit) {
+            Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Default::default());
+            }
+            other => other?,
+        };
+        Ok(parse_raw(&text, path)?.warehouse)
+    }
+
+    /// `[cache]` alone, defaults filled in (a missing file means all
+    /// defaults, as for [`load_limits`](Config::load_limits)).
+    pub fn load_cache(explicit: Option<&Path>) -> Result<CacheConfig, ConfigError> {
+        let (text, path) = match read(explicit) {
+            Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(CacheConfig::default());
+            }
+            other => other?,
+        };
+        CacheConfig::from_raw(parse_raw(&text, path)?.cache, path)
     }
 
     /// Parses configuration text; `source` is the file named in messages and
@@ -643,5 +672,53 @@ mod tests {
     fn dns_ipv6_refused() {
         let e = err("[network]\ndns = [\"2001:db8::1\"]\n");
         assert!(e.contains("network.dns"), "{e}");
+    }
+}
+
+/// `[cache]`: where unpacked wares and rootfs tars are kept
+/// (`crate::ware_cache`), and how big `repeatr gc` lets it grow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub max_size: u64,
+}
+
+/// Where the ware cache is unless `[cache] dir` says otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/repeatr/wares";
+/// `[cache] max_size` unless set: what `repeatr gc` trims the cache to.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 20 << 30;
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig { dir: PathBuf::from(DEFAULT_CACHE_DIR), max_size: DEFAULT_CACHE_MAX_SIZE }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    dir: Option<String>,
+    max_size: Option<String>,
+}
+
+impl CacheConfig {
+    fn from_raw(raw: RawCache, path: &Path) -> Result<CacheConfig, ConfigError> {
+        let mut c = CacheConfig::default();
+        if let Some(dir) = raw.dir {
+            if !Path::new(&dir).is_absolute() {
+                return Err(ConfigError::Value {
+                    key: "cache.dir",
+                    value: dir,
+                    problem: "must be an absolute path".into(),
+                    path: path.to_path_buf(),
+                });
+            }
+            c.dir = PathBuf::from(dir);
+        }
+        if let Some(size) = raw.max_size {
+            c.max_size = crate::limits::parse_size("cache.max_size", &size)
+                .map_err(|err| ConfigError::Limits { err, path: path.to_path_buf() })?;
+        }
+        Ok(c)
     }
 }

@@ -21,10 +21,11 @@ pub use crate::container::protocol::EXIT_RUNNER_ERROR;
 /// The request is invalid: a bad ware id, filter or formula, or a tree that
 /// a filter rejects (setid or device file). Fix the input.
 pub const EXIT_INVALID: i32 = 121;
-/// The ware is not in the warehouse. Pack or fetch it.
+/// The ware is in none of the warehouses searched. Pack or fetch it.
 pub const EXIT_WARE_NOT_FOUND: i32 = 122;
-/// The stored ware is damaged: unreadable, or its content hashes to another
-/// id. Delete it and pack or fetch it again.
+/// The stored ware is damaged: unreadable, not a ware, or its content hashes
+/// to another id, in a local warehouse or as a remote one served it.
+/// Delete it and pack or fetch it again.
 pub const EXIT_WARE_CORRUPT: i32 = 123;
 /// `repeatr stop` / `kill`: no live job has that name. Like `grep` finding
 /// nothing, a plain 1: these commands pass no job's status through.
@@ -53,6 +54,10 @@ pub enum Error {
     #[error(transparent)]
     Ware(#[from] WareError),
     #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+    #[error(transparent)]
+    Cache(crate::ware_cache::CacheError),
+    #[error(transparent)]
     Limits(#[from] crate::limits::LimitsError),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
@@ -66,15 +71,23 @@ pub enum Error {
     NoSuchJob(String),
 }
 
+/// A ware that is missing or corrupt keeps its own exit code when the
+/// cache is what met it.
+impl From<crate::ware_cache::CacheError> for Error {
+    fn from(e: crate::ware_cache::CacheError) -> Error {
+        match e {
+            crate::ware_cache::CacheError::Ware(w) => Error::Ware(w),
+            crate::ware_cache::CacheError::Remote(r) => Error::Remote(r),
+            other => Error::Cache(other),
+        }
+    }
+}
+
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Ware(e) => match e.class() {
-                WareClass::Invalid => EXIT_INVALID,
-                WareClass::NotFound => EXIT_WARE_NOT_FOUND,
-                WareClass::Corrupt => EXIT_WARE_CORRUPT,
-                WareClass::Host => EXIT_RUNNER_ERROR,
-            },
+            Error::Ware(e) => ware_exit_code(e.class()),
+            Error::Remote(e) => ware_exit_code(e.class()),
             Error::NoSuchJob(_) => EXIT_NO_SUCH_JOB,
             _ => EXIT_RUNNER_ERROR,
         }
@@ -82,6 +95,15 @@ impl Error {
 
     pub fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |err| Error::Io { what, err }
+    }
+}
+
+fn ware_exit_code(class: WareClass) -> i32 {
+    match class {
+        WareClass::Invalid => EXIT_INVALID,
+        WareClass::NotFound => EXIT_WARE_NOT_FOUND,
+        WareClass::Corrupt => EXIT_WARE_CORRUPT,
+        WareClass::Host => EXIT_RUNNER_ERROR,
     }
 }
 

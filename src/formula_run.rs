@@ -7,14 +7,17 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::container::{Caps, Exit, MakeDir, NetMode, Process, Rootfs, Spec, SpecError, User, seccomp, spec};
 use crate::error::Error;
 use crate::formula::setup::{Input, Network, Privileges};
-use crate::formula::{Formula, WareError, Warehouse};
+use crate::formula::{Formula, WareError};
 use crate::job::{self, Host, JobId};
+use crate::remote::Warehouses;
+use crate::ware_cache::{Cache, Entry};
 
 pub(crate) mod outputs;
 use outputs::OutputLock;
@@ -23,16 +26,24 @@ use outputs::OutputLock;
 /// an earlier run record to compare with, and the job's id.
 pub struct FormulaJob {
     pub formula: Formula,
-    pub warehouse: Warehouse,
+    pub warehouses: Warehouses,
     pub check: Option<PathBuf>,
     pub id: JobId,
+    /// `run --stop-timeout`: how this host stops a job (a scheduler's kill
+    /// wait bounds it), not what the formula computes, so not in it.
+    pub stop_timeout: Duration,
 }
 
 impl FormulaJob {
     /// Reads and parses the formula at `path`.
-    pub fn load(path: &Path, warehouse: Warehouse, check: Option<PathBuf>, id: JobId) -> Result<FormulaJob, Error> {
+    pub fn load(path: &Path, warehouses: Warehouses, check: Option<PathBuf>, id: JobId) -> Result<FormulaJob, Error> {
         let text = fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        Ok(FormulaJob { formula: Formula::from_json(&text)?, warehouse, check, id })
+        let formula = Formula::from_json(&text)?;
+        // Before anything runs: outputs need somewhere to go.
+        if !formula.outputs.is_empty() {
+            warehouses.save_target()?;
+        }
+        Ok(FormulaJob { formula, warehouses, check, id, stop_timeout: spec::DEFAULT_STOP_TIMEOUT })
     }
 }
 
@@ -92,7 +103,7 @@ fn invalid(problem: String) -> Error {
 }
 
 pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
-    let FormulaJob { formula, warehouse, check, id } = job;
+    let FormulaJob { formula, warehouses, check, id, stop_timeout } = job;
     let formula_id = formula.setup_hash()?.to_string();
 
     // The identity first: output dirs are chowned to it.
@@ -100,7 +111,10 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     // Outputs are host directories bound into the job, so they outlive its
     // mount namespace; the guard removes them whatever happens.
     let outputs = OutputDirs::create(&host.state_dir, &id, &formula)?;
-    let spec = build_spec(&formula, &warehouse, &id, &outputs)?;
+    // The inputs' cache entries, each held (never evicted) until the job ends.
+    let cache = Cache::from_config(host.config.as_deref())?;
+    let (mut spec, _in_use) = build_spec(&formula, &warehouses, &cache, &id, &outputs)?;
+    spec.process.stop_timeout = stop_timeout;
     let hostname = spec.hostname.clone();
 
     let limits =
@@ -116,7 +130,7 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
     let mut results = BTreeMap::new();
     if exit_code >= 0 {
         for ((path, out), dir) in formula.outputs.iter().zip(&outputs.dirs) {
-            let ware = warehouse.pack(dir, &out.filters)?;
+            let ware = warehouses.pack(dir, &out.filters)?;
             results.insert(path.clone(), ware.to_string());
         }
     }
@@ -174,17 +188,31 @@ fn compare(path: &Path, now: &RunRecord) -> Result<bool, Error> {
 }
 
 /// The formula as a container spec: `/` from a ware, other wares placed
-/// in path order, mounts, output dirs, the action's identity and helpers.
-fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDirs) -> Result<Spec, Error> {
+/// in path order, mounts, output dirs, the action's identity and helpers;
+/// with the cache entries of its wares, which must outlive the job.
+fn build_spec(
+    f: &Formula,
+    warehouses: &Warehouses,
+    cache: &Cache,
+    id: &JobId,
+    outputs: &OutputDirs,
+) -> Result<(Spec, Vec<Entry>), Error> {
     let mut root = None;
     let mut wares = Vec::new();
     let mut mounts = Vec::new();
     let mut mount_paths: Vec<&str> = Vec::new();
+    let mut in_use = Vec::new();
+    let mut place = |ware| -> Result<Rootfs, Error> {
+        let entry = cache.ensure_ware(ware, || Ok(warehouses.local(ware)?))?;
+        let tree = entry.rootfs()?;
+        in_use.push(entry);
+        Ok(tree)
+    };
     // BTreeMap order: a directory sorts before everything below it.
     for (path, input) in &f.inputs {
         match input {
-            Input::Ware(ware) if path == "/" => root = Some(warehouse.open_verified(ware)?),
-            Input::Ware(ware) => wares.push((PathBuf::from(path), warehouse.open_verified(ware)?)),
+            Input::Ware(ware) if path == "/" => root = Some(place(ware)?),
+            Input::Ware(ware) => wares.push((PathBuf::from(path), place(ware)?)),
             Input::Mount { host_path, writable } => {
                 let mode = if *writable { "rw" } else { "ro" };
                 mounts.push(spec::parse_mount(&format!("{host_path}:{path}:{mode}"))?);
@@ -238,9 +266,9 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
     let hostname = id.hostname(a.hostname.as_deref())?;
     let workdir = spec::clean_job_path(&a.cwd)
         .ok_or_else(|| invalid(format!("action.cwd {:?} is not a clean absolute path", a.cwd)))?;
-    Ok(Spec {
+    let spec = Spec {
         id: id.to_string(),
-        rootfs: Rootfs::Tar { file: root, from_stdin: false },
+        rootfs: root,
         argv: a.exec.clone(),
         env,
         workdir,
@@ -259,7 +287,8 @@ fn build_spec(f: &Formula, warehouse: &Warehouse, id: &JobId, outputs: &OutputDi
         process: Process { timeout: a.timeout, ..Process::default() },
         // Set from the limits at launch.
         tmpfs: Default::default(),
-    })
+    };
+    Ok((spec, in_use))
 }
 
 /// `STATE_DIR/outputs/<job>/<n>`: one host directory per output, owned by

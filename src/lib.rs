@@ -25,8 +25,10 @@ pub mod limits;
 pub mod network;
 mod output;
 pub mod publish;
+pub mod remote;
 pub mod state;
 pub mod sys;
+pub mod ware_cache;
 
 /// The `repeatr` command: parses the command line, runs it, and returns
 /// the process's exit code.

@@ -172,6 +172,10 @@ fn an_input_ware_with_an_added_xattr_is_refused() {
     for (id, entry) in [(b.root.as_str(), "./bin/busybox"), (tool_id.as_str(), "./tool.sh")] {
         let ware = b.wares.join("tar").join(format!("{}.tar", id.strip_prefix("tar:").unwrap()));
         let pristine = std::fs::read(&ware).unwrap();
+        // The untouched run cached both wares, verified as they were
+        // unpacked; a stored file tampered with later matters to the runs
+        // that must unpack it, i.e. with an empty cache.
+        std::fs::remove_dir_all(b.repeatr.cache_dir()).unwrap();
         tamper::insert_pax(&ware, entry, &[("SCHILY.xattr.security.capability", &tamper::CAP_SETUID_EP)]);
         let out = b.run(&f, &[]);
         assert_eq!(code(&out), 123, "{entry}: {}", stderr(&out));
@@ -438,4 +442,75 @@ fn the_record_says_what_the_job_used() {
     let peak = usage["peakMemoryBytes"].as_u64().unwrap();
     assert!(peak > 0 && peak < 64 << 20, "{usage}");
     assert!(stderr(&out).contains("s user and"), "no usage line with -v: {}", stderr(&out));
+}
+
+#[test]
+fn a_formula_run_is_stopped_within_its_stop_timeout() {
+    // Slurm's scancel sends SIGTERM and SIGKILLs the whole step KillWait
+    // later: --stop-timeout is how a formula run fits in that.
+    if !require_root() {
+        return;
+    }
+    let b = Bench::new();
+    let f = b.formula(
+        "stubborn.json",
+        r#"{"inputs": {"/": "ROOT"},
+        "action": {"exec": ["/bin/sh", "-c", "trap '' TERM; echo partial > /out/p; sleep 1000"]},
+        "outputs": {"/out": {}}}"#,
+    );
+    let runner = Runner::new(
+        b.cmd(&f, &["--name", "stubborn", "--stop-timeout", "1s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let p = b.repeatr.state.path().join("outputs/stubborn/0/p");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.exists() {
+        assert!(Instant::now() < deadline, "the job never wrote its output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(runner.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = runner.into_inner().wait_with_output().unwrap();
+    let took = sent.elapsed();
+    assert_eq!(code(&out), 137, "{}", stderr(&out));
+    assert!(stderr(&out).contains("still running 1s after SIGTERM"), "{}", stderr(&out));
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "stopped after {took:?}");
+    assert_eq!(record(&out)["exitCode"], 137);
+    let bad = b.run(&f, &["--stop-timeout", "soon"]);
+    assert_eq!(code(&bad), 125, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("--stop-timeout"), "{}", stderr(&bad));
+}
+
+#[test]
+fn flags_that_set_up_a_commands_job_are_refused_beside_a_formula() {
+    // A formula says its whole job; a flag it would leave unheeded is an
+    // error, never a silent no-op (the job would not be the one asked for).
+    let b = Bench::new();
+    let f = b.formula("build.json", BUILD);
+    let flags: [&[&str]; 12] = [
+        &["--net", "none"],
+        &["--ip", "198.18.0.9"],
+        &["--mount", "/tmp:/mnt"],
+        &["--env", "A=1"],
+        &["--workdir", "/tmp"],
+        &["--hostname", "h"],
+        &["--user", "1:1"],
+        &["--cap-add", "NET_RAW"],
+        &["--no-init"],
+        &["-t"],
+        &["--timeout", "5s"],
+        &["--memory", "1g"],
+    ];
+    for extra in flags {
+        let out = b.run(&f, extra);
+        assert_eq!(code(&out), 125, "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("cannot be used with"), "{extra:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{extra:?} ran the formula");
+    }
+    // The flags that concern the runner itself still go with a formula.
+    let out = b.run(&f, &["--stop-timeout", "3s", "--name", "flagged"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }

@@ -720,3 +720,38 @@ fn gc_deletes_half_made_bridges_of_its_own_state_dir() {
     assert_eq!(kept, vec![foreign.as_str()], "{v}");
     assert!(!exists(&stale) && exists(&live) && exists(&foreign));
 }
+
+/// A running job whose slot lock file was deleted by hand keeps its veth
+/// and its lease through `gc --dry-run` and `gc`: liveness falls back to its
+/// runner's pid and start time on every path, and the dry run makes no lock
+/// file again.
+#[test]
+fn gc_leaves_a_running_job_without_its_lock_file_alone() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::new("q", 26, 24);
+    with_rootfs(&net);
+    let (runner, iface, veth, ip) = running_job(&net, "nolock");
+    let slot = net.leases_json()[0]["slot"].as_u64().unwrap();
+    let lock = net.repeatr.state.path().join("slots").join(&net.bridge).join(format!("{slot}.lock"));
+    std::fs::remove_file(&lock).unwrap();
+    for args in [&["gc", "--dry-run", "--json"][..], &["gc", "--json"]] {
+        let out = net.output(args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["veths_deleted"], serde_json::json!([]), "{args:?}: {v}");
+        assert_eq!(v["reclaimed"], serde_json::json!([]), "{args:?}: {v}");
+        if args[1] == "--dry-run" {
+            assert!(!lock.exists(), "the dry run made the lock file again");
+        }
+    }
+    assert_eq!(veth_state(&iface), veth, "the running job's veth");
+    assert_eq!(job_address(&runner), ip, "the running job's address");
+    assert_eq!(net.leases_json()[0]["state"], "running");
+    net.release_all();
+    for out in wait_all(vec![runner]) {
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    net.assert_no_veths();
+}

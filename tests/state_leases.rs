@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -180,13 +181,111 @@ fn killed_runner_is_reclaimed() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, LeaseState::Stale);
 
+    // Round-robin goes on past the dead lease: a start reads only the rows
+    // it walks past, and this one is not on its way yet.
     let lease = state.acquire(&req("next", "198.18.1.0/24")).unwrap();
-    assert_eq!(lease.reclaimed, vec![victim_slot]);
-    assert_eq!(lease.record.slot, victim_slot, "the freed slot is the lowest");
+    assert!(lease.reclaimed.is_empty(), "{:?}", lease.reclaimed);
+    assert_ne!(lease.record.slot, victim_slot, "round-robin does not hand the slot straight back");
     assert_ne!(lease.record.ip, victim_ip, "round-robin does not hand the address straight back");
+    assert_eq!(state.list().unwrap().len(), 2);
+    // gc reclaims it whatever the position.
+    let report = state.gc(false).unwrap();
+    assert_eq!(report.reclaimed.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(), ["victim"]);
     let listed = state.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].lease.job, "next");
+}
+
+/// A dead lease is reclaimed when the walk reaches it: here at once, as
+/// the /30 has a single host.
+#[test]
+fn killed_runner_is_reclaimed_when_the_walk_reaches_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let go = tmp.path().join("go");
+    std::fs::write(&go, "").unwrap();
+    let mut runner = spawn_runner(&dir, "victim", "198.18.1.4/30", &go);
+    let (victim_ip, victim_slot) = runner.lease();
+    runner.child.kill().unwrap();
+    runner.child.wait().unwrap();
+
+    let state = StateDir::open(&dir).unwrap();
+    let lease = state.acquire(&req("next", "198.18.1.4/30")).unwrap();
+    assert_eq!(lease.record.ip, victim_ip, "the subnet's only host");
+    assert_eq!(lease.reclaimed, vec![victim_slot]);
+    let listed = state.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].lease.job, "next");
+}
+
+/// Start-up cost does not grow with the leases there are: an allocation
+/// looks only at the rows on its round-robin way (and probes only their
+/// slot locks), never at every lease, and skips a live job's address.
+#[test]
+fn an_allocation_reads_only_the_rows_on_its_way() {
+    let (_tmp, state) = fresh();
+    let net = "198.18.9.0/24";
+    let live: Vec<_> = (0..3).map(|i| state.acquire(&req(&format!("live{i}"), net)).unwrap()).collect();
+    assert_eq!(live[2].record.ip, ip("198.18.9.4"));
+    let pinned = state.acquire(&LeaseRequest { ip: Some(ip("198.18.9.6")), ..req("pinned", net) }).unwrap();
+    // 100 dead runners' leases ahead, in slots and addresses the walk has
+    // not reached.
+    for k in 0..100u16 {
+        insert_row(
+            state.root(),
+            &format!("dead{k}"),
+            &format!("198.18.9.{}", 100 + k),
+            100 + k,
+            1,
+            1,
+            &current_boot_id(),
+        );
+    }
+    let a = state.acquire(&req("a", net)).unwrap();
+    assert_eq!(a.record.ip, ip("198.18.9.5"));
+    assert!(a.reclaimed.is_empty(), "reclaimed {:?}: every row was judged", a.reclaimed);
+    let b = state.acquire(&req("b", net)).unwrap();
+    assert_eq!(b.record.ip, ip("198.18.9.7"), "the live job's .6 is skipped");
+    assert_eq!(state.list().unwrap().iter().filter(|l| l.state == LeaseState::Stale).count(), 100);
+
+    // The walk reaches the first dead lease: it is reclaimed, its address
+    // handed out; the others stay for later walks (or gc).
+    let upto: Vec<_> = (8..100).map(|i| state.acquire(&req(&format!("fill{i}"), net)).unwrap()).collect();
+    let c = state.acquire(&req("c", net)).unwrap();
+    assert_eq!(c.record.ip, ip("198.18.9.100"));
+    let stale = state.list().unwrap().iter().filter(|l| l.state == LeaseState::Stale).count();
+    assert!((98..=99).contains(&stale), "{stale} stale left");
+    let ips: HashSet<_> = live.iter().chain([&pinned, &a, &b, &c]).chain(&upto).map(|l| l.record.ip).collect();
+    assert_eq!(ips.len(), 3 + 4 + upto.len(), "no address twice");
+}
+
+/// A live job's slot lock file deleted by hand: liveness falls back to its
+/// pid and start time on every path, so gc, a dry run, `--ip` and the slot
+/// walk all leave it alone, and a dry run makes no file.
+#[test]
+fn a_live_job_without_its_lock_file_keeps_its_slot_and_address() {
+    let (_tmp, state) = fresh();
+    let net = "198.18.19.0/24";
+    let live = state.acquire(&req("live", net)).unwrap();
+    let lock = state.root().join("slots").join(BRIDGE).join("0.lock");
+    std::fs::remove_file(&lock).unwrap();
+
+    assert!(!state.slot_is_free(BRIDGE, 0).unwrap());
+    assert!(!lock.exists(), "judging the slot made its lock file again");
+    assert!(state.try_lock_slot(BRIDGE, 0).unwrap().is_none(), "gc would delete the live job's veth");
+    assert!(state.gc(true).unwrap().reclaimed.is_empty());
+    assert!(state.gc(false).unwrap().reclaimed.is_empty());
+    let e = state.acquire(&LeaseRequest { ip: Some(live.record.ip), ..req("other", net) }).unwrap_err();
+    assert!(matches!(e, StateError::IpTaken { .. }), "{e}");
+    assert_eq!(state.list().unwrap()[0].state, LeaseState::Running);
+    // A slot whose sidecar names a process that is gone is free.
+    drop(live);
+    let sidecar = state.root().join("slots").join(BRIDGE).join("0.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    record["start_time"] = serde_json::json!(record["start_time"].as_u64().unwrap() + 1);
+    std::fs::write(&sidecar, serde_json::to_vec(&record).unwrap()).unwrap();
+    assert!(state.slot_is_free(BRIDGE, 0).unwrap());
+    assert!(state.try_lock_slot(BRIDGE, 0).unwrap().is_some());
 }
 
 #[test]
@@ -282,7 +381,9 @@ fn round_robin_after_release() {
     state.release(a).unwrap();
     let b = state.acquire(&req("b", "198.18.3.0/24")).unwrap();
     assert_eq!(b.record.ip, ip("198.18.3.3"));
-    assert_eq!(b.record.slot, 0, "slots are reused lowest first");
+    // Slots go round-robin too: the veth of a job that just ended may still
+    // be on its way out with its netns, under the slot's name.
+    assert_eq!(b.record.slot, 1, "a freed slot is not handed straight back");
 }
 
 #[test]
@@ -634,6 +735,19 @@ fn child_small_fs() {
     let _ = filler.sync_all();
     let full = (0..50).find_map(|i| state.acquire(&req(&format!("j{i}"), "198.18.17.0/24")).err());
     println!("RESULT full {}", full.map(|e| e.to_string()).unwrap_or_default());
+    // A rebuild on the full disk fails, and leaves the database it would
+    // have replaced where and as it was.
+    let db = root.join("state.db");
+    let before = std::fs::metadata(&db).unwrap();
+    let rebuilt = StateDir::rebuild(&root).err().map(|e| e.to_string()).unwrap_or_default();
+    let after = std::fs::metadata(&db).unwrap();
+    let kept = after.ino() == before.ino() && after.len() == before.len() && after.len() > 0;
+    let leftovers = std::fs::read_dir(&root).unwrap().filter(|e| {
+        let name = e.as_ref().unwrap().file_name();
+        let name = name.to_string_lossy();
+        name.starts_with("state.db.rebuild") || name.starts_with("state.db.corrupt")
+    });
+    println!("RESULT rebuild {rebuilt} kept={kept} leftovers={}", leftovers.count());
 
     drop(filler);
     std::fs::remove_file(dir.join("filler")).unwrap();
@@ -670,6 +784,8 @@ fn full_and_read_only_state_dir_errors() {
             .unwrap_or_else(|| panic!("no {case} result in {stdout}"))
     };
     let root = tmp.path().join("state");
+    let rebuild = result("rebuild");
+    assert!(rebuild.contains("is full") && rebuild.ends_with("kept=true leftovers=0"), "rebuild: {rebuild}");
     for (case, want) in [("full", "is full"), ("ro", "must be writable")] {
         let msg = result(case);
         assert!(msg.contains(want), "{case}: {msg}");
@@ -689,6 +805,117 @@ fn reclaiming_an_old_row_keeps_the_sidecar_of_a_live_job_in_its_slot() {
     assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
     let report = StateDir::rebuild(state.root()).unwrap();
     assert_eq!(report.restored, vec![live.record.clone()]);
+}
+
+/// A 0-byte state.db (truncated, or emptied) while jobs live: every entry
+/// point refuses it with the same line, none shows an empty view.
+#[test]
+fn an_emptied_db_with_live_jobs_is_refused_everywhere() {
+    let (tmp, state) = fresh();
+    let root = tmp.path().join("state");
+    let live = state.acquire(&req("live", "198.18.20.0/24")).unwrap();
+    remove_db(&root);
+    std::fs::write(root.join("state.db"), b"").unwrap();
+    let e = StateDir::open(&root).unwrap_err();
+    assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
+    assert!(e.to_string().contains("repeatr gc --rebuild"), "{e}");
+    let report = StateDir::rebuild(&root).unwrap();
+    assert_eq!(report.restored, vec![live.record.clone()]);
+    assert_eq!(StateDir::open(&root).unwrap().list().unwrap().len(), 1);
+}
+
+/// A state.db cut short while runners keep their connections open: every
+/// entry point says it is damaged, at once (no wait for a lock that the
+/// live runners' connections would never give up) and in one line.
+#[test]
+fn a_truncated_db_is_diagnosed_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let go = tmp.path().join("go");
+    std::fs::write(&go, "").unwrap();
+    let mut runner = spawn_runner(&dir, "live", "198.18.25.0/24", &go);
+    runner.lease();
+    let db = dir.join("state.db");
+    let whole = std::fs::read(&db).unwrap();
+    // (A cut at a page boundary leaves what the WAL holds readable: the
+    // pages SQLite reads come from the WAL, and are the latest.)
+    for len in [0, 100, 1000, 3000] {
+        std::fs::write(&db, &whole[..len]).unwrap();
+        let t = Instant::now();
+        let r = StateDir::open(&dir).and_then(|s| s.list());
+        let e = r.map(drop).expect_err(&format!("{len} of {} bytes: taken for a database", whole.len()));
+        let msg = e.to_string();
+        assert!(t.elapsed() < Duration::from_secs(2), "{len} bytes: {:?} to say {msg}", t.elapsed());
+        assert!(msg.contains("repeatr gc --rebuild") && !msg.contains('\n'), "{len} bytes: {msg}");
+    }
+    runner.child.kill().unwrap();
+    runner.child.wait().unwrap();
+}
+
+/// `leases` (and `gc --dry-run`, which lists) judge the database as an
+/// allocation does: one that forgot a live job is refused, not shown empty.
+#[test]
+fn listing_a_db_that_forgot_a_live_job_is_refused() {
+    let (tmp, state) = fresh();
+    let root = tmp.path().join("state");
+    let _live = state.acquire(&req("live", "198.18.21.0/24")).unwrap();
+    put_back_an_old_copy(&root);
+    let e = state.list().unwrap_err();
+    assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
+    let e = state.gc(true).unwrap_err();
+    assert!(matches!(e, StateError::LostLeases { .. }), "{e}");
+}
+
+/// Two rebuilds within one second keep both old files, under two names.
+#[test]
+fn rebuilds_never_overwrite_a_backup() {
+    let (tmp, _state) = fresh();
+    let root = tmp.path().join("state");
+    let mut kept = Vec::new();
+    for byte in [0x5a, 0x6b, 0x7c] {
+        remove_db(&root);
+        std::fs::write(root.join("state.db"), vec![byte; 8192]).unwrap();
+        let aside = StateDir::rebuild(&root).unwrap().moved_aside.unwrap();
+        kept.push((aside, byte));
+    }
+    let names: HashSet<_> = kept.iter().map(|k| k.0.clone()).collect();
+    assert_eq!(names.len(), 3, "{kept:?}");
+    for (path, byte) in kept {
+        assert_eq!(std::fs::read(&path).unwrap(), vec![byte; 8192], "{} overwritten", path.display());
+    }
+    assert!(!root.join("state.db.rebuild").exists());
+    StateDir::open(&root).unwrap().acquire(&req("after", "198.18.22.0/24")).unwrap();
+}
+
+/// A sidecar's temp file left by a writer that failed (ENOSPC) or died
+/// before its rename: gc removes it and says so.
+#[test]
+fn gc_removes_stray_temp_files() {
+    let (_tmp, state) = fresh();
+    let held = state.acquire(&req("live", "198.18.23.0/24")).unwrap();
+    let tmp = state.root().join("slots").join(BRIDGE).join(".5.json.tmp");
+    std::fs::write(&tmp, b"").unwrap();
+    let report = state.gc(false).unwrap();
+    assert_eq!(report.sidecars_removed, vec![tmp.clone()]);
+    assert!(!tmp.exists());
+    assert!(state.root().join("slots").join(BRIDGE).join("0.json").exists(), "the live sidecar stays");
+    state.release(held).unwrap();
+}
+
+/// The WAL stays small: the release that leaves no lease copies it into
+/// the database and cuts it.
+#[test]
+fn the_wal_is_cut_when_the_last_lease_goes() {
+    let (_tmp, state) = fresh();
+    let wal = state.root().join("state.db-wal");
+    for i in 0..40 {
+        let l = state.acquire(&req(&format!("j{i}"), "198.18.24.0/24")).unwrap();
+        let m = state.acquire(&req(&format!("k{i}"), "198.18.24.0/24")).unwrap();
+        state.release(l).unwrap();
+        state.release(m).unwrap();
+    }
+    let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert!(size <= 64 << 10, "WAL is {size} bytes after 80 jobs, none left");
 }
 
 /// Not a check: prints how acquire and release scale with live leases

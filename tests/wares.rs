@@ -207,7 +207,7 @@ fn setid_is_rejected_by_default_and_kept_on_request() {
     let plain = id_of(&src);
     fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o4755)).unwrap();
     let err = hash_path(&src, &Filters::default(), false).unwrap_err();
-    assert!(matches!(err, WareError::Rejected { filter: "setid", .. }), "{err}");
+    assert!(matches!(&err, WareError::Rejected { filters, .. } if filters == &["setid"]), "{err}");
     assert!(err.to_string().contains("run.sh"), "{err}");
     assert_eq!(Error::from(err).exit_code(), 121);
 
@@ -243,7 +243,7 @@ fn devices_follow_the_dev_filter() {
     .unwrap();
     fs::set_permissions(src.join("null"), fs::Permissions::from_mode(0o666)).unwrap();
     let err = hash_path(&src, &Filters::default(), false).unwrap_err();
-    assert!(matches!(err, WareError::Rejected { filter: "dev", .. }), "{err}");
+    assert!(matches!(&err, WareError::Rejected { filters, .. } if filters == &["dev"]), "{err}");
     let with = |dev| Filters { dev, ..Filters::default() };
     assert_eq!(hash_path(&src, &with(Policy::Ignore), false).unwrap().0, plain);
     let (kept, manifest) = hash_path(&src, &with(Policy::Keep), true).unwrap();

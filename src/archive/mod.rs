@@ -4,10 +4,12 @@
 //! - `read`: gzip or plain streams (other compressions refused), entry
 //!   names and PAX times read one way for every caller;
 //! - `unpack`: safe, faithful unpacking below a directory fd;
+//! - `tee`: one read of a stream for two consumers on two threads;
 //! - `error`: what goes wrong, one line each.
 
 mod error;
 mod read;
+pub mod tee;
 mod unpack;
 
 pub use error::TarError;

@@ -67,7 +67,7 @@ pub enum Command {
         #[arg(long, short = 's', value_name = "SIG", default_value = "KILL")]
         signal: String,
     },
-    /// After a crash or reboot: reclaim stale leases, delete leftover veths and outputs, report.
+    /// After a crash or reboot: reclaim stale leases, delete leftover veths and outputs, evict the ware cache over budget, report.
     Gc {
         /// Say what would be done, change nothing.
         #[arg(long)]
@@ -81,11 +81,16 @@ pub enum Command {
         /// Also delete the bridges no job uses, with their NAT (nftables table, IPv4 forwarding repeatr turned on).
         #[arg(long)]
         all: bool,
+        /// Only evict the ware cache's least recently used entries down to [cache] max_size (never one in use).
+        #[arg(long, conflicts_with_all = ["rebuild", "all"])]
+        cache: bool,
     },
     /// Store a directory or tar in the warehouse as a ware; prints its id (tar:HASH).
     Pack(PackArgs),
     /// Verify a ware and unpack it into an existing empty directory.
     Unpack(UnpackArgs),
+    /// Fetch a ware from the warehouses into the download area (verified); prints its local path.
+    Fetch(FetchArgs),
     /// Print a shell completion script (bash, zsh or fish) to stdout.
     Completions {
         /// The shell to complete for.
@@ -112,8 +117,9 @@ pub struct PackArgs {
     /// A directory, a .tar/.tar.gz file, or - for a tar on stdin.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
-    /// The warehouse directory (wares live in DIR/tar/HASH.tar).
-    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR")]
+    /// Where the ware goes: a directory (wares live in DIR/tar/HASH.tar), file:///DIR or
+    /// s3://BUCKET/PREFIX (default: the config's warehouse.save, else its first warehouse.fetch).
+    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR|URL")]
     pub warehouse: Option<PathBuf>,
     /// Change a filter: uid=N|keep, gid=N|keep, mtime=2010-01-01T00:00:00Z|@SECS|keep,
     /// setid|sticky|dev=keep|ignore|reject. Repeatable.
@@ -129,19 +135,45 @@ pub struct UnpackArgs {
     /// An existing, empty directory.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
-    /// The warehouse directory.
-    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR")]
-    pub warehouse: Option<PathBuf>,
+    /// A warehouse to look in: a directory, file:///DIR, s3://BUCKET/PREFIX, http(s)://HOST/PATH.
+    /// Repeatable: the first that has the ware serves it.
+    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR|URL")]
+    pub warehouse: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// The ware id, tar:HASH.
+    #[arg(value_name = "WARE")]
+    pub ware: String,
+    /// A warehouse to look in: a directory, file:///DIR, s3://BUCKET/PREFIX, http(s)://HOST/PATH.
+    /// Repeatable: the first that has the ware serves it.
+    #[arg(long, env = "REPEATR_WAREHOUSE", value_name = "DIR|URL")]
+    pub warehouse: Vec<PathBuf>,
+    /// Also save the ware there: a directory, file:///DIR or s3://BUCKET/PREFIX.
+    #[arg(long, value_name = "DIR|URL")]
+    pub save_to: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// A formula (JSON) to run instead of --rootfs and CMD: its record goes to stdout.
-    #[arg(value_name = "FORMULA", conflicts_with_all = ["rootfs", "command"])]
+    /// A formula (JSON) to run instead of --rootfs and CMD: its record goes to stdout. The
+    /// formula says all of its job (network, mounts, env, user, limits, timeout), so the flags
+    /// that set up a command's job are refused beside it rather than left unheeded.
+    #[arg(value_name = "FORMULA", conflicts_with_all = [
+        "rootfs", "command", "net", "ip", "mounts", "env", "workdir", "hostname", "user",
+        "cap_add", "cap_drop", "security_opt", "no_init", "tty", "interactive", "timeout",
+        "memory", "cpus", "pids_limit", "rootfs_size", "shm_size",
+    ])]
     pub formula: Option<PathBuf>,
-    /// With FORMULA: where the input wares are and the outputs go (or REPEATR_WAREHOUSE).
-    #[arg(long, value_name = "DIR", env = "REPEATR_WAREHOUSE", requires = "formula")]
-    pub warehouse: Option<PathBuf>,
+    /// With FORMULA: a warehouse the input wares are looked for in (or REPEATR_WAREHOUSE): a
+    /// directory, file:///DIR, s3://BUCKET/PREFIX, http(s)://HOST/PATH. Repeatable: the first
+    /// that has a ware serves it; outputs go to the first unless --save-to says.
+    #[arg(long, value_name = "DIR|URL", env = "REPEATR_WAREHOUSE", requires = "formula")]
+    pub warehouse: Vec<PathBuf>,
+    /// With FORMULA: where the outputs are saved (a directory, file:///DIR or s3://BUCKET/PREFIX).
+    #[arg(long, value_name = "DIR|URL", requires = "formula")]
+    pub save_to: Option<PathBuf>,
     /// With FORMULA: compare the results with this earlier run record; exit 1 if the job
     /// succeeded and an output differs.
     #[arg(long, value_name = "RECORD", requires = "formula")]
@@ -183,7 +215,7 @@ pub struct RunArgs {
     pub cap_drop: Vec<String>,
     /// As docker's: seccomp=unconfined (no syscall filter) or seccomp=PROFILE.json (a profile in
     /// docker's format instead of docker's default one, which every job gets otherwise).
-    #[arg(long = "security-opt", value_name = "seccomp=unconfined|PROFILE", conflicts_with = "formula")]
+    #[arg(long = "security-opt", value_name = "seccomp=unconfined|PROFILE")]
     pub security_opt: Vec<String>,
     /// Run CMD as pid 1 itself, without repeatr's init (for an image that brings its own):
     /// the kernel then drops every signal CMD has no handler for, and orphans are CMD's to reap.
@@ -209,20 +241,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,
     /// Memory limit, e.g. 512m or 2g (swap off for the job); default: the config's limits.memory, else none.
-    #[arg(long, value_name = "SIZE", conflicts_with = "formula")]
+    #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
     /// CPU limit in CPUs, fractional (0.5 is half of one); default: the config's limits.cpus, else none.
-    #[arg(long, value_name = "N", conflicts_with = "formula")]
+    #[arg(long, value_name = "N")]
     pub cpus: Option<String>,
     /// Most processes and threads the job may have at once; max for none; default: the config's limits.pids-limit, else 4096.
-    #[arg(long = "pids-limit", value_name = "N", conflicts_with = "formula")]
+    #[arg(long = "pids-limit", value_name = "N")]
     pub pids_limit: Option<String>,
     /// Size of the job's writable root (a tmpfs), e.g. 2g; default: the config's limits.rootfs-size,
     /// else an eighth of the host's RAM, at most 8g.
-    #[arg(long = "rootfs-size", value_name = "SIZE", conflicts_with = "formula")]
+    #[arg(long = "rootfs-size", value_name = "SIZE")]
     pub rootfs_size: Option<String>,
     /// Size of /dev/shm; default: the config's limits.shm-size, else 64m.
-    #[arg(long = "shm-size", value_name = "SIZE", conflicts_with = "formula")]
+    #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, value_name = "CMD")]

@@ -192,8 +192,8 @@ fn build_and_enter_root<S: Syscall>(
     // Further trees, in path order, each resolved inside the root (so an
     // earlier tree's symlink cannot send a later one out of it); before
     // the binds, so nothing is ever placed under a host mount.
-    for (path, file) in &spec.wares {
-        rootfs::place(s, &root, path, file).map_err(setup_err("placing an input"))?;
+    for (n, (path, ware)) in spec.wares.iter().enumerate() {
+        rootfs::place(s, &root, mount_base, n, path, ware).map_err(setup_err("placing an input"))?;
     }
 
     // Kernel filesystems, /dev, the user's binds: once the root's content
@@ -347,7 +347,7 @@ mod tests {
         File::open("/dev/null").unwrap()
     }
 
-    fn spec(rootfs: Rootfs, mounts: Vec<BindMount>, wares: Vec<(PathBuf, File)>) -> Spec {
+    fn spec(rootfs: Rootfs, mounts: Vec<BindMount>, wares: Vec<(PathBuf, Rootfs)>) -> Spec {
         Spec {
             id: "job".into(),
             rootfs,
@@ -481,8 +481,8 @@ mod tests {
     /// complete, a bind before the wares are placed, a mask before the pivot.
     #[test]
     fn mount_steps_of_a_directory_rootfs_with_a_ware_and_a_bind() {
-        let (tree, source) = (OwnedFd::from(runner_fd()), OwnedFd::from(runner_fd()));
-        let (tree_fd, source_fd) = (tree.as_raw_fd(), source.as_raw_fd());
+        let (tree, source, ware) = (OwnedFd::from(runner_fd()), OwnedFd::from(runner_fd()), OwnedFd::from(runner_fd()));
+        let (tree_fd, source_fd, ware_fd) = (tree.as_raw_fd(), source.as_raw_fd(), ware.as_raw_fd());
         let bind = BindMount {
             source_path: "/srv/data".into(),
             source,
@@ -490,23 +490,41 @@ mod tests {
             target: "/data".into(),
             readonly: true,
         };
-        let spec =
-            spec(Rootfs::Dir { tree, owner: (0, 0, 0o755) }, vec![bind], vec![("/opt/tool".into(), runner_fd())]);
+        let spec = spec(
+            Rootfs::Dir { tree, owner: (0, 0, 0o755) },
+            vec![bind],
+            vec![
+                ("/opt/tool".into(), Rootfs::Tar { file: runner_fd(), from_stdin: false }),
+                ("/opt/lib".into(), Rootfs::Dir { tree: ware, owner: (1000, 1000, 0o750) }),
+            ],
+        );
         let root = "/mnt/base/merged";
         let content = format!(
             "make lower, upper, work and merged at /mnt/base
             open /mnt/base/upper beneath /mnt/base
             give upper the source root's owner and mode at /mnt/base/upper
+            open /mnt/base/merged beneath /mnt/base
             open /mnt/base/lower beneath /mnt/base
             attach fd {tree_fd} on /mnt/base/lower
             open /mnt/base/lower beneath /mnt/base
+            open /mnt/base/upper beneath /mnt/base
             open /mnt/base/work beneath /mnt/base
-            open /mnt/base/merged beneath /mnt/base
-            mount overlay on {root} (lowerdir=fd(/mnt/base/lower),upperdir=fd(/mnt/base/upper),workdir=fd(/mnt/base/work))
+            mount overlay on {root} (lowerdir=fd(/mnt/base/lower),upperdir=fd(/mnt/base/upper),workdir=fd(/mnt/base/work),xino=on)
             open {root} beneath /mnt/base
             resolve {root}/opt/tool in root {root}
             open {root}/opt/tool beneath {root}/opt/tool
-            unpack a ware at {root}/opt/tool"
+            unpack a ware at {root}/opt/tool
+            resolve {root}/opt/lib in root {root}
+            open /mnt/base
+            make lower, upper, work and merged at /mnt/base
+            open /mnt/base/w1.upper beneath /mnt/base
+            give upper the source root's owner and mode at /mnt/base/w1.upper
+            open /mnt/base/w1.lower beneath /mnt/base
+            attach fd {ware_fd} on /mnt/base/w1.lower
+            open /mnt/base/w1.lower beneath /mnt/base
+            open /mnt/base/w1.upper beneath /mnt/base
+            open /mnt/base/w1.work beneath /mnt/base
+            mount overlay on {root}/opt/lib (lowerdir=fd(/mnt/base/w1.lower),upperdir=fd(/mnt/base/w1.upper),workdir=fd(/mnt/base/w1.work),xino=on)"
         );
         let binds = format!(
             "resolve {root}/data in root {root}

@@ -211,9 +211,10 @@ pub struct Spec {
     pub user: User,
     pub mounts: Vec<BindMount>,
     pub net: NetMode,
-    /// More trees (verified wares) unpacked into the root after it is built,
-    /// in this order, each at its path; before any bind mount.
-    pub wares: Vec<(PathBuf, File)>,
+    /// More trees (verified wares, from the ware cache) placed in the root
+    /// after it is built, in this order, each at its path; before any bind
+    /// mount.
+    pub wares: Vec<(PathBuf, Rootfs)>,
     pub caps: Caps,
     pub seccomp: Seccomp,
     /// Created after the root is built (if missing), then chowned and chmoded.
@@ -282,12 +283,13 @@ impl Spec {
     /// child keeps open besides 0-2 and its pipes.
     pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
-        let mut fds = vec![match &self.rootfs {
+        let fd = |r: &Rootfs| match r {
             Rootfs::Dir { tree, .. } => tree.as_raw_fd(),
             Rootfs::Tar { file, .. } => file.as_raw_fd(),
-        }];
+        };
+        let mut fds = vec![fd(&self.rootfs)];
         fds.extend(self.mounts.iter().map(|m| m.source.as_raw_fd()));
-        fds.extend(self.wares.iter().map(|(_, f)| f.as_raw_fd()));
+        fds.extend(self.wares.iter().map(|(_, w)| fd(w)));
         fds
     }
 }

@@ -21,10 +21,10 @@ pub enum WareError {
     BadFilter { spec: String, problem: String },
 
     #[error(
-        "`{path}` is {what} and the `{filter}` filter is `reject`; remove it, or set \
-         `{filter}` to `keep` or `ignore` (e.g. --filter {filter}=keep)"
+        "the filters refuse {count} entries: {problems}; accept them with {flags}, or pack a \
+         whole root filesystem as it is with --filter preset=rootfs"
     )]
-    Rejected { path: String, what: &'static str, filter: &'static str },
+    Rejected { count: u64, problems: String, flags: String, filters: Vec<&'static str> },
 
     #[error("`{path}` is a socket, which a ware cannot hold; remove it before packing")]
     Socket { path: String },
@@ -59,7 +59,9 @@ pub enum WareError {
     #[error("warehouse {dir:?}: cannot {action}: {source}; check that it is a writable local directory")]
     Warehouse { dir: PathBuf, action: &'static str, source: io::Error },
 
-    #[error("no warehouse given: pass --warehouse DIR or set REPEATR_WAREHOUSE")]
+    #[error(
+        "no warehouse given: pass --warehouse DIR|URL, set REPEATR_WAREHOUSE, or set warehouse.fetch in the config"
+    )]
     NoWarehouse,
 
     #[error("cannot unpack into {dir:?}: {problem}; pass an existing, empty directory")]

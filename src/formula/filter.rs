@@ -153,10 +153,18 @@ impl Filters {
     /// the same JSON rules as a formula (so both accept the same things).
     pub fn from_args<S: AsRef<str>>(args: &[S]) -> Result<Filters, WareError> {
         let mut map = serde_json::Map::new();
+        let mut preset = serde_json::Map::new();
         for arg in args {
             let arg = arg.as_ref();
             let bad = |problem: String| WareError::BadFilter { spec: format!("`{arg}`"), problem };
             let (key, value) = arg.split_once('=').ok_or_else(|| bad("expected KEY=VALUE, e.g. uid=keep".into()))?;
+            if key == "preset" {
+                if value != "rootfs" || !preset.is_empty() {
+                    return Err(bad("the one preset is `rootfs`, given once (--filter preset=rootfs)".into()));
+                }
+                preset.extend(ROOTFS_PRESET.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))));
+                continue;
+            }
             let value = match value.parse::<i64>() {
                 Ok(n) => serde_json::Value::from(n),
                 Err(_) => serde_json::Value::from(value),
@@ -165,13 +173,20 @@ impl Filters {
                 return Err(bad(format!("`{key}` is given twice")));
             }
         }
-        serde_json::from_value(serde_json::Value::Object(map))
+        // A key given on its own overrides the preset's.
+        preset.extend(map);
+        serde_json::from_value(serde_json::Value::Object(preset))
             .map_err(|e| WareError::BadFilter { spec: "given with --filter".into(), problem: e.to_string() })
     }
 
-    /// Applies the filters to one entry. `Ok(false)`: leave the entry out.
-    pub fn apply(&self, entry: &mut Entry) -> Result<bool, WareError> {
+    /// Applies the filters to one entry; `false`: leave the entry out. An
+    /// entry a filter refuses goes to `refused` (and is kept as it is), so
+    /// that one pass finds every problem of a tree.
+    pub fn apply(&self, entry: &mut Entry, refused: &mut Refused) -> bool {
         if let IdFilter::Set(uid) = self.uid {
+            if entry.uid != uid {
+                refused.owners_changed += 1;
+            }
             entry.uid = uid;
         }
         if let IdFilter::Set(gid) = self.gid {
@@ -183,27 +198,73 @@ impl Filters {
         if matches!(entry.kind, Kind::CharDev { .. } | Kind::BlockDev { .. }) {
             match self.dev {
                 Policy::Keep => {}
-                Policy::Ignore => return Ok(false),
-                Policy::Reject => return Err(rejected(entry, "a device file", "dev")),
+                Policy::Ignore => return false,
+                Policy::Reject => refused.add(entry, "device files", "dev"),
             }
         }
         for (bits, what, filter, policy) in
-            [(0o6000, "setuid/setgid", "setid", self.setid), (0o1000, "sticky", "sticky", self.sticky)]
+            [(0o6000, "setuid/setgid entries", "setid", self.setid), (0o1000, "sticky entries", "sticky", self.sticky)]
         {
             if entry.mode & bits != 0 {
                 match policy {
                     Policy::Keep => {}
                     Policy::Ignore => entry.mode &= !bits,
-                    Policy::Reject => return Err(rejected(entry, what, filter)),
+                    Policy::Reject => refused.add(entry, what, filter),
                 }
             }
         }
-        Ok(true)
+        true
     }
 }
 
-fn rejected(entry: &Entry, what: &'static str, filter: &'static str) -> WareError {
-    WareError::Rejected { path: entry.display_path(), what, filter }
+/// `--filter preset=rootfs`: a whole root filesystem as it is, owners,
+/// times, setuid/setgid and sticky bits kept. Device files are left out:
+/// a job gets its own /dev, and a root is mounted `nodev` (and unpacked
+/// without device nodes) anyway, so they could never be opened.
+pub const ROOTFS_PRESET: [(&str, &str); 6] =
+    [("uid", "keep"), ("gid", "keep"), ("mtime", "keep"), ("setid", "keep"), ("sticky", "keep"), ("dev", "ignore")];
+
+/// How many paths a refusal names per filter.
+const SHOWN: usize = 3;
+
+/// What the filters refused in one tree, gathered so that one pack
+/// reports all of it; and how many owners the uid filter changed.
+#[derive(Debug, Default)]
+pub struct Refused {
+    /// filter -> (what it refuses, how many, the first few paths).
+    found: std::collections::BTreeMap<&'static str, (&'static str, u64, Vec<String>)>,
+    /// Entries whose uid the uid filter changed.
+    pub owners_changed: u64,
+}
+
+impl Refused {
+    fn add(&mut self, entry: &Entry, what: &'static str, filter: &'static str) {
+        let (_, count, paths) = self.found.entry(filter).or_insert((what, 0, Vec::new()));
+        *count += 1;
+        if paths.len() < SHOWN {
+            paths.push(entry.display_path());
+        }
+    }
+
+    /// `Rejected`, naming every filter that refused something, if one did.
+    pub fn check(&self) -> Result<(), WareError> {
+        if self.found.is_empty() {
+            return Ok(());
+        }
+        let count = self.found.values().map(|(_, n, _)| n).sum();
+        let problems: Vec<String> = self
+            .found
+            .iter()
+            .map(|(filter, (what, n, paths))| {
+                let shown: Vec<String> = paths.iter().map(|p| format!("`{p}`")).collect();
+                let more = if *n > paths.len() as u64 { ", ..." } else { "" };
+                format!("{what} {n} ({filter}=reject: {}{more})", shown.join(", "))
+            })
+            .collect();
+        let filters: Vec<&'static str> = self.found.keys().copied().collect();
+        let flags: Vec<String> = filters.iter().map(|f| format!("--filter {f}=keep|ignore")).collect();
+        Err(WareError::Rejected { count, problems: problems.join(", "), flags: flags.join(" "), filters })
+    }
 }
 
 #[cfg(test)]

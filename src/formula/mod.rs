@@ -19,14 +19,14 @@ pub mod filter;
 mod normtar;
 pub mod pack;
 pub mod setup;
-mod source;
+pub(crate) mod source;
 pub mod tree;
-mod verify;
+pub(crate) mod verify;
 pub mod ware_id;
 pub mod warehouse;
 
 pub use error::{WareClass, WareError};
-pub use filter::{Filters, IdFilter, MtimeFilter, Policy};
+pub use filter::{Filters, IdFilter, MtimeFilter, Policy, ROOTFS_PRESET, Refused};
 pub use pack::hash_path;
 pub use setup::{Formula, SetupHash};
 pub use ware_id::{Digest, WareId};

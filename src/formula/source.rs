@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
 use super::error::WareError;
-use super::filter::Filters;
+use super::filter::{Filters, Refused};
 use super::tree::{Entry, Kind, display_path};
 use super::ware_id::Digest;
 use crate::archive::{clean, pax_time};
@@ -59,17 +59,26 @@ pub(crate) fn walk_dir(root: &OwnedFd, filters: &Filters) -> Result<Vec<Node>, W
     if !matches!(root_entry.entry.kind, Kind::Dir) {
         return Err(source_err(b"", io::Error::from_raw_os_error(libc::ENOTDIR)));
     }
-    filters.apply(&mut root_entry.entry)?;
+    let mut refused = Refused::default();
+    filters.apply(&mut root_entry.entry, &mut refused);
     nodes.push(root_entry);
     let fd = root.try_clone().map_err(|e| source_err(b"", e))?;
-    visit(fd, &[], filters, &mut nodes)?;
+    visit(fd, &[], filters, &mut refused, &mut nodes)?;
+    refused.check()?;
+    note_owners(&refused);
     // Byte order of whole paths, which is not the order of a depth-first
     // walk ("a.txt" < "a/b"); see docs/ware-hash.md.
     nodes.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
     Ok(nodes)
 }
 
-fn visit(dirfd: OwnedFd, dir: &[u8], filters: &Filters, nodes: &mut Vec<Node>) -> Result<(), WareError> {
+fn visit(
+    dirfd: OwnedFd,
+    dir: &[u8],
+    filters: &Filters,
+    refused: &mut Refused,
+    nodes: &mut Vec<Node>,
+) -> Result<(), WareError> {
     let mut d = Dir::from_fd(dirfd).map_err(|e| source_err(dir, e.into()))?;
     let mut names: Vec<CString> = Vec::new();
     for ent in d.iter() {
@@ -89,7 +98,7 @@ fn visit(dirfd: OwnedFd, dir: &[u8], filters: &Filters, nodes: &mut Vec<Node>) -
         let st = nix::sys::stat::fstatat(d.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(|e| source_err(&path, e.into()))?;
         let mut node = node_from_stat(path, &st, Some((d.as_fd(), &name)))?;
-        if !filters.apply(&mut node.entry)? {
+        if !filters.apply(&mut node.entry, refused) {
             continue;
         }
         if matches!(node.entry.kind, Kind::Dir) {
@@ -101,9 +110,21 @@ fn visit(dirfd: OwnedFd, dir: &[u8], filters: &Filters, nodes: &mut Vec<Node>) -
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = nix::fcntl::openat(d.as_fd(), name.as_c_str(), flags, Mode::empty())
             .map_err(|e| source_err(&path, e.into()))?;
-        visit(fd, &path, filters, nodes)?;
+        visit(fd, &path, filters, refused, nodes)?;
     }
     Ok(())
+}
+
+/// Flattened owners are no error, but a root filesystem packed that way
+/// would not work (every file its users' own): say how to keep them.
+fn note_owners(refused: &Refused) {
+    if refused.owners_changed > 0 {
+        log::info!(
+            "{} entries were given the uid filter's owner; --filter uid=keep --filter gid=keep \
+             (or --filter preset=rootfs) keeps their own",
+            refused.owners_changed
+        );
+    }
 }
 
 fn node_from_stat(path: Vec<u8>, st: &FileStat, at: Option<(BorrowedFd<'_>, &CString)>) -> Result<Node, WareError> {
@@ -281,11 +302,14 @@ pub(crate) fn scan_tar(
     }
     add_parents(&mut tree)?;
     let mut nodes = Vec::with_capacity(tree.len());
+    let mut refused = Refused::default();
     for (_, mut node) in tree {
-        if filters.apply(&mut node.entry)? {
+        if filters.apply(&mut node.entry, &mut refused) {
             nodes.push(node);
         }
     }
+    refused.check()?;
+    note_owners(&refused);
     Ok(nodes)
 }
 

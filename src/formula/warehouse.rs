@@ -13,7 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +27,7 @@ use super::pack::{Source, emit};
 use super::source::CHUNK;
 use super::verify::{StoredError, stored_id};
 use super::ware_id::WareId;
-use crate::archive::{DATA_CHUNK, UnpackStats, unpack};
+use crate::archive::{DATA_CHUNK, UnpackStats, tee, unpack};
 
 #[derive(Clone, Debug)]
 pub struct Warehouse {
@@ -48,12 +48,6 @@ impl Drop for TempGuard {
 impl Warehouse {
     pub fn new(dir: impl Into<PathBuf>) -> Warehouse {
         Warehouse { dir: dir.into() }
-    }
-
-    /// The warehouse from `--warehouse` / `REPEATR_WAREHOUSE`, which has no
-    /// default: wares written to a guessed place would be lost.
-    pub fn from_option(dir: Option<PathBuf>) -> Result<Warehouse, WareError> {
-        dir.map(Warehouse::new).ok_or(WareError::NoWarehouse)
     }
 
     pub fn dir(&self) -> &Path {
@@ -142,8 +136,13 @@ impl Warehouse {
     /// exactly the bytes `pack` writes for some tree, `HashMismatch` unless
     /// that tree is `id`.
     fn check(&self, id: &WareId, file: &File) -> Result<(), WareError> {
+        self.judge(id, stored_id(BufReader::with_capacity(CHUNK, file)))
+    }
+
+    /// What the verifier's reading of the ware `id` means.
+    fn judge(&self, id: &WareId, read: Result<WareId, StoredError>) -> Result<(), WareError> {
         let path = self.ware_path(id);
-        let actual = stored_id(BufReader::with_capacity(CHUNK, file)).map_err(|e| match e {
+        let actual = read.map_err(|e| match e {
             StoredError::NotCanonical(problem) => {
                 WareError::Corrupt { id: id.to_string(), path: path.clone(), problem }
             }
@@ -174,17 +173,39 @@ impl Warehouse {
     /// could otherwise rewrite it in place (the open file sees the change)
     /// between the check and the unpack.
     pub fn open_verified(&self, id: &WareId) -> Result<File, WareError> {
-        let stored = self.open_ware(id)?;
-        let owner = stored.metadata().map_err(self.err("read a ware"))?.uid();
-        let mut file = if owner == 0 || owner == nix::unistd::geteuid().as_raw() {
-            stored
-        } else {
-            log::debug!("ware {id} is owned by uid {owner}: checking a private copy");
-            self.private_copy(stored)?
-        };
+        let mut file = self.open_private(id)?;
         self.check(id, &file)?;
         file.seek(SeekFrom::Start(0)).map_err(self.err("read a ware"))?;
         Ok(file)
+    }
+
+    /// The stored ware, not yet verified: the file itself if root or we
+    /// own it, else a private copy (see [`open_verified`](Self::open_verified)).
+    fn open_private(&self, id: &WareId) -> Result<File, WareError> {
+        let stored = self.open_ware(id)?;
+        let owner = stored.metadata().map_err(self.err("read a ware"))?.uid();
+        if owner == 0 || owner == nix::unistd::geteuid().as_raw() {
+            Ok(stored)
+        } else {
+            log::debug!("ware {id} is owned by uid {owner}: checking a private copy");
+            self.private_copy(stored)
+        }
+    }
+
+    /// Verifies the ware while unpacking it into `dest` (an empty
+    /// directory), in one read of the file on two threads. What lands in
+    /// `dest` is trusted only if this returns `Ok`: the caller unpacks
+    /// into a directory nobody uses yet and throws it away otherwise.
+    pub fn unpack_checked(&self, id: &WareId, dest: BorrowedFd<'_>) -> Result<UnpackStats, WareError> {
+        let file = self.open_private(id)?;
+        let (pipe, verifier) = tee::split(file, |pipe| stored_id(BufReader::with_capacity(CHUNK, pipe)));
+        let unpacked = unpack(BufReader::with_capacity(DATA_CHUNK / 16, pipe), dest);
+        let read =
+            verifier.join().ok_or_else(|| self.err("verify a ware")(io::Error::other("the verifier panicked")))?;
+        // The verifier's word first: a ware that is not what its id says
+        // is corrupt, whatever the unpacker made of it.
+        self.judge(id, read)?;
+        unpacked.map_err(|source| WareError::Unpack { id: id.to_string(), source })
     }
 
     /// A copy of `stored` in a file with no name (in the warehouse, or in
@@ -221,6 +242,6 @@ impl Warehouse {
 
 /// A file with no name in `dir` (O_TMPFILE): gone when closed, even after a
 /// crash, and nobody else can open it.
-fn anonymous_file(dir: &Path) -> io::Result<File> {
+pub(crate) fn anonymous_file(dir: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(dir)
 }

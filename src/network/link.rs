@@ -190,6 +190,22 @@ pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
     list_links(|name, _| name.starts_with(prefix))
 }
 
+/// Names of the host links, without those whose veth peer's network
+/// namespace the kernel is taking apart: a job that just died (its runner
+/// killed) leaves its veth for the few milliseconds until the kernel
+/// unregisters the pair with the netns, and `gc` must neither delete nor
+/// report that one as left behind. The kernel tells them apart: it forgets
+/// a dying netns's ids before it unregisters its devices, so such a veth
+/// shows IFLA_LINK_NETNSID -1 (NETNSA_NSID_NOT_ASSIGNED), where a veth
+/// whose peer's netns something keeps alive shows its id.
+pub fn links_not_dying() -> Result<Vec<String>, NetworkError> {
+    list_links(|_, l| !peer_netns_dying(l))
+}
+
+fn peer_netns_dying(l: &LinkMessage) -> bool {
+    l.attributes.iter().any(|a| matches!(a, LinkAttribute::LinkNetNsId(id) if *id < 0))
+}
+
 /// Bridges a runner left half made (see `bridge::create_bridge`): named
 /// `rpt+<pid>-<n>` by a runner that no longer runs. `gc` deletes those
 /// that carry its marker. The pid is the creator's in its own pid
@@ -211,7 +227,10 @@ pub fn retired_ports(bridge: &str) -> Result<Vec<String>, NetworkError> {
     let Some(br) = get_link(&mut nl, bridge).map_err(|e| NetworkError::netlink(format!("look up {bridge}"), e))? else {
         return Ok(Vec::new());
     };
-    list_links(|name, l| name.starts_with(RETIRED_PREFIX) && link_info(l).master == Some(br.header.index))
+    // One whose netns is being taken apart is on its way out, not kept.
+    list_links(|name, l| {
+        name.starts_with(RETIRED_PREFIX) && link_info(l).master == Some(br.header.index) && !peer_netns_dying(l)
+    })
 }
 
 /// Names of the host links `keep` accepts, sorted.
@@ -310,5 +329,20 @@ pub(crate) fn retire_link(
         Err((_, e)) if e.raw() == Some(libc::ENODEV) => Ok(false),
         Err((0, e)) => Err(NetworkError::netlink(format!("set {name} down"), e)),
         Err((_, e)) => Err(NetworkError::netlink(format!("rename {name} to {retired}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_veth_whose_peer_netns_is_dying_is_told_apart() {
+        let mut l = LinkMessage::default();
+        assert!(!peer_netns_dying(&l), "no peer netns: a bridge, lo");
+        l.attributes.push(LinkAttribute::LinkNetNsId(3));
+        assert!(!peer_netns_dying(&l), "a peer in a live netns");
+        l.attributes = vec![LinkAttribute::LinkNetNsId(-1)];
+        assert!(peer_netns_dying(&l));
     }
 }

@@ -42,8 +42,8 @@ pub use bridge::ensure_bridge;
 pub use error::NetworkError;
 pub use iface::{IFNAMSIZ_MAX, check_ifname, mac_for_ip};
 pub use link::{
-    Deletion, PENDING_PREFIX, RETIRED_PREFIX, delete_link, delete_own_link, links_with_prefix, loopback_up,
-    retired_ports, stale_pending_bridges,
+    Deletion, PENDING_PREFIX, RETIRED_PREFIX, delete_link, delete_own_link, links_not_dying, links_with_prefix,
+    loopback_up, retired_ports, stale_pending_bridges,
 };
 pub use owner::{Foreign, LinkOwner, OtherOwner, Role};
 pub use routes::host_ipv4_routes;

@@ -63,21 +63,24 @@ impl StateDir {
     /// jobs' sidecars exist means it was lost: starting empty would hand
     /// their addresses out again.
     fn init_db(&self) -> Result<(), StateError> {
-        if !self.db_exists()? {
-            if let Some(live) = self.live_sidecars()?.into_iter().next() {
-                return Err(self.lost_lease(live));
-            }
+        let size = self.dir.stat(DB).map_err(StateError::io("look up", &self.db))?.map(|st| st.st_size);
+        // A 0-byte file is what SQLite would take for a new, empty database;
+        // but repeatr leaves one only when killed between making the file
+        // and writing the schema, before any lease: with live jobs about, it
+        // is a lost database too (truncated, or emptied by hand).
+        if size.is_none_or(|s| s == 0)
+            && let Some(live) = self.live_sidecars()?.into_iter().next()
+        {
+            return Err(self.lost_lease(live));
+        }
+        if size.is_none() {
             self.create_db()?;
         }
         self.check_db_files()?;
         let mut conn = schema::connect(&self.db, true)?;
-        schema::migrate(&mut conn, &self.db)?;
+        schema::migrate(&mut conn, &self.db, size.is_none_or(|s| s == 0))?;
         *self.conn.borrow_mut() = Some((conn, self.db_inode()?));
         Ok(())
-    }
-
-    pub(super) fn db_exists(&self) -> Result<bool, StateError> {
-        Ok(self.dir.stat(DB).map_err(StateError::io("look up", &self.db))?.is_some())
     }
 
     /// An empty state.db, 0600, for SQLite to fill: SQLite would create it
@@ -91,12 +94,19 @@ impl StateDir {
     /// O_NOFOLLOW, but a hard link it would write through), and 0600,
     /// since the leases hold command lines: one created with SQLite's
     /// default mode is narrowed.
+    ///
+    /// A database is whole pages of 512 bytes or more (a power of two): a
+    /// size that is not a multiple of 512 is a file cut short, said so at
+    /// once rather than found by SQLite somewhere in the middle of a read.
     pub(super) fn check_db_files(&self) -> Result<(), StateError> {
         for name in DB_FILES {
-            if let Some(st) = self.dir.check(name)?
-                && st.st_mode & 0o077 != 0
-            {
+            let Some(st) = self.dir.check(name)? else { continue };
+            if st.st_mode & 0o077 != 0 {
                 self.dir.chmod(name, 0o600)?;
+            }
+            if name == DB && st.st_size % 512 != 0 {
+                let detail = format!("{} bytes, not a whole number of pages: it was cut short", st.st_size);
+                return Err(StateError::Corrupt { path: self.db.clone(), detail });
             }
         }
         Ok(())
@@ -132,6 +142,11 @@ impl StateDir {
             .map_err(|_| StateError::Request("state connection unavailable".into()))
     }
 
+    /// The size of `state.db-wal` (0 when missing or unreadable).
+    pub(super) fn wal_size(&self) -> i64 {
+        self.dir.stat(DB_FILES[1]).ok().flatten().map_or(0, |st| st.st_size)
+    }
+
     /// The inode at `state.db` now (0 when missing).
     fn db_inode(&self) -> Result<u64, StateError> {
         // Missing (0): `connect` says so in its own words.
@@ -151,7 +166,7 @@ impl StateDir {
     fn live_sidecars(&self) -> Result<Vec<sidecar::Sidecar>, StateError> {
         let mut live = Vec::new();
         let mut bridges = self.bridges();
-        for found in sidecar::scan(&mut bridges)? {
+        for found in sidecar::scan(&mut bridges, |_, _| false)? {
             if self.sidecar_live(&found, &mut bridges)? {
                 live.push(found);
             }
@@ -179,11 +194,43 @@ impl StateDir {
 
     /// Takes the lock of a slot if nobody holds it: the caller then owns the
     /// slot and may delete a leftover host veth `{bridge}-{slot}`. `None`
-    /// means a live job (or another cleaner) has it.
+    /// means a live job (or another cleaner) has it. A lock file deleted by
+    /// hand is made again only if the slot's sidecar names no live process:
+    /// a job whose lock file is gone is judged by its pid and start time,
+    /// as everywhere else (`liveness`), and keeps its veth.
     pub fn try_lock_slot(&self, bridge: &str, slot: u16) -> Result<Option<SlotLock>, StateError> {
         check_slot(bridge, slot)?;
         let dir = self.slots.create_subdir(bridge)?;
-        try_lock_slot_file(&dir, &SlotFiles::new(slot).lock, bridge, slot)
+        let files = SlotFiles::new(slot);
+        if self.lock_file_missing(&dir, &files)? && self.sidecar_process_alive(&dir, &files)? {
+            return Ok(None);
+        }
+        try_lock_slot_file(&dir, &files.lock, bridge, slot)
+    }
+
+    /// Whether nobody holds the slot, judged as [`try_lock_slot`] judges it
+    /// but creating nothing (for `gc --dry-run`).
+    ///
+    /// [`try_lock_slot`]: StateDir::try_lock_slot
+    pub fn slot_is_free(&self, bridge: &str, slot: u16) -> Result<bool, StateError> {
+        check_slot(bridge, slot)?;
+        let Some(dir) = self.slots.subdir(bridge, false)? else { return Ok(true) };
+        let files = SlotFiles::new(slot);
+        Ok(match liveness::lock_held(Some(&dir), &files.lock)? {
+            Some(held) => !held,
+            None => !self.sidecar_process_alive(&dir, &files)?,
+        })
+    }
+
+    fn lock_file_missing(&self, dir: &PrivateDir, files: &SlotFiles) -> Result<bool, StateError> {
+        Ok(dir.stat(&files.lock).map_err(StateError::io("look up", &dir.join(&files.lock)))?.is_none())
+    }
+
+    /// The slot's sidecar names a process of this boot that is alive (pid
+    /// and start time).
+    fn sidecar_process_alive(&self, dir: &PrivateDir, files: &SlotFiles) -> Result<bool, StateError> {
+        Ok(sidecar::read(dir, files)?
+            .is_some_and(|r| r.boot_id == self.boot_id && liveness::process_matches(r.pid, r.start_time)))
     }
 
     /// The bridges' dirs below `slots/`, each opened once per operation.
@@ -192,13 +239,21 @@ impl StateDir {
     }
 
     pub(super) fn is_live(&self, record: &LeaseRecord, bridges: &mut Subdirs<'_>) -> Result<bool, StateError> {
+        Ok(self.judge(record, bridges)? == liveness::Verdict::Live)
+    }
+
+    pub(super) fn judge(
+        &self,
+        record: &LeaseRecord,
+        bridges: &mut Subdirs<'_>,
+    ) -> Result<liveness::Verdict, StateError> {
         // A name that is no bridge's (a damaged row) has no lock file to
         // consult, and must not become a path.
         let dir = match crate::config::check_bridge(&record.bridge) {
             Ok(()) => bridges.get(&record.bridge)?,
             Err(_) => None,
         };
-        liveness::is_live(record, dir, &SlotFiles::new(record.slot).lock, &self.boot_id)
+        liveness::judge(record, dir, &SlotFiles::new(record.slot).lock, &self.boot_id)
     }
 }
 

@@ -15,11 +15,12 @@ use serde::Serialize;
 
 use super::dir::{StateDir, check_slot};
 use super::error::StateError;
+use super::liveness::Verdict;
 use super::lock::{SlotLock, StateLock, try_lock_slot_file};
 use super::ports::{self, PublishedPort};
 use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
-use super::slot::{MAX_SLOTS, SlotFiles};
+use super::slot::SlotFiles;
 use super::{alloc, generation, liveness, schema, sidecar};
 use crate::civil_time;
 use crate::config::{NetworkConfig, check_gateway, check_subnet, reserved_role};
@@ -111,9 +112,15 @@ impl LeaseRequest {
 const COLUMNS: &str = "job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at";
 
 impl StateDir {
-    /// Leases an address and a bridge slot for `req.job`, reclaiming the
-    /// leases of dead runners on that bridge first. The returned [`Lease`]
-    /// holds the slot lock; keep it for the job's whole life.
+    /// Leases an address and a bridge slot for `req.job`. The returned
+    /// [`Lease`] holds the slot lock; keep it for the job's whole life.
+    ///
+    /// The rows are trusted while the database is the one the runners last
+    /// wrote (`generation`): then an allocation reads only the rows it
+    /// walks past (`alloc`), never every lease, and probes the slot lock of
+    /// those alone. A dead runner's lease is reclaimed when the walk
+    /// reaches its address or its slot, or by `gc`. Otherwise every row of
+    /// the bridge is judged and every sidecar compared first, as `gc` does.
     pub fn acquire(&self, req: &LeaseRequest) -> Result<Lease, StateError> {
         self.acquire_publishing(req, &[], |_| {})
     }
@@ -134,49 +141,56 @@ impl StateDir {
         let mut conn = self.conn()?;
         let tx = schema::write_tx(&mut conn, &self.db)?;
         let mut bridges = self.bridges();
-        let mut rows = load(&tx, &self.db)?;
-        let reclaimed = self.reclaim(&tx, &mut rows, Some(&req.bridge), &mut bridges)?;
-        if let Some(i) = rows.iter().position(|r| r.job == req.job) {
-            let holder = &rows[i];
-            if self.is_live(holder, &mut bridges)? {
+        let trusted = generation::in_file(&self.dir) == Some(generation::in_db(&tx, &self.db)?);
+        let mut reclaimed = Vec::new();
+        if !trusted {
+            let mut rows = load(&tx, &self.db)?;
+            let mut free = HashSet::new();
+            reclaimed = self.reclaim(&tx, &mut rows, Some(&req.bridge), &mut bridges, &mut free)?;
+            // Judged before the sidecars are: a dead holder's row goes, so
+            // that its sidecar counts as dead too.
+            if let Some(holder) = rows.iter().find(|r| r.job == req.job) {
+                if self.is_live(holder, &mut bridges)? {
+                    return Err(StateError::DuplicateJob { job: req.job.clone(), ip: holder.ip, pid: holder.pid });
+                }
+                self.forget(&tx, holder)?;
+            }
+            rows.retain(|r| r.job != req.job);
+            self.check_sidecars(&rows, &mut bridges, &free)?;
+        } else if let Some(holder) = row_where(&tx, "job = ?1", params![req.job], &self.db)? {
+            if self.is_live(&holder, &mut bridges)? {
                 return Err(StateError::DuplicateJob { job: req.job.clone(), ip: holder.ip, pid: holder.pid });
             }
-            // A dead job of the same id on another bridge.
-            let dead = rows.swap_remove(i);
-            self.forget(&tx, &dead)?;
+            // A dead job of the same id.
+            self.forget(&tx, &holder)?;
+            reclaimed.push(holder);
         }
-        if generation::in_file(&self.dir) == Some(generation::in_db(&tx, &self.db)?) {
-            // These rows are what the runners last wrote: the sidecars of
-            // the leases just reclaimed are theirs, and their slots free.
+
+        let ip = match req.ip {
+            Some(ip) => self.take_static_ip(&tx, req, ip, &mut bridges, &mut reclaimed)?,
+            None => self.take_next_ip(&tx, req, &mut bridges, &mut reclaimed)?,
+        };
+        let dir = bridges.create(&req.bridge)?;
+        let slot_lock = self.take_next_slot(&tx, dir, &req.bridge, &mut reclaimed)?;
+        if trusted {
+            // These rows were what the runners last wrote: the sidecars of
+            // the leases just reclaimed are theirs, unless their slot is
+            // held again (the one just taken is rewritten below).
             for dead in &reclaimed {
                 remove_dead_sidecar(dead, &mut bridges)?;
             }
-        } else {
-            self.check_sidecars(&rows, &mut bridges)?;
         }
-
-        let taken: HashMap<Ipv4Addr, &str> = rows.iter().map(|r| (r.ip, r.job.as_str())).collect();
-        let ip = match req.ip {
-            Some(ip) => check_static_ip(req, ip, &taken)?,
-            None => {
-                let last = last_ip(&tx, &req.bridge, &self.db)?;
-                alloc::next_ip(req.subnet, req.gateway, last, &taken.keys().copied().collect())?
-            }
-        };
-        let alive = |job: &str| match rows.iter().find(|r| r.job == job) {
-            Some(r) => self.is_live(r, &mut bridges),
+        let alive = |job: &str| match row_where(&tx, "job = ?1", params![job], &self.db)? {
+            Some(r) => self.is_live(&r, &mut bridges),
             None => Ok(false),
         };
         let mut stale_ports = ports::drop_stale(&tx, &self.db, alive)?;
-        let holder = |job: &str| match rows.iter().find(|r| r.job == job) {
-            Some(r) => Ok(self.is_live(r, &mut bridges)?.then_some(r.pid)),
-            None => Ok(None),
-        };
+        // Every publisher left is live: drop_stale judged them all.
+        let holder = |job: &str| Ok(row_where(&tx, "job = ?1", params![job], &self.db)?.map(|r| r.pid));
         let publisher = (req.job.as_str(), req.bridge.as_str(), ip);
         let published = ports::claim(&tx, &self.db, publisher, ports, holder, &mut stale_ports)?;
-        let used: HashSet<u16> = rows.iter().filter(|r| r.bridge == req.bridge).map(|r| r.slot).collect();
-        let dir = bridges.create(&req.bridge)?;
-        let slot_lock = take_free_slot(dir, &req.bridge, &used)?;
+        // Before our own row goes in: the other jobs of the bridge.
+        let peers = peers(&tx, &req.bridge, &self.db)?;
 
         let record = LeaseRecord {
             job: req.job.clone(),
@@ -198,7 +212,9 @@ impl StateDir {
             // next automatic pick goes on where the previous one left off.
             set_last_ip(&tx, &req.bridge, ip, &self.db)?;
         }
+        set_last_slot(&tx, &req.bridge, record.slot, &self.db)?;
         let files = SlotFiles::new(record.slot);
+        let dir = bridges.create(&req.bridge)?;
         sidecar::write(dir, &files, &record)?;
         let count = generation::bump(&tx, &self.db)?;
         if let Err(e) = tx.commit() {
@@ -211,10 +227,83 @@ impl StateDir {
         if !stale_ports.is_empty() {
             unpublish(&stale_ports);
         }
-        // Live rows only: the bridge's dead ones were reclaimed above.
-        let peers = rows.iter().filter(|r| r.bridge == req.bridge).map(|r| (r.job.clone(), r.ip)).collect();
-        let reclaimed = reclaimed.iter().map(|r| r.slot).collect();
+        let reclaimed = reclaimed.iter().filter(|r| r.bridge == req.bridge).map(|r| r.slot).collect();
         Ok(Lease { record, reclaimed, peers, published, _slot_lock: slot_lock })
+    }
+
+    /// `--ip`: a host of the subnet, not the gateway, not a live job's. A
+    /// dead job's lease of it is reclaimed.
+    fn take_static_ip(
+        &self,
+        tx: &Connection,
+        req: &LeaseRequest,
+        ip: Ipv4Addr,
+        bridges: &mut Subdirs<'_>,
+        reclaimed: &mut Vec<LeaseRecord>,
+    ) -> Result<Ipv4Addr, StateError> {
+        check_static_ip(req, ip)?;
+        if let Some(row) = row_where(tx, "ip = ?1", params![ip.to_string()], &self.db)? {
+            if self.is_live(&row, bridges)? {
+                return Err(StateError::IpTaken { ip, job: row.job });
+            }
+            self.forget(tx, &row)?;
+            reclaimed.push(row);
+        }
+        Ok(ip)
+    }
+
+    /// The first address after the bridge's last one that no live job
+    /// holds; a dead job's lease met on the way is reclaimed and its
+    /// address taken (it is the one released longest ago).
+    fn take_next_ip(
+        &self,
+        tx: &Connection,
+        req: &LeaseRequest,
+        bridges: &mut Subdirs<'_>,
+        reclaimed: &mut Vec<LeaseRecord>,
+    ) -> Result<Ipv4Addr, StateError> {
+        let last = last_ip(tx, &req.bridge, &self.db)?;
+        for ip in alloc::hosts_after(req.subnet, req.gateway, last) {
+            let Some(row) = row_where(tx, "ip = ?1", params![ip.to_string()], &self.db)? else {
+                return Ok(ip);
+            };
+            if !self.is_live(&row, bridges)? {
+                self.forget(tx, &row)?;
+                reclaimed.push(row);
+                return Ok(ip);
+            }
+        }
+        // Every host was walked and is a live job's.
+        let leased = load(tx, &self.db)?.iter().filter(|r| alloc::is_leasable(req.subnet, req.gateway, r.ip)).count();
+        Err(StateError::Exhausted { subnet: req.subnet, leased })
+    }
+
+    /// The first slot after the bridge's last one that no live job holds
+    /// and whose lock is free (a held lock without a row is skipped too:
+    /// someone is cleaning up that slot's veth, or a live job the database
+    /// does not know). A dead job's lease of it is reclaimed first.
+    fn take_next_slot(
+        &self,
+        tx: &Connection,
+        dir: &PrivateDir,
+        bridge: &str,
+        reclaimed: &mut Vec<LeaseRecord>,
+    ) -> Result<SlotLock, StateError> {
+        let last = last_slot(tx, bridge, &self.db)?;
+        for slot in alloc::slots_after(last) {
+            let files = SlotFiles::new(slot);
+            if let Some(row) = row_where(tx, "bridge = ?1 AND slot = ?2", params![bridge, slot], &self.db)? {
+                if liveness::is_live(&row, Some(dir), &files.lock, &self.boot_id)? {
+                    continue;
+                }
+                self.forget(tx, &row)?;
+                reclaimed.push(row);
+            }
+            if let Some(lock) = try_lock_slot_file(dir, &files.lock, bridge, slot)? {
+                return Ok(lock);
+            }
+        }
+        Err(StateError::NoFreeSlot { bridge: bridge.to_string() })
     }
 
     /// Gives a lease back: the row, then the sidecar, then (by dropping the
@@ -235,8 +324,12 @@ impl StateDir {
             ports::release(&tx, &self.db, &lease.record.job, &lease.record.bridge)?;
         }
         let count = generation::bump(&tx, &self.db)?;
+        let last = tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM leases)", [], |r| r.get::<_, bool>(0));
         tx.commit().map_err(StateError::db(&self.db))?;
         generation::write_file(&self.dir, count);
+        if last.unwrap_or(false) && self.wal_size() > schema::QUIET_WAL_LIMIT {
+            schema::checkpoint(&conn, &self.db);
+        }
         if let Some(dir) = self.bridges().get(&lease.record.bridge)? {
             dir.remove(&SlotFiles::new(lease.record.slot).json)?;
         }
@@ -249,13 +342,19 @@ impl StateDir {
     /// few milliseconds at most and keeps `rebuild` from moving the file
     /// while it is open.
     pub fn list(&self) -> Result<Vec<LeaseInfo>, StateError> {
-        let rows = {
+        let (rows, trusted) = {
             let _lock = StateLock::acquire_shared(&self.dir)?;
             self.check_db_files()?;
             let conn = schema::connect(&self.db, false)?;
-            load(&conn, &self.db)?
+            let rows = load(&conn, &self.db)?;
+            (rows, generation::in_file(&self.dir) == Some(generation::in_db(&conn, &self.db)?))
         };
         let mut bridges = self.bridges();
+        if !trusted {
+            // The database is not the one the runners last wrote: show it
+            // only if it knows every live job, as `acquire` would use it.
+            self.find_lost_lease(&rows, &mut bridges)?;
+        }
         rows.into_iter()
             .map(|lease| {
                 let state = if self.is_live(&lease, &mut bridges)? { LeaseState::Running } else { LeaseState::Stale };
@@ -285,9 +384,16 @@ impl StateDir {
         let tx = schema::write_tx(&mut conn, &self.db)?;
         let mut bridges = self.bridges();
         let mut rows = load(&tx, &self.db)?;
-        let reclaimed = self.reclaim(&tx, &mut rows, None, &mut bridges)?;
+        let mut free = HashSet::new();
+        let reclaimed = self.reclaim(&tx, &mut rows, None, &mut bridges, &mut free)?;
         // gc is where a user looks after a crash: always the full check.
-        let sidecars_removed = self.check_sidecars(&rows, &mut bridges)?;
+        let mut sidecars_removed = self.check_sidecars(&rows, &mut bridges, &free)?;
+        for (bridge, name, path) in sidecar::scan_temps(&mut bridges)? {
+            if let Some(dir) = bridges.get(&bridge)? {
+                dir.remove(&name)?;
+            }
+            sidecars_removed.push(path);
+        }
         // Every bridge's dead leases were reclaimed: the rows left are live.
         let ports_unpublished = ports::drop_stale(&tx, &self.db, |job| Ok(rows.iter().any(|r| r.job == job)))?;
         let count = generation::bump(&tx, &self.db)?;
@@ -300,21 +406,28 @@ impl StateDir {
     }
 
     /// Deletes the dead leases among `rows` (of one bridge, or all), takes
-    /// them out of `rows` and returns them.
+    /// them out of `rows` and returns them. The slots whose lock was free
+    /// go to `free`: nobody can own their sidecars (see `check_sidecars`).
     fn reclaim(
         &self,
         conn: &Connection,
         rows: &mut Vec<LeaseRecord>,
         bridge: Option<&str>,
         bridges: &mut Subdirs<'_>,
+        free: &mut HashSet<(String, u16)>,
     ) -> Result<Vec<LeaseRecord>, StateError> {
         let mut dead = Vec::new();
         let mut kept = Vec::with_capacity(rows.len());
         for row in rows.drain(..) {
-            if bridge.is_none_or(|b| b == row.bridge) && !self.is_live(&row, bridges)? {
-                dead.push(row);
-            } else {
+            let verdict =
+                if bridge.is_none_or(|b| b == row.bridge) { self.judge(&row, bridges)? } else { Verdict::Live };
+            if verdict == Verdict::DeadLockFree {
+                free.insert((row.bridge.clone(), row.slot));
+            }
+            if verdict == Verdict::Live {
                 kept.push(row);
+            } else {
+                dead.push(row);
             }
         }
         *rows = kept;
@@ -329,25 +442,58 @@ impl StateDir {
     /// at that path may belong to a live job the database lost, and is then
     /// the only record of that job's address.
     fn forget(&self, conn: &Connection, row: &LeaseRecord) -> Result<(), StateError> {
-        conn.execute("DELETE FROM leases WHERE job = ?1", params![row.job]).map(drop).map_err(StateError::db(&self.db))
+        conn.prepare_cached("DELETE FROM leases WHERE job = ?1")
+            .and_then(|mut s| s.execute(params![row.job]))
+            .map(drop)
+            .map_err(StateError::db(&self.db))
+    }
+
+    /// Fails with `LostLeases` if a live job's sidecar has no row of its
+    /// own among `rows`; reads only, for `list`.
+    fn find_lost_lease(&self, rows: &[LeaseRecord], bridges: &mut Subdirs<'_>) -> Result<(), StateError> {
+        let by_slot: HashMap<(&str, u16), &LeaseRecord> =
+            rows.iter().map(|r| ((r.bridge.as_str(), r.slot), r)).collect();
+        for found in sidecar::scan(bridges, |_, _| false)? {
+            let known = match (&found.record, by_slot.get(&(found.bridge.as_str(), found.slot))) {
+                (Some(rec), Some(row)) => rec.job == row.job && rec.ip == row.ip,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if !known && self.sidecar_live(&found, bridges)? {
+                return Err(self.lost_lease(found));
+            }
+        }
+        Ok(())
     }
 
     /// Compares the sidecars on disk with the rows (live ones, after
     /// reclaiming). A live sidecar the database does not match means the
     /// database lost leases (rebuilt from an old copy, deleted, replaced):
     /// allocating from it could hand out a live job's address, so refuse.
-    /// Dead sidecars without a row are removed and returned.
+    /// Dead sidecars without a row are removed and returned. Those in the
+    /// `free` slots (their lock was free when the reclaim probed it, under
+    /// the state lock that any new lease of them needs) are removed
+    /// unread: no live job holds those slots, so none owns those files.
     fn check_sidecars(
         &self,
         rows: &[LeaseRecord],
         bridges: &mut Subdirs<'_>,
+        free: &HashSet<(String, u16)>,
     ) -> Result<Vec<std::path::PathBuf>, StateError> {
         let by_slot: HashMap<(&str, u16), &LeaseRecord> =
             rows.iter().map(|r| ((r.bridge.as_str(), r.slot), r)).collect();
         let mut removed = Vec::new();
-        for found in sidecar::scan(bridges)? {
+        let unread = |bridge: &str, slot: u16| free.contains(&(bridge.to_string(), slot));
+        for found in sidecar::scan(bridges, unread)? {
             let row = by_slot.get(&(found.bridge.as_str(), found.slot));
             let files = SlotFiles::new(found.slot);
+            if !found.read {
+                if let Some(dir) = bridges.get(&found.bridge)? {
+                    dir.remove(&files.json)?;
+                }
+                removed.push(found.path);
+                continue;
+            }
             match (&found.record, row) {
                 (Some(rec), Some(row)) if rec.job == row.job && rec.ip == row.ip => continue,
                 // Damaged, but the row says what it held: rewrite it, so
@@ -387,18 +533,6 @@ fn remove_dead_sidecar(dead: &LeaseRecord, bridges: &mut Subdirs<'_>) -> Result<
     Ok(())
 }
 
-/// The lowest slot in the bridge's `dir` that no row uses and nobody holds.
-/// A held lock without a row is skipped too: someone is cleaning up that
-/// slot's veth, or a live job the database does not know.
-fn take_free_slot(dir: &PrivateDir, bridge: &str, used: &HashSet<u16>) -> Result<SlotLock, StateError> {
-    for slot in (0..MAX_SLOTS).filter(|s| !used.contains(s)) {
-        if let Some(lock) = try_lock_slot_file(dir, &SlotFiles::new(slot).lock, bridge, slot)? {
-            return Ok(lock);
-        }
-    }
-    Err(StateError::NoFreeSlot { bridge: bridge.to_string() })
-}
-
 fn check_request(req: &LeaseRequest) -> Result<(), StateError> {
     let bad = |what: &str, p: String| StateError::Request(format!("{what} {p}"));
     if req.job.is_empty() {
@@ -410,8 +544,9 @@ fn check_request(req: &LeaseRequest) -> Result<(), StateError> {
     Ok(())
 }
 
-/// `--ip`: a host of the subnet, not the gateway, not leased.
-fn check_static_ip(req: &LeaseRequest, ip: Ipv4Addr, taken: &HashMap<Ipv4Addr, &str>) -> Result<Ipv4Addr, StateError> {
+/// `--ip`: a host of the subnet, not the gateway (whether a job holds it
+/// is the caller's to find out).
+fn check_static_ip(req: &LeaseRequest, ip: Ipv4Addr) -> Result<(), StateError> {
     let subnet = req.subnet;
     if !subnet.contains(&ip) {
         return Err(StateError::IpOutside { ip, subnet });
@@ -422,10 +557,7 @@ fn check_static_ip(req: &LeaseRequest, ip: Ipv4Addr, taken: &HashMap<Ipv4Addr, &
     if let Some(role) = reserved_role(subnet, ip) {
         return Err(StateError::IpReserved { ip, role, subnet });
     }
-    if let Some(job) = taken.get(&ip) {
-        return Err(StateError::IpTaken { ip, job: job.to_string() });
-    }
-    Ok(ip)
+    Ok(())
 }
 
 /// The runner's start time; 0 (never a real one: init starts after boot)
@@ -438,6 +570,31 @@ pub(crate) fn load(conn: &Connection, db: &std::path::Path) -> Result<Vec<LeaseR
     let sql = format!("SELECT {COLUMNS} FROM leases ORDER BY bridge, slot");
     let mut stmt = conn.prepare(&sql).map_err(StateError::db(db))?;
     let rows = stmt.query_map([], from_row).map_err(StateError::db(db))?;
+    rows.collect::<Result<_, _>>().map_err(StateError::db(db))
+}
+
+/// The one row `condition` (on a unique key) selects, if any.
+fn row_where(
+    conn: &Connection,
+    condition: &str,
+    args: impl rusqlite::Params,
+    db: &std::path::Path,
+) -> Result<Option<LeaseRecord>, StateError> {
+    let sql = format!("SELECT {COLUMNS} FROM leases WHERE {condition}");
+    let mut stmt = conn.prepare_cached(&sql).map_err(StateError::db(db))?;
+    stmt.query_row(args, from_row).optional().map_err(StateError::db(db))
+}
+
+/// The jobs of a bridge and their addresses, for a new job's /etc/hosts:
+/// one indexed read, no liveness check (a dead job's row not reclaimed yet
+/// is listed too, as a live job that ends later would be).
+fn peers(conn: &Connection, bridge: &str, db: &std::path::Path) -> Result<Vec<(String, Ipv4Addr)>, StateError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT job, ip FROM leases WHERE bridge = ?1 ORDER BY slot")
+        .map_err(StateError::db(db))?;
+    let rows = stmt
+        .query_map(params![bridge], |row| Ok((row.get::<_, String>(0)?, parsed::<Ipv4Addr>(row, 1)?)))
+        .map_err(StateError::db(db))?;
     rows.collect::<Result<_, _>>().map_err(StateError::db(db))
 }
 
@@ -515,6 +672,29 @@ pub(crate) fn set_last_ip(
         "INSERT INTO last_ip (bridge, ip) VALUES (?1, ?2) ON CONFLICT (bridge) DO UPDATE SET ip = excluded.ip",
         params![bridge, ip.to_string()],
     )
+    .map(drop)
+    .map_err(StateError::db(db))
+}
+
+/// The `meta` key of a bridge's round-robin slot position.
+fn slot_key(bridge: &str) -> String {
+    format!("slot:{bridge}")
+}
+
+fn last_slot(conn: &Connection, bridge: &str, db: &std::path::Path) -> Result<Option<u16>, StateError> {
+    let value: Option<i64> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+        .and_then(|mut s| s.query_row(params![slot_key(bridge)], |r| r.get(0)).optional())
+        .map_err(StateError::db(db))?;
+    // A damaged position only costs the round-robin its place.
+    Ok(value.and_then(|v| u16::try_from(v).ok()))
+}
+
+fn set_last_slot(conn: &Connection, bridge: &str, slot: u16, db: &std::path::Path) -> Result<(), StateError> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut s| s.execute(params![slot_key(bridge), slot]))
     .map(drop)
     .map_err(StateError::db(db))
 }

@@ -39,24 +39,48 @@ pub(crate) fn lock_held(dir: Option<&PrivateDir>, name: &str) -> Result<Option<b
     }
 }
 
-/// Whether the lease's runner is alive.
-/// `dir` is the lease's bridge dir (`None` if missing).
+/// What a lease's judgement found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Live,
+    /// Dead, and its slot lock was free when probed: nobody holds the slot,
+    /// so nobody can own what its files hold (under the state lock, nobody
+    /// can lease it meanwhile).
+    DeadLockFree,
+    /// Dead by its boot id or by the pid fallback: its slot may be held.
+    Dead,
+}
+
+/// Judges the lease's runner. `dir` is the lease's bridge dir (`None` if
+/// missing).
+pub(crate) fn judge(
+    record: &LeaseRecord,
+    dir: Option<&PrivateDir>,
+    lock: &str,
+    boot_id: &str,
+) -> Result<Verdict, StateError> {
+    if record.boot_id != boot_id {
+        return Ok(Verdict::Dead);
+    }
+    Ok(match lock_held(dir, lock)? {
+        Some(true) => Verdict::Live,
+        Some(false) => Verdict::DeadLockFree,
+        None if process_matches(record.pid, record.start_time) => Verdict::Live,
+        None => Verdict::Dead,
+    })
+}
+
+/// Whether the lease's runner is alive (see [`judge`]).
 pub(crate) fn is_live(
     record: &LeaseRecord,
     dir: Option<&PrivateDir>,
     lock: &str,
     boot_id: &str,
 ) -> Result<bool, StateError> {
-    if record.boot_id != boot_id {
-        return Ok(false);
-    }
-    Ok(match lock_held(dir, lock)? {
-        Some(held) => held,
-        None => process_matches(record.pid, record.start_time),
-    })
+    Ok(judge(record, dir, lock, boot_id)? == Verdict::Live)
 }
 
 /// The pid names the same process as when the lease was taken.
-fn process_matches(pid: u32, start_time: u64) -> bool {
+pub(crate) fn process_matches(pid: u32, start_time: u64) -> bool {
     libc::pid_t::try_from(pid).ok().and_then(|pid| sys::process_start_time(pid).ok()).is_some_and(|t| t == start_time)
 }

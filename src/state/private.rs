@@ -277,9 +277,16 @@ impl PrivateDir {
         renameat(self.fd.as_fd(), from, self.fd.as_fd(), to).map_err(errno("rename into", &self.join(to)))
     }
 
-    /// Renames `from`, if it exists; whether it did.
-    pub(crate) fn rename_if_exists(&self, from: &str, to: &str) -> Result<bool, StateError> {
-        match renameat(self.fd.as_fd(), from, self.fd.as_fd(), to) {
+    /// Renames `from` to `to`, which must not exist (RENAME_NOREPLACE:
+    /// never replaces a file), if `from` exists; whether it did.
+    pub(crate) fn rename_new(&self, from: &str, to: &str) -> Result<bool, StateError> {
+        match nix::fcntl::renameat2(
+            self.fd.as_fd(),
+            from,
+            self.fd.as_fd(),
+            to,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
             Ok(()) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
             Err(e) => Err(errno("move aside", &self.join(from))(e)),

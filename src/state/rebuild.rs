@@ -33,26 +33,68 @@ pub struct RebuildReport {
     pub unrestorable: Vec<PathBuf>,
 }
 
+/// The new database while it is being filled, beside the old one. Only
+/// the rebuild, under the state lock, ever has it.
+const NEW: &str = "state.db.rebuild";
+
+/// NEW and the files SQLite keeps beside it.
+const NEW_FILES: [&str; 4] =
+    ["state.db.rebuild", "state.db.rebuild-wal", "state.db.rebuild-shm", "state.db.rebuild-journal"];
+
 impl StateDir {
     /// Rebuilds the state dir at `root`; see the module comment.
+    ///
+    /// The new database is filled under another name and put in place only
+    /// once it is complete, so a rebuild that fails (a full disk) leaves the
+    /// previous file where it was.
     pub fn rebuild(root: &Path) -> Result<RebuildReport, StateError> {
         let dir = StateDir::layout(root)?;
         let _lock = StateLock::acquire(&dir.dir)?;
-        let moved_aside = dir.move_db_aside()?;
-        dir.create_db()?;
-        dir.check_db_files()?;
-        let mut conn = schema::connect(&dir.db, true)?;
-        schema::migrate(&mut conn, &dir.db)?;
-        let tx = schema::write_tx(&mut conn, &dir.db)?;
+        let built = dir.build_new();
+        if built.is_err() {
+            for name in NEW_FILES {
+                // Best effort: the error that matters is the build's.
+                let _ = dir.dir.remove(name);
+            }
+        }
+        let (mut report, dead, count) = built?;
+        report.moved_aside = dir.move_db_aside()?;
+        dir.dir.rename(NEW, DB)?;
+        for name in &NEW_FILES[1..] {
+            dir.dir.remove(name)?;
+        }
+        generation::write_file(&dir.dir, count);
+        // Only now: should the rebuild have failed, they would have been
+        // left for the next one to judge again.
+        for (bridge, slot) in dead {
+            if let Some(bridge_dir) = dir.bridges().get(&bridge)? {
+                bridge_dir.remove(&SlotFiles::new(slot).json)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Fills `NEW` from the live sidecars, closes it with its WAL copied in
+    /// (so the file alone is the database), and returns the report, the
+    /// dead sidecars' slots and the write count.
+    #[allow(clippy::type_complexity)]
+    fn build_new(&self) -> Result<(RebuildReport, Vec<(String, u16)>, i64), StateError> {
+        for name in NEW_FILES {
+            self.dir.remove(name)?;
+        }
+        self.dir.create_new(NEW)?;
+        let path = self.dir.join(NEW);
+        let mut conn = schema::connect(&path, true)?;
+        schema::migrate(&mut conn, &path, true)?;
+        let tx = schema::write_tx(&mut conn, &path)?;
 
         let mut report =
-            RebuildReport { moved_aside, restored: Vec::new(), dropped: Vec::new(), unrestorable: Vec::new() };
-        let mut bridges = dir.bridges();
-        for found in sidecar::scan(&mut bridges)? {
-            if !dir.sidecar_live(&found, &mut bridges)? {
-                if let Some(bridge_dir) = bridges.get(&found.bridge)? {
-                    bridge_dir.remove(&SlotFiles::new(found.slot).json)?;
-                }
+            RebuildReport { moved_aside: None, restored: Vec::new(), dropped: Vec::new(), unrestorable: Vec::new() };
+        let mut dead = Vec::new();
+        let mut bridges = self.bridges();
+        for found in sidecar::scan(&mut bridges, |_, _| false)? {
+            if !self.sidecar_live(&found, &mut bridges)? {
+                dead.push((found.bridge.clone(), found.slot));
                 report.dropped.push(found.path);
                 continue;
             }
@@ -60,7 +102,7 @@ impl StateDir {
                 report.unrestorable.push(found.path);
                 continue;
             };
-            match insert(&tx, &record, &dir.db) {
+            match insert(&tx, &record, &path) {
                 Ok(()) => report.restored.push(record),
                 Err(StateError::Db { source, .. })
                     if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
@@ -76,26 +118,47 @@ impl StateDir {
         let mut newest: Vec<&LeaseRecord> = report.restored.iter().collect();
         newest.sort_by(|a, b| (&a.bridge, &a.started_at).cmp(&(&b.bridge, &b.started_at)));
         for r in newest {
-            set_last_ip(&tx, &r.bridge, r.ip, &dir.db)?;
+            set_last_ip(&tx, &r.bridge, r.ip, &path)?;
         }
         // The rows now agree with every live sidecar: allocations may trust them.
-        let count = generation::bump(&tx, &dir.db)?;
-        tx.commit().map_err(StateError::db(&dir.db))?;
-        generation::write_file(&dir.dir, count);
-        Ok(report)
+        let count = generation::bump(&tx, &path)?;
+        tx.commit().map_err(StateError::db(&path))?;
+        let copied: i64 =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).map_err(StateError::db(&path))?;
+        if copied != 0 {
+            return Err(StateError::Corrupt { path, detail: "its WAL could not be copied in".into() });
+        }
+        drop(conn);
+        Ok((report, dead, count))
     }
 
     /// Renames state.db and its WAL and shared-memory files to
     /// `state.db.corrupt-<time>{,-wal,-shm}`, which keeps them openable
-    /// together. Renaming opens no fd on the database, so it cannot drop
-    /// anyone's SQLite locks; and no one has it open, because every user
-    /// holds the state lock, which the caller has exclusively.
+    /// together; `<time>` gets a `.N` if an earlier rebuild used it, and no
+    /// rename ever replaces a file. Renaming opens no fd on the database, so
+    /// it cannot drop anyone's SQLite locks; and no one has it open, because
+    /// every user holds the state lock, which the caller has exclusively.
     fn move_db_aside(&self) -> Result<Option<PathBuf>, StateError> {
-        let aside = format!("state.db.corrupt-{}", civil_time::stamp_now());
+        let stamp = civil_time::stamp_now();
+        let mut aside = format!("state.db.corrupt-{stamp}");
+        let mut n = 0;
+        let taken = |base: &str| -> Result<bool, StateError> {
+            for from in DB_FILES {
+                let name = from.replacen("state.db", base, 1);
+                if self.dir.stat(&name).map_err(StateError::io("look up", &self.dir.join(&name)))?.is_some() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        while taken(&aside)? {
+            n += 1;
+            aside = format!("state.db.corrupt-{stamp}.{n}");
+        }
         let mut moved = None;
         for from in DB_FILES {
             let to = from.replacen("state.db", &aside, 1);
-            if self.dir.rename_if_exists(from, &to)? && from == DB {
+            if self.dir.rename_new(from, &to)? && from == DB {
                 moved = Some(self.dir.join(&to));
             }
         }

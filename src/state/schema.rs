@@ -33,8 +33,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const WAL_AUTOCHECKPOINT: i64 = 100;
 
 /// The WAL file is cut back to this size after a checkpoint if it grew
-/// past it (a long `repeatr leases` read can hold a restart off).
-const JOURNAL_SIZE_LIMIT: i64 = 1 << 20;
+/// past it (a long `repeatr leases` read can hold a restart off): about
+/// what WAL_AUTOCHECKPOINT pages of 4 KiB take, so the WAL stays near
+/// 0.4 MiB whatever the number of jobs (state-layout.md, "Sizing").
+const JOURNAL_SIZE_LIMIT: i64 = WAL_AUTOCHECKPOINT * 4096;
 
 /// Opens a connection with the settings every user needs. Only `open` and
 /// `rebuild` pass `create`: anywhere else a missing file means someone
@@ -78,8 +80,24 @@ pub(crate) fn connect(db: &Path, create: bool) -> Result<Connection, StateError>
 
 /// Puts the database in WAL mode and applies the migrations it lacks.
 /// Reading the header is also what exposes a file that is no database.
-pub(crate) fn migrate(conn: &mut Connection, db: &Path) -> Result<(), StateError> {
+///
+/// Only a `fresh` file (0 bytes when repeatr opened it) is switched to WAL:
+/// every other one was switched when it was made, so a header that says
+/// otherwise was cut short or replaced. Switching it would need SQLite's
+/// exclusive lock, which the live runners' open connections keep it from
+/// getting: every command would wait out the busy timeout, then blame a
+/// lock for what is damage.
+pub(crate) fn migrate(conn: &mut Connection, db: &Path, fresh: bool) -> Result<(), StateError> {
     let err = StateError::db;
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).map_err(err(db))?;
+    if !fresh && !mode.eq_ignore_ascii_case("wal") {
+        return Err(StateError::Corrupt {
+            path: db.to_path_buf(),
+            detail: format!(
+                "its header says journal mode {mode}, not the WAL repeatr set: it was cut short or replaced"
+            ),
+        });
+    }
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(err(db))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StateError::Corrupt {
@@ -100,6 +118,25 @@ pub(crate) fn migrate(conn: &mut Connection, db: &Path) -> Result<(), StateError
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err(db))?;
     tx.commit().map_err(err(db))
+}
+
+/// A WAL above this size is cut by the release that leaves no lease: below
+/// it, the checkpoint would cost more than the space it frees (a lone job
+/// writes a few pages per start).
+pub(crate) const QUIET_WAL_LIMIT: i64 = 64 << 10;
+
+/// Copies the whole WAL into the database and cuts the WAL to 0 bytes.
+/// For the release that leaves no lease behind: then no other runner is in
+/// the middle of an operation (the caller holds the state lock, which every
+/// reader takes too), and the WAL of a quiet host takes no space. A failure
+/// costs only the space: it is logged.
+pub(crate) fn checkpoint(conn: &Connection, db: &Path) {
+    let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+    match done {
+        Ok(0) => {}
+        Ok(_) => log::debug!("{}: WAL checkpoint blocked by a reader; the WAL is cut later", db.display()),
+        Err(e) => log::warn!("{}: WAL checkpoint failed: {e}", db.display()),
+    }
 }
 
 /// BEGIN IMMEDIATE: takes SQLite's write lock up front, because in WAL mode
@@ -135,7 +172,7 @@ mod tests {
     fn migrated(dir: &tempfile::TempDir) -> (std::path::PathBuf, Connection) {
         let db = dir.path().join("state.db");
         let mut conn = connect(&db, true).unwrap();
-        migrate(&mut conn, &db).unwrap();
+        migrate(&mut conn, &db, true).unwrap();
         (db, conn)
     }
 
@@ -143,7 +180,7 @@ mod tests {
     fn migrate_twice_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
         let (db, mut conn) = migrated(&dir);
-        migrate(&mut conn, &db).unwrap();
+        migrate(&mut conn, &db, true).unwrap();
         assert_eq!(user_version(&conn, &db).unwrap(), SCHEMA_VERSION);
         drop(conn);
         connect(&db, false).unwrap();
@@ -154,7 +191,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, mut conn) = migrated(&dir);
         conn.pragma_update(None, "user_version", 99).unwrap();
-        let e = migrate(&mut conn, &db).unwrap_err().to_string();
+        let e = migrate(&mut conn, &db, false).unwrap_err().to_string();
         assert!(e.contains("schema version 99") && e.contains("upgrade repeatr"), "{e}");
     }
 }

@@ -32,46 +32,92 @@ pub(crate) fn write(dir: &PrivateDir, files: &SlotFiles, record: &LeaseRecord) -
     dir.rename(&files.tmp, &files.json)
 }
 
+/// The record in a slot's sidecar; `None` if there is none or it does not
+/// parse (or names another slot).
+pub(crate) fn read(dir: &PrivateDir, files: &SlotFiles) -> Result<Option<LeaseRecord>, StateError> {
+    let Some(mut file) = dir.open_file(&files.json, OFlag::O_RDONLY, "read")? else { return Ok(None) };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(StateError::io("read", &dir.join(&files.json)))?;
+    Ok(serde_json::from_slice::<LeaseRecord>(&bytes).ok().filter(|r| files.json == SlotFiles::new(r.slot).json))
+}
+
+/// Temp files (`.N.json.tmp`) in every bridge's dir: a writer that died or
+/// failed (ENOSPC) between creating one and renaming it left it. They are
+/// only written under the state lock, so one found by a holder of that lock
+/// is nobody's. (bridge, file name, path) each.
+pub(crate) fn scan_temps(bridges: &mut Subdirs<'_>) -> Result<Vec<(String, String, PathBuf)>, StateError> {
+    let mut found = Vec::new();
+    for bridge in bridge_names(bridges)? {
+        let Some(dir) = bridges.get(&bridge)? else { continue };
+        for name in dir.names()? {
+            let slot =
+                name.strip_prefix('.').and_then(|n| n.strip_suffix(".json.tmp")).and_then(|n| n.parse::<u16>().ok());
+            if slot.is_some_and(|s| s < MAX_SLOTS) {
+                found.push((bridge.clone(), name.clone(), dir.join(&name)));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// A sidecar found on disk.
 #[derive(Debug)]
 pub(crate) struct Sidecar {
     pub bridge: String,
     pub slot: u16,
     pub path: PathBuf,
-    /// `None` when the file does not parse (or names another slot).
+    /// `None` when the file does not parse (or names another slot), or
+    /// was not read.
     pub record: Option<LeaseRecord>,
+    /// False when the caller asked for it not to be read.
+    pub read: bool,
 }
 
 /// Every `slots/{bridge}/{slot}.json`. Names that are not ours (no valid
 /// bridge dir, no slot number) are left alone; a link or a file of
-/// another user's at one of our names is refused (see `private`).
-pub(crate) fn scan(bridges: &mut Subdirs<'_>) -> Result<Vec<Sidecar>, StateError> {
+/// another user's at one of our names is refused (see `private`). Those
+/// `unread` names (bridge, slot) are listed without being opened.
+pub(crate) fn scan(bridges: &mut Subdirs<'_>, unread: impl Fn(&str, u16) -> bool) -> Result<Vec<Sidecar>, StateError> {
     let mut found = Vec::new();
-    for bridge in bridges.parent().names()? {
-        if check_bridge(&bridge).is_err() {
-            continue;
-        }
-        let st = bridges.parent().stat(&bridge).map_err(StateError::io("look up", &bridges.parent().join(&bridge)))?;
-        // Anything but a directory is not ours, except a symlink, which
-        // `subdir` refuses.
-        if st.is_some_and(|st| !matches!(st.st_mode & libc::S_IFMT, libc::S_IFDIR | libc::S_IFLNK)) {
-            continue;
-        }
+    for bridge in bridge_names(bridges)? {
         // Removed between the listing and here: nothing to scan.
         let Some(dir) = bridges.get(&bridge)? else { continue };
         for name in dir.names()? {
             let slot = name.strip_suffix(".json").and_then(|n| n.parse::<u16>().ok()).filter(|s| *s < MAX_SLOTS);
             let Some(slot) = slot else { continue };
             let path = dir.join(&name);
+            if unread(&bridge, slot) {
+                found.push(Sidecar { bridge: bridge.clone(), slot, path, record: None, read: false });
+                continue;
+            }
             // Missing: removed by a release between the listing and here.
             let Some(mut file) = dir.open_file(&name, OFlag::O_RDONLY, "read")? else { continue };
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes).map_err(StateError::io("read", &path))?;
             let record = serde_json::from_slice::<LeaseRecord>(&bytes).ok();
             let record = record.filter(|r| r.bridge == bridge && r.slot == slot);
-            found.push(Sidecar { bridge: bridge.clone(), slot, path, record });
+            found.push(Sidecar { bridge: bridge.clone(), slot, path, record, read: true });
         }
     }
     found.sort_by(|a, b| (&a.bridge, a.slot).cmp(&(&b.bridge, b.slot)));
     Ok(found)
+}
+
+/// The names below `slots/` that may be bridges' dirs. Names that are not
+/// ours (no valid bridge name, not a directory) are left alone, except a
+/// symlink, which opening it refuses.
+fn bridge_names(bridges: &Subdirs<'_>) -> Result<Vec<String>, StateError> {
+    let mut names = Vec::new();
+    for bridge in bridges.parent().names()? {
+        if check_bridge(&bridge).is_err() {
+            continue;
+        }
+        let st = bridges.parent().stat(&bridge).map_err(StateError::io("look up", &bridges.parent().join(&bridge)))?;
+        if st.is_some_and(|st| !matches!(st.st_mode & libc::S_IFMT, libc::S_IFDIR | libc::S_IFLNK)) {
+            continue;
+        }
+        names.push(bridge);
+    }
+    Ok(names)
 }

@@ -113,12 +113,20 @@ impl Repeatr {
         let state = tempfile::Builder::new().prefix("rpt-state-").tempdir().unwrap();
         let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let bridge = format!("rd{}{}", std::process::id() % 100000, n % 1000);
+        // A ware cache of its own, never the host's default.
         let config = format!(
-            "[network]\nbridge = \"{bridge}\"\nsubnet = \"198.19.{}.0/24\"\ndns = []\negress = \"none\"\n",
-            n % 128
+            "[network]\nbridge = \"{bridge}\"\nsubnet = \"198.19.{}.0/24\"\ndns = []\negress = \"none\"\n\
+             [cache]\ndir = \"{}\"\n",
+            n % 128,
+            state.path().join("cache").display()
         );
         std::fs::write(state.path().join("default.toml"), config).unwrap();
         Repeatr { state, bridge }
+    }
+
+    /// Its ware cache (`[cache] dir`).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.state.path().join("cache")
     }
 
     pub fn cmd(&self) -> Command {

@@ -53,6 +53,8 @@ struct GcOutput {
     rebuilt: Option<RebuildReport>,
     reclaimed: Vec<LeaseRecord>,
     sidecars_removed: Vec<std::path::PathBuf>,
+    /// Host ports dead jobs published (`--publish`), with their map elements.
+    ports_unpublished: Vec<crate::state::PublishedPort>,
     veths_deleted: Vec<String>,
     /// Bridges a runner died making (`rpt+…`, see `network::stale_pending_bridges`).
     bridges_deleted: Vec<String>,
@@ -105,9 +107,12 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
         out.rebuilt = Some(StateDir::rebuild(state_dir)?);
     }
     let state = StateDir::open(state_dir)?;
-    let report = state.gc(dry_run)?;
+    let mut unpublish_errors = Vec::new();
+    let report = state.gc_with(dry_run, |dead| unpublish_errors = crate::job::publish::unpublish_dead(dead))?;
     out.reclaimed = report.reclaimed;
     out.sidecars_removed = report.sidecars_removed;
+    out.ports_unpublished = report.ports_unpublished;
+    out.errors.extend(unpublish_errors);
 
     // Leftover veths: those of reclaimed leases, and any `{bridge}-N` of the
     // configured bridge whose slot nobody holds. Each is deleted only while
@@ -287,6 +292,9 @@ fn summary(o: &GcOutput) -> String {
     for p in &o.sidecars_removed {
         s += &format!("removed dead lease record {}\n", p.display());
     }
+    for p in &o.ports_unpublished {
+        s += &format!("unpublished host port {} of dead job {} (bridge {})\n", p.port.host_side(), p.job, p.bridge);
+    }
     let vverb = if o.dry_run { "would delete" } else { "deleted" };
     for v in &o.veths_deleted {
         s += &format!("{vverb} leftover veth {v}\n");
@@ -323,6 +331,7 @@ fn summary(o: &GcOutput) -> String {
     }
     if o.reclaimed.is_empty()
         && o.sidecars_removed.is_empty()
+        && o.ports_unpublished.is_empty()
         && o.veths_deleted.is_empty()
         && o.bridges_deleted.is_empty()
         && o.links_kept.is_empty()

@@ -2,7 +2,6 @@
 //! job's request, and the one place where errors become a message and an
 //! exit code.
 
-use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -18,7 +17,7 @@ use crate::job_control;
 use crate::ware_cache::{Cache, Entry};
 
 mod args;
-use crate::job::{self, Host, JobId, Request};
+use crate::job::{self, Host, JobId, NetRequest, Request};
 use crate::limits::{LimitStrings, Limits};
 use crate::remote::Warehouses;
 use args::{Cli, Command, FetchArgs, Net, PackArgs, RunArgs, Shell, UnpackArgs};
@@ -74,8 +73,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Run(args) => {
             let host = Host { state_dir, config };
             match work(args, host.config.as_deref())? {
-                Work::Command { spec, ip, limits, in_use } => {
-                    let code = job::run(Request { host, spec, ip, limits });
+                Work::Command { spec, net, limits, in_use } => {
+                    let code = job::run(Request { host, spec, net, limits });
                     drop(in_use);
                     code
                 }
@@ -107,7 +106,7 @@ enum Work {
     /// it is never evicted under it.
     Command {
         spec: Spec,
-        ip: Option<Ipv4Addr>,
+        net: NetRequest,
         limits: Limits,
         in_use: Option<Entry>,
     },
@@ -148,6 +147,10 @@ fn work(args: RunArgs, config: Option<&Path>) -> Result<Work, Error> {
     let user = spec::parse_user(&args.user)?;
     let mounts = args.mounts.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
     let caps = container::Caps::with_changes(&args.cap_add, &args.cap_drop)?;
+    let publish = crate::publish::parse_all(&args.publish)?;
+    if !publish.is_empty() && matches!(args.net, Net::None) {
+        return Err(crate::publish::PublishError::NoNetwork.into());
+    }
     let seccomp = container::seccomp::from_security_opts(&args.security_opt, &caps).map_err(SpecError::from)?;
     let rootfs = spec::open_rootfs(rootfs_arg)?;
     let limits = LimitStrings {
@@ -184,7 +187,7 @@ fn work(args: RunArgs, config: Option<&Path>) -> Result<Work, Error> {
         // Set from the limits at launch.
         tmpfs: Default::default(),
     };
-    Ok(Work::Command { spec, ip: args.ip, limits, in_use })
+    Ok(Work::Command { spec, net: NetRequest { ip: args.ip, publish }, limits, in_use })
 }
 
 /// A `--rootfs` tar is placed from the ware cache (unpacked into it on its

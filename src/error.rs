@@ -60,6 +60,8 @@ pub enum Error {
     #[error(transparent)]
     Limits(#[from] crate::limits::LimitsError),
     #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
+    #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
     /// A run asked for a job id that a live job has (`job::record`).
     #[error("job {job} is running (pid {})", pid.map_or("unknown".to_string(), |p| p.to_string()))]

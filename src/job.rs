@@ -21,6 +21,7 @@ pub mod egress;
 mod etc;
 mod id;
 mod net;
+pub mod publish;
 pub mod record;
 
 pub use id::JobId;
@@ -38,13 +39,22 @@ pub struct Host {
 }
 
 /// A command to run in a container: a validated spec, whose every host
-/// object (rootfs, mount sources) is already open; `ip` asks for that
-/// address on the bridge; `limits` bound what it may use.
+/// object (rootfs, mount sources) is already open; `net` what it asks of
+/// the bridge; `limits` bound what it may use.
 pub struct Request {
     pub host: Host,
     pub spec: Spec,
-    pub ip: Option<Ipv4Addr>,
+    pub net: NetRequest,
     pub limits: Limits,
+}
+
+/// What a bridged job asks of its network beyond an address.
+#[derive(Clone, Debug, Default)]
+pub struct NetRequest {
+    /// `--ip`: this address on the bridge.
+    pub ip: Option<Ipv4Addr>,
+    /// `--publish`: host ports forwarded to the job.
+    pub publish: Vec<crate::publish::Publish>,
 }
 
 /// How a job ended, and whether the OOM killer ended it.
@@ -72,13 +82,13 @@ pub fn require_root() -> Result<(), Error> {
 
 /// Runs one job and returns the exit status the runner should exit with.
 pub fn run(req: Request) -> Result<i32, Error> {
-    Ok(launch(&req.host, req.spec, req.ip, &req.limits)?.ended.status())
+    Ok(launch(&req.host, req.spec, &req.net, &req.limits)?.ended.status())
 }
 
 /// launch -> lease -> plug network -> go -> wait -> tear down -> release,
 /// for a validated spec; returns how the job ended. The child builds its
 /// root while the runner leases and plugs in its network.
-pub fn launch(host: &Host, mut spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits) -> Result<Outcome, Error> {
+pub fn launch(host: &Host, mut spec: Spec, net: &NetRequest, limits: &Limits) -> Result<Outcome, Error> {
     spec.tmpfs = container::TmpfsSizes {
         rootfs: limits.rootfs_size.unwrap_or_else(limits::default_rootfs_size),
         shm: limits.shm_size.unwrap_or(limits::DEFAULT_SHM_SIZE),
@@ -111,7 +121,8 @@ pub fn launch(host: &Host, mut spec: Spec, ip: Option<Ipv4Addr>, limits: &Limits
     // Lease: an address and a bridge slot, held until `teardown`.
     let net = match spec.net {
         NetMode::Bridge => {
-            let leased = JobNet::plug_in(&host.state_dir, host.config.as_deref(), &launched, &spec.id, ip, &spec.argv);
+            let asked = (spec.id.as_str(), net.ip, net.publish.as_slice());
+            let leased = JobNet::plug_in(&host.state_dir, host.config.as_deref(), &launched, asked, &spec.argv);
             match leased {
                 Ok(n) => Some(n),
                 Err(e) => {

@@ -24,6 +24,7 @@ mod job_control;
 pub mod limits;
 pub mod network;
 mod output;
+pub mod publish;
 pub mod remote;
 pub mod state;
 pub mod sys;

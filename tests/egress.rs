@@ -13,7 +13,7 @@ mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -422,8 +422,10 @@ fn twenty_concurrent_first_runs_make_one_table() {
     }
     let rules = s.host_ruleset();
     assert_eq!(rules.matches("table ").count(), 1, "{rules}");
-    assert_eq!(rules.matches("masquerade").count(), 1, "{rules}");
-    assert_eq!(rules.matches(" accept\n").count(), 2, "{rules}");
+    // Egress, and the hairpin of published ports.
+    assert_eq!(rules.matches("masquerade").count(), 2, "{rules}");
+    assert_eq!(rules.matches(" accept\n").count(), 3, "{rules}");
+    assert_eq!(rules.matches("map @published").count(), 2, "{rules}");
     assert_eq!(s.host_forwarding(), "1");
     s.finish();
 }
@@ -572,5 +574,207 @@ fn a_job_reaches_a_job_started_before_it_by_name() {
     assert!(said.ends_with("hello from web\n"), "{said}");
     assert!(web.wait().unwrap().success(), "the web job ended after its one answer");
     drop(web);
+    s.finish();
+}
+
+/// A job serving `count` HTTP answers ("hello 1", "hello 2", ...) on its
+/// port 80, published as `publish`; its runner, once it said "ready".
+fn web_job(s: &StandIn, name: &str, publish: &[&str], count: u32) -> Runner {
+    let mut c = s.cmd();
+    c.args(["run", "--net", "bridge", "--name", name, "--rootfs"]).arg(s.rootfs.path());
+    for p in publish {
+        c.args(["--publish", p]);
+    }
+    let script = format!(
+        "echo ready; for i in $(seq {count}); do printf 'HTTP/1.0 200 OK\\r\\n\\r\\nhello %s\\n' $i | nc -l -p 80 >/dev/null; done"
+    );
+    c.args(["--", "/bin/sh", "-c", &script]);
+    let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut web = Runner::new(child);
+    wait_for_line(&mut web, "ready");
+    web
+}
+
+/// An HTTP GET of `addr` from a thread in the netns `ns`: the body's
+/// "hello" line. Retried while nothing listens yet (the job's nc starts
+/// after its "ready").
+fn get_from(ns: &File, addr: SocketAddr) -> String {
+    let ns = ns.try_clone().unwrap();
+    std::thread::spawn(move || {
+        enter(&ns);
+        let mut last = String::new();
+        for _ in 0..50 {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+                Ok(mut s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                    let mut got = String::new();
+                    let _ = s.read_to_string(&mut got);
+                    if let Some(line) = got.lines().find(|l| l.starts_with("hello")) {
+                        return line.to_string();
+                    }
+                    last = format!("answer {got:?}");
+                }
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no answer from {addr}: {last}");
+    })
+    .join()
+    .unwrap()
+}
+
+/// The elements of the stand-in host's `published` map, as `tcp . 18080 :
+/// 198.19.8.2 . 80` (without the timeout and expiry `nft` shows).
+fn published(s: &StandIn) -> Vec<String> {
+    let out = s.in_host(&["nft", "list", "map", "ip", &format!("repeatr-{BRIDGE}"), "published"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let Some(start) = text.find("elements = {") else { return Vec::new() };
+    let end = text[start..].find('}').unwrap() + start;
+    let element = |e: &str| {
+        let (key, value) = e.split_once(" : ").unwrap();
+        format!("{} : {}", key.split_whitespace().take(3).collect::<Vec<_>>().join(" "), value.trim())
+    };
+    text[start + 12..end].split(',').map(str::trim).filter(|e| !e.is_empty()).map(element).collect()
+}
+
+#[test]
+fn a_published_port_reaches_the_job_from_outside_the_host_and_other_jobs() {
+    if !require_root() {
+        return;
+    }
+    let s = StandIn::new("nat");
+    let mut web = web_job(&s, "web", &["18080:80"], 3);
+    let elements = published(&s);
+    assert_eq!(elements.len(), 1, "{elements:?}");
+    assert!(elements[0].starts_with("tcp . 18080 : 198.19.8.") && elements[0].ends_with(" . 80"), "{elements:?}");
+
+    // A second live job asking for the host port is refused, naming the first.
+    let out = s.sh(&["--name", "second", "-p", "18080:81"], "echo RAN");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("host port 18080/tcp is published by job web"), "{err}");
+    assert!(!stdout(&out).contains("RAN"));
+    assert_eq!(published(&s), elements, "the first job's element is untouched");
+
+    // From the internet, to the stand-in host's address.
+    let uplink = SocketAddr::from((UPLINK, 18080));
+    assert_eq!(get_from(&s.world_ns, uplink), "hello 1");
+    // From the host itself (the output hook).
+    assert_eq!(get_from(&s.host_ns, uplink), "hello 2");
+    // From another job, through the host's address (hairpin).
+    let out =
+        s.sh(&["--name", "client"], "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 198.18.254.1 18080 | grep hello");
+    assert_eq!((code(&out), stdout(&out)), (0, "hello 3\n".to_string()), "{}", stderr(&out));
+
+    assert!(web.wait().unwrap().success(), "web ends after its three answers");
+    drop(web);
+    assert_eq!(published(&s), Vec::<String>::new(), "the element went with the job");
+    let leases = s.cmd().args(["leases", "--json"]).output().unwrap();
+    assert_eq!(stdout(&leases).trim(), "[]", "{}", stderr(&leases));
+    s.finish();
+}
+
+#[test]
+fn a_killed_runners_published_ports_are_reclaimed_by_gc_and_by_the_next_run() {
+    if !require_root() {
+        return;
+    }
+    let s = StandIn::new("nat");
+    let publish = ["18081:80", "15353:53/udp"];
+    let kill = |web: Runner| {
+        let mut child = web.into_inner();
+        child.kill().unwrap(); // SIGKILL: no teardown
+        child.wait().unwrap();
+    };
+
+    let web = web_job(&s, "web", &publish, 1);
+    let elements = published(&s);
+    assert_eq!(elements.len(), 2, "{elements:?}");
+    assert!(elements.iter().any(|e| e.starts_with("udp . 15353 : 198.19.8.") && e.ends_with(" . 53")), "{elements:?}");
+    kill(web);
+    assert_eq!(published(&s), elements, "a SIGKILLed runner leaves its elements");
+    let gc = s.cmd().arg("gc").output().unwrap();
+    assert_eq!(code(&gc), 0, "{}{}", stdout(&gc), stderr(&gc));
+    assert!(stdout(&gc).contains("unpublished host port 18081/tcp of dead job web"), "{}", stdout(&gc));
+    assert_eq!(published(&s), Vec::<String>::new(), "gc deleted them");
+
+    let web = web_job(&s, "web", &publish, 1);
+    kill(web);
+    assert_eq!(published(&s).len(), 2);
+    let out = s.sh(&[], "true");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(published(&s), Vec::<String>::new(), "the next run deleted them");
+
+    // And the ports are free for the next job.
+    let web = web_job(&s, "web2", &publish, 1);
+    assert_eq!(get_from(&s.world_ns, SocketAddr::from((UPLINK, 18081))), "hello 1");
+    drop(web);
+    s.finish();
+}
+
+#[test]
+fn bad_publish_input_is_one_line_125_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let s = StandIn::new("nat");
+    let none = s.repeatr.state.path().join("egress-none.toml");
+    std::fs::write(&none, format!("[network]\nbridge = \"{BRIDGE}\"\nsubnet = \"{SUBNET}\"\negress = \"none\"\n"))
+        .unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["-p", "0:80"], "out of range"),
+        (&["-p", "70000:80"], "out of range"),
+        (&["-p", "8080:99999"], "out of range"),
+        (&["-p", "8080"], "malformed"),
+        (&["-p", "http:80"], "malformed"),
+        (&["-p", "8080:80/sctp"], "malformed"),
+        (&["-p", "8080:80", "--publish", "8080:81/tcp"], "both ask for host port 8080/tcp"),
+        (&["--net", "none", "-p", "8080:80"], "needs --net bridge"),
+        (&["-p", "8080:80", "--config", none.to_str().unwrap()], "needs network.egress = \"nat\""),
+    ];
+    for (args, said) in cases {
+        let mut c = s.cmd();
+        c.arg("run").args(*args).arg("--rootfs").arg(s.rootfs.path()).args(["--", "/bin/sh", "-c", "echo RAN"]);
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(code(&out), 125, "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(said), "{args:?}: {err}");
+        assert!(!stdout(&out).contains("RAN"), "{args:?}");
+        assert!(!s.host_has_link(BRIDGE), "{args:?}: the bridge was made");
+        assert_eq!(s.host_ruleset(), "", "{args:?}");
+        assert_eq!(s.host_forwarding(), "0", "{args:?}");
+        let leases = s.cmd().args(["leases", "--json"]).output().unwrap();
+        assert_eq!(stdout(&leases).trim(), "[]", "{args:?}: {}", stderr(&leases));
+    }
+    s.finish();
+}
+
+#[test]
+fn a_legacy_iptables_forward_drop_is_named_in_one_warning() {
+    if !require_root() {
+        return;
+    }
+    let s = StandIn::new("nat");
+    // Loads x_tables on the host if it is not yet (a module, no rule);
+    // the table and its policy are the stand-in's.
+    let out = s.in_host(&["iptables-legacy", "-P", "FORWARD", "DROP"]);
+    if !out.status.success() {
+        eprintln!("no iptables-legacy here (apt-get install iptables): not tried ({})", stderr(&out));
+        return s.finish();
+    }
+    let out = s.sh(&[], "true");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("repeatr:").count(), 1, "{err}");
+    assert!(
+        err.contains("warning: the chain FORWARD of legacy iptables' (x_tables) table filter drops")
+            && err.contains(&format!("iptables-legacy -I FORWARD -i {BRIDGE} -j ACCEPT")),
+        "{err}"
+    );
     s.finish();
 }

@@ -163,7 +163,7 @@ pub struct RunArgs {
     #[arg(value_name = "FORMULA", conflicts_with_all = [
         "rootfs", "command", "net", "ip", "mounts", "env", "workdir", "hostname", "user",
         "cap_add", "cap_drop", "security_opt", "no_init", "tty", "interactive", "timeout",
-        "memory", "cpus", "pids_limit", "rootfs_size", "shm_size",
+        "memory", "cpus", "pids_limit", "rootfs_size", "shm_size", "publish",
     ])]
     pub formula: Option<PathBuf>,
     /// With FORMULA: a warehouse the input wares are looked for in (or REPEATR_WAREHOUSE): a
@@ -187,6 +187,10 @@ pub struct RunArgs {
     /// Ask for this IPv4 address on the bridge (it must be free and a host of the subnet).
     #[arg(long, value_name = "ADDR")]
     pub ip: Option<Ipv4Addr>,
+    /// Forward the host's HOSTPORT (on every address of the host) to the job's JOBPORT, tcp by
+    /// default. Repeatable. Needs --net bridge and network.egress = "nat".
+    #[arg(long = "publish", short = 'p', value_name = "HOSTPORT:JOBPORT[/tcp|/udp]")]
+    pub publish: Vec<String>,
     /// Bind a host path into the job: SRC:DST[:ro|:rw] (rw by default). Repeatable.
     #[arg(long = "mount", value_name = "SRC:DST[:ro|:rw]")]
     pub mounts: Vec<String>,

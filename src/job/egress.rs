@@ -40,7 +40,9 @@ pub fn before(state_dir: &Path, c: &NetworkConfig) -> Result<Option<Before>, Err
 /// that race here, the first sets up and the others find its record.
 pub fn ensure(state_dir: &Path, c: &NetworkConfig, before: Before, bridge_index: u32) -> Result<(), Error> {
     let netns = before.netns;
-    let up = |m: &Option<EgressMark>| m.as_ref().is_some_and(|m| m.covers(netns, bridge_index, c.subnet));
+    let up = |m: &Option<EgressMark>| {
+        m.as_ref().is_some_and(|m| m.covers(netns, bridge_index, c.subnet, egress::TABLE_LAYOUT))
+    };
     if before.forwarding && up(&before.mark) {
         return Ok(());
     }
@@ -67,7 +69,8 @@ pub fn ensure(state_dir: &Path, c: &NetworkConfig, before: Before, bridge_index:
         log::debug!("NAT for {} ({}) up; forwarding turned on: {turned_on}", c.bridge, c.subnet);
         let was = current.as_ref().is_some_and(|m| m.netns == netns && m.turned_forwarding_on);
         let turned_forwarding_on = turned_on || was;
-        Ok::<_, Error>(Some(EgressMark { netns, bridge_index, subnet: c.subnet, turned_forwarding_on }))
+        let layout = egress::TABLE_LAYOUT;
+        Ok::<_, Error>(Some(EgressMark { netns, bridge_index, subnet: c.subnet, turned_forwarding_on, layout }))
     })
 }
 

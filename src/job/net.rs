@@ -8,10 +8,12 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use crate::config::{Config, NetworkConfig};
+use crate::config::{Config, Egress, NetworkConfig};
 use crate::container::Launched;
 use crate::error::Error;
+use crate::network::port_map::{self, Element};
 use crate::network::{Deletion, HostNet, LinkOwner, PendingVeth, VethSpec};
+use crate::publish::{Publish, PublishError};
 use crate::state::{Lease, LeaseRequest, StateDir, private_dir};
 
 pub struct JobNet {
@@ -20,6 +22,8 @@ pub struct JobNet {
     host: HostNet,
     /// The host veth's ifindex, once attached.
     veth: Option<u32>,
+    /// The map elements of the job's published ports, once added.
+    published: Vec<Element>,
     /// `None` once released.
     lease: Option<Lease>,
 }
@@ -35,15 +39,20 @@ impl JobNet {
     /// other until the veth gets its name and address, so a thread takes
     /// the lease while this one makes the veth: each takes about a
     /// millisecond here, and side by side the pair costs the longer one.
+    ///
+    /// `publish`: host ports to forward to the job, recorded with its lease
+    /// and added to the bridge's map once the job's veth is up.
     pub fn plug_in(
         state_dir: &Path,
         config_path: Option<&Path>,
         job: &Launched,
-        id: &str,
-        ip: Option<Ipv4Addr>,
+        (id, ip, publish): (&str, Option<Ipv4Addr>, &[Publish]),
         command: &[String],
     ) -> Result<JobNet, Error> {
         let config = Config::load(config_path)?.network;
+        if !publish.is_empty() && config.egress == Egress::None {
+            return Err(PublishError::NoEgress.into());
+        }
         let mut host = HostNet::open(state_owner(state_dir)?)?;
         let routes = host.routes_overlapping(config.subnet)?;
         config.validate(&routes)?;
@@ -53,7 +62,11 @@ impl JobNet {
         let (leased, made) = std::thread::scope(|s| {
             let leasing = std::thread::Builder::new().name("lease".into()).spawn_scoped(s, || {
                 let state = StateDir::open(state_dir)?;
-                let lease = state.acquire(&req)?;
+                let lease = state.acquire_publishing(&req, publish, |dead| {
+                    for e in super::publish::unpublish_dead(dead) {
+                        log::warn!("{e}");
+                    }
+                })?;
                 Ok::<_, Error>((state, lease))
             });
             let made = make_veth(&mut host, state_dir, &config, job);
@@ -78,12 +91,22 @@ impl JobNet {
         };
         log::debug!("leased {} slot {} on {}", lease.record.ip, lease.record.slot, lease.record.bridge);
         let spec = veth_spec(&config, &lease);
-        let mut net = JobNet { state, config, host, veth: None, lease: Some(lease) };
+        let mut net = JobNet { state, config, host, veth: None, published: Vec::new(), lease: Some(lease) };
         // From here on, Drop releases the lease whatever fails.
         let (pending, netns) = made?;
         net.clean_reclaimed_slots();
         net.veth = Some(net.host.finish_pending(pending, &spec, netns.as_fd())?.host_index);
         log::debug!("attached {} to {}", spec.host_name, spec.bridge);
+        if let Some(lease) = &net.lease
+            && !lease.published.is_empty()
+        {
+            let elements: Vec<Element> = lease.published.iter().map(|p| Element { port: p.port, ip: p.ip }).collect();
+            // Kept before the add: the teardown takes them out whatever
+            // the add did (a missing element is no error there).
+            net.published = elements.clone();
+            port_map::publish(&net.config.bridge, &elements)?;
+            log::debug!("published {} port(s)", elements.len());
+        }
         Ok(net)
     }
 
@@ -135,6 +158,14 @@ impl JobNet {
         // The job is dead, so its netns is going and the kernel destroys
         // the veth pair with it; we only free the slot's name at once.
         let r = &lease.record;
+        // Before the release: until the row goes, no other job can be
+        // given these host ports, so this never takes out another's element.
+        if !self.published.is_empty() {
+            if let Err(e) = port_map::unpublish(&r.bridge, &self.published) {
+                errors.push(e.to_string());
+            }
+            self.published.clear();
+        }
         match self.host.retire_link(&r.iface, self.veth.take()) {
             Ok(found) => log::debug!("veth {} retired: {found}", r.iface),
             Err(e) => errors.push(e.to_string()),

@@ -27,8 +27,10 @@ mod iface;
 mod ipv6;
 mod link;
 mod netlink;
+mod nfnetlink;
 mod owner;
 mod port_filter;
+pub mod port_map;
 mod routes;
 mod veth;
 

@@ -304,7 +304,7 @@ enum Reply {
 
 /// With NETLINK_CAP_ACK the error payload is the request's 16-byte header
 /// followed by the extended-ACK TLVs; we only want the text.
-fn ext_ack_msg(payload: &[u8]) -> Option<String> {
+pub(super) fn ext_ack_msg(payload: &[u8]) -> Option<String> {
     let tlvs = payload.get(16..)?;
     NlasIterator::new(tlvs).filter_map(Result::ok).find_map(|nla: NlaBuffer<&[u8]>| {
         (nla.kind() == NLMSGERR_ATTR_MSG).then(|| {

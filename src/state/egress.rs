@@ -35,13 +35,17 @@ pub struct EgressMark {
     /// Whether the set-up turned IPv4 forwarding on (it was off): then
     /// removing the last bridge's NAT turns it off again.
     pub turned_forwarding_on: bool,
+    /// The table's layout (`network::egress::TABLE_LAYOUT`); 0 in a record
+    /// written before layouts were counted.
+    #[serde(default)]
+    pub layout: u32,
 }
 
 impl EgressMark {
     /// Whether this record is of the NAT that `bridge_index` with `subnet`
-    /// needs in the network namespace `netns`.
-    pub fn covers(&self, netns: u64, bridge_index: u32, subnet: Ipv4Net) -> bool {
-        self.netns == netns && self.bridge_index == bridge_index && self.subnet == subnet
+    /// needs in the network namespace `netns`, in a table of `layout`.
+    pub fn covers(&self, netns: u64, bridge_index: u32, subnet: Ipv4Net, layout: u32) -> bool {
+        self.netns == netns && self.bridge_index == bridge_index && self.subnet == subnet && self.layout == layout
     }
 }
 

@@ -63,6 +63,11 @@ pub enum StateError {
     #[error("{what} {} {problem}; {remedy}", path.display())]
     Unsafe { what: &'static str, path: PathBuf, problem: String, remedy: String },
 
+    #[error(
+        "host port {port} is published by job {job} (pid {pid}); pick another host port for --publish or stop that job first"
+    )]
+    PortTaken { port: String, job: String, pid: u32 },
+
     #[error("invalid lease request: {0}")]
     Request(String),
 }

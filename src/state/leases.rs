@@ -17,12 +17,14 @@ use super::dir::{StateDir, check_slot};
 use super::error::StateError;
 use super::liveness::Verdict;
 use super::lock::{SlotLock, StateLock, try_lock_slot_file};
+use super::ports::{self, PublishedPort};
 use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
 use super::slot::SlotFiles;
 use super::{alloc, generation, liveness, schema, sidecar};
 use crate::civil_time;
 use crate::config::{NetworkConfig, check_gateway, check_subnet, reserved_role};
+use crate::publish::Publish;
 use crate::sys;
 
 /// What a runner asks for.
@@ -55,6 +57,8 @@ pub struct Lease {
     /// /etc/hosts, so jobs started before this one resolve by name. Jobs
     /// started later, and addresses that change, are not in it.
     pub peers: Vec<(String, Ipv4Addr)>,
+    /// The host ports this lease publishes (`--publish`), recorded with it.
+    pub published: Vec<PublishedPort>,
     /// Held, never read: dropping it frees the slot.
     _slot_lock: SlotLock,
 }
@@ -85,6 +89,8 @@ pub struct GcReport {
     /// left without a row (a runner killed between writing its sidecar and
     /// committing).
     pub sidecars_removed: Vec<PathBuf>,
+    /// Published ports of dead jobs whose rows were deleted (not in a dry run).
+    pub ports_unpublished: Vec<PublishedPort>,
 }
 
 impl LeaseRequest {
@@ -116,6 +122,20 @@ impl StateDir {
     /// reaches its address or its slot, or by `gc`. Otherwise every row of
     /// the bridge is judged and every sidecar compared first, as `gc` does.
     pub fn acquire(&self, req: &LeaseRequest) -> Result<Lease, StateError> {
+        self.acquire_publishing(req, &[], |_| {})
+    }
+
+    /// [`acquire`](Self::acquire), also publishing `ports` for the job: a
+    /// host port a live job publishes is refused with its name. The rows of
+    /// dead jobs' published ports are deleted in the same transaction and,
+    /// once it is committed and while the state lock is still held, given
+    /// to `unpublish` (which removes their map elements).
+    pub fn acquire_publishing(
+        &self,
+        req: &LeaseRequest,
+        ports: &[Publish],
+        unpublish: impl FnOnce(&[PublishedPort]),
+    ) -> Result<Lease, StateError> {
         check_request(req)?;
         let _lock = StateLock::acquire(&self.dir)?;
         let mut conn = self.conn()?;
@@ -160,6 +180,15 @@ impl StateDir {
                 remove_dead_sidecar(dead, &mut bridges)?;
             }
         }
+        let alive = |job: &str| match row_where(&tx, "job = ?1", params![job], &self.db)? {
+            Some(r) => self.is_live(&r, &mut bridges),
+            None => Ok(false),
+        };
+        let mut stale_ports = ports::drop_stale(&tx, &self.db, alive)?;
+        // Every publisher left is live: drop_stale judged them all.
+        let holder = |job: &str| Ok(row_where(&tx, "job = ?1", params![job], &self.db)?.map(|r| r.pid));
+        let publisher = (req.job.as_str(), req.bridge.as_str(), ip);
+        let published = ports::claim(&tx, &self.db, publisher, ports, holder, &mut stale_ports)?;
         // Before our own row goes in: the other jobs of the bridge.
         let peers = peers(&tx, &req.bridge, &self.db)?;
 
@@ -195,8 +224,11 @@ impl StateDir {
             return Err(StateError::db(&self.db)(e));
         }
         generation::write_file(&self.dir, count);
+        if !stale_ports.is_empty() {
+            unpublish(&stale_ports);
+        }
         let reclaimed = reclaimed.iter().filter(|r| r.bridge == req.bridge).map(|r| r.slot).collect();
-        Ok(Lease { record, reclaimed, peers, _slot_lock: slot_lock })
+        Ok(Lease { record, reclaimed, peers, published, _slot_lock: slot_lock })
     }
 
     /// `--ip`: a host of the subnet, not the gateway, not a live job's. A
@@ -288,6 +320,9 @@ impl StateDir {
             params![lease.record.job, lease.record.bridge, lease.record.slot],
         )
         .map_err(StateError::db(&self.db))?;
+        if !lease.published.is_empty() {
+            ports::release(&tx, &self.db, &lease.record.job, &lease.record.bridge)?;
+        }
         let count = generation::bump(&tx, &self.db)?;
         let last = tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM leases)", [], |r| r.get::<_, bool>(0));
         tx.commit().map_err(StateError::db(&self.db))?;
@@ -332,10 +367,17 @@ impl StateDir {
     /// sidecars that dead runners left without a row. With `dry_run`,
     /// changes nothing and reports what would go.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport, StateError> {
+        self.gc_with(dry_run, |_| {})
+    }
+
+    /// [`gc`](Self::gc), giving the published ports of dead jobs it deletes
+    /// to `unpublish` after the commit, under the state lock (see
+    /// [`acquire_publishing`](Self::acquire_publishing)).
+    pub fn gc_with(&self, dry_run: bool, unpublish: impl FnOnce(&[PublishedPort])) -> Result<GcReport, StateError> {
         if dry_run {
             let reclaimed =
                 self.list()?.into_iter().filter(|i| i.state == LeaseState::Stale).map(|i| i.lease).collect();
-            return Ok(GcReport { dry_run, reclaimed, sidecars_removed: Vec::new() });
+            return Ok(GcReport { dry_run, reclaimed, sidecars_removed: Vec::new(), ports_unpublished: Vec::new() });
         }
         let _lock = StateLock::acquire(&self.dir)?;
         let mut conn = self.conn()?;
@@ -352,10 +394,15 @@ impl StateDir {
             }
             sidecars_removed.push(path);
         }
+        // Every bridge's dead leases were reclaimed: the rows left are live.
+        let ports_unpublished = ports::drop_stale(&tx, &self.db, |job| Ok(rows.iter().any(|r| r.job == job)))?;
         let count = generation::bump(&tx, &self.db)?;
         tx.commit().map_err(StateError::db(&self.db))?;
         generation::write_file(&self.dir, count);
-        Ok(GcReport { dry_run, reclaimed, sidecars_removed })
+        if !ports_unpublished.is_empty() {
+            unpublish(&ports_unpublished);
+        }
+        Ok(GcReport { dry_run, reclaimed, sidecars_removed, ports_unpublished })
     }
 
     /// Deletes the dead leases among `rows` (of one bridge, or all), takes

@@ -14,6 +14,7 @@ mod generation;
 mod leases;
 mod liveness;
 mod lock;
+mod ports;
 mod private;
 mod rebuild;
 mod reclaimed;
@@ -28,6 +29,7 @@ pub use egress::{EgressMark, egress_marks, read_egress_mark, update_egress_mark}
 pub use error::{Hint, REBUILD_HINT, StateError};
 pub use leases::{GcReport, Lease, LeaseInfo, LeaseRequest, LeaseState};
 pub use lock::SlotLock;
+pub use ports::PublishedPort;
 pub(crate) use private::PrivateDir;
 pub use rebuild::RebuildReport;
 pub use reclaimed::Reclaimed;

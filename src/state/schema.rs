@@ -16,6 +16,7 @@ use super::error::StateError;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../../migrations/0001_init.sql")),
     ("0002_generation.sql", include_str!("../../migrations/0002_generation.sql")),
+    ("0003_published_ports.sql", include_str!("../../migrations/0003_published_ports.sql")),
 ];
 
 /// The `user_version` of a database with every migration applied.

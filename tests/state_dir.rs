@@ -94,6 +94,7 @@ fn req(job: &str) -> LeaseRequest {
         ip: None,
         command: format!("test {job}"),
         pid: std::process::id(),
+        ports: repeatr::state::PORTS_PER_BRIDGE,
     }
 }
 

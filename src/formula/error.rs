@@ -59,7 +59,9 @@ pub enum WareError {
     #[error("warehouse {dir:?}: cannot {action}: {source}; check that it is a writable local directory")]
     Warehouse { dir: PathBuf, action: &'static str, source: io::Error },
 
-    #[error("no warehouse given: pass --warehouse DIR|URL, set REPEATR_WAREHOUSE, or set warehouse.fetch in the config")]
+    #[error(
+        "no warehouse given: pass --warehouse DIR|URL, set REPEATR_WAREHOUSE, or set warehouse.fetch in the config"
+    )]
     NoWarehouse,
 
     #[error("cannot unpack into {dir:?}: {problem}; pass an existing, empty directory")]

@@ -11,8 +11,8 @@ use std::path::Path;
 use crate::config::{Config, NetworkConfig};
 use crate::container::Launched;
 use crate::error::Error;
-use crate::network::{Deletion, HostNet, LeafSpec, LinkOwner, PendingVeth, VethSpec};
-use crate::state::{Lease, LeaseRequest, StateDir, leaf_of, private_dir, uplink_names};
+use crate::network::{Deletion, HostNet, LeafSpec, LinkOwner, NetworkError, PendingVeth, VethSpec};
+use crate::state::{Lease, LeaseRecord, LeaseRequest, StateDir, leaf_of, private_dir, uplink_names};
 
 pub struct JobNet {
     state: StateDir,
@@ -77,14 +77,12 @@ impl JobNet {
             }
         };
         log::debug!("leased {} slot {} on {}", lease.record.ip, lease.record.slot, lease.record.bridge);
+        let record = lease.record.clone();
         let mut net = JobNet { state, config, host, veth: None, lease: Some(lease) };
         // From here on, Drop releases the lease whatever fails.
         let (pending, netns, hub) = made?;
-        let bridge_index = net.lease_bridge(hub)?;
-        let spec = match &net.lease {
-            Some(lease) => veth_spec(&net.config, lease, bridge_index),
-            None => return Err(Error::Teardown("the lease went before its veth was made".into())),
-        };
+        let bridge_index = net.lease_bridge(&record.bridge, hub)?;
+        let spec = veth_spec(&net.config, &record, bridge_index);
         net.clean_reclaimed_slots();
         net.veth = Some(net.host.finish_pending(pending, &spec, netns.as_fd())?.host_index);
         log::debug!("attached {} to {}", spec.host_name, spec.bridge);
@@ -95,22 +93,21 @@ impl JobNet {
     /// (`hub`), or a leaf of it, made with its uplink if it is not all
     /// there (under the state lock, so that two runners never make one
     /// uplink twice; whoever comes second finds it ready).
-    fn lease_bridge(&mut self, hub: u32) -> Result<u32, Error> {
-        let Some(lease) = &self.lease else { return Ok(hub) };
-        let name = &lease.record.bridge;
-        if *name == self.config.bridge {
+    fn lease_bridge(&mut self, name: &str, hub: u32) -> Result<u32, Error> {
+        if name == self.config.bridge {
             return Ok(hub);
         }
         let number = match leaf_of(name) {
             Some((of, number)) if of == self.config.bridge => number,
+            // Only a damaged database could say so.
             _ => {
-                return Err(Error::Teardown(format!(
-                    "the lease is on bridge {name}, which is neither {} nor a leaf of it",
-                    self.config.bridge
-                )));
+                return Err(Error::Network(NetworkError::Unexpected {
+                    op: format!("plug the job into bridge {name}"),
+                    reason: format!("it is neither {} nor a leaf of it; run `repeatr gc`", self.config.bridge),
+                }));
             }
         };
-        let leaf = LeafSpec { name: name.clone(), number, uplink: uplink_names(name), mtu: self.config.mtu };
+        let leaf = LeafSpec { name: name.to_string(), number, uplink: uplink_names(name), mtu: self.config.mtu };
         if let Some(index) = self.host.leaf_ready(hub, &leaf)? {
             return Ok(index);
         }
@@ -196,12 +193,12 @@ fn state_owner(dir: &Path) -> Result<LinkOwner, Error> {
 
 /// The job's veth as its lease names and addresses it, on the lease's
 /// bridge (ifindex `bridge_index`).
-fn veth_spec(c: &NetworkConfig, lease: &Lease, bridge_index: u32) -> VethSpec {
+fn veth_spec(c: &NetworkConfig, lease: &LeaseRecord, bridge_index: u32) -> VethSpec {
     VethSpec {
-        host_name: lease.record.iface.clone(),
-        bridge: lease.record.bridge.clone(),
+        host_name: lease.iface.clone(),
+        bridge: lease.bridge.clone(),
         bridge_index,
-        ip: lease.record.ip,
+        ip: lease.ip,
         prefix: c.subnet.prefix_len(),
         gateway: c.gateway,
         mtu: c.mtu,

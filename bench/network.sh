@@ -16,7 +16,13 @@
 #            subnet, the rest on lease-only bridges): start-up must not grow
 #            with the jobs running.
 #
-#   bench/network.sh [startup|leases|burst|live|all]...      (default: all)
+#   scale    1,100 networked busybox jobs at once on one /21, over the hub
+#            bridge and a leaf (the ignored test scale_1100_jobs_over_two_bridges
+#            in tests/leaf_bridges.rs, release build): all-up time, host memory
+#            per live job, every job pings its gateway, then nothing left.
+#            Minutes; not part of "all". SCALE_JOBS=1100 overrides the count.
+#
+#   bench/network.sh [startup|leases|burst|live|scale|all]...  (default: all)
 #
 # Knobs (environment): RUNS=100 (hyperfine runs per start-up command),
 # STATE_FS=tmpfs (where repeatr's state dirs are: tmpfs, like /run, or disk),
@@ -47,12 +53,23 @@ want() {
   return 1
 }
 for p in "${parts[@]}"; do
-  case $p in startup | leases | burst | live | all) ;; *)
-    echo "usage: $0 [startup|leases|burst|live|all]..." >&2
+  case $p in startup | leases | burst | live | scale | all) ;; *)
+    echo "usage: $0 [startup|leases|burst|live|scale|all]..." >&2
     exit 2
     ;;
   esac
 done
+
+# scale runs alone, before the rest: its test makes and removes all it uses.
+if [[ " ${parts[*]} " == *" scale "* ]]; then
+  echo "network.sh: scale: ${SCALE_JOBS:-1100} jobs (tests/leaf_bridges.rs, release)" >&2
+  flock /tmp/repeatr-suite.lock cargo test --release -q --test leaf_bridges -- --ignored --nocapture \
+    scale_1100_jobs_over_two_bridges
+  rest=()
+  for p in "${parts[@]}"; do [ "$p" = scale ] || rest+=("$p"); done
+  [ ${#rest[@]} -gt 0 ] || exit 0
+  parts=("${rest[@]}")
+fi
 
 RUNS=${RUNS:-100}
 LEASE_PROCS=${LEASE_PROCS:-1 8 64}

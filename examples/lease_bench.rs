@@ -38,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ip: None,
             command: "lease_bench".into(),
             pid,
+            slots_per_bridge: repeatr::state::ports_per_bridge(),
         };
         let lease = state.acquire(&req)?;
         state.release(lease)?;

@@ -63,6 +63,7 @@ fn request(bridge: &str, subnet: Ipv4Net, job: String) -> Result<LeaseRequest, S
         ip: None,
         command: "lease_hold".into(),
         pid: std::process::id(),
+        slots_per_bridge: repeatr::state::ports_per_bridge(),
     })
 }
 

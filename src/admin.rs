@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::Error;
 use crate::network::{self, Deletion, LinkOwner};
-use crate::state::{LeaseInfo, LeaseRecord, LeaseState, RebuildReport, StateDir};
+use crate::state::{LeaseInfo, LeaseRecord, LeaseState, RebuildReport, StateDir, domain_bridges, uplink_names};
 
 /// Prints the lease table (or JSON array) and returns the exit code.
 pub fn leases(state_dir: &Path, json: bool) -> Result<i32, Error> {
@@ -115,7 +115,7 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     out.errors.extend(unpublish_errors);
 
     // Leftover veths: those of reclaimed leases, and any `{bridge}-N` of the
-    // configured bridge whose slot nobody holds. Each is deleted only while
+    // configured bridge and its leaves whose slot nobody holds. Each is deleted only while
     // we hold its slot lock, so a job starting right now cannot lose its
     // own, and only if it carries this state dir's marker: a live job of
     // another state dir holds no slot lock here.
@@ -134,7 +134,17 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     // whose slot lock would keep it anyway. A veth the kernel is taking
     // down with its job's netns counts as gone: it is not left behind.
     let links = network::links_not_dying()?;
-    if let Some(bridge) = &bridge {
+    let present: std::collections::HashSet<&str> = links.iter().map(String::as_str).collect();
+    // The hub and those of its leaves that exist.
+    let domain: Vec<String> = match &bridge {
+        Some(hub) => {
+            let mut d = domain_bridges(hub);
+            d.retain(|b| b == hub || present.contains(b.as_str()));
+            d
+        }
+        None => Vec::new(),
+    };
+    for bridge in &domain {
         let prefix = format!("{bridge}-");
         for name in links.iter().filter(|n| n.starts_with(&prefix)) {
             if let Some(slot) = name.strip_prefix(&prefix).and_then(|s| s.parse::<u16>().ok()) {
@@ -142,7 +152,6 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
             }
         }
     }
-    let present: std::collections::HashSet<&str> = links.iter().map(String::as_str).collect();
     candidates.retain(|(bridge, slot)| present.contains(crate::state::iface_name(bridge, *slot).as_str()));
     candidates.sort();
     candidates.dedup();
@@ -150,10 +159,10 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     // Host veths retired at teardown (`rpt~<ifindex>`) are normally
     // destroyed with their job's netns within milliseconds; one still on
     // the bridge has a netns something else keeps alive. No job owns it.
-    let retired = match &bridge {
-        Some(bridge) => network::retired_ports(bridge)?,
-        None => Vec::new(),
-    };
+    let mut retired = Vec::new();
+    for bridge in &domain {
+        retired.extend(network::retired_ports(bridge)?);
+    }
     for name in retired {
         if let Some(name) = delete_own(name, &owner, dry_run, &mut out) {
             out.veths_deleted.push(name);
@@ -190,7 +199,7 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     out.job_records_removed = records.removed;
     out.errors.extend(records.errors);
     if all {
-        remove_idle_bridges(&state, bridge.as_deref(), &owner, dry_run, &mut out);
+        remove_idle_bridges(&state, bridge.as_deref(), &present, &owner, dry_run, &mut out);
     }
 
     let cgroups = crate::cgroup::reclaim_all(owner.id(), dry_run);
@@ -212,13 +221,15 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
 }
 
 /// `gc --all`: the configured bridge and every bridge with NAT set up by
-/// this state dir, each if no live lease is on it: the bridge (if ours)
-/// and its NAT (`job::egress::take_down`). A run that is starting on the
-/// bridge and has no lease yet loses its bridge (its set-up then fails):
-/// run it when no job starts.
+/// this state dir, each if no live lease is on it or on its leaves: the
+/// leaves and their uplinks (of those in `present`, the host's links), the
+/// bridge (each if ours) and its NAT (`job::egress::take_down`). A run
+/// that is starting on the bridge and has no lease yet loses its bridge
+/// (its set-up then fails): run it when no job starts.
 fn remove_idle_bridges(
     state: &StateDir,
     configured: Option<&str>,
+    present: &std::collections::HashSet<&str>,
     owner: &LinkOwner,
     dry_run: bool,
     out: &mut GcOutput,
@@ -239,10 +250,37 @@ fn remove_idle_bridges(
         Err(e) => return out.errors.push(e.to_string()),
     };
     for bridge in bridges {
-        let running = leases.iter().filter(|l| l.lease.bridge == bridge && l.state == LeaseState::Running).count();
+        let domain = domain_bridges(&bridge);
+        let running =
+            leases.iter().filter(|l| domain.contains(&l.lease.bridge) && l.state == LeaseState::Running).count();
         if running > 0 {
             out.links_kept.push(KeptLink { name: bridge, owner: format!("has {running} running job(s)") });
             continue;
+        }
+        // Forgotten first: the next job goes on the hub, not on a leaf
+        // about to go.
+        if !dry_run {
+            match state.forget_leaves(&bridge) {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.links_kept.push(KeptLink { name: bridge, owner: "has leases on its leaves".into() });
+                    continue;
+                }
+                Err(e) => {
+                    out.errors.push(e.to_string());
+                    continue;
+                }
+            }
+        }
+        for leaf in domain[1..].iter().filter(|l| present.contains(l.as_str())) {
+            let (on_hub, _) = uplink_names(leaf);
+            if present.contains(on_hub.as_str()) {
+                // Either end takes the pair with it.
+                delete_own(on_hub, owner, dry_run, out);
+            }
+            if let Some(name) = delete_own(leaf.clone(), owner, dry_run, out) {
+                out.bridges_removed.push(name);
+            }
         }
         if let Some(name) = delete_own(bridge.clone(), owner, dry_run, out) {
             out.bridges_removed.push(name);

@@ -94,6 +94,7 @@ fn req(job: &str) -> LeaseRequest {
         ip: None,
         command: format!("test {job}"),
         pid: std::process::id(),
+        slots_per_bridge: repeatr::state::PORTS_PER_BRIDGE,
     }
 }
 

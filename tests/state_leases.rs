@@ -40,6 +40,7 @@ fn req(job: &str, net: &str) -> LeaseRequest {
         ip: None,
         command: format!("sleep {job}"),
         pid: std::process::id(),
+        slots_per_bridge: repeatr::state::PORTS_PER_BRIDGE,
     }
 }
 
@@ -66,7 +67,7 @@ fn child_runner() {
     }
     let state = StateDir::open(Path::new(&dir)).unwrap();
     let lease = state.acquire(&req(&job, &net)).unwrap();
-    let reclaimed: Vec<String> = lease.reclaimed.iter().map(u16::to_string).collect();
+    let reclaimed: Vec<String> = lease.reclaimed.iter().map(|(_, s)| s.to_string()).collect();
     println!("LEASE {} {} r{}", lease.record.ip, lease.record.slot, reclaimed.join(","));
     std::io::stdout().flush().unwrap();
     let mut sink = Vec::new();
@@ -212,7 +213,7 @@ fn killed_runner_is_reclaimed_when_the_walk_reaches_it() {
     let state = StateDir::open(&dir).unwrap();
     let lease = state.acquire(&req("next", "198.18.1.4/30")).unwrap();
     assert_eq!(lease.record.ip, victim_ip, "the subnet's only host");
-    assert_eq!(lease.reclaimed, vec![victim_slot]);
+    assert_eq!(lease.reclaimed, vec![(BRIDGE.to_string(), victim_slot)]);
     let listed = state.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].lease.job, "next");
@@ -355,14 +356,41 @@ fn bridge_out_of_slots() {
     let (_tmp, state) = fresh();
     // Held slot locks without rows (what a db that lost them would show)
     // must be skipped like leased ones.
-    let held: Vec<_> = (0..1023).map(|s| state.try_lock_slot(BRIDGE, s).unwrap().unwrap()).collect();
-    let e = state.acquire(&req("late", "198.18.16.0/20")).unwrap_err().to_string();
+    // The hub's 1000 job slots held: the job goes on the first leaf.
+    let held: Vec<_> = (0..1000).map(|s| state.try_lock_slot(BRIDGE, s).unwrap().unwrap()).collect();
+    let lease = state.acquire(&req("late", "198.18.16.0/20")).unwrap();
+    assert_eq!((lease.record.bridge.as_str(), lease.record.slot), ("rtest0a", 0));
+    assert_eq!(lease.record.iface, "rtest0a-0");
+    drop(held);
+    state.release(lease).unwrap();
+    // Every slot of every bridge of the domain held (2 per bridge here).
+    let two = |job: &str| LeaseRequest { slots_per_bridge: 2, ..req(job, "198.18.16.0/20") };
+    let mut leases = Vec::new();
+    for i in 0..2 * 24 {
+        leases.push(state.acquire(&two(&format!("j{i}"))).unwrap());
+    }
+    let bridges: std::collections::BTreeSet<_> = leases.iter().map(|l| l.record.bridge.clone()).collect();
+    assert_eq!(bridges.len(), 24, "{bridges:?}");
+    let e = state.acquire(&two("late")).unwrap_err().to_string();
     assert_eq!(
         e,
-        "no free slot on bridge rtest0: all 1023 are in use (a Linux bridge takes at most 1024 ports); wait for jobs to end or use another bridge"
+        "no free slot on bridge rtest0: all 2 slots of each of its 24 bridges (the hub and its leaves) are in use (a Linux bridge takes at most 1024 ports); wait for jobs to end or use another bridge"
     );
-    drop(held);
-    assert_eq!(state.acquire(&req("late", "198.18.16.0/20")).unwrap().record.slot, 0);
+    // A slot freed on a leaf is found by the round-robin.
+    let freed = leases.remove(30);
+    let (bridge, slot) = (freed.record.bridge.clone(), freed.record.slot);
+    state.release(freed).unwrap();
+    let again = state.acquire(&two("late")).unwrap();
+    assert_eq!((again.record.bridge.as_str(), again.record.slot), (bridge.as_str(), slot));
+    // gc --all's step: refused while leaves hold leases, done once none do.
+    assert!(!state.forget_leaves(BRIDGE).unwrap());
+    drop(again);
+    for l in leases {
+        state.release(l).unwrap();
+    }
+    state.gc(false).unwrap();
+    assert!(state.forget_leaves(BRIDGE).unwrap());
+    assert_eq!(state.acquire(&two("after")).unwrap().record.bridge, BRIDGE, "back on the hub");
 }
 
 #[test]
@@ -475,7 +503,7 @@ fn lease_whose_pid_is_alive_but_lock_free_is_stale() {
     assert!(listed.iter().all(|l| l.state == LeaseState::Stale), "{listed:?}");
 
     let lease = state.acquire(&req("fresh", "198.18.9.0/24")).unwrap();
-    assert_eq!(lease.reclaimed, vec![0, 1]);
+    assert_eq!(lease.reclaimed, vec![(BRIDGE.to_string(), 0), (BRIDGE.to_string(), 1)]);
     assert_eq!(lease.record.slot, 0);
     assert_eq!(state.list().unwrap().len(), 1);
 }
@@ -490,7 +518,7 @@ fn lease_from_another_boot_is_stale_even_if_its_slot_is_locked() {
     assert_eq!(state.list().unwrap()[0].state, LeaseState::Stale);
 
     let lease = state.acquire(&req("new", "198.18.9.0/24")).unwrap();
-    assert_eq!(lease.reclaimed, vec![0]);
+    assert_eq!(lease.reclaimed, vec![(BRIDGE.to_string(), 0)]);
     assert_eq!(lease.record.slot, 1, "a held slot lock is skipped even without a row");
     assert!(state.try_lock_slot(BRIDGE, 1).unwrap().is_none(), "the lease holds its slot");
     drop(cleaner);

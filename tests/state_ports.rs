@@ -17,6 +17,7 @@ fn req(job: &str, bridge: &str, net: u8) -> LeaseRequest {
         ip: None,
         command: "test".into(),
         pid: std::process::id(),
+        slots_per_bridge: repeatr::state::PORTS_PER_BRIDGE,
     }
 }
 

@@ -12,9 +12,9 @@ use crate::config::{Config, Egress, NetworkConfig};
 use crate::container::Launched;
 use crate::error::Error;
 use crate::network::port_map::{self, Element};
-use crate::network::{Deletion, HostNet, LinkOwner, PendingVeth, VethSpec};
+use crate::network::{Deletion, HostNet, LeafSpec, LinkOwner, NetworkError, PendingVeth, VethSpec};
 use crate::publish::{Publish, PublishError};
-use crate::state::{Lease, LeaseRequest, StateDir, private_dir};
+use crate::state::{Lease, LeaseRecord, LeaseRequest, StateDir, leaf_of, private_dir, uplink_names};
 
 pub struct JobNet {
     state: StateDir,
@@ -81,7 +81,7 @@ impl JobNet {
         let (state, lease) = match leased {
             Ok(leased) => leased,
             Err(e) => {
-                if let Ok((pending, _)) = made
+                if let Ok((pending, _, _)) = made
                     && let Err(d) = host.discard(pending)
                 {
                     log::warn!("{d}");
@@ -90,10 +90,12 @@ impl JobNet {
             }
         };
         log::debug!("leased {} slot {} on {}", lease.record.ip, lease.record.slot, lease.record.bridge);
-        let spec = veth_spec(&config, &lease);
+        let record = lease.record.clone();
         let mut net = JobNet { state, config, host, veth: None, published: Vec::new(), lease: Some(lease) };
         // From here on, Drop releases the lease whatever fails.
-        let (pending, netns) = made?;
+        let (pending, netns, hub) = made?;
+        let bridge_index = net.lease_bridge(&record.bridge, hub)?;
+        let spec = veth_spec(&net.config, &record, bridge_index);
         net.clean_reclaimed_slots();
         net.veth = Some(net.host.finish_pending(pending, &spec, netns.as_fd())?.host_index);
         log::debug!("attached {} to {}", spec.host_name, spec.bridge);
@@ -110,21 +112,49 @@ impl JobNet {
         Ok(net)
     }
 
+    /// The ifindex of the bridge the lease put the job on: the hub
+    /// (`hub`), or a leaf of it, made with its uplink if it is not all
+    /// there (under the state lock, so that two runners never make one
+    /// uplink twice; whoever comes second finds it ready).
+    fn lease_bridge(&mut self, name: &str, hub: u32) -> Result<u32, Error> {
+        if name == self.config.bridge {
+            return Ok(hub);
+        }
+        let number = match leaf_of(name) {
+            Some((of, number)) if of == self.config.bridge => number,
+            // Only a damaged database could say so.
+            _ => {
+                return Err(Error::Network(NetworkError::Unexpected {
+                    op: format!("plug the job into bridge {name}"),
+                    reason: format!("it is neither {} nor a leaf of it; run `repeatr gc`", self.config.bridge),
+                }));
+            }
+        };
+        let leaf = LeafSpec { name: name.to_string(), number, uplink: uplink_names(name), mtu: self.config.mtu };
+        if let Some(index) = self.host.leaf_ready(hub, &leaf)? {
+            return Ok(index);
+        }
+        let (state, host) = (&self.state, &mut self.host);
+        let index = state.with_lock(|| host.ensure_leaf(hub, &leaf).map_err(Error::from))?;
+        log::debug!("leaf {} of {} up", leaf.name, self.config.bridge);
+        Ok(index)
+    }
+
     /// Host veths of slots whose dead owners this lease reclaimed: each one
     /// is deleted while we hold that slot's lock, so it cannot be a veth a
     /// new job has just created, and only if it carries this state dir's
     /// marker.
     fn clean_reclaimed_slots(&mut self) {
         let Some(lease) = &self.lease else { return };
-        for &slot in &lease.reclaimed {
-            match self.state.try_lock_slot(&self.config.bridge, slot) {
+        for (bridge, slot) in &lease.reclaimed {
+            match self.state.try_lock_slot(bridge, *slot) {
                 Ok(Some(lock)) => match self.host.delete_own_link(&lock.iface()) {
                     Ok(Deletion::Kept(other)) => log::warn!("left {} alone: it {other}", lock.iface()),
                     Ok(_) => {}
                     Err(e) => log::warn!("deleting leftover {}: {e}", lock.iface()),
                 },
                 Ok(None) => {}
-                Err(e) => log::warn!("slot {slot}: {e}"),
+                Err(e) => log::warn!("slot {slot} of {bridge}: {e}"),
             }
         }
     }
@@ -133,7 +163,7 @@ impl JobNet {
         self.lease.as_ref().map(|l| l.record.ip)
     }
 
-    /// The live jobs on the bridge when this one leased (see `Lease::peers`).
+    /// The live jobs of the domain when this one leased (see `Lease::peers`).
     pub fn peers(&self) -> &[(String, Ipv4Addr)] {
         self.lease.as_ref().map_or(&[], |l| &l.peers)
     }
@@ -192,21 +222,24 @@ fn state_owner(dir: &Path) -> Result<LinkOwner, Error> {
     }
 }
 
-/// The job's veth as its lease names and addresses it.
-fn veth_spec(c: &NetworkConfig, lease: &Lease) -> VethSpec {
+/// The job's veth as its lease names and addresses it, on the lease's
+/// bridge (ifindex `bridge_index`).
+fn veth_spec(c: &NetworkConfig, lease: &LeaseRecord, bridge_index: u32) -> VethSpec {
     VethSpec {
-        host_name: lease.record.iface.clone(),
-        bridge: c.bridge.clone(),
-        ip: lease.record.ip,
+        host_name: lease.iface.clone(),
+        bridge: lease.bridge.clone(),
+        bridge_index,
+        ip: lease.ip,
         prefix: c.subnet.prefix_len(),
         gateway: c.gateway,
         mtu: c.mtu,
     }
 }
 
-/// The bridge (made if missing; creating it races harmlessly with other
+/// The hub bridge (made if missing; creating it races harmlessly with other
 /// runners, which see EEXIST and use it) and a pending veth into the job's
-/// netns (returned open): what can be made before the lease is known.
+/// netns (returned open, with the hub's ifindex): what can be made before
+/// the lease is known.
 ///
 /// With egress, the bridge's NAT too (`egress`): a host without `nft` is
 /// refused before the bridge is made, and no job is plugged in before the
@@ -216,7 +249,7 @@ fn make_veth(
     state_dir: &Path,
     c: &NetworkConfig,
     job: &Launched,
-) -> Result<(PendingVeth, File), Error> {
+) -> Result<(PendingVeth, File, u32), Error> {
     let egress = super::egress::before(state_dir, c)?;
     let bridge = host.ensure_bridge(&c.bridge, c.gateway, c.subnet, c.mtu)?;
     log::trace!("bridge {} ready", c.bridge);
@@ -224,7 +257,7 @@ fn make_veth(
         super::egress::ensure(state_dir, c, before, bridge)?;
     }
     let netns = job.netns().map_err(Error::io("opening the job's network namespace"))?;
-    Ok((host.create_pending((&c.bridge, bridge), c.mtu, netns.as_fd())?, netns))
+    Ok((host.create_pending(c.mtu, netns.as_fd())?, netns, bridge))
 }
 
 impl Drop for JobNet {

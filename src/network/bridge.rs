@@ -58,13 +58,28 @@ pub(crate) fn ensure_bridge_with(
     owner: &LinkOwner,
 ) -> Result<u32, NetworkError> {
     check_bridge(name, gateway, subnet, mtu)?;
+    let index = ensure_bridge_link(nl, name, mac_for_ip(gateway), mtu, owner)?;
+    add_address(nl, index, gateway, subnet.prefix_len())
+        .map_err(|e| NetworkError::netlink(format!("add {gateway}/{} to bridge {name}", subnet.prefix_len()), e))?;
+    Ok(index)
+}
 
+/// The bridge `name`, made (with `mac`) if missing, refused unless it is a
+/// bridge carrying `owner`'s marker, without IPv6 and up: its ifindex.
+/// What a hub and a leaf have in common (a leaf has no address).
+pub(crate) fn ensure_bridge_link(
+    nl: &mut Netlink,
+    name: &str,
+    mac: [u8; 6],
+    mtu: u32,
+    owner: &LinkOwner,
+) -> Result<u32, NetworkError> {
     let lookup =
         |nl: &mut Netlink| get_link(nl, name).map_err(|e| NetworkError::netlink(format!("look up bridge {name}"), e));
     let link = match lookup(nl)? {
         Some(l) => l,
         None => {
-            create_bridge(nl, name, gateway, mtu, owner)?;
+            create_bridge(nl, name, mac, mtu, owner)?;
             lookup(nl)?.ok_or_else(|| NetworkError::Unexpected {
                 op: format!("create bridge {name}"),
                 reason: "it vanished right after creation (deleted concurrently?)".into(),
@@ -98,8 +113,6 @@ pub(crate) fn ensure_bridge_with(
     if !info.up {
         set_up(nl, info.index).map_err(|e| NetworkError::netlink(format!("bring bridge {name} up"), e))?;
     }
-    add_address(nl, info.index, gateway, subnet.prefix_len())
-        .map_err(|e| NetworkError::netlink(format!("add {gateway}/{} to bridge {name}", subnet.prefix_len()), e))?;
     Ok(info.index)
 }
 
@@ -126,15 +139,9 @@ fn check_bridge(name: &str, gateway: Ipv4Addr, subnet: Ipv4Net, mtu: u32) -> Res
 /// running link). If another runner's bridge took the name first
 /// (EEXIST), ours is deleted and the caller goes on with, and checks,
 /// theirs.
-fn create_bridge(
-    nl: &mut Netlink,
-    name: &str,
-    gateway: Ipv4Addr,
-    mtu: u32,
-    owner: &LinkOwner,
-) -> Result<(), NetworkError> {
-    let (pending, index) = create_pending_bridge(nl, gateway, mtu)
-        .map_err(|e| NetworkError::netlink(format!("create bridge {name}"), e))?;
+fn create_bridge(nl: &mut Netlink, name: &str, mac: [u8; 6], mtu: u32, owner: &LinkOwner) -> Result<(), NetworkError> {
+    let (pending, index) =
+        create_pending_bridge(nl, mac, mtu).map_err(|e| NetworkError::netlink(format!("create bridge {name}"), e))?;
     // Ours is deleted again on any failure.
     let undo = |nl: &mut Netlink, failed: NetworkError| match delete_index(nl, index, &pending) {
         Ok(_) => failed,
@@ -160,12 +167,12 @@ fn create_bridge(
 
 /// A new bridge, down, under a pending name: (name, ifindex). A pending
 /// name some other link has is not ours to delete: the next one is tried.
-fn create_pending_bridge(nl: &mut Netlink, gateway: Ipv4Addr, mtu: u32) -> Result<(String, u32), NlError> {
+fn create_pending_bridge(nl: &mut Netlink, mac: [u8; 6], mtu: u32) -> Result<(String, u32), NlError> {
     let mut name = pending_name();
-    let echoed = match nl.request_echo(new_bridge_message(&name, gateway, mtu), NLM_F_CREATE | NLM_F_EXCL) {
+    let echoed = match nl.request_echo(new_bridge_message(&name, mac, mtu), NLM_F_CREATE | NLM_F_EXCL) {
         Err(e) if e.raw() == Some(libc::EEXIST) => {
             name = pending_name();
-            nl.request_echo(new_bridge_message(&name, gateway, mtu), NLM_F_CREATE | NLM_F_EXCL)
+            nl.request_echo(new_bridge_message(&name, mac, mtu), NLM_F_CREATE | NLM_F_EXCL)
         }
         r => r,
     }?;
@@ -186,12 +193,12 @@ fn create_pending_bridge(nl: &mut Netlink, gateway: Ipv4Addr, mtu: u32) -> Resul
     Ok((name, index))
 }
 
-fn new_bridge_message(name: &str, gateway: Ipv4Addr, mtu: u32) -> RouteNetlinkMessage {
+fn new_bridge_message(name: &str, mac: [u8; 6], mtu: u32) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
     // An address given at creation marks it NET_ADDR_SET, which tells the
     // bridge code never to replace it with a port's MAC.
-    msg.attributes.push(LinkAttribute::Address(mac_for_ip(gateway).to_vec()));
+    msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
     msg.attributes.push(LinkAttribute::Mtu(mtu));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
     RouteNetlinkMessage::NewLink(msg)

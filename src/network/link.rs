@@ -109,6 +109,14 @@ pub(crate) fn rename_message(index: u32, name: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(msg)
 }
 
+/// The SETLINK that enslaves link `index` to the bridge `master`.
+pub(crate) fn master_message(index: u32, master: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::Controller(master));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
 /// The SETLINK that gives link `index` the alias `alias` (repeatr's marker).
 pub(crate) fn alias_message(index: u32, alias: &str) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();

@@ -25,6 +25,7 @@ pub mod egress;
 mod error;
 mod iface;
 mod ipv6;
+mod leaf;
 mod link;
 mod netlink;
 mod nfnetlink;
@@ -41,6 +42,7 @@ use ipnet::Ipv4Net;
 pub use bridge::ensure_bridge;
 pub use error::NetworkError;
 pub use iface::{IFNAMSIZ_MAX, check_ifname, mac_for_ip};
+pub use leaf::LeafSpec;
 pub use link::{
     Deletion, PENDING_PREFIX, RETIRED_PREFIX, delete_link, delete_own_link, links_not_dying, links_with_prefix,
     loopback_up, retired_ports, stale_pending_bridges,
@@ -79,15 +81,26 @@ impl HostNet {
         bridge::ensure_bridge_with(&mut self.nl, name, gateway, subnet, mtu, &self.owner)
     }
 
-    /// See `veth::create_pending`: a veth into `netns` on the bridge
-    /// (name, ifindex), before the job's lease is known.
+    /// See `veth::create_pending`: a veth into `netns`, before the job's
+    /// lease (and so its bridge) is known.
     pub fn create_pending(
         &mut self,
-        bridge: (&str, u32),
         mtu: u32,
         netns: std::os::fd::BorrowedFd<'_>,
     ) -> Result<PendingVeth, NetworkError> {
-        veth::create_pending(&mut self.nl, bridge, mtu, netns)
+        veth::create_pending(&mut self.nl, mtu, netns)
+    }
+
+    /// See `leaf::leaf_ready`: the leaf's ifindex if it and its uplink to
+    /// the hub (ifindex `hub`) are in place, with no change made.
+    pub fn leaf_ready(&mut self, hub: u32, leaf: &LeafSpec) -> Result<Option<u32>, NetworkError> {
+        leaf::leaf_ready(&mut self.nl, hub, leaf, &self.owner)
+    }
+
+    /// See `leaf::ensure_leaf`: makes what is missing of the leaf and its
+    /// uplink; call it under the state lock.
+    pub fn ensure_leaf(&mut self, hub: u32, leaf: &LeafSpec) -> Result<u32, NetworkError> {
+        leaf::ensure_leaf(&mut self.nl, hub, leaf, &self.owner)
     }
 
     /// See `veth::finish_pending`: marks, filters, names, addresses and

@@ -175,6 +175,14 @@ impl fmt::Display for Foreign {
     }
 }
 
+/// The owner of a temp dir, kept for the test's life.
+#[cfg(test)]
+pub(crate) fn test_owner() -> (tempfile::TempDir, LinkOwner) {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = LinkOwner::of_dir(dir.path()).unwrap();
+    (dir, owner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use super::error::NetworkError;
 use super::iface::{check_ifname, check_mtu, mac_for_ip};
 use super::link::{
     Deletion, LOOPBACK_IFINDEX, alias_message, delete_index, delete_own_with, down_message, get_link, link_name,
-    pending_name, rename_message, up_message,
+    master_message, pending_name, rename_message, up_message,
 };
 use super::netlink::{Netlink, NlError};
 use super::owner::{Foreign, LinkOwner, Role};
@@ -25,12 +25,14 @@ use super::port_filter;
 pub const JOB_IFNAME: &str = "eth0";
 
 /// One job's veth: the host end `host_name` (by convention `{bridge}-{slot}`)
-/// is enslaved to `bridge`; the job end is `eth0` with `ip/prefix` and a
+/// is enslaved to `bridge` (the hub or a leaf of it, ifindex `bridge_index`);
+/// the job end is `eth0` with `ip/prefix` and a
 /// default route via `gateway`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VethSpec {
     pub host_name: String,
     pub bridge: String,
+    pub bridge_index: u32,
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
@@ -69,20 +71,17 @@ pub struct PendingVeth {
 /// the kernel's work on it (the costliest step of plugging a job in, about
 /// a millisecond) can overlap with taking the lease: one RTM_NEWLINK makes
 /// the host end (a [`PENDING_PREFIX`](super::link::PENDING_PREFIX) name, down,
-/// enslaved to `bridge`) and its peer `eth0` already inside `netns` (so
+/// on no bridge yet: which bridge of the domain is the lease's to say, and a
+/// pending veth on the hub would hold one of its ports while many jobs start)
+/// and its peer `eth0` already inside `netns` (so
 /// there is never an `eth0` in the host netns to clash with another
 /// job's), both with the MTU. The kernel ignores IFLA_IFALIAS in a
 /// creating RTM_NEWLINK, so the marker comes with the rename.
-pub(crate) fn create_pending(
-    host: &mut Netlink,
-    (bridge_name, bridge): (&str, u32),
-    mtu: u32,
-    netns: BorrowedFd<'_>,
-) -> Result<PendingVeth, NetworkError> {
+pub(crate) fn create_pending(host: &mut Netlink, mtu: u32, netns: BorrowedFd<'_>) -> Result<PendingVeth, NetworkError> {
     let mut name = pending_name();
     check_ifname(&name)?;
     check_mtu(&name, mtu)?;
-    let echoed = match create_veth(host, &name, mtu, bridge, netns) {
+    let echoed = match create_veth(host, &name, mtu, netns) {
         // EEXIST is either a link of our name (a runner of the same pid in
         // another pid namespace, or a recycled pid's whose netns something
         // keeps) or eth0 in the netns. Neither is ours to delete: the next
@@ -91,11 +90,11 @@ pub(crate) fn create_pending(
         Err(e) if e.raw() == Some(libc::EEXIST) => {
             name = pending_name();
             log::debug!("pending veth name taken, trying {name}");
-            create_veth(host, &name, mtu, bridge, netns)
+            create_veth(host, &name, mtu, netns)
         }
         r => r,
     };
-    let op = || format!("create veth {name} on bridge {bridge_name} (peer {JOB_IFNAME} in the job netns)");
+    let op = || format!("create veth {name} (peer {JOB_IFNAME} in the job netns)");
     let echoed = echoed.map_err(|e| NetworkError::netlink(op(), e))?;
     let (host_index, peer_index) = match echoed {
         Some((h, p)) => (h, Some(p)),
@@ -115,7 +114,7 @@ pub(crate) fn create_pending(
 
 /// Gives a pending veth its job's lease: the host end `owner`'s marker,
 /// the filter that lets the job send only from its own MAC and IPv4
-/// address, its name `spec.host_name` and up; the job end its MAC (from
+/// address, its name `spec.host_name`, its bridge and up; the job end its MAC (from
 /// the IP), address, up, `lo` up and the default route. On failure the
 /// veth is deleted again (which removes both ends).
 ///
@@ -167,9 +166,12 @@ fn name_and_up(
         1 => format!("add an ingress qdisc to {} (its port filter's; needs the kernel's sch_ingress)", pending.name),
         2 => format!("add the port filter of {} for {} (needs the kernel's cls_bpf)", pending.name, spec.ip),
         RENAME => format!("rename {} to {}", pending.name, spec.host_name),
+        4 => format!("attach {} to bridge {}", spec.host_name, spec.bridge),
         _ => format!("bring {} up", spec.host_name),
     };
-    let steps = vec![(alias_message(index, &owner.alias()), 0), qdisc, filter, rename(), (up_message(index), 0)];
+    let master = (master_message(index, spec.bridge_index), 0);
+    let steps =
+        vec![(alias_message(index, &owner.alias()), 0), qdisc, filter, rename(), master, (up_message(index), 0)];
     match host.request_all(steps) {
         Err((RENAME, e)) if e.raw() == Some(libc::EEXIST) => {
             match delete_own_with(host, &spec.host_name, owner, false)? {
@@ -191,7 +193,8 @@ fn name_and_up(
             host.request_all(vec![(down_message(index), 0), rename(), (up_message(index), 0)]).map_err(|(i, e)| {
                 let what = match i {
                     0 => format!("set {} down", pending.name),
-                    i => op(RENAME + i - 1),
+                    1 => op(RENAME),
+                    _ => op(RENAME + 2),
                 };
                 NetworkError::netlink(what, e)
             })
@@ -211,13 +214,7 @@ fn discard_index(host: &mut Netlink, index: u32) -> Result<(), NetworkError> {
 
 /// Creates the pair; `Some((host, peer))` ifindexes if the kernel echoed
 /// the new link back (6.1 and later), `None` if it only ACKed.
-fn create_veth(
-    nl: &mut Netlink,
-    name: &str,
-    mtu: u32,
-    bridge: u32,
-    netns: BorrowedFd<'_>,
-) -> Result<Option<(u32, u32)>, NlError> {
+fn create_veth(nl: &mut Netlink, name: &str, mtu: u32, netns: BorrowedFd<'_>) -> Result<Option<(u32, u32)>, NlError> {
     // Both ends down: the host end must be renamed later, which a running
     // link refuses, and the job end gets its MAC before it goes up.
     let mut peer = LinkMessage::default();
@@ -228,7 +225,6 @@ fn create_veth(
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
     msg.attributes.push(LinkAttribute::Mtu(mtu));
-    msg.attributes.push(LinkAttribute::Controller(bridge));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
@@ -308,12 +304,7 @@ mod tests {
     use netlink_packet_route::link::LinkFlags;
     use std::os::fd::{AsFd, OwnedFd};
 
-    /// The owner of a temp dir, kept for the test's life.
-    fn test_owner() -> (tempfile::TempDir, LinkOwner) {
-        let dir = tempfile::tempdir().unwrap();
-        let owner = LinkOwner::of_dir(dir.path()).unwrap();
-        (dir, owner)
-    }
+    use crate::network::owner::test_owner;
 
     /// A new netns held by an fd, made on a thread that exits at once.
     fn new_netns() -> OwnedFd {
@@ -336,9 +327,10 @@ mod tests {
             return;
         }
         let (host_ns, job_ns) = (new_netns(), new_netns());
-        let spec = VethSpec {
+        let mut spec = VethSpec {
             host_name: "rptu-0".into(),
             bridge: "rptu".into(),
+            bridge_index: 0,
             ip: Ipv4Addr::new(198, 18, 250, 2),
             prefix: 24,
             gateway: Ipv4Addr::new(198, 18, 250, 1),
@@ -349,7 +341,8 @@ mod tests {
         let (_dir, owner) = test_owner();
         let bridge =
             super::super::bridge::ensure_bridge_with(&mut host, "rptu", spec.gateway, net, 1400, &owner).unwrap();
-        let mut pending = create_pending(&mut host, ("rptu", bridge), spec.mtu, job_ns.as_fd()).unwrap();
+        spec.bridge_index = bridge;
+        let mut pending = create_pending(&mut host, spec.mtu, job_ns.as_fd()).unwrap();
         assert!(pending.name.starts_with(super::super::link::PENDING_PREFIX), "{}", pending.name);
         let peer = pending.peer_index.take().expect("this kernel echoes new links");
         let attached = finish_pending(&mut host, pending, &spec, job_ns.as_fd(), &owner).unwrap();
@@ -359,6 +352,7 @@ mod tests {
         let h = get_link(&mut host, "rptu-0").unwrap().expect("the host end under its lease's name");
         assert_eq!(h.header.index, attached.host_index);
         assert!(h.header.flags.contains(LinkFlags::Up));
+        assert!(h.attributes.contains(&LinkAttribute::Controller(bridge)), "on the lease's bridge: {h:?}");
         assert!(h.attributes.contains(&LinkAttribute::IfAlias(owner.alias())), "marked: {h:?}");
         let mut job = Netlink::in_netns(job_ns.as_fd()).unwrap();
         let eth0 = get_link(&mut job, JOB_IFNAME).unwrap().expect("eth0 in the job netns");
@@ -394,11 +388,18 @@ mod tests {
         let bridge = super::super::bridge::ensure_bridge_with(&mut host, "rptv", gw, net, 1500, &owner).unwrap();
         // The leftover: another pending veth, renamed to the slot name.
         let other_ns = new_netns();
-        let spec =
-            |ip| VethSpec { host_name: "rptv-3".into(), bridge: "rptv".into(), ip, prefix: 24, gateway: gw, mtu: 1500 };
-        let leftover = create_pending(&mut host, ("rptv", bridge), 1500, other_ns.as_fd()).unwrap();
+        let spec = |ip| VethSpec {
+            host_name: "rptv-3".into(),
+            bridge: "rptv".into(),
+            bridge_index: bridge,
+            ip,
+            prefix: 24,
+            gateway: gw,
+            mtu: 1500,
+        };
+        let leftover = create_pending(&mut host, 1500, other_ns.as_fd()).unwrap();
         finish_pending(&mut host, leftover, &spec(Ipv4Addr::new(198, 18, 251, 3)), other_ns.as_fd(), &owner).unwrap();
-        let p = create_pending(&mut host, ("rptv", bridge), 1500, job_ns.as_fd()).unwrap();
+        let p = create_pending(&mut host, 1500, job_ns.as_fd()).unwrap();
         let attached =
             finish_pending(&mut host, p, &spec(Ipv4Addr::new(198, 18, 251, 4)), job_ns.as_fd(), &owner).unwrap();
         let h = get_link(&mut host, "rptv-3").unwrap().unwrap();
@@ -407,9 +408,9 @@ mod tests {
 
         // A job that got no lease: its pending veth goes while the job's
         // netns still lives (which would otherwise keep it).
-        let p = create_pending(&mut host, ("rptv", bridge), 1500, job_ns.as_fd());
+        let p = create_pending(&mut host, 1500, job_ns.as_fd());
         let unleased = new_netns();
-        let p2 = create_pending(&mut host, ("rptv", bridge), 1500, unleased.as_fd()).unwrap();
+        let p2 = create_pending(&mut host, 1500, unleased.as_fd()).unwrap();
         let name = p2.name.clone();
         discard(&mut host, p2).unwrap();
         assert!(get_link(&mut host, &name).unwrap().is_none(), "{name} left after discard");
@@ -417,7 +418,7 @@ mod tests {
 
         // A gateway outside the subnet: the route fails, the veth goes.
         let third_ns = new_netns();
-        let p = create_pending(&mut host, ("rptv", bridge), 1500, third_ns.as_fd()).unwrap();
+        let p = create_pending(&mut host, 1500, third_ns.as_fd()).unwrap();
         let (name, index) = (p.name.clone(), p.host_index);
         let bad = VethSpec {
             host_name: "rptv-4".into(),
@@ -449,15 +450,16 @@ mod tests {
         let spec = |slot: u8| VethSpec {
             host_name: format!("rptw-{slot}"),
             bridge: "rptw".into(),
+            bridge_index: bridge,
             ip: Ipv4Addr::new(198, 18, 252, 2 + slot),
             prefix: 24,
             gateway: gw,
             mtu: 1500,
         };
         let (their_ns, job_ns) = (new_netns(), new_netns());
-        let theirs_pending = create_pending(&mut host, ("rptw", bridge), 1500, their_ns.as_fd()).unwrap();
+        let theirs_pending = create_pending(&mut host, 1500, their_ns.as_fd()).unwrap();
         let kept = finish_pending(&mut host, theirs_pending, &spec(0), their_ns.as_fd(), &theirs).unwrap();
-        let p = create_pending(&mut host, ("rptw", bridge), 1500, job_ns.as_fd()).unwrap();
+        let p = create_pending(&mut host, 1500, job_ns.as_fd()).unwrap();
         let pending_name = p.name.clone();
         let e = finish_pending(&mut host, p, &spec(0), job_ns.as_fd(), &ours).unwrap_err();
         assert!(matches!(&e, NetworkError::NotOurs(f) if f.role == Role::Veth), "{e}");

@@ -10,8 +10,6 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::slot::MAX_SLOTS;
-
 /// Every host of `subnet` but the gateway, starting with the first one after
 /// `last` and wrapping, each once. A `last` outside the subnet (the subnet
 /// was changed in the config) is ignored: the walk starts at the first host.
@@ -39,10 +37,25 @@ pub(crate) fn is_leasable(subnet: Ipv4Net, gateway: Ipv4Addr, ip: Ipv4Addr) -> b
     subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast() && ip != gateway
 }
 
-/// Every slot of a bridge, starting after `last` and wrapping, each once.
-pub(crate) fn slots_after(last: Option<u16>) -> impl Iterator<Item = u16> {
-    let start = last.filter(|s| *s < MAX_SLOTS).map_or(0, |s| s + 1);
-    (0..MAX_SLOTS).map(move |k| (start + k) % MAX_SLOTS)
+/// Every slot of the first `bridges` bridges of a domain (`ports` each),
+/// as (bridge index, slot), starting after the position `last` and
+/// wrapping, each once. Positions number the slots bridge by bridge
+/// (`index * ports + slot`); one outside the span (fewer bridges or ports
+/// than when it was saved, or damage) restarts the walk at the hub's 0.
+pub(crate) fn slots_after(last: Option<u32>, bridges: u16, ports: u16) -> impl Iterator<Item = (u16, u16)> {
+    let ports = u32::from(ports.max(1));
+    let total = u32::from(bridges.max(1)) * ports;
+    let start = last.filter(|s| *s < total).map_or(0, |s| (s + 1) % total);
+    (0..total).map(move |k| {
+        let g = (start + k) % total;
+        // Both below 2^16: g < bridges * ports.
+        ((g / ports) as u16, (g % ports) as u16)
+    })
+}
+
+/// The position of (bridge index, slot) in `slots_after`'s numbering.
+pub(crate) fn position(bridge: u16, slot: u16, ports: u16) -> u32 {
+    u32::from(bridge) * u32::from(ports.max(1)) + u32::from(slot)
 }
 
 #[cfg(test)]
@@ -90,11 +103,30 @@ mod tests {
 
     #[test]
     fn slots_resume_after_the_last_and_wrap() {
-        assert_eq!(slots_after(None).take(2).collect::<Vec<_>>(), [0, 1]);
-        assert_eq!(slots_after(Some(5)).next(), Some(6));
-        let all: Vec<_> = slots_after(Some(MAX_SLOTS - 1)).collect();
-        assert_eq!(all.len(), usize::from(MAX_SLOTS));
-        assert_eq!((all[0], all[all.len() - 1]), (0, MAX_SLOTS - 1));
-        assert_eq!(slots_after(Some(MAX_SLOTS)).next(), Some(0), "a damaged position restarts at 0");
+        let walk = |last, bridges, ports| slots_after(last, bridges, ports).collect::<Vec<_>>();
+        assert_eq!(walk(None, 1, 1000)[..2], [(0, 0), (0, 1)]);
+        assert_eq!(slots_after(Some(5), 1, 1000).next(), Some((0, 6)));
+        let all = walk(Some(999), 1, 1000);
+        assert_eq!(all.len(), 1000);
+        assert_eq!((all[0], all[999]), ((0, 0), (0, 999)));
+        assert_eq!(slots_after(Some(1000), 1, 1000).next(), Some((0, 0)), "a damaged position restarts at 0");
+    }
+
+    #[test]
+    fn slots_span_the_bridges_of_the_domain() {
+        // 3 bridges of 4 ports: after the hub's last comes leaf 1's first.
+        let all: Vec<_> = slots_after(Some(position(0, 3, 4)), 3, 4).collect();
+        assert_eq!(all.len(), 12);
+        assert_eq!(all[..5], [(1, 0), (1, 1), (1, 2), (1, 3), (2, 0)]);
+        assert_eq!(all[11], (0, 3));
+        assert_eq!(position(2, 1, 4), 9);
+        assert_eq!(slots_after(Some(position(2, 1, 4)), 3, 4).next(), Some((2, 2)));
+        // A position past the span (the domain shrank) restarts at the hub.
+        assert_eq!(slots_after(Some(position(2, 1, 4)), 2, 4).next(), Some((0, 0)));
+        // Each (bridge, slot) once.
+        let mut seen = all.clone();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 12);
     }
 }

@@ -11,7 +11,7 @@ use super::error::StateError;
 use super::lock::{SlotLock, StateLock, try_lock_slot_file};
 use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
-use super::slot::{MAX_SLOTS, SlotFiles};
+use super::slot::{MAX_SLOTS, SlotFiles, check_domain_bridge};
 use super::{generation, liveness, schema, sidecar};
 
 /// The database, in the state dir. Only SQLite opens it.
@@ -249,7 +249,7 @@ impl StateDir {
     ) -> Result<liveness::Verdict, StateError> {
         // A name that is no bridge's (a damaged row) has no lock file to
         // consult, and must not become a path.
-        let dir = match crate::config::check_bridge(&record.bridge) {
+        let dir = match check_domain_bridge(&record.bridge) {
             Ok(()) => bridges.get(&record.bridge)?,
             Err(_) => None,
         };
@@ -296,7 +296,7 @@ pub fn private_subdir(root: &Path, name: &str) -> Result<PathBuf, StateError> {
 /// Bridge names become path components and slot numbers file names: refuse
 /// anything that could step outside `slots/`.
 pub(super) fn check_slot(bridge: &str, slot: u16) -> Result<(), StateError> {
-    crate::config::check_bridge(bridge).map_err(|p| StateError::Request(format!("bridge {bridge:?} {p}")))?;
+    check_domain_bridge(bridge).map_err(|p| StateError::Request(format!("bridge {bridge:?} {p}")))?;
     if slot >= MAX_SLOTS {
         return Err(StateError::Request(format!("slot {slot} is out of range 0..={}", MAX_SLOTS - 1)));
     }

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use rusqlite::ErrorCode;
 
-use super::slot::MAX_SLOTS;
-
 /// The command that repairs a damaged or lost state.db.
 pub const REBUILD_HINT: &str = "run `repeatr gc --rebuild` to rebuild it from the live jobs";
 
@@ -43,9 +41,9 @@ pub enum StateError {
     Exhausted { subnet: Ipv4Net, leased: usize },
 
     #[error(
-        "no free slot on bridge {bridge}: all {MAX_SLOTS} are in use (a Linux bridge takes at most 1024 ports); wait for jobs to end or use another bridge"
+        "no free slot on bridge {bridge}: all {ports} slots of each of its {bridges} bridges (the hub and its leaves) are in use (a Linux bridge takes at most 1024 ports); wait for jobs to end or use another bridge"
     )]
-    NoFreeSlot { bridge: String },
+    NoFreeSlot { bridge: String, bridges: u16, ports: u16 },
 
     #[error("--ip {ip} is the {role} of {subnet}; pick a host address or leave --ip out")]
     IpReserved { ip: Ipv4Addr, role: &'static str, subnet: Ipv4Net },

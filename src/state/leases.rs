@@ -18,9 +18,9 @@ use super::error::StateError;
 use super::liveness::Verdict;
 use super::lock::{SlotLock, StateLock, try_lock_slot_file};
 use super::ports::{self, PublishedPort};
-use super::private::{PrivateDir, Subdirs};
+use super::private::Subdirs;
 use super::record::LeaseRecord;
-use super::slot::SlotFiles;
+use super::slot::{MAX_LEAVES, PORTS_PER_BRIDGE, SlotFiles, domain_bridge, domain_bridges, ports_per_bridge};
 use super::{alloc, generation, liveness, schema, sidecar};
 use crate::civil_time;
 use crate::config::{NetworkConfig, check_gateway, check_subnet, reserved_role};
@@ -40,6 +40,9 @@ pub struct LeaseRequest {
     pub command: String,
     /// The runner's pid: the process that holds the slot lock.
     pub pid: u32,
+    /// Job slots per bridge of the domain: [`PORTS_PER_BRIDGE`] but in
+    /// tests (see [`ports_per_bridge`]).
+    pub slots_per_bridge: u16,
 }
 
 /// A lease held by this process. Dropping it without [`StateDir::release`]
@@ -48,11 +51,12 @@ pub struct LeaseRequest {
 #[derive(Debug)]
 pub struct Lease {
     pub record: LeaseRecord,
-    /// Slots on this bridge whose dead owners' leases this allocation
-    /// reclaimed. A host veth `{bridge}-{slot}` may be left over for each:
-    /// delete it only while holding [`StateDir::try_lock_slot`] for it.
-    pub reclaimed: Vec<u16>,
-    /// The other live jobs on this bridge and their addresses (job id,
+    /// Slots (bridge, slot) of this lease's domain (the hub and its leaves)
+    /// whose dead owners' leases this allocation reclaimed. A host veth
+    /// `{bridge}-{slot}` may be left over for each: delete it only while
+    /// holding [`StateDir::try_lock_slot`] for it.
+    pub reclaimed: Vec<(String, u16)>,
+    /// The other live jobs of this domain and their addresses (job id,
     /// ip), as the lease transaction saw them: a snapshot for the job's
     /// /etc/hosts, so jobs started before this one resolve by name. Jobs
     /// started later, and addresses that change, are not in it.
@@ -105,6 +109,7 @@ impl LeaseRequest {
             ip: None,
             command: command.to_string(),
             pid: std::process::id(),
+            slots_per_bridge: ports_per_bridge(),
         }
     }
 }
@@ -142,11 +147,12 @@ impl StateDir {
         let tx = schema::write_tx(&mut conn, &self.db)?;
         let mut bridges = self.bridges();
         let trusted = generation::in_file(&self.dir) == Some(generation::in_db(&tx, &self.db)?);
+        let domain = domain_bridges(&req.bridge);
         let mut reclaimed = Vec::new();
         if !trusted {
             let mut rows = load(&tx, &self.db)?;
             let mut free = HashSet::new();
-            reclaimed = self.reclaim(&tx, &mut rows, Some(&req.bridge), &mut bridges, &mut free)?;
+            reclaimed = self.reclaim(&tx, &mut rows, Some(&domain), &mut bridges, &mut free)?;
             // Judged before the sidecars are: a dead holder's row goes, so
             // that its sidecar counts as dead too.
             if let Some(holder) = rows.iter().find(|r| r.job == req.job) {
@@ -170,8 +176,8 @@ impl StateDir {
             Some(ip) => self.take_static_ip(&tx, req, ip, &mut bridges, &mut reclaimed)?,
             None => self.take_next_ip(&tx, req, &mut bridges, &mut reclaimed)?,
         };
-        let dir = bridges.create(&req.bridge)?;
-        let slot_lock = self.take_next_slot(&tx, dir, &req.bridge, &mut reclaimed)?;
+        let (slot_lock, span) = self.take_next_slot(&tx, req, &mut bridges, &mut reclaimed)?;
+        let bridge = slot_lock.bridge().to_string();
         if trusted {
             // These rows were what the runners last wrote: the sidecars of
             // the leases just reclaimed are theirs, unless their slot is
@@ -189,12 +195,15 @@ impl StateDir {
         let holder = |job: &str| Ok(row_where(&tx, "job = ?1", params![job], &self.db)?.map(|r| r.pid));
         let publisher = (req.job.as_str(), req.bridge.as_str(), ip);
         let published = ports::claim(&tx, &self.db, publisher, ports, holder, &mut stale_ports)?;
-        // Before our own row goes in: the other jobs of the bridge.
-        let peers = peers(&tx, &req.bridge, &self.db)?;
+        // Before our own row goes in: the other jobs of the domain.
+        let mut peers = Vec::new();
+        for name in &domain[..usize::from(span)] {
+            peers.extend(self::peers(&tx, name, &self.db)?);
+        }
 
         let record = LeaseRecord {
             job: req.job.clone(),
-            bridge: req.bridge.clone(),
+            bridge,
             subnet: req.subnet,
             ip,
             gateway: req.gateway,
@@ -212,9 +221,8 @@ impl StateDir {
             // next automatic pick goes on where the previous one left off.
             set_last_ip(&tx, &req.bridge, ip, &self.db)?;
         }
-        set_last_slot(&tx, &req.bridge, record.slot, &self.db)?;
         let files = SlotFiles::new(record.slot);
-        let dir = bridges.create(&req.bridge)?;
+        let dir = bridges.create(&record.bridge)?;
         sidecar::write(dir, &files, &record)?;
         let count = generation::bump(&tx, &self.db)?;
         if let Err(e) = tx.commit() {
@@ -227,7 +235,8 @@ impl StateDir {
         if !stale_ports.is_empty() {
             unpublish(&stale_ports);
         }
-        let reclaimed = reclaimed.iter().filter(|r| r.bridge == req.bridge).map(|r| r.slot).collect();
+        let reclaimed =
+            reclaimed.into_iter().filter(|r| domain.contains(&r.bridge)).map(|r| (r.bridge, r.slot)).collect();
         Ok(Lease { record, reclaimed, peers, published, _slot_lock: slot_lock })
     }
 
@@ -278,32 +287,99 @@ impl StateDir {
         Err(StateError::Exhausted { subnet: req.subnet, leased })
     }
 
-    /// The first slot after the bridge's last one that no live job holds
+    /// The first slot after the domain's last one that no live job holds
     /// and whose lock is free (a held lock without a row is skipped too:
     /// someone is cleaning up that slot's veth, or a live job the database
-    /// does not know). A dead job's lease of it is reclaimed first.
+    /// does not know). A dead job's lease of it is reclaimed first. The
+    /// walk spans the hub and the leaves opened so far; only when all of
+    /// their slots are live does it open the next leaf (`leaves:<hub>` in
+    /// `meta`), so a host needs no leaf until the hub is full. Returns the
+    /// lock and the number of bridges the domain spans; the position is
+    /// saved.
     fn take_next_slot(
         &self,
         tx: &Connection,
-        dir: &PrivateDir,
-        bridge: &str,
+        req: &LeaseRequest,
+        bridges: &mut Subdirs<'_>,
         reclaimed: &mut Vec<LeaseRecord>,
-    ) -> Result<SlotLock, StateError> {
-        let last = last_slot(tx, bridge, &self.db)?;
-        for slot in alloc::slots_after(last) {
-            let files = SlotFiles::new(slot);
-            if let Some(row) = row_where(tx, "bridge = ?1 AND slot = ?2", params![bridge, slot], &self.db)? {
-                if liveness::is_live(&row, Some(dir), &files.lock, &self.boot_id)? {
-                    continue;
+    ) -> Result<(SlotLock, u16), StateError> {
+        let hub = req.bridge.as_str();
+        let ports = req.slots_per_bridge.clamp(1, PORTS_PER_BRIDGE);
+        let last = meta_value(tx, &slot_key(hub), &self.db)?.and_then(|v| u32::try_from(v).ok());
+        let opened = meta_value(tx, &leaves_key(hub), &self.db)?.and_then(|v| u16::try_from(v).ok());
+        let mut span = opened.unwrap_or(0).min(MAX_LEAVES) + 1;
+        // First the bridges opened so far, round-robin; then each new leaf
+        // from its first slot.
+        let mut walk: Box<dyn Iterator<Item = (u16, u16)>> = Box::new(alloc::slots_after(last, span, ports));
+        loop {
+            for (index, slot) in walk {
+                let Some(bridge) = domain_bridge(hub, index) else { continue };
+                if let Some(lock) = self.try_slot(tx, bridges, &bridge, slot, reclaimed)? {
+                    set_meta(tx, &slot_key(hub), i64::from(alloc::position(index, slot, ports)), &self.db)?;
+                    if opened != Some(span - 1) {
+                        set_meta(tx, &leaves_key(hub), i64::from(span - 1), &self.db)?;
+                    }
+                    return Ok((lock, span));
                 }
-                self.forget(tx, &row)?;
-                reclaimed.push(row);
             }
-            if let Some(lock) = try_lock_slot_file(dir, &files.lock, bridge, slot)? {
-                return Ok(lock);
+            if span > MAX_LEAVES {
+                return Err(StateError::NoFreeSlot { bridge: hub.to_string(), bridges: span, ports });
+            }
+            let leaf = span;
+            span += 1;
+            walk = Box::new((0..ports).map(move |slot| (leaf, slot)));
+        }
+    }
+
+    /// Slot `slot` of `bridge` if no live job holds it (a dead job's lease
+    /// of it reclaimed) and its lock is free: the lock.
+    fn try_slot(
+        &self,
+        tx: &Connection,
+        bridges: &mut Subdirs<'_>,
+        bridge: &str,
+        slot: u16,
+        reclaimed: &mut Vec<LeaseRecord>,
+    ) -> Result<Option<SlotLock>, StateError> {
+        let files = SlotFiles::new(slot);
+        let dir = bridges.create(bridge)?;
+        if let Some(row) = row_where(tx, "bridge = ?1 AND slot = ?2", params![bridge, slot], &self.db)? {
+            if liveness::is_live(&row, Some(dir), &files.lock, &self.boot_id)? {
+                return Ok(None);
+            }
+            self.forget(tx, &row)?;
+            reclaimed.push(row);
+        }
+        try_lock_slot_file(dir, &files.lock, bridge, slot)
+    }
+
+    /// Forgets the leaves of `hub`'s domain (`leaves:<hub>`), so that the
+    /// next job goes on the hub and no leaf is needed again until it is
+    /// full; for `gc --all`, before it deletes the leaves. Refused (false)
+    /// while any row is on a leaf: a live job's or one `gc` left.
+    pub fn forget_leaves(&self, hub: &str) -> Result<bool, StateError> {
+        crate::config::check_bridge(hub).map_err(|p| StateError::Request(format!("bridge {hub:?} {p}")))?;
+        let _lock = StateLock::acquire(&self.dir)?;
+        let mut conn = self.conn()?;
+        let tx = schema::write_tx(&mut conn, &self.db)?;
+        for leaf in &domain_bridges(hub)[1..] {
+            let on_it: bool = tx
+                .query_row("SELECT EXISTS (SELECT 1 FROM leases WHERE bridge = ?1)", params![leaf], |r| r.get(0))
+                .map_err(StateError::db(&self.db))?;
+            if on_it {
+                return Ok(false);
             }
         }
-        Err(StateError::NoFreeSlot { bridge: bridge.to_string() })
+        tx.execute("DELETE FROM meta WHERE key = ?1", params![leaves_key(hub)]).map_err(StateError::db(&self.db))?;
+        tx.commit().map_err(StateError::db(&self.db))?;
+        Ok(true)
+    }
+
+    /// Runs `f` under the exclusive state lock: for set-up that must not
+    /// race with another runner's (a leaf bridge and its uplink).
+    pub fn with_lock<T, E: From<StateError>>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let _lock = StateLock::acquire(&self.dir)?;
+        f()
     }
 
     /// Gives a lease back: the row, then the sidecar, then (by dropping the
@@ -405,14 +481,14 @@ impl StateDir {
         Ok(GcReport { dry_run, reclaimed, sidecars_removed, ports_unpublished })
     }
 
-    /// Deletes the dead leases among `rows` (of one bridge, or all), takes
+    /// Deletes the dead leases among `rows` (of some bridges, or all), takes
     /// them out of `rows` and returns them. The slots whose lock was free
     /// go to `free`: nobody can own their sidecars (see `check_sidecars`).
     fn reclaim(
         &self,
         conn: &Connection,
         rows: &mut Vec<LeaseRecord>,
-        bridge: Option<&str>,
+        bridge: Option<&[String]>,
         bridges: &mut Subdirs<'_>,
         free: &mut HashSet<(String, u16)>,
     ) -> Result<Vec<LeaseRecord>, StateError> {
@@ -420,7 +496,7 @@ impl StateDir {
         let mut kept = Vec::with_capacity(rows.len());
         for row in rows.drain(..) {
             let verdict =
-                if bridge.is_none_or(|b| b == row.bridge) { self.judge(&row, bridges)? } else { Verdict::Live };
+                if bridge.is_none_or(|b| b.contains(&row.bridge)) { self.judge(&row, bridges)? } else { Verdict::Live };
             if verdict == Verdict::DeadLockFree {
                 free.insert((row.bridge.clone(), row.slot));
             }
@@ -538,7 +614,8 @@ fn check_request(req: &LeaseRequest) -> Result<(), StateError> {
     if req.job.is_empty() {
         return Err(StateError::Request("the job id is empty; give the job a name".into()));
     }
-    check_slot(&req.bridge, 0)?;
+    crate::config::check_bridge(&req.bridge)
+        .map_err(|p| StateError::Request(format!("bridge {:?} {p}", req.bridge)))?;
     check_subnet(req.subnet).map_err(|p| bad(&format!("subnet {}", req.subnet), p))?;
     check_gateway(req.subnet, req.gateway).map_err(|p| bad(&format!("gateway {}", req.gateway), p))?;
     Ok(())
@@ -676,25 +753,28 @@ pub(crate) fn set_last_ip(
     .map_err(StateError::db(db))
 }
 
-/// The `meta` key of a bridge's round-robin slot position.
-fn slot_key(bridge: &str) -> String {
-    format!("slot:{bridge}")
+/// The `meta` key of a domain's round-robin slot position
+/// (`alloc::position`), keyed by its hub.
+fn slot_key(hub: &str) -> String {
+    format!("slot:{hub}")
 }
 
-fn last_slot(conn: &Connection, bridge: &str, db: &std::path::Path) -> Result<Option<u16>, StateError> {
-    let value: Option<i64> = conn
-        .prepare_cached("SELECT value FROM meta WHERE key = ?1")
-        .and_then(|mut s| s.query_row(params![slot_key(bridge)], |r| r.get(0)).optional())
-        .map_err(StateError::db(db))?;
-    // A damaged position only costs the round-robin its place.
-    Ok(value.and_then(|v| u16::try_from(v).ok()))
+/// The `meta` key of the number of leaves a hub's slot walk spans.
+fn leaves_key(hub: &str) -> String {
+    format!("leaves:{hub}")
 }
 
-fn set_last_slot(conn: &Connection, bridge: &str, slot: u16, db: &std::path::Path) -> Result<(), StateError> {
+fn meta_value(conn: &Connection, key: &str, db: &std::path::Path) -> Result<Option<i64>, StateError> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+        .map_err(StateError::db(db))
+}
+
+fn set_meta(conn: &Connection, key: &str, value: i64, db: &std::path::Path) -> Result<(), StateError> {
     conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )
-    .and_then(|mut s| s.execute(params![slot_key(bridge), slot]))
+    .and_then(|mut s| s.execute(params![key, value]))
     .map(drop)
     .map_err(StateError::db(db))
 }

@@ -64,6 +64,11 @@ impl SlotLock {
         self.slot
     }
 
+    /// The bridge (hub or leaf) the slot is on.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
     /// The host-side veth name this slot owns.
     pub fn iface(&self) -> String {
         iface_name(&self.bridge, self.slot)

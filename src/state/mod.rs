@@ -35,7 +35,10 @@ pub use rebuild::RebuildReport;
 pub use reclaimed::Reclaimed;
 pub use record::LeaseRecord;
 pub(crate) use removable_lock::RemovableLock;
-pub use slot::{MAX_SLOTS, iface_name};
+pub use slot::{
+    MAX_LEAVES, MAX_SLOTS, PORTS_ENV, PORTS_PER_BRIDGE, domain_bridge, domain_bridges, iface_name, leaf_of,
+    ports_per_bridge, uplink_names,
+};
 
 /// Where the state lives unless told otherwise: /run is a tmpfs, so a
 /// reboot starts from nothing, and it is local (flock is unreliable on NFS).

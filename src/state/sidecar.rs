@@ -11,8 +11,7 @@ use nix::fcntl::OFlag;
 use super::error::StateError;
 use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
-use super::slot::{MAX_SLOTS, SlotFiles};
-use crate::config::check_bridge;
+use super::slot::{MAX_SLOTS, SlotFiles, check_domain_bridge};
 
 /// Writes the record atomically (temp file + rename) into its bridge's
 /// dir, so a reader never sees half a record. No fsync: after a power cut
@@ -110,7 +109,7 @@ pub(crate) fn scan(bridges: &mut Subdirs<'_>, unread: impl Fn(&str, u16) -> bool
 fn bridge_names(bridges: &Subdirs<'_>) -> Result<Vec<String>, StateError> {
     let mut names = Vec::new();
     for bridge in bridges.parent().names()? {
-        if check_bridge(&bridge).is_err() {
+        if check_domain_bridge(&bridge).is_err() {
             continue;
         }
         let st = bridges.parent().stat(&bridge).map_err(StateError::io("look up", &bridges.parent().join(&bridge)))?;

@@ -75,7 +75,10 @@ sys.exit(1)
 PY
   export WAREHOUSE=s3://wares/slurm
 fi
-root=$("$REPEATR" pack "$W/rootfs" --warehouse "$WAREHOUSE" --config "$REPEATR_NODES/$node/config.toml")
+# Packed as on a submit host of its own: nothing of it in a node's
+# download area or cache, so each node fetches the root from the store.
+printf '[warehouse]\ndownload_dir = "%s"\n' "$W/submit-downloads" > "$W/submit.toml"
+root=$("$REPEATR" pack "$W/rootfs" --warehouse "$WAREHOUSE" --config "$W/submit.toml")
 echo "warehouse: $WAREHOUSE (root ware $root)"
 
 # A formula: bridged, prints its address on stderr (the task's Slurm log),
@@ -157,8 +160,8 @@ PY
   || fail "the 20 tasks' results are not 20 different wares"
 for n in "$REPEATR_NODES"/*/; do leases_empty "$(basename "$n")" || fail "leftovers on $(basename "$n") after the array"; done
 if [ -n "$moto_pid" ]; then
-  # Each node downloaded the root once for all its tasks (its download
-  # area serves the rest), and every task's output went up to the store.
+  # Each node downloaded the root once for all its tasks (its ware cache
+  # serves the rest), and every task's output went up to the store.
   gets=$(grep -c "\"GET /wares/slurm/tar/${root#tar:}.tar " "$W/moto.log" || true)
   [ "$gets" -ge 1 ] && [ "$gets" -le "$nodes" ] \
     || fail "the root ware was fetched $gets times from S3 for $nodes node(s)"

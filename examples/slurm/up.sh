@@ -128,6 +128,10 @@ egress = "none"
 [warehouse]
 # Remote wares (an s3:// WAREHOUSE) land here once per node.
 download_dir = "$D/nodes/$1/downloads"
+
+[cache]
+# The node's unpacked wares (a real node: /var/cache/repeatr/wares).
+dir = "$D/nodes/$1/cache"
 CONF
 }
 mk_node_config "$node" rslurm0 198.18.64.0/24

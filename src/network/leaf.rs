@@ -157,19 +157,11 @@ fn create_uplink(nl: &mut Netlink, on_hub: &str, on_leaf: &str, mtu: u32) -> Res
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::fd::AsFd;
 
     use super::*;
     use crate::network::bridge::ensure_bridge_with;
-
-    fn new_netns() -> OwnedFd {
-        std::thread::spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
-        })
-        .join()
-        .unwrap()
-    }
+    use crate::network::test_netns::new_netns;
 
     fn spec(name: &str, number: u16) -> LeafSpec {
         LeafSpec { name: name.into(), number, uplink: (format!("{name}-h"), format!("{name}-l")), mtu: 1400 }

@@ -33,6 +33,8 @@ mod owner;
 mod port_filter;
 pub mod port_map;
 mod routes;
+#[cfg(test)]
+mod test_netns;
 mod veth;
 
 use std::net::Ipv4Addr;

@@ -62,14 +62,7 @@ impl Netlink {
     /// stays bound to the netns it was created in, whatever the thread does
     /// later, which is how we talk to a job's netns from the host.
     pub fn new() -> io::Result<Self> {
-        let mut sock = Socket::new(NETLINK_ROUTE)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        // Best effort: older kernels lack these and we work without them.
-        let _ = sock.set_ext_ack(true);
-        // Capped ACKs do not echo our request back: smaller error replies.
-        let _ = sock.set_cap_ack(true);
-        Ok(Netlink { sock, seq: 0, buf: vec![0; RECV_BUF], netns: None })
+        Ok(Netlink { sock: open_socket(NETLINK_ROUTE)?, seq: 0, buf: vec![0; RECV_BUF], netns: None })
     }
 
     /// A socket inside the network namespace `netns`, created on a
@@ -304,6 +297,20 @@ enum Reply {
 
 /// With NETLINK_CAP_ACK the error payload is the request's 16-byte header
 /// followed by the extended-ACK TLVs; we only want the text.
+/// A netlink socket of `protocol`, bound and connected to the kernel, in
+/// the caller's network namespace.
+pub(super) fn open_socket(protocol: isize) -> io::Result<Socket> {
+    let mut sock = Socket::new(protocol)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    // Best effort: older kernels lack these and we work without them.
+    // Extended ACKs carry the kernel's own words for a refusal.
+    let _ = sock.set_ext_ack(true);
+    // Capped ACKs do not echo our request back: smaller error replies.
+    let _ = sock.set_cap_ack(true);
+    Ok(sock)
+}
+
 pub(super) fn ext_ack_msg(payload: &[u8]) -> Option<String> {
     let tlvs = payload.get(16..)?;
     NlasIterator::new(tlvs).filter_map(Result::ok).find_map(|nla: NlaBuffer<&[u8]>| {

@@ -9,9 +9,9 @@
 
 use std::io;
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
-use super::netlink::{NlError, ext_ack_msg};
+use super::netlink::{NlError, ext_ack_msg, open_socket};
 
 /// `NFNL_SUBSYS_NFTABLES`: the high byte of every nf_tables message type.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -83,13 +83,7 @@ pub struct NfNetlink {
 
 impl NfNetlink {
     pub fn new() -> io::Result<NfNetlink> {
-        let mut sock = Socket::new(NETLINK_NETFILTER)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        // Best effort, as on the rtnetlink socket: the kernel's own words.
-        let _ = sock.set_ext_ack(true);
-        let _ = sock.set_cap_ack(true);
-        Ok(NfNetlink { sock, seq: 0, buf: vec![0; RECV_BUF] })
+        Ok(NfNetlink { sock: open_socket(NETLINK_NETFILTER)?, seq: 0, buf: vec![0; RECV_BUF] })
     }
 
     /// Sends `msgs` as one batch and waits for the ACK of each. The kernel

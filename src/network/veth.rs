@@ -301,20 +301,11 @@ fn default_route_message(oif: u32, gateway: Ipv4Addr) -> RouteNetlinkMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::network::test_netns::new_netns;
     use netlink_packet_route::link::LinkFlags;
-    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::fd::AsFd;
 
     use crate::network::owner::test_owner;
-
-    /// A new netns held by an fd, made on a thread that exits at once.
-    fn new_netns() -> OwnedFd {
-        std::thread::spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
-        })
-        .join()
-        .unwrap()
-    }
 
     /// A veth made before its lease, then finished: the host end renamed
     /// and up, eth0 with the IP's MAC, address, default route, lo up. The

@@ -2,6 +2,7 @@
 //! that runners share. Neither blocks a run for longer than a read or one
 //! short transaction.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
@@ -308,64 +309,68 @@ fn delete_own(name: String, owner: &LinkOwner, dry_run: bool, out: &mut GcOutput
     None
 }
 
+/// What `gc` prints, a line per thing done. Writing to a `String` cannot
+/// fail: the results of `write!` are ignored.
 fn summary(o: &GcOutput) -> String {
     let verb = if o.dry_run { "would reclaim" } else { "reclaimed" };
     let mut s = String::new();
     if let Some(r) = &o.rebuilt {
         if let Some(p) = &r.moved_aside {
-            s += &format!("moved the old database aside to {}\n", p.display());
+            let _ = writeln!(s, "moved the old database aside to {}", p.display());
         }
-        s += &format!(
-            "rebuilt: {} live lease(s) restored, {} dead record(s) dropped\n",
+        let _ = writeln!(
+            s,
+            "rebuilt: {} live lease(s) restored, {} dead record(s) dropped",
             r.restored.len(),
             r.dropped.len()
         );
         for p in &r.unrestorable {
-            s += &format!("could not restore {} (stop that job, then rebuild again)\n", p.display());
+            let _ = writeln!(s, "could not restore {} (stop that job, then rebuild again)", p.display());
         }
     }
     for r in &o.reclaimed {
-        s += &format!("{verb} lease of job {} ({} slot {} on {}, pid {})\n", r.job, r.ip, r.slot, r.bridge, r.pid);
+        let _ = writeln!(s, "{verb} lease of job {} ({} slot {} on {}, pid {})", r.job, r.ip, r.slot, r.bridge, r.pid);
     }
     for p in &o.sidecars_removed {
-        s += &format!("removed dead lease record {}\n", p.display());
+        let _ = writeln!(s, "removed dead lease record {}", p.display());
     }
     for p in &o.ports_unpublished {
-        s += &format!("unpublished host port {} of dead job {} (bridge {})\n", p.port.host_side(), p.job, p.bridge);
+        let _ = writeln!(s, "unpublished host port {} of dead job {} (bridge {})", p.port.host_side(), p.job, p.bridge);
     }
     let vverb = if o.dry_run { "would delete" } else { "deleted" };
     for v in &o.veths_deleted {
-        s += &format!("{vverb} leftover veth {v}\n");
+        let _ = writeln!(s, "{vverb} leftover veth {v}");
     }
     for b in &o.bridges_deleted {
-        s += &format!("{vverb} half-made bridge {b}\n");
+        let _ = writeln!(s, "{vverb} half-made bridge {b}");
     }
     for k in &o.links_kept {
-        s += &format!("left {} alone: it {}\n", k.name, k.owner);
+        let _ = writeln!(s, "left {} alone: it {}", k.name, k.owner);
     }
     for d in &o.outputs_removed {
-        s += &format!("{} leftover outputs {}\n", if o.dry_run { "would remove" } else { "removed" }, d.display());
+        let _ = writeln!(s, "{} leftover outputs {}", if o.dry_run { "would remove" } else { "removed" }, d.display());
     }
     for d in &o.cgroups_removed {
-        s += &format!("{} dead job's cgroup {}\n", if o.dry_run { "would remove" } else { "removed" }, d.display());
+        let _ = writeln!(s, "{} dead job's cgroup {}", if o.dry_run { "would remove" } else { "removed" }, d.display());
     }
     for r in &o.job_records_removed {
-        s += &format!("{} dead job record {}\n", if o.dry_run { "would remove" } else { "removed" }, r.display());
+        let _ = writeln!(s, "{} dead job record {}", if o.dry_run { "would remove" } else { "removed" }, r.display());
     }
     for b in &o.bridges_removed {
-        s += &format!("{vverb} bridge {b} (no job on it)\n");
+        let _ = writeln!(s, "{vverb} bridge {b} (no job on it)");
     }
     for t in &o.nat_removed {
-        s += &format!("{} nftables table {t}\n", if o.dry_run { "would remove" } else { "removed" });
+        let _ = writeln!(s, "{} nftables table {t}", if o.dry_run { "would remove" } else { "removed" });
     }
     if o.forwarding_turned_off {
-        s += &format!(
-            "{} IPv4 forwarding (repeatr had turned it on)\n",
+        let _ = writeln!(
+            s,
+            "{} IPv4 forwarding (repeatr had turned it on)",
             if o.dry_run { "would turn off" } else { "turned off" }
         );
     }
     for e in &o.errors {
-        s += &format!("error: {e}\n");
+        let _ = writeln!(s, "error: {e}");
     }
     if o.reclaimed.is_empty()
         && o.sidecars_removed.is_empty()

@@ -567,6 +567,50 @@ fn gc_reclaims_and_dry_run_only_reports() {
     state.release(live).unwrap();
 }
 
+/// `gc` in a child pid namespace with its own /proc, where /proc/locks
+/// leaves out the locks of processes it cannot see: it must not take their
+/// absence for freedom (the lock snapshot proves nothing there, every
+/// lock is probed). Here the live lease is this process's, invisible to
+/// the child.
+#[test]
+fn gc_in_a_child_pid_namespace_keeps_a_live_lease_held_outside_it() {
+    if !nix::unistd::geteuid().is_root() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "this test needs root (CI=true)");
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (_tmp, state) = fresh();
+    let live = state.acquire(&req("outside", "198.18.9.0/24")).unwrap();
+    insert_row(state.root(), "dead", "198.18.9.77", 5, 1, 1, &current_boot_id());
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["child_gc", "--exact", "--nocapture", "--test-threads=1"])
+        .env("REPEATR_TEST_GC_DIR", state.root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child gc failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let reclaimed = stdout.lines().find_map(|l| l.split_once("RECLAIMED ")).map(|(_, r)| r.trim().to_string());
+    assert_eq!(reclaimed.as_deref(), Some("dead"), "{stdout}");
+    let listed = state.list().unwrap();
+    assert_eq!(listed.iter().map(|i| i.lease.job.as_str()).collect::<Vec<_>>(), ["outside"]);
+    assert_eq!(listed[0].state, LeaseState::Running);
+    state.release(live).unwrap();
+}
+
+/// The child of the test above: `gc` of REPEATR_TEST_GC_DIR, printing the
+/// jobs it reclaimed.
+#[test]
+fn child_gc() {
+    let Ok(dir) = std::env::var("REPEATR_TEST_GC_DIR") else {
+        return;
+    };
+    let report = StateDir::open(Path::new(&dir)).unwrap().gc(false).unwrap();
+    let jobs: Vec<&str> = report.reclaimed.iter().map(|r| r.job.as_str()).collect();
+    println!("RECLAIMED {}", jobs.join(","));
+}
+
 // ---- list ------------------------------------------------------------------
 
 #[test]

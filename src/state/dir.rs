@@ -166,7 +166,7 @@ impl StateDir {
     fn live_sidecars(&self) -> Result<Vec<sidecar::Sidecar>, StateError> {
         let mut live = Vec::new();
         let mut bridges = self.bridges();
-        for found in sidecar::scan(&mut bridges, |_, _| false)? {
+        for found in sidecar::scan(&mut bridges, |_, _| false)?.sidecars {
             if self.sidecar_live(&found, &mut bridges)? {
                 live.push(found);
             }
@@ -239,13 +239,16 @@ impl StateDir {
     }
 
     pub(super) fn is_live(&self, record: &LeaseRecord, bridges: &mut Subdirs<'_>) -> Result<bool, StateError> {
-        Ok(self.judge(record, bridges)? == liveness::Verdict::Live)
+        Ok(self.judge(record, bridges, None)? == liveness::Verdict::Live)
     }
 
+    /// Judges a lease's runner (see `liveness::judge`); a sweep over many
+    /// leases passes one `snapshot` for all of them.
     pub(super) fn judge(
         &self,
         record: &LeaseRecord,
         bridges: &mut Subdirs<'_>,
+        snapshot: Option<&mut liveness::LockSnapshot>,
     ) -> Result<liveness::Verdict, StateError> {
         // A name that is no bridge's (a damaged row) has no lock file to
         // consult, and must not become a path.
@@ -253,7 +256,7 @@ impl StateDir {
             Ok(()) => bridges.get(&record.bridge)?,
             Err(_) => None,
         };
-        liveness::judge(record, dir, &SlotFiles::new(record.slot).lock, &self.boot_id)
+        liveness::judge(record, dir, &self.boot_id, snapshot)
     }
 }
 

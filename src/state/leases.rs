@@ -15,13 +15,16 @@ use serde::Serialize;
 
 use super::dir::{StateDir, check_slot};
 use super::error::StateError;
-use super::liveness::Verdict;
+use super::liveness::{LockSnapshot, Verdict};
 use super::lock::{SlotLock, StateLock, try_lock_slot_file};
 use super::ports::{self, PublishedPort};
 use super::private::Subdirs;
 use super::record::LeaseRecord;
 use super::slot::{MAX_LEAVES, PORTS_PER_BRIDGE, SlotFiles, domain_bridge, domain_bridges, ports_per_bridge};
 use super::{alloc, generation, liveness, schema, sidecar};
+
+/// Per bridge, the slots whose lock a reclaim found free.
+type FreeSlots = HashMap<String, HashSet<u16>>;
 use crate::civil_time;
 use crate::config::{NetworkConfig, check_gateway, check_subnet, reserved_role};
 use crate::publish::Publish;
@@ -151,7 +154,7 @@ impl StateDir {
         let mut reclaimed = Vec::new();
         if !trusted {
             let mut rows = load(&tx, &self.db)?;
-            let mut free = HashSet::new();
+            let mut free = FreeSlots::new();
             reclaimed = self.reclaim(&tx, &mut rows, Some(&domain), &mut bridges, &mut free)?;
             // Judged before the sidecars are: a dead holder's row goes, so
             // that its sidecar counts as dead too.
@@ -344,7 +347,7 @@ impl StateDir {
         let files = SlotFiles::new(slot);
         let dir = bridges.create(bridge)?;
         if let Some(row) = row_where(tx, "bridge = ?1 AND slot = ?2", params![bridge, slot], &self.db)? {
-            if liveness::is_live(&row, Some(dir), &files.lock, &self.boot_id)? {
+            if liveness::is_live(&row, Some(dir), &self.boot_id)? {
                 return Ok(None);
             }
             self.forget(tx, &row)?;
@@ -431,9 +434,11 @@ impl StateDir {
             // only if it knows every live job, as `acquire` would use it.
             self.find_lost_lease(&rows, &mut bridges)?;
         }
+        let mut snapshot = LockSnapshot::take();
         rows.into_iter()
             .map(|lease| {
-                let state = if self.is_live(&lease, &mut bridges)? { LeaseState::Running } else { LeaseState::Stale };
+                let live = self.judge(&lease, &mut bridges, Some(&mut snapshot))? == Verdict::Live;
+                let state = if live { LeaseState::Running } else { LeaseState::Stale };
                 Ok(LeaseInfo { lease, state })
             })
             .collect()
@@ -460,16 +465,10 @@ impl StateDir {
         let tx = schema::write_tx(&mut conn, &self.db)?;
         let mut bridges = self.bridges();
         let mut rows = load(&tx, &self.db)?;
-        let mut free = HashSet::new();
+        let mut free = FreeSlots::new();
         let reclaimed = self.reclaim(&tx, &mut rows, None, &mut bridges, &mut free)?;
         // gc is where a user looks after a crash: always the full check.
-        let mut sidecars_removed = self.check_sidecars(&rows, &mut bridges, &free)?;
-        for (bridge, name, path) in sidecar::scan_temps(&mut bridges)? {
-            if let Some(dir) = bridges.get(&bridge)? {
-                dir.remove(&name)?;
-            }
-            sidecars_removed.push(path);
-        }
+        let sidecars_removed = self.check_sidecars(&rows, &mut bridges, &free)?;
         // Every bridge's dead leases were reclaimed: the rows left are live.
         let ports_unpublished = ports::drop_stale(&tx, &self.db, |job| Ok(rows.iter().any(|r| r.job == job)))?;
         let count = generation::bump(&tx, &self.db)?;
@@ -490,15 +489,19 @@ impl StateDir {
         rows: &mut Vec<LeaseRecord>,
         bridge: Option<&[String]>,
         bridges: &mut Subdirs<'_>,
-        free: &mut HashSet<(String, u16)>,
+        free: &mut FreeSlots,
     ) -> Result<Vec<LeaseRecord>, StateError> {
         let mut dead = Vec::new();
         let mut kept = Vec::with_capacity(rows.len());
+        let mut snapshot = LockSnapshot::take();
         for row in rows.drain(..) {
-            let verdict =
-                if bridge.is_none_or(|b| b.contains(&row.bridge)) { self.judge(&row, bridges)? } else { Verdict::Live };
+            let verdict = if bridge.is_none_or(|b| b.contains(&row.bridge)) {
+                self.judge(&row, bridges, Some(&mut snapshot))?
+            } else {
+                Verdict::Live
+            };
             if verdict == Verdict::DeadLockFree {
-                free.insert((row.bridge.clone(), row.slot));
+                free.entry(row.bridge.clone()).or_default().insert(row.slot);
             }
             if verdict == Verdict::Live {
                 kept.push(row);
@@ -506,10 +509,17 @@ impl StateDir {
                 dead.push(row);
             }
         }
-        *rows = kept;
-        for row in &dead {
-            self.forget(conn, row)?;
+        if kept.is_empty() && !dead.is_empty() {
+            // All dead (a host-wide crash, a reboot): one statement, which
+            // SQLite runs as a truncation of the table and its indexes
+            // instead of a search and four b-tree deletions per row.
+            conn.execute("DELETE FROM leases", []).map_err(StateError::db(&self.db))?;
+        } else {
+            for row in &dead {
+                self.forget(conn, row)?;
+            }
         }
+        *rows = kept;
         Ok(dead)
     }
 
@@ -529,7 +539,7 @@ impl StateDir {
     fn find_lost_lease(&self, rows: &[LeaseRecord], bridges: &mut Subdirs<'_>) -> Result<(), StateError> {
         let by_slot: HashMap<(&str, u16), &LeaseRecord> =
             rows.iter().map(|r| ((r.bridge.as_str(), r.slot), r)).collect();
-        for found in sidecar::scan(bridges, |_, _| false)? {
+        for found in sidecar::scan(bridges, |_, _| false)?.sidecars {
             let known = match (&found.record, by_slot.get(&(found.bridge.as_str(), found.slot))) {
                 (Some(rec), Some(row)) => rec.job == row.job && rec.ip == row.ip,
                 (None, Some(_)) => true,
@@ -550,22 +560,29 @@ impl StateDir {
     /// `free` slots (their lock was free when the reclaim probed it, under
     /// the state lock that any new lease of them needs) are removed
     /// unread: no live job holds those slots, so none owns those files.
+    /// Temp files are removed too: under the state lock they are nobody's.
     fn check_sidecars(
         &self,
         rows: &[LeaseRecord],
         bridges: &mut Subdirs<'_>,
-        free: &HashSet<(String, u16)>,
+        free: &FreeSlots,
     ) -> Result<Vec<std::path::PathBuf>, StateError> {
         let by_slot: HashMap<(&str, u16), &LeaseRecord> =
             rows.iter().map(|r| ((r.bridge.as_str(), r.slot), r)).collect();
         let mut removed = Vec::new();
-        let unread = |bridge: &str, slot: u16| free.contains(&(bridge.to_string(), slot));
-        for found in sidecar::scan(bridges, unread)? {
+        let unread = |bridge: &str, slot: u16| free.get(bridge).is_some_and(|slots| slots.contains(&slot));
+        let found = sidecar::scan(bridges, unread)?;
+        for temp in found.temps {
+            if let Some(dir) = bridges.get(&temp.bridge)? {
+                dir.remove(&temp.name)?;
+            }
+            removed.push(temp.path);
+        }
+        for found in found.sidecars {
             let row = by_slot.get(&(found.bridge.as_str(), found.slot));
-            let files = SlotFiles::new(found.slot);
             if !found.read {
                 if let Some(dir) = bridges.get(&found.bridge)? {
-                    dir.remove(&files.json)?;
+                    dir.remove(&found.name)?;
                 }
                 removed.push(found.path);
                 continue;
@@ -576,7 +593,7 @@ impl StateDir {
                 // that a later rebuild still finds this job.
                 (None, Some(row)) => {
                     if let Some(dir) = bridges.get(&found.bridge)? {
-                        sidecar::write(dir, &files, row)?;
+                        sidecar::write(dir, &SlotFiles::new(found.slot), row)?;
                     }
                     continue;
                 }
@@ -586,7 +603,7 @@ impl StateDir {
                 return Err(self.lost_lease(found));
             }
             if let Some(dir) = bridges.get(&found.bridge)? {
-                dir.remove(&files.json)?;
+                dir.remove(&found.name)?;
             }
             removed.push(found.path);
         }
@@ -726,7 +743,10 @@ where
     T: std::str::FromStr,
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    let text: String = row.get(idx)?;
+    let text = row
+        .get_ref(idx)?
+        .as_str()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))?;
     text.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
 }
 

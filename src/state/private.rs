@@ -322,6 +322,14 @@ impl PrivateDir {
 
     /// The names in this dir that are UTF-8 (repeatr makes no others).
     pub(crate) fn names(&self) -> Result<Vec<String>, StateError> {
+        let mut names = Vec::new();
+        self.for_each_entry(|name, _| names.push(name.to_string()))?;
+        Ok(names)
+    }
+
+    /// Calls `each` with every name in this dir that is UTF-8 and the inode
+    /// number its directory entry gives (`d_ino`).
+    pub(crate) fn for_each_entry(&self, mut each: impl FnMut(&str, u64)) -> Result<(), StateError> {
         let dir = nix::dir::Dir::openat(
             self.fd.as_fd(),
             ".",
@@ -329,15 +337,20 @@ impl PrivateDir {
             Mode::empty(),
         )
         .map_err(errno("list", &self.path))?;
-        let mut names = Vec::new();
         for entry in dir {
             let entry = entry.map_err(errno("list", &self.path))?;
             match entry.file_name().to_str() {
                 Ok("." | "..") | Err(_) => {}
-                Ok(name) => names.push(name.to_string()),
+                Ok(name) => each(name, entry.ino()),
             }
         }
-        Ok(names)
+        Ok(())
+    }
+
+    /// The magic number of the filesystem this dir is on (`statfs`'s
+    /// `f_type`); `None` if the kernel does not say.
+    pub(crate) fn fs_type(&self) -> Option<nix::sys::statfs::FsType> {
+        nix::sys::statfs::fstatfs(&self.fd).ok().map(|st| st.filesystem_type())
     }
 }
 

@@ -92,7 +92,7 @@ impl StateDir {
             RebuildReport { moved_aside: None, restored: Vec::new(), dropped: Vec::new(), unrestorable: Vec::new() };
         let mut dead = Vec::new();
         let mut bridges = self.bridges();
-        for found in sidecar::scan(&mut bridges, |_, _| false)? {
+        for found in sidecar::scan(&mut bridges, |_, _| false)?.sidecars {
             if !self.sidecar_live(&found, &mut bridges)? {
                 dead.push((found.bridge.clone(), found.slot));
                 report.dropped.push(found.path);

@@ -40,31 +40,13 @@ pub(crate) fn read(dir: &PrivateDir, files: &SlotFiles) -> Result<Option<LeaseRe
     Ok(serde_json::from_slice::<LeaseRecord>(&bytes).ok().filter(|r| files.json == SlotFiles::new(r.slot).json))
 }
 
-/// Temp files (`.N.json.tmp`) in every bridge's dir: a writer that died or
-/// failed (ENOSPC) between creating one and renaming it left it. They are
-/// only written under the state lock, so one found by a holder of that lock
-/// is nobody's. (bridge, file name, path) each.
-pub(crate) fn scan_temps(bridges: &mut Subdirs<'_>) -> Result<Vec<(String, String, PathBuf)>, StateError> {
-    let mut found = Vec::new();
-    for bridge in bridge_names(bridges)? {
-        let Some(dir) = bridges.get(&bridge)? else { continue };
-        for name in dir.names()? {
-            let slot =
-                name.strip_prefix('.').and_then(|n| n.strip_suffix(".json.tmp")).and_then(|n| n.parse::<u16>().ok());
-            if slot.is_some_and(|s| s < MAX_SLOTS) {
-                found.push((bridge.clone(), name.clone(), dir.join(&name)));
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
 /// A sidecar found on disk.
 #[derive(Debug)]
 pub(crate) struct Sidecar {
     pub bridge: String,
     pub slot: u16,
+    /// Its file name in its bridge's dir.
+    pub name: String,
     pub path: PathBuf,
     /// `None` when the file does not parse (or names another slot), or
     /// was not read.
@@ -73,34 +55,68 @@ pub(crate) struct Sidecar {
     pub read: bool,
 }
 
-/// Every `slots/{bridge}/{slot}.json`. Names that are not ours (no valid
-/// bridge dir, no slot number) are left alone; a link or a file of
-/// another user's at one of our names is refused (see `private`). Those
-/// `unread` names (bridge, slot) are listed without being opened.
-pub(crate) fn scan(bridges: &mut Subdirs<'_>, unread: impl Fn(&str, u16) -> bool) -> Result<Vec<Sidecar>, StateError> {
-    let mut found = Vec::new();
+/// A temp file (`.N.json.tmp`) in a bridge's dir: a writer that died or
+/// failed (ENOSPC) between creating one and renaming it left it. They are
+/// only written under the state lock, so one found by a holder of that lock
+/// is nobody's.
+#[derive(Debug)]
+pub(crate) struct Temp {
+    pub bridge: String,
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// What one pass over the bridges' dirs found.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    pub sidecars: Vec<Sidecar>,
+    pub temps: Vec<Temp>,
+}
+
+/// Every `slots/{bridge}/{slot}.json`, and every temp file beside them, in
+/// one listing of each dir. Names that are not ours (no valid bridge dir,
+/// no slot number) are left alone; a link or a file of another user's at
+/// one of our names is refused (see `private`). Those `unread` names
+/// (bridge, slot) are listed without being opened.
+pub(crate) fn scan(bridges: &mut Subdirs<'_>, unread: impl Fn(&str, u16) -> bool) -> Result<Scan, StateError> {
+    let mut found = Scan::default();
     for bridge in bridge_names(bridges)? {
         // Removed between the listing and here: nothing to scan.
         let Some(dir) = bridges.get(&bridge)? else { continue };
         for name in dir.names()? {
-            let slot = name.strip_suffix(".json").and_then(|n| n.parse::<u16>().ok()).filter(|s| *s < MAX_SLOTS);
-            let Some(slot) = slot else { continue };
-            let path = dir.join(&name);
-            if unread(&bridge, slot) {
-                found.push(Sidecar { bridge: bridge.clone(), slot, path, record: None, read: false });
-                continue;
+            if let Some(slot) = name.strip_suffix(".json").and_then(slot_number) {
+                let path = dir.join(&name);
+                if unread(&bridge, slot) {
+                    found.sidecars.push(Sidecar {
+                        bridge: bridge.clone(),
+                        slot,
+                        name,
+                        path,
+                        record: None,
+                        read: false,
+                    });
+                    continue;
+                }
+                // Missing: removed by a release between the listing and here.
+                let Some(mut file) = dir.open_file(&name, OFlag::O_RDONLY, "read")? else { continue };
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes).map_err(StateError::io("read", &path))?;
+                let record = serde_json::from_slice::<LeaseRecord>(&bytes).ok();
+                let record = record.filter(|r| r.bridge == bridge && r.slot == slot);
+                found.sidecars.push(Sidecar { bridge: bridge.clone(), slot, name, path, record, read: true });
+            } else if name.strip_prefix('.').and_then(|n| n.strip_suffix(".json.tmp")).and_then(slot_number).is_some() {
+                found.temps.push(Temp { bridge: bridge.clone(), path: dir.join(&name), name });
             }
-            // Missing: removed by a release between the listing and here.
-            let Some(mut file) = dir.open_file(&name, OFlag::O_RDONLY, "read")? else { continue };
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).map_err(StateError::io("read", &path))?;
-            let record = serde_json::from_slice::<LeaseRecord>(&bytes).ok();
-            let record = record.filter(|r| r.bridge == bridge && r.slot == slot);
-            found.push(Sidecar { bridge: bridge.clone(), slot, path, record, read: true });
         }
     }
-    found.sort_by(|a, b| (&a.bridge, a.slot).cmp(&(&b.bridge, b.slot)));
+    found.sidecars.sort_by(|a, b| (&a.bridge, a.slot).cmp(&(&b.bridge, b.slot)));
+    found.temps.sort_by(|a, b| (&a.bridge, &a.name).cmp(&(&b.bridge, &b.name)));
     Ok(found)
+}
+
+/// The slot a file name's number names, if it is one.
+fn slot_number(digits: &str) -> Option<u16> {
+    digits.parse::<u16>().ok().filter(|s| *s < MAX_SLOTS)
 }
 
 /// The names below `slots/` that may be bridges' dirs. Names that are not

@@ -99,12 +99,22 @@ pub(crate) struct SlotFiles {
 impl SlotFiles {
     pub(crate) fn new(slot: u16) -> SlotFiles {
         SlotFiles {
-            lock: format!("{slot}.lock"),
+            lock: Self::lock_name(slot),
             json: format!("{slot}.json"),
             // Dot-named so that a scan for `{slot}.json` never sees a
             // half-written record.
             tmp: format!(".{slot}.json.tmp"),
         }
+    }
+
+    /// The slot lock's name alone, for a judgement that needs no other.
+    pub(crate) fn lock_name(slot: u16) -> String {
+        format!("{slot}.lock")
+    }
+
+    /// The slot a lock file's name names, if it is one.
+    pub(crate) fn slot_of_lock(name: &str) -> Option<u16> {
+        name.strip_suffix(".lock")?.parse::<u16>().ok().filter(|s| *s < MAX_SLOTS)
     }
 }
 

@@ -57,7 +57,7 @@ struct GcOutput {
     /// Host ports dead jobs published (`--publish`), with their map elements.
     ports_unpublished: Vec<crate::state::PublishedPort>,
     veths_deleted: Vec<String>,
-    /// Bridges a runner died making (`rpt+…`, see `network::stale_pending_bridges`).
+    /// Bridges a runner died making (`rpt+…`, see `network::HostLinks::stale_pending_bridges`).
     bridges_deleted: Vec<String>,
     /// Links gc would have deleted but that are not this state dir's.
     links_kept: Vec<KeptLink>,
@@ -128,13 +128,14 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
             None
         }
     };
-    // One dump of the host's links for every candidate: a dead job's veth
-    // is usually gone with its netns already, and one that is not there
-    // needs neither its slot lock nor a netlink lookup (10,000 of those
-    // made gc take seconds). A link made after the dump is a live job's,
-    // whose slot lock would keep it anyway. A veth the kernel is taking
-    // down with its job's netns counts as gone: it is not left behind.
-    let links = network::links_not_dying()?;
+    // One dump of the host's links for every question below: a dead job's
+    // veth is usually gone with its netns already, and one that is not
+    // there needs neither its slot lock nor a netlink lookup (10,000 of
+    // those made gc take seconds). A link made after the dump is a live
+    // job's, whose slot lock would keep it anyway. A veth the kernel is
+    // taking down with its job's netns counts as gone: it is not left behind.
+    let host_links = network::HostLinks::dump()?;
+    let links = host_links.not_dying();
     let present: std::collections::HashSet<&str> = links.iter().map(String::as_str).collect();
     // The hub and those of its leaves that exist.
     let domain: Vec<String> = match &bridge {
@@ -162,14 +163,14 @@ pub fn gc(state_dir: &Path, config: Option<&Path>, opts: GcOptions) -> Result<i3
     // the bridge has a netns something else keeps alive. No job owns it.
     let mut retired = Vec::new();
     for bridge in &domain {
-        retired.extend(network::retired_ports(bridge)?);
+        retired.extend(host_links.retired_ports(bridge));
     }
     for name in retired {
         if let Some(name) = delete_own(name, &owner, dry_run, &mut out) {
             out.veths_deleted.push(name);
         }
     }
-    for name in network::stale_pending_bridges()? {
+    for name in host_links.stale_pending_bridges() {
         if let Some(name) = delete_own(name, &owner, dry_run, &mut out) {
             out.bridges_deleted.push(name);
         }

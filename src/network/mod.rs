@@ -6,8 +6,8 @@
 //! taken and `finish_pending` once it is known, and `retire_link` on the
 //! host veth at teardown (the kernel destroys the pair with the job's
 //! netns). The free functions ([`ensure_bridge`], [`delete_own_link`],
-//! [`links_with_prefix`], [`retired_ports`], [`stale_pending_bridges`],
-//! [`host_ipv4_routes`]) open a socket per call, for `gc` and tests.
+//! [`links_with_prefix`], [`HostLinks::dump`], [`host_ipv4_routes`]) open a
+//! socket per call, for `gc` and tests.
 //! `--net none` jobs call [`loopback_up`] themselves, inside their new netns.
 //!
 //! Every link is a state dir's ([`LinkOwner`]): the bridges and host veths
@@ -46,8 +46,7 @@ pub use error::NetworkError;
 pub use iface::{IFNAMSIZ_MAX, check_ifname, mac_for_ip};
 pub use leaf::LeafSpec;
 pub use link::{
-    Deletion, PENDING_PREFIX, RETIRED_PREFIX, delete_link, delete_own_link, links_not_dying, links_with_prefix,
-    loopback_up, retired_ports, stale_pending_bridges,
+    Deletion, HostLinks, PENDING_PREFIX, RETIRED_PREFIX, delete_link, delete_own_link, links_with_prefix, loopback_up,
 };
 pub use owner::{Foreign, LinkOwner, OtherOwner, Role};
 pub use routes::host_ipv4_routes;

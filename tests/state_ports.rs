@@ -66,3 +66,41 @@ fn a_host_port_is_one_live_jobs_and_a_dead_ones_is_handed_back() {
     assert_eq!(by_gc, [WEB, udp]);
     assert_eq!(report.ports_unpublished.len(), 2);
 }
+
+/// A rebuild (state.db lost) restores the ports of live jobs from their
+/// sidecars: without them, the next job to ask for a live job's host port
+/// would get it while the live job's map element still forwards it.
+#[test]
+fn a_rebuild_restores_the_ports_of_live_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let state = StateDir::open(&root).unwrap();
+    let udp = Publish { proto: Proto::Udp, ..WEB };
+    let a = state.acquire_publishing(&req("a", "rq0", 42), &[WEB, udp], |_| {}).unwrap();
+    let sidecar = std::fs::read_to_string(root.join("slots/rq0").join(format!("{}.json", a.record.slot))).unwrap();
+    assert!(sidecar.contains("\"published\"") && sidecar.contains("18080"), "{sidecar}");
+    // No ports, no `published` field: sidecars of jobs without ports are
+    // as they were.
+    let b = state.acquire_publishing(&req("b", "rq0", 42), &[], |_| {}).unwrap();
+    let plain = std::fs::read_to_string(root.join("slots/rq0").join(format!("{}.json", b.record.slot))).unwrap();
+    assert!(!plain.contains("published"), "{plain}");
+    drop(state);
+
+    for name in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(root.join(name));
+    }
+    let report = StateDir::rebuild(&root).unwrap();
+    assert_eq!(report.restored.len(), 2, "{report:?}");
+
+    let state = StateDir::open(&root).unwrap();
+    let e = state.acquire_publishing(&req("c", "rq1", 43), &[WEB], |_| {}).unwrap_err();
+    assert!(matches!(&e, StateError::PortTaken { job, .. } if job == "a"), "{e}");
+    let e = state.acquire_publishing(&req("c", "rq1", 43), &[udp], |_| {}).unwrap_err();
+    assert!(matches!(&e, StateError::PortTaken { job, .. } if job == "a"), "{e}");
+    // Restored as a's: its release frees them.
+    state.release(a).unwrap();
+    let c = state.acquire_publishing(&req("c", "rq1", 43), &[WEB, udp], |_| {}).unwrap();
+    assert_eq!(c.published.len(), 2);
+    state.release(c).unwrap();
+    state.release(b).unwrap();
+}

@@ -165,7 +165,7 @@ impl StateDir {
                 self.forget(&tx, holder)?;
             }
             rows.retain(|r| r.job != req.job);
-            self.check_sidecars(&rows, &mut bridges, &free)?;
+            self.check_sidecars(&tx, &rows, &mut bridges, &free)?;
         } else if let Some(holder) = row_where(&tx, "job = ?1", params![req.job], &self.db)? {
             if self.is_live(&holder, &mut bridges)? {
                 return Err(StateError::DuplicateJob { job: req.job.clone(), ip: holder.ip, pid: holder.pid });
@@ -226,7 +226,8 @@ impl StateDir {
         }
         let files = SlotFiles::new(record.slot);
         let dir = bridges.create(&record.bridge)?;
-        sidecar::write(dir, &files, &record)?;
+        let ports: Vec<Publish> = published.iter().map(|p| p.port).collect();
+        sidecar::write(dir, &files, &record, &ports)?;
         let count = generation::bump(&tx, &self.db)?;
         if let Err(e) = tx.commit() {
             // Best effort: a sidecar left behind is ignored once the slot
@@ -468,7 +469,7 @@ impl StateDir {
         let mut free = FreeSlots::new();
         let reclaimed = self.reclaim(&tx, &mut rows, None, &mut bridges, &mut free)?;
         // gc is where a user looks after a crash: always the full check.
-        let sidecars_removed = self.check_sidecars(&rows, &mut bridges, &free)?;
+        let sidecars_removed = self.check_sidecars(&tx, &rows, &mut bridges, &free)?;
         // Every bridge's dead leases were reclaimed: the rows left are live.
         let ports_unpublished = ports::drop_stale(&tx, &self.db, |job| Ok(rows.iter().any(|r| r.job == job)))?;
         let count = generation::bump(&tx, &self.db)?;
@@ -563,6 +564,7 @@ impl StateDir {
     /// Temp files are removed too: under the state lock they are nobody's.
     fn check_sidecars(
         &self,
+        conn: &Connection,
         rows: &[LeaseRecord],
         bridges: &mut Subdirs<'_>,
         free: &FreeSlots,
@@ -593,7 +595,8 @@ impl StateDir {
                 // that a later rebuild still finds this job.
                 (None, Some(row)) => {
                     if let Some(dir) = bridges.get(&found.bridge)? {
-                        sidecar::write(dir, &SlotFiles::new(found.slot), row)?;
+                        let ports = ports::of_job(conn, &self.db, &row.job)?;
+                        sidecar::write(dir, &SlotFiles::new(found.slot), row, &ports)?;
                     }
                     continue;
                 }

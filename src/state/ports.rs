@@ -91,14 +91,39 @@ pub(super) fn claim(
             }
         }
         let p = PublishedPort { port, job: job.to_string(), bridge: bridge.to_string(), ip };
-        conn.execute(
-            "INSERT INTO published_ports (proto, host_port, job, bridge, ip, job_port) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![port.proto.name(), port.host_port, p.job, p.bridge, p.ip.to_string(), port.job_port],
-        )
-        .map_err(StateError::db(db))?;
+        insert(conn, db, &p)?;
         out.push(p);
     }
     Ok(out)
+}
+
+/// The host ports `job` publishes, as its sidecar records them.
+pub(super) fn of_job(conn: &Connection, db: &Path, job: &str) -> Result<Vec<Publish>, StateError> {
+    let mut ports: Vec<Publish> = select(conn, db, "")?.into_iter().filter(|p| p.job == job).map(|p| p.port).collect();
+    ports.sort();
+    Ok(ports)
+}
+
+/// Records the ports a live job's sidecar says it publishes (`rebuild`).
+pub(super) fn restore(
+    conn: &Connection,
+    db: &Path,
+    (job, bridge, ip): (&str, &str, Ipv4Addr),
+    ports: &[Publish],
+) -> Result<(), StateError> {
+    for port in ports {
+        insert(conn, db, &PublishedPort { port: *port, job: job.to_string(), bridge: bridge.to_string(), ip })?;
+    }
+    Ok(())
+}
+
+fn insert(conn: &Connection, db: &Path, p: &PublishedPort) -> Result<(), StateError> {
+    conn.execute(
+        "INSERT INTO published_ports (proto, host_port, job, bridge, ip, job_port) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![p.port.proto.name(), p.port.host_port, p.job, p.bridge, p.ip.to_string(), p.port.job_port],
+    )
+    .map(drop)
+    .map_err(StateError::db(db))
 }
 
 fn delete(conn: &Connection, db: &Path, p: &PublishedPort) -> Result<(), StateError> {

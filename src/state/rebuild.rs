@@ -1,4 +1,5 @@
-//! `repeatr gc --rebuild`: a new state.db from the sidecars of live jobs.
+//! `repeatr gc --rebuild`: a new state.db from the sidecars of live jobs
+//! (their leases and the host ports they publish).
 //!
 //! The damaged file is moved aside, never deleted, so it can be examined.
 //! Only sidecars whose runner is alive come back; the others are removed,
@@ -12,6 +13,7 @@ use super::dir::{DB, DB_FILES, StateDir};
 use super::error::StateError;
 use super::leases::{insert, set_last_ip};
 use super::lock::StateLock;
+use super::ports;
 use super::record::LeaseRecord;
 use super::slot::SlotFiles;
 use super::{generation, schema, sidecar};
@@ -86,7 +88,7 @@ impl StateDir {
         let path = self.dir.join(NEW);
         let mut conn = schema::connect(&path, true)?;
         schema::migrate(&mut conn, &path, true)?;
-        let tx = schema::write_tx(&mut conn, &path)?;
+        let mut tx = schema::write_tx(&mut conn, &path)?;
 
         let mut report =
             RebuildReport { moved_aside: None, restored: Vec::new(), dropped: Vec::new(), unrestorable: Vec::new() };
@@ -102,7 +104,15 @@ impl StateDir {
                 report.unrestorable.push(found.path);
                 continue;
             };
-            match insert(&tx, &record, &path) {
+            // The lease and its ports, or neither (a port two live
+            // sidecars claim cannot be both's).
+            let restored = tx.savepoint().map_err(StateError::db(&path)).and_then(|sp| {
+                insert(&sp, &record, &path)?;
+                let publisher = (record.job.as_str(), record.bridge.as_str(), record.ip);
+                ports::restore(&sp, &path, publisher, &found.published)?;
+                sp.commit().map_err(StateError::db(&path))
+            });
+            match restored {
                 Ok(()) => report.restored.push(record),
                 Err(StateError::Db { source, .. })
                     if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>

@@ -1,26 +1,45 @@
 //! The JSON copy of each lease beside its slot lock
-//! (`slots/{bridge}/{slot}.json`). It lets a lost or corrupt state.db be
-//! rebuilt from the jobs that are still alive, and lets an allocation check
-//! that no live job holds an address the database has forgotten.
+//! (`slots/{bridge}/{slot}.json`), with the host ports the job publishes.
+//! It lets a lost or corrupt state.db be rebuilt from the jobs that are
+//! still alive (their addresses and their ports: a port whose row a rebuild
+//! lost would go to the next job that asks for it while the live job's map
+//! element still forwards it), and lets an allocation check that no live
+//! job holds an address the database has forgotten.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
+use serde::{Deserialize, Serialize};
 
 use super::error::StateError;
 use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
 use super::slot::{MAX_SLOTS, SlotFiles, check_domain_bridge};
+use crate::publish::Publish;
+
+/// A sidecar's JSON: the lease's fields, and `published` when it has ports.
+#[derive(Serialize, Deserialize)]
+struct OnDisk<R> {
+    #[serde(flatten)]
+    record: R,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    published: Vec<Publish>,
+}
 
 /// Writes the record atomically (temp file + rename) into its bridge's
 /// dir, so a reader never sees half a record. No fsync: after a power cut
 /// the runner is gone, its slot lock is free and the file is ignored
 /// whatever it holds.
-pub(crate) fn write(dir: &PrivateDir, files: &SlotFiles, record: &LeaseRecord) -> Result<(), StateError> {
+pub(crate) fn write(
+    dir: &PrivateDir,
+    files: &SlotFiles,
+    record: &LeaseRecord,
+    published: &[Publish],
+) -> Result<(), StateError> {
     let tmp = dir.join(&files.tmp);
     // Serialising plain strings and numbers cannot fail; map it anyway.
-    let text = serde_json::to_vec_pretty(record)
+    let text = serde_json::to_vec_pretty(&OnDisk { record, published: published.to_vec() })
         .map_err(|e| StateError::io("encode", &dir.join(&files.json))(std::io::Error::other(e)))?;
     // 0600 like everything in the state dir: the command line may hold
     // secrets. New (O_EXCL): a crashed writer's temp file, or a link
@@ -37,7 +56,11 @@ pub(crate) fn read(dir: &PrivateDir, files: &SlotFiles) -> Result<Option<LeaseRe
     let Some(mut file) = dir.open_file(&files.json, OFlag::O_RDONLY, "read")? else { return Ok(None) };
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(StateError::io("read", &dir.join(&files.json)))?;
-    Ok(serde_json::from_slice::<LeaseRecord>(&bytes).ok().filter(|r| files.json == SlotFiles::new(r.slot).json))
+    Ok(parse(&bytes).map(|d| d.record).filter(|r| files.json == SlotFiles::new(r.slot).json))
+}
+
+fn parse(bytes: &[u8]) -> Option<OnDisk<LeaseRecord>> {
+    serde_json::from_slice(bytes).ok()
 }
 
 /// A sidecar found on disk.
@@ -51,6 +74,8 @@ pub(crate) struct Sidecar {
     /// `None` when the file does not parse (or names another slot), or
     /// was not read.
     pub record: Option<LeaseRecord>,
+    /// The host ports the record says the job publishes.
+    pub published: Vec<Publish>,
     /// False when the caller asked for it not to be read.
     pub read: bool,
 }
@@ -93,6 +118,7 @@ pub(crate) fn scan(bridges: &mut Subdirs<'_>, unread: impl Fn(&str, u16) -> bool
                         name,
                         path,
                         record: None,
+                        published: Vec::new(),
                         read: false,
                     });
                     continue;
@@ -101,9 +127,17 @@ pub(crate) fn scan(bridges: &mut Subdirs<'_>, unread: impl Fn(&str, u16) -> bool
                 let Some(mut file) = dir.open_file(&name, OFlag::O_RDONLY, "read")? else { continue };
                 let mut bytes = Vec::new();
                 file.read_to_end(&mut bytes).map_err(StateError::io("read", &path))?;
-                let record = serde_json::from_slice::<LeaseRecord>(&bytes).ok();
-                let record = record.filter(|r| r.bridge == bridge && r.slot == slot);
-                found.sidecars.push(Sidecar { bridge: bridge.clone(), slot, name, path, record, read: true });
+                let on_disk = parse(&bytes).filter(|d| d.record.bridge == bridge && d.record.slot == slot);
+                let (record, published) = on_disk.map_or((None, Vec::new()), |d| (Some(d.record), d.published));
+                found.sidecars.push(Sidecar {
+                    bridge: bridge.clone(),
+                    slot,
+                    name,
+                    path,
+                    record,
+                    published,
+                    read: true,
+                });
             } else if name.strip_prefix('.').and_then(|n| n.strip_suffix(".json.tmp")).and_then(slot_number).is_some() {
                 found.temps.push(Temp { bridge: bridge.clone(), path: dir.join(&name), name });
             }

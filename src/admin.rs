@@ -25,7 +25,7 @@ pub fn leases(state_dir: &Path, json: bool) -> Result<i32, Error> {
 }
 
 fn table(list: &[LeaseInfo]) -> String {
-    let header = ["JOB", "IP", "SLOT", "IFACE", "PID", "STARTED", "STATE", "COMMAND"];
+    let header = ["JOB", "IP", "SLOT", "IFACE", "PID", "STARTED", "STATE", "PORTS", "COMMAND"];
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|i| {
@@ -40,11 +40,20 @@ fn table(list: &[LeaseInfo]) -> String {
                 l.pid.to_string(),
                 l.started_at.clone(),
                 state,
+                ports(&i.published),
                 crate::escape::escaped(l.command.as_bytes()),
             ]
         })
         .collect();
     crate::output::table(&header, &rows)
+}
+
+/// `18080:80/tcp,53:53/udp`, as `--publish` takes them; `-` for none.
+fn ports(published: &[crate::publish::Publish]) -> String {
+    if published.is_empty() {
+        return "-".into();
+    }
+    published.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// What `gc` did, as printed.
@@ -336,7 +345,8 @@ fn summary(o: &GcOutput) -> String {
         let _ = writeln!(s, "removed dead lease record {}", p.display());
     }
     for p in &o.ports_unpublished {
-        let _ = writeln!(s, "unpublished host port {} of dead job {} (bridge {})", p.port.host_side(), p.job, p.bridge);
+        let verb = if o.dry_run { "would unpublish" } else { "unpublished" };
+        let _ = writeln!(s, "{verb} host port {} of dead job {} (bridge {})", p.port.host_side(), p.job, p.bridge);
     }
     let vverb = if o.dry_run { "would delete" } else { "deleted" };
     for v in &o.veths_deleted {
@@ -457,9 +467,11 @@ mod tests {
             command: "sh -c 'printf \"\u{1b}[2J\"'\nforged line".into(),
             started_at: "2026-12-01T00:00:00Z".into(),
         };
-        let out = table(&[LeaseInfo { lease, state: LeaseState::Running }]);
+        let web = crate::publish::Publish { proto: crate::publish::Proto::Tcp, host_port: 18080, job_port: 80 };
+        let out = table(&[LeaseInfo { lease, state: LeaseState::Running, published: vec![web] }]);
         assert!(!out.contains('\u{1b}'), "{out:?}");
         assert_eq!(out.lines().count(), 2, "one header and one row: {out}");
         assert!(out.contains("j\\u{1b}[1m") && out.contains("\\nforged line"), "{out}");
+        assert!(out.lines().next().is_some_and(|h| h.contains("PORTS")) && out.contains(" 18080:80/tcp "), "{out}");
     }
 }

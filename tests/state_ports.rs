@@ -32,6 +32,12 @@ fn a_host_port_is_one_live_jobs_and_a_dead_ones_is_handed_back() {
     let a = state.acquire_publishing(&req("a", "rq0", 40), &[WEB], unpublish).unwrap();
     assert_eq!(a.published.len(), 1);
     assert_eq!((a.published[0].ip, a.published[0].bridge.as_str()), (a.record.ip, "rq0"));
+    // `leases` shows them.
+    let listed = state.list().unwrap();
+    assert_eq!(
+        listed.iter().map(|i| (i.lease.job.as_str(), i.published.clone())).collect::<Vec<_>>(),
+        [("a", vec![WEB])]
+    );
 
     // Live on another bridge: refused with its name; udp is another port.
     let e = state.acquire_publishing(&req("b", "rq1", 41), &[WEB], unpublish).unwrap_err();
@@ -58,8 +64,14 @@ fn a_host_port_is_one_live_jobs_and_a_dead_ones_is_handed_back() {
     assert_eq!(*gone.borrow(), ["a", "e"]);
     state.release(f).unwrap();
 
-    // gc hands back the dead jobs' rows too.
+    // gc hands back the dead jobs' rows too; a dry run only reports them.
+    let g = state.acquire_publishing(&req("g", "rq0", 40), &[Publish { host_port: 18083, ..WEB }], unpublish).unwrap();
     drop((b, d));
+    let dry = state.gc_with(true, |_| panic!("a dry run unpublishes nothing")).unwrap();
+    let mut would: Vec<Publish> = dry.ports_unpublished.iter().map(|p| p.port).collect();
+    would.sort();
+    assert_eq!(would, [WEB, udp], "the live job's port is not among them");
+    state.release(g).unwrap();
     let mut by_gc = Vec::new();
     let report = state.gc_with(false, |dead| by_gc.extend(dead.iter().map(|p| p.port))).unwrap();
     by_gc.sort();

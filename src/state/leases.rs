@@ -83,6 +83,10 @@ pub struct LeaseInfo {
     #[serde(flatten)]
     pub lease: LeaseRecord,
     pub state: LeaseState,
+    /// The host ports the job publishes (`--publish`); left out of the JSON
+    /// when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<Publish>,
 }
 
 /// What `gc` reclaimed (or, with `dry_run`, would reclaim). For each lease,
@@ -422,13 +426,18 @@ impl StateDir {
     /// few milliseconds at most and keeps `rebuild` from moving the file
     /// while it is open.
     pub fn list(&self) -> Result<Vec<LeaseInfo>, StateError> {
-        let (rows, trusted) = {
+        let (rows, trusted, ports) = {
             let _lock = StateLock::acquire_shared(&self.dir)?;
             self.check_db_files()?;
             let conn = schema::connect(&self.db, false)?;
             let rows = load(&conn, &self.db)?;
-            (rows, generation::in_file(&self.dir) == Some(generation::in_db(&conn, &self.db)?))
+            let ports = ports::all(&conn, &self.db)?;
+            (rows, generation::in_file(&self.dir) == Some(generation::in_db(&conn, &self.db)?), ports)
         };
+        let mut by_job: HashMap<String, Vec<Publish>> = HashMap::new();
+        for p in ports {
+            by_job.entry(p.job).or_default().push(p.port);
+        }
         let mut bridges = self.bridges();
         if !trusted {
             // The database is not the one the runners last wrote: show it
@@ -440,7 +449,9 @@ impl StateDir {
             .map(|lease| {
                 let live = self.judge(&lease, &mut bridges, Some(&mut snapshot))? == Verdict::Live;
                 let state = if live { LeaseState::Running } else { LeaseState::Stale };
-                Ok(LeaseInfo { lease, state })
+                let mut published = by_job.remove(&lease.job).unwrap_or_default();
+                published.sort();
+                Ok(LeaseInfo { lease, state, published })
             })
             .collect()
     }
@@ -457,9 +468,18 @@ impl StateDir {
     /// [`acquire_publishing`](Self::acquire_publishing)).
     pub fn gc_with(&self, dry_run: bool, unpublish: impl FnOnce(&[PublishedPort])) -> Result<GcReport, StateError> {
         if dry_run {
-            let reclaimed =
-                self.list()?.into_iter().filter(|i| i.state == LeaseState::Stale).map(|i| i.lease).collect();
-            return Ok(GcReport { dry_run, reclaimed, sidecars_removed: Vec::new(), ports_unpublished: Vec::new() });
+            // The ports first: a job that starts after this read has none
+            // here, so it cannot be shown as dead by the list that follows.
+            let ports = {
+                let _lock = StateLock::acquire_shared(&self.dir)?;
+                self.check_db_files()?;
+                ports::all(&schema::connect(&self.db, false)?, &self.db)?
+            };
+            let (live, stale): (Vec<_>, Vec<_>) =
+                self.list()?.into_iter().partition(|i| i.state == LeaseState::Running);
+            let ports_unpublished = ports.into_iter().filter(|p| !live.iter().any(|i| i.lease.job == p.job)).collect();
+            let reclaimed = stale.into_iter().map(|i| i.lease).collect();
+            return Ok(GcReport { dry_run, reclaimed, sidecars_removed: Vec::new(), ports_unpublished });
         }
         let _lock = StateLock::acquire(&self.dir)?;
         let mut conn = self.conn()?;

@@ -97,6 +97,11 @@ pub(super) fn claim(
     Ok(out)
 }
 
+/// Every row.
+pub(super) fn all(conn: &Connection, db: &Path) -> Result<Vec<PublishedPort>, StateError> {
+    select(conn, db, "")
+}
+
 /// The host ports `job` publishes, as its sidecar records them.
 pub(super) fn of_job(conn: &Connection, db: &Path, job: &str) -> Result<Vec<Publish>, StateError> {
     let mut ports: Vec<Publish> = select(conn, db, "")?.into_iter().filter(|p| p.job == job).map(|p| p.port).collect();

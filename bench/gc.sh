@@ -72,8 +72,9 @@ for with_live in (False, True):
             dt, out = timed(state, *args)
             results.setdefault((label, " ".join(args)), []).append(dt)
             if args == ("gc",):
-                reclaimed = sum(1 for l in out.splitlines() if l.startswith("reclaimed lease"))
-                assert reclaimed == stale, f"gc reclaimed {reclaimed} of {stale}"
+                reclaimed = [l for l in out.splitlines() if l.startswith("reclaimed lease")]
+                jobs = {l.split()[4] for l in reclaimed}
+                assert len(jobs) == stale, f"gc reclaimed {len(jobs)} of {stale}: {[l for l in reclaimed if not l.split()[4].startswith('hold-')][:5]} {len(reclaimed)}"
         if keep:
             left = sum(1 for l in timed(state, "leases")[1].splitlines() if " running " in f" {l} ")
             keep.stdin.close()

@@ -19,6 +19,8 @@ use ipnet::Ipv4Net;
 use repeatr::state::{LeaseRequest, LeaseState, StateDir, StateError};
 use rusqlite::{Connection, params};
 
+mod common;
+
 const BRIDGE: &str = "rtest0";
 
 fn subnet(s: &str) -> Ipv4Net {
@@ -574,9 +576,7 @@ fn gc_reclaims_and_dry_run_only_reports() {
 /// the child.
 #[test]
 fn gc_in_a_child_pid_namespace_keeps_a_live_lease_held_outside_it() {
-    if !nix::unistd::geteuid().is_root() {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "this test needs root (CI=true)");
-        eprintln!("skipped: needs root");
+    if !common::require_root() {
         return;
     }
     let (_tmp, state) = fresh();

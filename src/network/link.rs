@@ -195,7 +195,7 @@ pub(crate) fn delete_own_with(
 /// Names of the host links whose name starts with `prefix` (gc lists
 /// leftover `{bridge}-*` veths with it).
 pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
-    list_links(|name, _| name.starts_with(prefix))
+    Ok(HostLinks::dump()?.names(|l| l.name.starts_with(prefix)))
 }
 
 /// The host's links from one dump, for the questions `gc` asks of them
@@ -276,22 +276,6 @@ impl HostLinks {
 
 fn peer_netns_dying(l: &LinkMessage) -> bool {
     l.attributes.iter().any(|a| matches!(a, LinkAttribute::LinkNetNsId(id) if *id < 0))
-}
-
-/// Names of the host links `keep` accepts, sorted.
-fn list_links(keep: impl Fn(&str, &LinkMessage) -> bool) -> Result<Vec<String>, NetworkError> {
-    let mut nl = host_socket()?;
-    let req = LinkMessage::default();
-    let links = nl.dump(RouteNetlinkMessage::GetLink(req)).map_err(|e| NetworkError::netlink("list links", e))?;
-    let mut names: Vec<String> = links
-        .iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => link_name(l).filter(|n| keep(n, l)).map(str::to_string),
-            _ => None,
-        })
-        .collect();
-    names.sort();
-    Ok(names)
 }
 
 /// Brings `lo` up in the calling thread's netns. For `--net none`: the job

@@ -252,11 +252,13 @@ impl StateDir {
     ) -> Result<liveness::Verdict, StateError> {
         // A name that is no bridge's (a damaged row) has no lock file to
         // consult, and must not become a path.
-        let dir = match check_domain_bridge(&record.bridge) {
-            Ok(()) => bridges.get(&record.bridge)?,
-            Err(_) => None,
+        let valid = check_domain_bridge(&record.bridge).is_ok();
+        let proven_free = match snapshot {
+            Some(snapshot) if valid => snapshot.surely_free(bridges, &record.bridge, record.slot)?,
+            _ => false,
         };
-        liveness::judge(record, dir, &self.boot_id, snapshot)
+        let dir = if valid { bridges.get(&record.bridge)? } else { None };
+        liveness::judge(record, dir, &self.boot_id, proven_free)
     }
 }
 

@@ -15,7 +15,7 @@ use nix::fcntl::OFlag;
 use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC};
 
 use super::error::StateError;
-use super::private::PrivateDir;
+use super::private::{PrivateDir, Subdirs};
 use super::record::LeaseRecord;
 use super::slot::SlotFiles;
 use crate::sys;
@@ -71,13 +71,18 @@ impl LockSnapshot {
         LockSnapshot { locked, inodes: HashMap::new() }
     }
 
-    /// Whether the lock of `slot` in `bridge`'s `dir` is certainly free.
-    /// Lists the dir once per snapshot. A missing file is not free here:
-    /// its holder may hold the unlinked inode (see [`lock_held`]).
-    pub(crate) fn surely_free(&mut self, bridge: &str, dir: &PrivateDir, slot: u16) -> Result<bool, StateError> {
+    /// Whether the lock of `slot` in the dir of `bridge` is certainly free.
+    /// Reads the dir's listing once per snapshot. A missing file is not
+    /// free here: its holder may hold the unlinked inode (see [`lock_held`]).
+    pub(crate) fn surely_free(
+        &mut self,
+        bridges: &mut Subdirs<'_>,
+        bridge: &str,
+        slot: u16,
+    ) -> Result<bool, StateError> {
         let Some(locked) = &self.locked else { return Ok(false) };
         if !self.inodes.contains_key(bridge) {
-            self.inodes.insert(bridge.to_string(), lock_inodes(dir)?);
+            self.inodes.insert(bridge.to_string(), lock_inodes(bridges, bridge)?);
         }
         let ino = self.inodes.get(bridge).and_then(Option::as_ref).and_then(|m| m.get(&slot));
         Ok(ino.is_some_and(|ino| !locked.contains(ino)))
@@ -116,18 +121,13 @@ fn locked_inodes(text: &str) -> HashSet<u64> {
 /// directory entries carry the inode's own number, which `/proc/locks`
 /// prints (`i_ino`); `None` on others (overlayfs may give the lower or
 /// upper file's, FUSE and NFS what the server says).
-fn lock_inodes(dir: &PrivateDir) -> Result<Option<HashMap<u16, u64>>, StateError> {
+fn lock_inodes(bridges: &mut Subdirs<'_>, bridge: &str) -> Result<Option<HashMap<u16, u64>>, StateError> {
     let trusted = [TMPFS_MAGIC, EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC];
+    let Some((dir, entries)) = bridges.listing(bridge)? else { return Ok(None) };
     if !dir.fs_type().is_some_and(|t| trusted.contains(&t)) {
         return Ok(None);
     }
-    let mut inodes = HashMap::new();
-    dir.for_each_entry(|name, ino| {
-        if let Some(slot) = SlotFiles::slot_of_lock(name) {
-            inodes.insert(slot, ino);
-        }
-    })?;
-    Ok(Some(inodes))
+    Ok(Some(entries.iter().filter_map(|(name, ino)| Some((SlotFiles::slot_of_lock(name)?, *ino))).collect()))
 }
 
 /// What a lease's judgement found.
@@ -143,20 +143,18 @@ pub(crate) enum Verdict {
 }
 
 /// Judges the lease's runner by its slot's lock. `dir` is the lease's
-/// bridge dir (`None` if missing); a `snapshot` spares the probe of a lock
-/// it proves free.
+/// bridge dir (`None` if missing); `proven_free`: a [`LockSnapshot`] proved
+/// that lock free, so it needs no probe.
 pub(crate) fn judge(
     record: &LeaseRecord,
     dir: Option<&PrivateDir>,
     boot_id: &str,
-    snapshot: Option<&mut LockSnapshot>,
+    proven_free: bool,
 ) -> Result<Verdict, StateError> {
     if record.boot_id != boot_id {
         return Ok(Verdict::Dead);
     }
-    if let (Some(snapshot), Some(d)) = (snapshot, dir)
-        && snapshot.surely_free(&record.bridge, d, record.slot)?
-    {
+    if proven_free && dir.is_some() {
         return Ok(Verdict::DeadLockFree);
     }
     Ok(match lock_held(dir, &SlotFiles::lock_name(record.slot))? {
@@ -169,7 +167,7 @@ pub(crate) fn judge(
 
 /// Whether the lease's runner is alive (see [`judge`]).
 pub(crate) fn is_live(record: &LeaseRecord, dir: Option<&PrivateDir>, boot_id: &str) -> Result<bool, StateError> {
-    Ok(judge(record, dir, boot_id, None)? == Verdict::Live)
+    Ok(judge(record, dir, boot_id, false)? == Verdict::Live)
 }
 
 /// The pid names the same process as when the lease was taken.
@@ -204,21 +202,24 @@ mod tests {
     #[test]
     fn a_snapshot_proves_free_only_locks_nobody_holds() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = PrivateDir::create(&tmp.path().join("b")).unwrap();
+        let slots = PrivateDir::create(&tmp.path().join("slots")).unwrap();
+        let dir = slots.create_subdir("b").unwrap();
         for slot in 0..3 {
             File::create(dir.join(&SlotFiles::lock_name(slot))).unwrap();
         }
         // Another open file description, as another runner's would be.
         let held = File::open(dir.join(&SlotFiles::lock_name(1))).unwrap();
         held.lock().unwrap();
+        let mut bridges = Subdirs::new(&slots);
         let mut snapshot = LockSnapshot::take();
-        assert!(snapshot.surely_free("b", &dir, 0).unwrap());
-        assert!(!snapshot.surely_free("b", &dir, 1).unwrap(), "a held lock is never proven free");
-        assert!(snapshot.surely_free("b", &dir, 2).unwrap());
-        assert!(!snapshot.surely_free("b", &dir, 3).unwrap(), "a missing lock file proves nothing");
+        assert!(snapshot.surely_free(&mut bridges, "b", 0).unwrap());
+        assert!(!snapshot.surely_free(&mut bridges, "b", 1).unwrap(), "a held lock is never proven free");
+        assert!(snapshot.surely_free(&mut bridges, "b", 2).unwrap());
+        assert!(!snapshot.surely_free(&mut bridges, "b", 3).unwrap(), "a missing lock file proves nothing");
+        assert!(!snapshot.surely_free(&mut bridges, "c", 0).unwrap(), "nor does a missing dir");
         drop(held);
         // The snapshot is of its moment: a lock freed since is probed.
-        assert!(!snapshot.surely_free("b", &dir, 1).unwrap());
-        assert!(LockSnapshot::take().surely_free("b", &dir, 1).unwrap());
+        assert!(!snapshot.surely_free(&mut bridges, "b", 1).unwrap());
+        assert!(LockSnapshot::take().surely_free(&mut bridges, "b", 1).unwrap());
     }
 }

@@ -356,15 +356,43 @@ impl PrivateDir {
 
 /// The subdirectories of one directory that an operation touches, each
 /// opened once (a lease check per row would otherwise open its bridge's
-/// directory again every time).
+/// directory again every time), and each listed at most once: a sweep
+/// (`gc`) needs a dir's lock files and then its sidecars, and one listing
+/// of 10 dirs of 2000 names costs ~5 ms on tmpfs. A listing is of its
+/// moment: an operation that adds files after it (`acquire`) does not list
+/// again.
 pub(crate) struct Subdirs<'p> {
     parent: &'p PrivateDir,
     open: HashMap<String, Option<PrivateDir>>,
+    /// Names and inode numbers (`d_ino`) of the listed subdirs.
+    listed: HashMap<String, Vec<DirEntry>>,
 }
+
+/// A directory entry: its name and inode number (`d_ino`).
+pub(crate) type DirEntry = (String, u64);
 
 impl<'p> Subdirs<'p> {
     pub(crate) fn new(parent: &'p PrivateDir) -> Subdirs<'p> {
-        Subdirs { parent, open: HashMap::new() }
+        Subdirs { parent, open: HashMap::new(), listed: HashMap::new() }
+    }
+
+    /// `name` and its entries (name, inode number), or `None` if it does
+    /// not exist.
+    pub(crate) fn listing(&mut self, name: &str) -> Result<Option<(&PrivateDir, &[DirEntry])>, StateError> {
+        if self.get(name)?.is_none() {
+            return Ok(None);
+        }
+        if !self.listed.contains_key(name) {
+            let mut entries = Vec::new();
+            if let Some(Some(dir)) = self.open.get(name) {
+                dir.for_each_entry(|n, ino| entries.push((n.to_string(), ino)))?;
+            }
+            self.listed.insert(name.to_string(), entries);
+        }
+        match (self.open.get(name), self.listed.get(name)) {
+            (Some(Some(dir)), Some(entries)) => Ok(Some((dir, entries.as_slice()))),
+            _ => Ok(None),
+        }
     }
 
     pub(crate) fn parent(&self) -> &PrivateDir {

@@ -107,15 +107,15 @@ pub(crate) fn scan(bridges: &mut Subdirs<'_>, unread: impl Fn(&str, u16) -> bool
     let mut found = Scan::default();
     for bridge in bridge_names(bridges)? {
         // Removed between the listing and here: nothing to scan.
-        let Some(dir) = bridges.get(&bridge)? else { continue };
-        for name in dir.names()? {
+        let Some((dir, entries)) = bridges.listing(&bridge)? else { continue };
+        for (name, _) in entries {
             if let Some(slot) = name.strip_suffix(".json").and_then(slot_number) {
-                let path = dir.join(&name);
+                let path = dir.join(name);
                 if unread(&bridge, slot) {
                     found.sidecars.push(Sidecar {
                         bridge: bridge.clone(),
                         slot,
-                        name,
+                        name: name.clone(),
                         path,
                         record: None,
                         published: Vec::new(),
@@ -124,7 +124,7 @@ pub(crate) fn scan(bridges: &mut Subdirs<'_>, unread: impl Fn(&str, u16) -> bool
                     continue;
                 }
                 // Missing: removed by a release between the listing and here.
-                let Some(mut file) = dir.open_file(&name, OFlag::O_RDONLY, "read")? else { continue };
+                let Some(mut file) = dir.open_file(name, OFlag::O_RDONLY, "read")? else { continue };
                 let mut bytes = Vec::new();
                 file.read_to_end(&mut bytes).map_err(StateError::io("read", &path))?;
                 let on_disk = parse(&bytes).filter(|d| d.record.bridge == bridge && d.record.slot == slot);
@@ -132,14 +132,14 @@ pub(crate) fn scan(bridges: &mut Subdirs<'_>, unread: impl Fn(&str, u16) -> bool
                 found.sidecars.push(Sidecar {
                     bridge: bridge.clone(),
                     slot,
-                    name,
+                    name: name.clone(),
                     path,
                     record,
                     published,
                     read: true,
                 });
             } else if name.strip_prefix('.').and_then(|n| n.strip_suffix(".json.tmp")).and_then(slot_number).is_some() {
-                found.temps.push(Temp { bridge: bridge.clone(), path: dir.join(&name), name });
+                found.temps.push(Temp { bridge: bridge.clone(), path: dir.join(name), name: name.clone() });
             }
         }
     }

@@ -222,3 +222,25 @@ fn a_host_dir_bound_at_etc_is_never_written() {
         assert_eq!(names.len(), 3, "{mode}: {names:?}");
     }
 }
+
+/// Ping sockets are allowed for every group in the job's own netns (it has
+/// no CAP_NET_RAW), and the host's setting stays as it was: the sysctl is
+/// written through the job's /proc, never the host's.
+#[test]
+fn ping_sockets_are_allowed_in_the_jobs_netns_only() {
+    if !require_root() {
+        return;
+    }
+    let host_before = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    let r = Repeatr::new();
+    let rootfs = Rootfs::busybox();
+    let out = r.sh(rootfs.path(), &["--user", "1000"], "cat /proc/sys/net/ipv4/ping_group_range");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let job: Vec<String> = stdout(&out).split_whitespace().map(str::to_owned).collect();
+    assert_eq!(job, ["0", "2147483647"], "the job's ping_group_range");
+    // The job's /proc/sys is read-only to it: it cannot change this back.
+    let out = r.sh(rootfs.path(), &[], "echo '1 0' > /proc/sys/net/ipv4/ping_group_range && echo wrote; true");
+    assert!(!stdout(&out).contains("wrote"), "a job rewrote a sysctl: {}", stdout(&out));
+    let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    assert_eq!(host_before, host_after, "the host's ping_group_range changed");
+}

@@ -45,8 +45,22 @@ pub fn mount_proc_sys<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<()> {
     })?;
     let proc_dir = s.resolve_in_root(root, Path::new("/proc"), Create::Dir)?;
     s.mount_fs("proc", &proc_dir, NOSUID_NODEV_NOEXEC, None)?;
+    let proc = s.open_at(root, Path::new("proc"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::InRoot)?;
+    s.fs_work(&proc, "allow ping sockets", allow_ping_sockets)?;
     let sys_dir = s.resolve_in_root(root, Path::new("/sys"), Create::Dir)?;
     s.mount_fs("sysfs", &sys_dir, NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY, None)
+}
+
+/// Unprivileged ICMP ("ping" sockets) for every group: the job has no
+/// CAP_NET_RAW, and iputils' ping falls back to these (Docker sets the
+/// same). Net sysctls are those of the opener's netns, the job's; written
+/// through the job's own /proc and not the host's, because each netns
+/// that opens a file under the host's /proc/sys/net leaves its dentries
+/// in the host's dcache until the netns dies, and every later lookup there
+/// walks them (190 µs per open next to 900 live jobs, 1.6 µs this way).
+fn allow_ping_sockets(proc: BorrowedFd<'_>) -> io::Result<()> {
+    let f = crate::sys::openat2(proc, Path::new("sys/net/ipv4/ping_group_range"), libc::O_WRONLY, 0, Resolve::Beneath)?;
+    io::Write::write_all(&mut std::fs::File::from(f), b"0 2147483647")
 }
 
 /// The device nodes a job gets, as (name, major, minor): what Docker and

@@ -75,10 +75,3 @@ pub fn unblock_signals() -> io::Result<()> {
 pub fn new_session_keyring() -> io::Result<()> {
     sys::join_new_session_keyring()
 }
-
-/// `net.ipv4.ping_group_range` = every gid, for the job's netns: `/proc`
-/// is still the host's here, but net sysctls are those of the opener's
-/// network namespace, the job's.
-pub fn allow_ping_sockets() -> io::Result<()> {
-    std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
-}

@@ -55,11 +55,6 @@ fn setup_and_exec(
     keep.extend([control.as_raw_fd(), report_fd]);
     sys::close_fds_except(&keep).map_err(setup_err("closing inherited fds"))?;
 
-    // Unprivileged ICMP ("ping" sockets) for every group, in the job's own
-    // netns: the job has no CAP_NET_RAW, and iputils' ping falls back to
-    // these (Docker sets the same).
-    security::allow_ping_sockets().map_err(setup_err("net.ipv4.ping_group_range"))?;
-
     let etc = build_and_enter_root(&Linux, spec, mount_base)?;
     if spec.stdout_to_stderr {
         nix::unistd::dup2_stdout(std::io::stderr()).map_err(|e| setup_err("stdout")(e.into()))?;
@@ -382,6 +377,8 @@ mod tests {
             "check /proc, /sys and /dev at {root}
             resolve {root}/proc in root {root}
             mount proc on {root}/proc
+            open {root}/proc in root {root}
+            allow ping sockets at {root}/proc
             resolve {root}/sys in root {root}
             mount sysfs on {root}/sys
             resolve {root}/dev in root {root}

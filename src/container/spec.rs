@@ -120,7 +120,7 @@ pub struct Caps(HashSet<Capability>);
 /// podman's default set: Docker's without MKNOD (device nodes: with it a
 /// root job made a node for a host loop device and wrote through it),
 /// NET_RAW (raw sockets: ARP and source-address spoofing of other jobs;
-/// ping works without it, see `ping_group_range` in init) and AUDIT_WRITE.
+/// ping works without it, see `allow_ping_sockets` in mounts) and AUDIT_WRITE.
 pub const DEFAULT_CAPS: [Capability; 11] = [
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,

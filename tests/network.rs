@@ -611,3 +611,25 @@ fn a_bridge_made_by_hand_is_refused_as_it_is() {
         assert!(!has_flag(&host_json(&["-j", "link", "show", "dev", &br])[0], "UP"));
     }
 }
+
+/// An MTU below IPv6's minimum (1280): the links have no IPv6 at all, and
+/// neither the bridge nor the veth asks to turn it off (the kernel would
+/// refuse that); the job still gets its address.
+#[test]
+fn a_bridge_and_veth_below_the_ipv6_mtu_work() {
+    if !require_root() {
+        return;
+    }
+    let (br, net) = names(9);
+    let mut g = Guard::new(&br);
+    let br_index = ensure_bridge(&br, host(net, 1), net, 1200, &owner()).expect("bridge");
+    let ns = new_netns();
+    let s = spec(&br, net, 3, 1200);
+    g.veth(&s.host_name);
+    attach(br_index, &s, &ns).expect("attach");
+    let links = json(run_in(&ns, &["ip", "-j", "addr"]));
+    let eth0 = links.as_array().unwrap().iter().find(|l| l["ifname"] == "eth0").expect("eth0");
+    assert!(has_addr(eth0, s.ip, 24), "{eth0}");
+    assert_eq!(eth0["mtu"], 1200);
+    g.netns.push(ns);
+}

@@ -15,6 +15,7 @@ use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, Li
 use super::bridge::ensure_bridge_link;
 use super::error::NetworkError;
 use super::iface::{check_ifname, check_mtu};
+use super::ipv6;
 use super::link::{alias_message, get_link, link_info, master_message, up_message};
 use super::netlink::Netlink;
 use super::owner::{Foreign, LinkOwner, Role};
@@ -123,17 +124,23 @@ pub(crate) fn ensure_leaf(nl: &mut Netlink, hub: u32, leaf: &LeafSpec, owner: &L
             })));
         }
     }
-    let steps = vec![
-        (alias_message(ends.0.index, &owner.alias()), 0),
-        (alias_message(ends.1.index, &owner.alias()), 0),
-        (master_message(ends.0.index, hub), 0),
-        (master_message(ends.1.index, index), 0),
-        (up_message(ends.0.index), 0),
-        (up_message(ends.1.index), 0),
+    // Each step is for both ends, hub's first; IPv6 address generation off
+    // (see ipv6::addr_gen_off_message) only where the link will have IPv6.
+    let mut steps: Vec<(&str, [RouteNetlinkMessage; 2])> = vec![
+        ("mark", [alias_message(ends.0.index, &owner.alias()), alias_message(ends.1.index, &owner.alias())]),
+        ("attach", [master_message(ends.0.index, hub), master_message(ends.1.index, index)]),
     ];
-    nl.request_all(steps).map_err(|(i, e)| {
+    if let (Some(h), Some(l)) =
+        (ipv6::addr_gen_off_message(ends.0.index, leaf.mtu), ipv6::addr_gen_off_message(ends.1.index, leaf.mtu))
+    {
+        steps.push(("turn IPv6 address generation off on", [h, l]));
+    }
+    steps.push(("bring up", [up_message(ends.0.index), up_message(ends.1.index)]));
+    let what: Vec<&str> = steps.iter().map(|(w, _)| *w).collect();
+    let msgs = steps.into_iter().flat_map(|(_, m)| m).map(|m| (m, 0)).collect();
+    nl.request_all(msgs).map_err(|(i, e)| {
         let name = if i % 2 == 0 { up_hub } else { up_leaf };
-        let what = ["mark", "mark", "attach", "attach", "bring up", "bring up"].get(i).copied().unwrap_or("set up");
+        let what = what.get(i / 2).copied().unwrap_or("set up");
         NetworkError::netlink(format!("{what} {name}, the uplink of leaf {}", leaf.name), e)
     })?;
     Ok(index)
@@ -161,7 +168,7 @@ mod tests {
 
     use super::*;
     use crate::network::bridge::ensure_bridge_with;
-    use crate::network::test_netns::new_netns;
+    use crate::network::test_netns::{ipv6_addresses, new_netns};
 
     fn spec(name: &str, number: u16) -> LeafSpec {
         LeafSpec { name: name.into(), number, uplink: (format!("{name}-h"), format!("{name}-l")), mtu: 1400 }
@@ -196,6 +203,12 @@ mod tests {
         let l = link_info(&get_link(&mut nl, "rptla-l").unwrap().unwrap());
         assert_eq!((h.master, l.master), (Some(hub), Some(index)));
         assert!(h.up && l.up);
+        let (hi, li) = (h.index, l.index);
+        assert_eq!(
+            (ipv6_addresses(&mut nl, hi), ipv6_addresses(&mut nl, li)),
+            (vec![], vec![]) as (Vec<std::net::Ipv6Addr>, Vec<_>),
+            "IPv6 on the uplink"
+        );
 
         // The uplink deleted behind our back: not ready, made again.
         crate::network::link::delete_index(&mut nl, h.index, "rptla-h").unwrap();

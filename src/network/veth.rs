@@ -13,6 +13,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use super::address::address_message;
 use super::error::NetworkError;
 use super::iface::{check_ifname, check_mtu, mac_for_ip};
+use super::ipv6;
 use super::link::{
     Deletion, LOOPBACK_IFINDEX, alias_message, delete_index, delete_own_with, down_message, get_link, link_name,
     master_message, pending_name, rename_message, up_message,
@@ -158,6 +159,7 @@ fn name_and_up(
     owner: &LinkOwner,
 ) -> Result<(), NetworkError> {
     let index = pending.host_index;
+    let no_ipv6 = ipv6::addr_gen_off_message(index, spec.mtu);
     let rename = || (rename_message(index, &spec.host_name), 0);
     let [qdisc, filter] = port_filter::messages(index, spec.ip);
     const RENAME: usize = 3;
@@ -167,11 +169,13 @@ fn name_and_up(
         2 => format!("add the port filter of {} for {} (needs the kernel's cls_bpf)", pending.name, spec.ip),
         RENAME => format!("rename {} to {}", pending.name, spec.host_name),
         4 => format!("attach {} to bridge {}", spec.host_name, spec.bridge),
+        5 if no_ipv6.is_some() => format!("turn IPv6 address generation off on {}", spec.host_name),
         _ => format!("bring {} up", spec.host_name),
     };
     let master = (master_message(index, spec.bridge_index), 0);
-    let steps =
-        vec![(alias_message(index, &owner.alias()), 0), qdisc, filter, rename(), master, (up_message(index), 0)];
+    let mut steps = vec![(alias_message(index, &owner.alias()), 0), qdisc, filter, rename(), master];
+    steps.extend(no_ipv6.clone().map(|m| (m, 0)));
+    steps.push((up_message(index), 0));
     match host.request_all(steps) {
         Err((RENAME, e)) if e.raw() == Some(libc::EEXIST) => {
             match delete_own_with(host, &spec.host_name, owner, false)? {
@@ -268,21 +272,28 @@ fn configure_job_side(spec: &VethSpec, eth0: Option<u32>, netns: BorrowedFd<'_>)
     mac.header.index = index;
     mac.attributes.push(LinkAttribute::Address(mac_for_ip(spec.ip).to_vec()));
     // Named only when one fails: no formatting on the job's start path.
-    let step = |i: usize| match i {
+    let no_ipv6 = ipv6::addr_gen_off_message(index, spec.mtu);
+    // Step 2 is there only with IPv6: without it, later steps are one down.
+    let skip = usize::from(no_ipv6.is_none());
+    let step = |i: usize| match if i >= 2 { i + skip } else { i } {
         0 => format!("set the MAC of {JOB_IFNAME} in the job netns"),
         1 => format!("add {}/{} to {JOB_IFNAME} in the job netns", spec.ip, spec.prefix),
-        2 => format!("bring {JOB_IFNAME} up in the job netns"),
-        3 => "bring lo up in the job netns".to_string(),
+        2 => format!("turn IPv6 address generation off on {JOB_IFNAME} in the job netns"),
+        3 => format!("bring {JOB_IFNAME} up in the job netns"),
+        4 => "bring lo up in the job netns".to_string(),
         _ => format!("add default route via {} in the job netns", spec.gateway),
     };
-    nl.request_all(vec![
+    let mut steps = vec![
         (RouteNetlinkMessage::SetLink(mac), 0),
         (address_message(index, spec.ip, spec.prefix), NLM_F_CREATE | NLM_F_EXCL),
+    ];
+    steps.extend(no_ipv6.map(|m| (m, 0)));
+    steps.extend([
         (up_message(index), 0),
         (up_message(LOOPBACK_IFINDEX), 0),
         (default_route_message(index, spec.gateway), NLM_F_CREATE | NLM_F_EXCL),
-    ])
-    .map_err(|(i, e)| NetworkError::netlink(step(i), e))
+    ]);
+    nl.request_all(steps).map_err(|(i, e)| NetworkError::netlink(step(i), e))
 }
 
 fn default_route_message(oif: u32, gateway: Ipv4Addr) -> RouteNetlinkMessage {
@@ -301,7 +312,7 @@ fn default_route_message(oif: u32, gateway: Ipv4Addr) -> RouteNetlinkMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::test_netns::new_netns;
+    use crate::network::test_netns::{ipv6_addresses, new_netns};
     use netlink_packet_route::link::LinkFlags;
     use std::os::fd::AsFd;
 
@@ -362,6 +373,14 @@ mod tests {
             _ => false,
         });
         assert!(default_via_gateway, "{routes:?}");
+        // No IPv6 on either end: the host's IPv6 tables do not grow with
+        // its jobs (see ipv6::addr_gen_off_message).
+        assert_eq!(
+            ipv6_addresses(&mut host, attached.host_index),
+            Vec::<std::net::Ipv6Addr>::new(),
+            "IPv6 on the host end"
+        );
+        assert_eq!(ipv6_addresses(&mut job, peer), Vec::<std::net::Ipv6Addr>::new(), "IPv6 on eth0");
     }
 
     /// A leftover link of the final name is replaced; a failed finish

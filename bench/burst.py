@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Starts COUNT networked jobs at once and times until every one has printed
 its "up" line (it prints "up" once eth0 has an IPv4 address), then reads the
-RSS of the waiting runner processes while the jobs still sleep.
+RSS of the waiting runner processes while the jobs still sleep, and what
+the host's used memory (MemTotal - MemAvailable, /proc/meminfo) grew by
+per live job: runners, containers, veths, cgroups and page cache together.
 
     bench/burst.py --label L --count 200 --runner NAME --timeout S --out F.json -- CMD...
 
@@ -33,6 +35,15 @@ def status_fields(pid):
     except OSError:
         return None
     return out
+
+
+def host_used_kb():
+    info = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            info[k] = kb(v.strip())
+    return info["MemTotal"] - info["MemAvailable"]
 
 
 def kb(v):
@@ -114,6 +125,7 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    used_before = host_used_kb()
     t0 = time.monotonic()
     for i in range(a.count):
         argv = [x.replace("@I@", str(i)) for x in cmd]
@@ -160,6 +172,7 @@ def main():
     # so a sample before that measures its start-up, not its wait.
     pump(0.3)
     rss, hwm = {}, {}
+    used_during = host_used_kb()
     for _ in range(5):
         for pid in runners([p.pid for p in procs], a.runner):
             s = status_fields(pid)
@@ -201,6 +214,7 @@ def main():
         "rss_kb_max": max(rss.values()) if rss else None,
         "hwm_kb_median": statistics.median(hwm.values()) if hwm else None,
         "hwm_kb_max": max(hwm.values()) if hwm else None,
+        "host_kb_per_job": (used_during - used_before) / len(up_at) if up_at else None,
         "sample_errors": [e.decode(errors="replace") for e in list(errs.values())[:3]],
     }
     with open(a.out, "w") as f:

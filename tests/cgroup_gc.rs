@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-
 use common::cgroups::cgroups_of_job;
 use common::*;
 
@@ -18,13 +16,7 @@ fn a_sigkilled_runners_cgroups_are_removed_by_gc_and_listed_by_a_dry_run() {
     let r = Repeatr::new();
     let rootfs = Rootfs::busybox();
     let name = format!("cg-gc-{}", std::process::id());
-    let mut c = r.cmd();
-    c.arg("run").arg("--rootfs").arg(rootfs.path()).args(["--net", "none", "--name", &name]);
-    c.args(["--", "/bin/sh", "-c", "echo ready; exec sleep 60"]);
-    c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
-    let mut runner = Runner::new(c.spawn().unwrap());
-    let mut lines = BufReader::new(runner.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let mut runner = r.start_ready(rootfs.path(), &["--name", &name], "echo ready; exec sleep 60");
     let job = *children_of(runner.id()).first().unwrap();
     runner.kill().unwrap();
     runner.wait().unwrap();

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use common::cgroups::cgroups_of_job;
@@ -36,13 +35,7 @@ fn a_run_removes_a_bounded_share_of_dead_cgroups_and_gc_the_rest() {
     let r = Repeatr::new();
     let rootfs = Rootfs::busybox();
     let name = format!("cg-share-{}", std::process::id());
-    let mut c = r.cmd();
-    c.arg("run").arg("--rootfs").arg(rootfs.path()).args(["--net", "none", "--name", &name]);
-    c.args(["--", "/bin/sh", "-c", "echo ready; exec sleep 60"]);
-    c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
-    let mut live = Runner::new(c.spawn().unwrap());
-    let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let _live = r.start_ready(rootfs.path(), &["--name", &name], "echo ready; exec sleep 60");
     let own = cgroups_of_job(&name);
     assert!(!own.is_empty(), "the live job has no cgroup");
     // repeatr-job.<state>.<pid>.<start>.<job>: the fakes are this state

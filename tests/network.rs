@@ -170,6 +170,8 @@ fn ensure_bridge_is_idempotent_and_repairs() {
         assert!(has_addr(l, gw, 24), "{l}");
         let d = host_json(&["-j", "-d", "link", "show", "dev", &br]);
         assert_eq!(d[0]["linkinfo"]["info_kind"], "bridge");
+        // Off: with it on, every port's up walks every port's timers.
+        assert_eq!(d[0]["linkinfo"]["info_data"]["mcast_snooping"], 0, "{}", d[0]["linkinfo"]);
     };
     check();
 
@@ -177,6 +179,7 @@ fn ensure_bridge_is_idempotent_and_repairs() {
     let ok = |args: &[&str]| assert!(Command::new("ip").args(args).status().expect("ip").success());
     ok(&["link", "set", &br, "down"]);
     ok(&["addr", "del", &format!("{gw}/24"), "dev", &br]);
+    ok(&["link", "set", &br, "type", "bridge", "mcast_snooping", "1"]);
     assert_eq!(ensure_bridge(&br, gw, net, 1400, &owner()).expect("repair"), a);
     check();
 

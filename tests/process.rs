@@ -12,18 +12,6 @@ use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Starts `argv` in a job, waits until the command runs (it printed
-/// `ready`), and returns the runner.
-fn start(r: &Repeatr, root: &Rootfs, opts: &[&str], script: &str) -> Runner {
-    let mut c = r.cmd();
-    c.arg("run").arg("--rootfs").arg(root.path()).args(["--net", "none"]).args(opts);
-    c.args(["--", "/bin/sh", "-c", script]);
-    let mut runner =
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map(Runner::new).unwrap();
-    wait_for_line(&mut runner, "ready");
-    runner
-}
-
 /// Waits for the runner (at most 30 s, then it is killed and the test
 /// fails) and returns its status and stderr.
 fn finish(runner: Runner) -> (i32, String) {
@@ -86,7 +74,7 @@ fn sigint_and_sigterm_stop_jobs_that_have_no_handler() {
         for (sig, want) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
             // A stop timeout far beyond the test's patience: the job must
             // end by the signal itself, not by the kill after it.
-            let runner = start(&r, &root, &["--stop-timeout", "1h"], script);
+            let runner = r.start_ready(root.path(), &["--stop-timeout", "1h"], script);
             kill(Pid::from_raw(runner.id() as i32), sig).unwrap();
             let (code, err) = finish(runner);
             assert_eq!(code, want, "{sig} to {script:?}: {err}");
@@ -102,7 +90,7 @@ fn a_job_that_ignores_sigterm_is_killed_whole_after_the_stop_timeout() {
     let (r, root) = (Repeatr::new(), Rootfs::busybox());
     let marker = "31337";
     let script = format!("trap '' TERM; sleep {marker} & sleep {marker} & echo ready; wait");
-    let runner = start(&r, &root, &["--stop-timeout", "1s"], &script);
+    let runner = r.start_ready(root.path(), &["--stop-timeout", "1s"], &script);
     wait_for_processes(&format!("sleep {marker}"), 2);
     kill(Pid::from_raw(runner.id() as i32), Signal::SIGTERM).unwrap();
     let (code, err) = finish(runner);
@@ -117,7 +105,8 @@ fn a_second_ctrl_c_kills_at_once() {
         return;
     }
     let (r, root) = (Repeatr::new(), Rootfs::busybox());
-    let runner = start(&r, &root, &["--stop-timeout", "1h"], "trap '' INT; echo ready; while :; do sleep 1; done");
+    let runner =
+        r.start_ready(root.path(), &["--stop-timeout", "1h"], "trap '' INT; echo ready; while :; do sleep 1; done");
     let pid = Pid::from_raw(runner.id() as i32);
     kill(pid, Signal::SIGINT).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -206,7 +195,7 @@ fn no_init_runs_the_command_as_pid_1() {
     assert_eq!(stdout(&out).trim(), "1");
     // As pid 1 the command does not die of a signal it has no handler
     // for: the stop timeout ends it.
-    let runner = start(&r, &root, &["--no-init", "--stop-timeout", "500ms"], "echo ready; exec sleep 100");
+    let runner = r.start_ready(root.path(), &["--no-init", "--stop-timeout", "500ms"], "echo ready; exec sleep 100");
     kill(Pid::from_raw(runner.id() as i32), Signal::SIGTERM).unwrap();
     let (code, err) = finish(runner);
     assert_eq!(code, 137, "{err}");
@@ -219,7 +208,7 @@ fn ctrl_z_stops_the_job_with_the_runner_and_fg_resumes_both() {
     }
     let (r, root) = (Repeatr::new(), Rootfs::busybox());
     let marker = "31338";
-    let runner = start(&r, &root, &[], &format!("echo ready; sleep {marker}; echo resumed"));
+    let runner = r.start_ready(root.path(), &[], &format!("echo ready; sleep {marker}; echo resumed"));
     let pid = Pid::from_raw(runner.id() as i32);
     let sleeper = wait_for_processes(&format!("sleep {marker}"), 1);
     kill(pid, Signal::SIGTSTP).unwrap();

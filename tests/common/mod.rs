@@ -152,6 +152,18 @@ impl Repeatr {
         self.run(rootfs, opts, &["/bin/sh", "-c", script])
     }
 
+    /// A `--net none` job of `script` with `opts`, once it has printed
+    /// `ready` (its first line).
+    pub fn start_ready(&self, rootfs: &Path, opts: &[&str], script: &str) -> Runner {
+        let mut c = self.cmd();
+        c.arg("run").arg("--rootfs").arg(rootfs).args(["--net", "none"]).args(opts);
+        c.args(["--", "/bin/sh", "-c", script]);
+        let mut runner =
+            c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map(Runner::new).unwrap();
+        wait_for_line(&mut runner, "ready");
+        runner
+    }
+
     pub fn spawn_sh(&self, rootfs: &Path, script: &str) -> Runner {
         let mut c = self.cmd();
         c.arg("run").arg("--rootfs").arg(rootfs).args(["--net", "none", "--", "/bin/sh", "-c", script]);

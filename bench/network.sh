@@ -29,7 +29,8 @@
 # LEASE_PROCS="1 8 64", RPT_LEASE_CYCLES=6400 and CNI_LEASE_CYCLES=640
 # (cycles per measurement, split over the processes), LEASE_RUNS=3,
 # BURST=200 (jobs), BURST_SLEEP=30 (seconds each job sleeps once up),
-# BURST_PODMAN=0 (1: podman in the burst too; slow), LIVE_COUNTS="0 1000 4000"
+# BURST_PODMAN=0 (1: podman in the burst too; slow), BURST_RUNC=1 (0: no
+# runc + CNI row, for a quick look at repeatr alone), LIVE_COUNTS="0 1000 4000"
 # (live leases per live row), LIVE_ON_BRIDGE=500 (of those, on the job's bridge),
 # LIVE_CYCLES=1000 (acquire+release pairs timed in-process per row).
 #
@@ -79,6 +80,7 @@ LEASE_RUNS=${LEASE_RUNS:-3}
 BURST=${BURST:-200}
 BURST_SLEEP=${BURST_SLEEP:-30}
 BURST_PODMAN=${BURST_PODMAN:-0}
+BURST_RUNC=${BURST_RUNC:-1}
 LIVE_COUNTS=${LIVE_COUNTS:-0 1000 4000}
 LIVE_ON_BRIDGE=${LIVE_ON_BRIDGE:-500}
 LIVE_CYCLES=${LIVE_CYCLES:-1000}
@@ -415,9 +417,11 @@ if want burst; then
     burst "repeatr --net bridge" repeatr "$bin" --state-dir "$work/state-burst" \
       --config "$work/rpt-burst.toml" run --net bridge --rootfs "$work/rootfs" -- /bin/sh -c "$jobsh"
   fi
-  runc_template "$work/cni/burst.json" "$(python3 -c 'import json,sys; print(json.dumps(["/bin/sh","-c",sys.argv[1]]))' "$jobsh")"
-  burst "runc + CNI (cni-run.sh)" runc "$top/bench/cni-run.sh" "$work/cni/bridge.conf" \
-    "$work/cni/burst.json" "${PREFIX}b@I@"
+  if [ "$BURST_RUNC" = 1 ]; then
+    runc_template "$work/cni/burst.json" "$(python3 -c 'import json,sys; print(json.dumps(["/bin/sh","-c",sys.argv[1]]))' "$jobsh")"
+    burst "runc + CNI (cni-run.sh)" runc "$top/bench/cni-run.sh" "$work/cni/bridge.conf" \
+      "$work/cni/burst.json" "${PREFIX}b@I@"
+  fi
   if [ "$BURST_PODMAN" = 1 ] && [ "$have_podman" = 1 ]; then
     burst "podman run, bridge" podman "${pod_run[@]}" --name "${PREFIX}p@I@" \
       --rootfs "$work/rootfs-podman" /bin/sh -c "$jobsh"

@@ -211,23 +211,32 @@ fn ensure_bridge_refuses_bad_input_and_non_bridges() {
     g.netns.push(ns);
 }
 
+/// A bridge (test `n`'s name and subnet) with one job attached at `slot`,
+/// all at `mtu`: its guard, job netns, spec and the job's `ip -j addr`,
+/// after checking that eth0 has the job's address and MTU.
+fn one_job(n: u32, slot: u32, mtu: u32) -> (Guard, OwnedFd, VethSpec, Value) {
+    let (br, net) = names(n);
+    let mut g = Guard::new(&br);
+    let br_index = ensure_bridge(&br, host(net, 1), net, mtu, &owner()).expect("bridge");
+    let ns = new_netns();
+    let s = spec(&br, net, slot, mtu);
+    g.veth(&s.host_name);
+    attach(br_index, &s, &ns).expect("attach");
+    let links = json(run_in(&ns, &["ip", "-j", "addr"]));
+    let eth0 = links.as_array().unwrap().iter().find(|l| l["ifname"] == "eth0").expect("eth0");
+    assert!(has_addr(eth0, s.ip, 24), "{eth0}");
+    assert_eq!(eth0["mtu"], mtu);
+    (g, ns, s, links)
+}
+
 #[test]
 fn attach_job_configures_the_netns() {
     if !require_root() {
         return;
     }
-    let (br, net) = names(2);
-    let mut g = Guard::new(&br);
-    let br_index = ensure_bridge(&br, host(net, 1), net, 1450, &owner()).expect("bridge");
-    let ns = new_netns();
-    let s = spec(&br, net, 7, 1450);
-    g.veth(&s.host_name);
-    attach(br_index, &s, &ns).expect("attach");
-
-    let links = json(run_in(&ns, &["ip", "-j", "addr"]));
+    let (mut g, ns, s, links) = one_job(2, 7, 1450);
+    let br = s.bridge.clone();
     let eth0 = links.as_array().unwrap().iter().find(|l| l["ifname"] == "eth0").expect("eth0");
-    assert!(has_addr(eth0, s.ip, 24), "{eth0}");
-    assert_eq!(eth0["mtu"], 1450);
     assert!(has_flag(eth0, "UP"));
     assert_eq!(eth0["address"], mac_str(s.ip).as_str());
     let lo = links.as_array().unwrap().iter().find(|l| l["ifname"] == "lo").expect("lo");
@@ -623,16 +632,6 @@ fn a_bridge_and_veth_below_the_ipv6_mtu_work() {
     if !require_root() {
         return;
     }
-    let (br, net) = names(9);
-    let mut g = Guard::new(&br);
-    let br_index = ensure_bridge(&br, host(net, 1), net, 1200, &owner()).expect("bridge");
-    let ns = new_netns();
-    let s = spec(&br, net, 3, 1200);
-    g.veth(&s.host_name);
-    attach(br_index, &s, &ns).expect("attach");
-    let links = json(run_in(&ns, &["ip", "-j", "addr"]));
-    let eth0 = links.as_array().unwrap().iter().find(|l| l["ifname"] == "eth0").expect("eth0");
-    assert!(has_addr(eth0, s.ip, 24), "{eth0}");
-    assert_eq!(eth0["mtu"], 1200);
+    let (mut g, ns, _, _) = one_job(9, 3, 1200);
     g.netns.push(ns);
 }

@@ -113,8 +113,10 @@ fn link_has_ipv6(name: &str) -> bool {
     std::path::Path::new(&format!("/proc/sys/net/ipv6/conf/{name}")).exists()
 }
 
+/// Asked once per process: a host has IPv6 or not from its boot on.
 fn ipv6_present() -> bool {
-    std::path::Path::new("/proc/sys/net/ipv6").exists()
+    static PRESENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PRESENT.get_or_init(|| std::path::Path::new("/proc/sys/net/ipv6").exists())
 }
 
 #[cfg(test)]

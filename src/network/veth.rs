@@ -160,6 +160,7 @@ fn name_and_up(
 ) -> Result<(), NetworkError> {
     let index = pending.host_index;
     let no_ipv6 = ipv6::addr_gen_off_message(index, spec.mtu);
+    let with_ipv6_step = no_ipv6.is_some();
     let rename = || (rename_message(index, &spec.host_name), 0);
     let [qdisc, filter] = port_filter::messages(index, spec.ip);
     const RENAME: usize = 3;
@@ -169,12 +170,12 @@ fn name_and_up(
         2 => format!("add the port filter of {} for {} (needs the kernel's cls_bpf)", pending.name, spec.ip),
         RENAME => format!("rename {} to {}", pending.name, spec.host_name),
         4 => format!("attach {} to bridge {}", spec.host_name, spec.bridge),
-        5 if no_ipv6.is_some() => format!("turn IPv6 address generation off on {}", spec.host_name),
+        5 if with_ipv6_step => format!("turn IPv6 address generation off on {}", spec.host_name),
         _ => format!("bring {} up", spec.host_name),
     };
     let master = (master_message(index, spec.bridge_index), 0);
     let mut steps = vec![(alias_message(index, &owner.alias()), 0), qdisc, filter, rename(), master];
-    steps.extend(no_ipv6.clone().map(|m| (m, 0)));
+    steps.extend(no_ipv6.map(|m| (m, 0)));
     steps.push((up_message(index), 0));
     match host.request_all(steps) {
         Err((RENAME, e)) if e.raw() == Some(libc::EEXIST) => {

@@ -254,7 +254,7 @@ impl StateDir {
         // consult, and must not become a path.
         let valid = check_domain_bridge(&record.bridge).is_ok();
         let proven_free = match snapshot {
-            Some(snapshot) if valid => snapshot.surely_free(bridges, &record.bridge, record.slot)?,
+            Some(snapshot) if valid => snapshot.surely_free(bridges, &record.bridge, record.slot, record.pid)?,
             _ => false,
         };
         let dir = if valid { bridges.get(&record.bridge)? } else { None };

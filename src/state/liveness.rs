@@ -50,10 +50,23 @@ pub(crate) fn lock_held(dir: Option<&PrivateDir>, name: &str) -> Result<Option<b
 /// number may be another filesystem's inode or its holder may have died
 /// since. Taken after the rows it judges were read: a lease's holder locks
 /// its slot before its row is committed, so a live row's lock is listed.
+///
+/// Listed, that is, unless another lock goes away while the file is read:
+/// `/proc/locks` is a seq_file, read a page per `read` call, each call
+/// resuming at a position in the kernel's list, so a lock released before
+/// that position between two calls shifts the rest back and one is never
+/// shown. Locks come and go all the time (every command flocks
+/// `state.lock`), so a missing inode alone proves nothing; it proves the
+/// lock free only if the lease's runner pid is not running either, from
+/// one listing of /proc made after the read. A live job's runner is
+/// running, so its lease is always probed; a dead runner's lease, the
+/// case this is for, has no process.
 pub(crate) struct LockSnapshot {
     /// `None`: this view of the kernel's locks may leave some out, so it
     /// proves nothing.
     locked: Option<HashSet<u64>>,
+    /// The pids running when the snapshot was taken (`None`: unknown).
+    running: Option<HashSet<u32>>,
     /// Per bridge dir, its slot locks' inode numbers by slot (`None`: a
     /// filesystem whose directory entries may not carry the inode number
     /// that `/proc/locks` prints).
@@ -68,25 +81,38 @@ impl LockSnapshot {
         } else {
             None
         };
-        LockSnapshot { locked, inodes: HashMap::new() }
+        // After the locks: a runner running through both reads is in this.
+        let running = locked.as_ref().and_then(|_| running_pids());
+        LockSnapshot { locked, running, inodes: HashMap::new() }
     }
 
-    /// Whether the lock of `slot` in the dir of `bridge` is certainly free.
-    /// Reads the dir's listing once per snapshot. A missing file is not
-    /// free here: its holder may hold the unlinked inode (see [`lock_held`]).
+    /// Whether the lock of `slot` in the dir of `bridge`, of a lease whose
+    /// runner was `pid`, is certainly free. Reads the dir's listing once per
+    /// snapshot. A missing file is not free here: its holder may hold the
+    /// unlinked inode (see [`lock_held`]).
     pub(crate) fn surely_free(
         &mut self,
         bridges: &mut Subdirs<'_>,
         bridge: &str,
         slot: u16,
+        pid: u32,
     ) -> Result<bool, StateError> {
-        let Some(locked) = &self.locked else { return Ok(false) };
+        let (Some(locked), Some(running)) = (&self.locked, &self.running) else { return Ok(false) };
+        if running.contains(&pid) {
+            return Ok(false);
+        }
         if !self.inodes.contains_key(bridge) {
             self.inodes.insert(bridge.to_string(), lock_inodes(bridges, bridge)?);
         }
         let ino = self.inodes.get(bridge).and_then(Option::as_ref).and_then(|m| m.get(&slot));
         Ok(ino.is_some_and(|ino| !locked.contains(ino)))
     }
+}
+
+/// The pids in one listing of /proc.
+fn running_pids() -> Option<HashSet<u32>> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    Some(entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
 }
 
 /// `/proc/locks` leaves out a lock whose owner has no pid in the pid
@@ -212,14 +238,42 @@ mod tests {
         held.lock().unwrap();
         let mut bridges = Subdirs::new(&slots);
         let mut snapshot = LockSnapshot::take();
-        assert!(snapshot.surely_free(&mut bridges, "b", 0).unwrap());
-        assert!(!snapshot.surely_free(&mut bridges, "b", 1).unwrap(), "a held lock is never proven free");
-        assert!(snapshot.surely_free(&mut bridges, "b", 2).unwrap());
-        assert!(!snapshot.surely_free(&mut bridges, "b", 3).unwrap(), "a missing lock file proves nothing");
-        assert!(!snapshot.surely_free(&mut bridges, "c", 0).unwrap(), "nor does a missing dir");
+        let dead = dead_pid();
+        assert!(snapshot.surely_free(&mut bridges, "b", 0, dead).unwrap());
+        assert!(!snapshot.surely_free(&mut bridges, "b", 1, dead).unwrap(), "a held lock is never proven free");
+        assert!(snapshot.surely_free(&mut bridges, "b", 2, dead).unwrap());
+        assert!(!snapshot.surely_free(&mut bridges, "b", 3, dead).unwrap(), "a missing lock file proves nothing");
+        assert!(!snapshot.surely_free(&mut bridges, "c", 0, dead).unwrap(), "nor does a missing dir");
         drop(held);
         // The snapshot is of its moment: a lock freed since is probed.
-        assert!(!snapshot.surely_free(&mut bridges, "b", 1).unwrap());
-        assert!(LockSnapshot::take().surely_free(&mut bridges, "b", 1).unwrap());
+        assert!(!snapshot.surely_free(&mut bridges, "b", 1, dead).unwrap());
+        assert!(LockSnapshot::take().surely_free(&mut bridges, "b", 1, dead).unwrap());
+    }
+
+    /// A read of /proc/locks can miss a held lock while other locks come
+    /// and go (see [`LockSnapshot`]): a snapshot that missed it still
+    /// proves nothing of a lease whose runner is running.
+    #[test]
+    fn a_lock_the_read_missed_is_not_free_while_its_runner_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let slots = PrivateDir::create(&tmp.path().join("slots")).unwrap();
+        let dir = slots.create_subdir("b").unwrap();
+        File::create(dir.join(&SlotFiles::lock_name(0))).unwrap();
+        let held = File::open(dir.join(&SlotFiles::lock_name(0))).unwrap();
+        held.lock().unwrap();
+        let mut bridges = Subdirs::new(&slots);
+        let mut missed = LockSnapshot::take();
+        // What the read would have shown had a lock before ours gone away
+        // between two pages of it.
+        missed.locked = Some(HashSet::new());
+        assert!(!missed.surely_free(&mut bridges, "b", 0, std::process::id()).unwrap());
+    }
+
+    /// The pid of a process that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
     }
 }

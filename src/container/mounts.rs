@@ -45,6 +45,7 @@ pub fn mount_proc_sys<S: Syscall>(s: &S, root: &S::Fd) -> io::Result<()> {
     })?;
     let proc_dir = s.resolve_in_root(root, Path::new("/proc"), Create::Dir)?;
     s.mount_fs("proc", &proc_dir, NOSUID_NODEV_NOEXEC, None)?;
+    // Opened again: `proc_dir` names the directory under the new mount.
     let proc = s.open_at(root, Path::new("proc"), libc::O_DIRECTORY | libc::O_RDONLY, Resolve::InRoot)?;
     s.fs_work(&proc, "allow ping sockets", allow_ping_sockets)?;
     let sys_dir = s.resolve_in_root(root, Path::new("/sys"), Create::Dir)?;

@@ -56,14 +56,16 @@ done
 python3 - "$work" "$ROUNDS" "$@" <<'PY'
 import json, statistics, sys
 work, rounds, pairs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-print(f"| binary | all up, each round | median | host memory per live job |")
-print("|---|---|---|---|")
+print(f"| binary | all up, each round | median | host CPU per job (busy, all CPUs), median | host memory per live job |")
+print("|---|---|---|---|---|")
 for i, lb in enumerate(pairs):
     xs = [json.load(open(f"{work}/ab-{i}-{r}.json")) for r in range(1, rounds + 1)]
     ups = [x["all_up_s"] for x in xs]
     med = statistics.median([u for u in ups if u]) if any(ups) else None
     mem = [x.get("host_kb_per_job") for x in xs]
+    cpu = [c for c in (x.get("busy_ms_per_job") for x in xs) if c]
+    cpu = f"{statistics.median(cpu):.2f} ms" if cpu else "n/a"
     print(f"| {lb.split('=')[0]} | {' / '.join(f'{u:.2f} s' if u else 'n/a' for u in ups)} | "
-          f"{f'{med:.2f} s' if med else 'n/a'} | "
+          f"{f'{med:.2f} s' if med else 'n/a'} | {cpu} | "
           f"{' / '.join(f'{m/1024:.2f} MB' if m else 'n/a' for m in mem)} |")
 PY

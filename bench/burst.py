@@ -46,6 +46,15 @@ def host_used_kb():
     return info["MemTotal"] - info["MemAvailable"]
 
 
+def host_busy_s():
+    """CPU time the host spent busy (all CPUs), from /proc/stat: what the
+    burst cost in all, its waits aside; steadier than the wall time."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def kb(v):
     return int(v.split()[0]) if v else 0
 
@@ -126,6 +135,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     used_before = host_used_kb()
+    busy_before = host_busy_s()
     t0 = time.monotonic()
     for i in range(a.count):
         argv = [x.replace("@I@", str(i)) for x in cmd]
@@ -165,6 +175,7 @@ def main():
     while len(up_at) + noaddr < a.count and time.monotonic() < deadline and open_fds:
         pump(0.05)
     t_all = time.monotonic() - t0 if len(up_at) == a.count else None
+    busy = host_busy_s() - busy_before
 
     # The jobs sleep now: sample the waiting runners a few times, from
     # 0.3 s after the last one came up: a runner lets go of its code pages
@@ -215,12 +226,15 @@ def main():
         "hwm_kb_median": statistics.median(hwm.values()) if hwm else None,
         "hwm_kb_max": max(hwm.values()) if hwm else None,
         "host_kb_per_job": (used_during - used_before) / len(up_at) if up_at else None,
+        "busy_ms_per_job": 1000 * busy / len(up_at) if t_all else None,
         "sample_errors": [e.decode(errors="replace") for e in list(errs.values())[:3]],
     }
     with open(a.out, "w") as f:
         json.dump(res, f)
     print(f"{a.label}: {len(up_at)}/{a.count} up, all up in "
-          f"{'%.2f s' % t_all if t_all else 'n/a'}, {failed} failed", file=sys.stderr)
+          f"{'%.2f s' % t_all if t_all else 'n/a'}"
+          f"{', host CPU %.2f ms per job' % res['busy_ms_per_job'] if t_all else ''}, {failed} failed",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -387,6 +387,16 @@ pub fn malloc_arena_max(n: libc::c_int) {
     let _ = n;
 }
 
+/// `malloc_trim(0)` where the C library is glibc (elsewhere, nothing to
+/// do): gives the heap's free pages back to the kernel.
+pub fn malloc_trim() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes an integer; glibc locks its arenas itself.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Marks every fd from `first` up close-on-exec, so that nothing the runner
 /// inherited or opened reaches the job (runc CVE-2024-21626).
 pub fn cloexec_from(first: u32) -> io::Result<()> {

@@ -10,13 +10,13 @@
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 
 use super::bridge::ensure_bridge_link;
 use super::error::NetworkError;
 use super::iface::{check_ifname, check_mtu};
 use super::ipv6;
-use super::link::{alias_message, get_link, link_info, master_message, up_message};
+use super::link::{alias_message, get_link, link_info, master_message, up_message, veth_pair_message};
 use super::netlink::Netlink;
 use super::owner::{Foreign, LinkOwner, Role};
 
@@ -150,15 +150,7 @@ pub(crate) fn ensure_leaf(nl: &mut Netlink, hub: u32, leaf: &LeafSpec, owner: &L
 fn create_uplink(nl: &mut Netlink, on_hub: &str, on_leaf: &str, mtu: u32) -> Result<(), NetworkError> {
     let mut peer = LinkMessage::default();
     peer.attributes.push(LinkAttribute::IfName(on_leaf.to_string()));
-    peer.attributes.push(LinkAttribute::Mtu(mtu));
-    let mut msg = LinkMessage::default();
-    msg.attributes.push(LinkAttribute::IfName(on_hub.to_string()));
-    msg.attributes.push(LinkAttribute::Mtu(mtu));
-    msg.attributes.push(LinkAttribute::LinkInfo(vec![
-        LinkInfo::Kind(InfoKind::Veth),
-        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-    ]));
-    nl.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    nl.request(veth_pair_message(on_hub, mtu, peer), NLM_F_CREATE | NLM_F_EXCL)
         .map_err(|e| NetworkError::netlink(format!("create the uplink {on_hub} (peer {on_leaf})"), e))
 }
 
@@ -199,8 +191,11 @@ mod tests {
         let index = ensure_leaf(&mut nl, hub, &leaf, &owner).unwrap();
         assert_eq!(leaf_ready(&mut nl, hub, &leaf, &owner).unwrap(), Some(index));
         assert_eq!(ensure_leaf(&mut nl, hub, &leaf, &owner).unwrap(), index, "idempotent");
-        let h = link_info(&get_link(&mut nl, "rptla-h").unwrap().unwrap());
-        let l = link_info(&get_link(&mut nl, "rptla-l").unwrap().unwrap());
+        let (h, l) = (get_link(&mut nl, "rptla-h").unwrap().unwrap(), get_link(&mut nl, "rptla-l").unwrap().unwrap());
+        for end in [&h, &l] {
+            assert!(end.attributes.contains(&LinkAttribute::NumTxQueues(1)), "one queue: {end:?}");
+        }
+        let (h, l) = (link_info(&h), link_info(&l));
         assert_eq!((h.master, l.master), (Some(hub), Some(index)));
         assert!(h.up && l.up);
         let (hi, li) = (h.index, l.index);

@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    self as nl_link, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+};
 
 use super::error::NetworkError;
 use super::iface::check_ifname;
@@ -115,6 +117,30 @@ pub(crate) fn master_message(index: u32, master: u32) -> RouteNetlinkMessage {
     msg.header.index = index;
     msg.attributes.push(LinkAttribute::Controller(master));
     RouteNetlinkMessage::SetLink(msg)
+}
+
+/// An RTM_NEWLINK that makes the veth pair `name` and `peer` (whose
+/// message carries its name and, if it goes elsewhere, its netns), both
+/// ends with `mtu` and one transmit and one receive queue. Unasked, the
+/// kernel gives each end a queue per possible CPU, then `veth_init_queues`
+/// cuts the real counts back to one; cutting transmit queues waits for an
+/// RCU grace period (`synchronize_net`, expedited because RTNL is held, so
+/// every other netlink user on the host waits with it), and each queue is
+/// a kobject in sysfs, made and later removed. One queue is what a veth
+/// runs with anyway.
+pub(crate) fn veth_pair_message(name: &str, mtu: u32, mut peer: LinkMessage) -> RouteNetlinkMessage {
+    let one_queue = [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)];
+    peer.attributes.push(LinkAttribute::Mtu(mtu));
+    peer.attributes.extend(one_queue.clone());
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    msg.attributes.push(LinkAttribute::Mtu(mtu));
+    msg.attributes.extend(one_queue);
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        nl_link::LinkInfo::Kind(InfoKind::Veth),
+        nl_link::LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    RouteNetlinkMessage::NewLink(msg)
 }
 
 /// The SETLINK that gives link `index` the alias `alias` (repeatr's marker).

@@ -10,18 +10,20 @@
 //! sockets pass too (netfilter's ip and arp hooks in the job's netns never
 //! see those). It is a classic BPF program in `cls_bpf` direct-action mode
 //! under the `ingress` qdisc: classic BPF rides inside the RTM_NEWTFILTER
-//! itself (no bpf() call, no program fd), so qdisc and filter go in the
-//! batch that names the veth, and `sch_ingress` and `cls_bpf` are all of tc
+//! itself (no bpf() call, no program fd), so the filter goes in the batch
+//! that names the veth, and `sch_ingress` and `cls_bpf` are all of tc
 //! it needs (CONFIG_NET_SCH_INGRESS and CONFIG_NET_CLS_BPF; flower and
 //! gact are not required, and many kernels built without modules lack
 //! them). Both die with the veth: no state shared
 //! between jobs, nothing to clean up after a runner that was killed.
 //!
-//! Cost, measured on 6.18: ~0.1-0.15 ms per plug-in, nearly all of it the
-//! kernel waiting for an expedited RCU grace period when the first filter
-//! goes under a qdisc made moments before (a filter on an old qdisc costs
-//! ~0.05 ms). Made earlier, while the lease is taken, it would not be
-//! hidden: the veth's creation is the longer of the two.
+//! Cost, measured on 6.18: the first filter under a qdisc made moments
+//! before waits for an RCU grace period (`mini_qdisc_pair_swap`), and with
+//! RTNL held that is an expedited one: ~0.1 ms, during which every other
+//! netlink user of the host waits too. A filter on an older qdisc costs
+//! ~0.05 ms. So the qdisc comes with the veth's creation, and the filter
+//! with the lease, a lease's time later: by then a grace period has
+//! nearly always passed (on a busy host, other jobs' expedite them).
 //!
 //! Allowed, from the job's MAC only (derived from its IP, see
 //! [`mac_for_ip`]) and untagged: IPv4 from its leased address, and
@@ -149,16 +151,22 @@ const INGRESS_HANDLE: u32 = 0xffff_0000;
 /// gives it (TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)).
 const INGRESS_PARENT: u32 = 0xffff_fff2;
 
-/// The two requests that put the filter on link `index` (the host end of
-/// a job's veth at `ip`), in the order the kernel needs: the qdisc, then
-/// the filter under it. Each with its netlink flags.
-pub(crate) fn messages(index: u32, ip: Ipv4Addr) -> [(RouteNetlinkMessage, u16); 2] {
-    let ifindex = index as i32;
-    let mut qdisc = TcMessage::with_index(ifindex);
+/// The request that gives link `index` its ingress qdisc, the filter's
+/// parent, with its netlink flags. Sent when the veth is made, long before
+/// the filter: see the module's notes on the cost.
+pub(crate) fn qdisc_message(index: u32) -> (RouteNetlinkMessage, u16) {
+    let mut qdisc = TcMessage::with_index(index as i32);
     qdisc.header.parent = TcHandle::INGRESS;
     qdisc.header.handle = TcHandle::from(INGRESS_HANDLE);
     qdisc.attributes.push(TcAttribute::Kind("ingress".into()));
+    (RouteNetlinkMessage::NewQueueDiscipline(qdisc), NLM_F_CREATE | NLM_F_EXCL)
+}
 
+/// The request that puts the filter for a job at `ip` on link `index` (the
+/// host end of its veth), under the qdisc of [`qdisc_message`], with its
+/// netlink flags.
+pub(crate) fn filter_message(index: u32, ip: Ipv4Addr) -> (RouteNetlinkMessage, u16) {
+    let ifindex = index as i32;
     let mut ops = Vec::new();
     let insns = program(ip);
     for i in &insns {
@@ -182,10 +190,7 @@ pub(crate) fn messages(index: u32, ip: Ipv4Addr) -> [(RouteNetlinkMessage, u16);
         TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
         TcOption::Bpf(TcFilterBpfOption::FlagsGeneric(TcU32OptionFlags::SkipHw)),
     ]));
-    [
-        (RouteNetlinkMessage::NewQueueDiscipline(qdisc), NLM_F_CREATE | NLM_F_EXCL),
-        (RouteNetlinkMessage::NewTrafficFilter(filter), NLM_F_CREATE | NLM_F_EXCL),
-    ]
+    (RouteNetlinkMessage::NewTrafficFilter(filter), NLM_F_CREATE | NLM_F_EXCL)
 }
 
 /// How many instructions the port filter of link `index` runs (None: no
@@ -209,6 +214,18 @@ pub(crate) fn installed_len(nl: &mut super::netlink::Netlink, index: u32) -> Opt
             _ => None,
         }),
         _ => None,
+    })
+}
+
+/// Whether link `index` has the ingress qdisc, as the kernel reports it.
+#[cfg(test)]
+pub(crate) fn has_ingress_qdisc(nl: &mut super::netlink::Netlink, index: u32) -> bool {
+    let found = nl.dump(RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default())).unwrap_or_default();
+    found.iter().any(|m| match m {
+        RouteNetlinkMessage::NewQueueDiscipline(q) => {
+            q.header.index == index as i32 && q.attributes.contains(&TcAttribute::Kind("ingress".into()))
+        }
+        _ => false,
     })
 }
 

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -16,7 +16,7 @@ use super::iface::{check_ifname, check_mtu, mac_for_ip};
 use super::ipv6;
 use super::link::{
     Deletion, LOOPBACK_IFINDEX, alias_message, delete_index, delete_own_with, down_message, get_link, link_name,
-    master_message, pending_name, rename_message, up_message,
+    master_message, pending_name, rename_message, up_message, veth_pair_message,
 };
 use super::netlink::{Netlink, NlError};
 use super::owner::{Foreign, LinkOwner, Role};
@@ -76,8 +76,9 @@ pub struct PendingVeth {
 /// pending veth on the hub would hold one of its ports while many jobs start)
 /// and its peer `eth0` already inside `netns` (so
 /// there is never an `eth0` in the host netns to clash with another
-/// job's), both with the MTU. The kernel ignores IFLA_IFALIAS in a
-/// creating RTM_NEWLINK, so the marker comes with the rename.
+/// job's), both with the MTU; a second request gives the host end its
+/// port filter's qdisc. The kernel ignores IFLA_IFALIAS in a creating
+/// RTM_NEWLINK, so the marker comes with the rename.
 pub(crate) fn create_pending(host: &mut Netlink, mtu: u32, netns: BorrowedFd<'_>) -> Result<PendingVeth, NetworkError> {
     let mut name = pending_name();
     check_ifname(&name)?;
@@ -110,6 +111,18 @@ pub(crate) fn create_pending(host: &mut Netlink, mtu: u32, netns: BorrowedFd<'_>
         }
     };
     log::trace!("veth {name} created");
+    // The port filter's qdisc now, its filter with the lease (see
+    // `port_filter` on why not both at once).
+    if let Err((_, e)) = host.request_all(vec![port_filter::qdisc_message(host_index)]) {
+        let failed = NetworkError::netlink(
+            format!("add an ingress qdisc to {name} (its port filter's; needs the kernel's sch_ingress)"),
+            e,
+        );
+        return Err(match discard_index(host, host_index) {
+            Ok(()) => failed,
+            Err(d) => NetworkError::Multiple(vec![failed, d]),
+        });
+    }
     Ok(PendingVeth { name, host_index, peer_index })
 }
 
@@ -149,8 +162,8 @@ pub(crate) fn finish_pending(
 /// `port_filter`) comes before the up, so the port never passes a frame
 /// without it, and before the rename: the kernel goes on after a failed
 /// request, and the first failure is the one reported, so a failed filter
-/// is never mistaken for a rename that met a leftover. Should a filter
-/// step fail, the up still runs, but `finish_pending` then deletes the
+/// is never mistaken for a rename that met a leftover. Should the filter
+/// fail, the up still runs, but `finish_pending` then deletes the
 /// veth before the job is let go: it never runs behind an open port.
 fn name_and_up(
     host: &mut Netlink,
@@ -162,19 +175,18 @@ fn name_and_up(
     let no_ipv6 = ipv6::addr_gen_off_message(index, spec.mtu);
     let with_ipv6_step = no_ipv6.is_some();
     let rename = || (rename_message(index, &spec.host_name), 0);
-    let [qdisc, filter] = port_filter::messages(index, spec.ip);
-    const RENAME: usize = 3;
+    let filter = port_filter::filter_message(index, spec.ip);
+    const RENAME: usize = 2;
     let op = |i: usize| match i {
         0 => format!("mark {} as {}'s", pending.name, owner.label()),
-        1 => format!("add an ingress qdisc to {} (its port filter's; needs the kernel's sch_ingress)", pending.name),
-        2 => format!("add the port filter of {} for {} (needs the kernel's cls_bpf)", pending.name, spec.ip),
+        1 => format!("add the port filter of {} for {} (needs the kernel's cls_bpf)", pending.name, spec.ip),
         RENAME => format!("rename {} to {}", pending.name, spec.host_name),
-        4 => format!("attach {} to bridge {}", spec.host_name, spec.bridge),
-        5 if with_ipv6_step => format!("turn IPv6 address generation off on {}", spec.host_name),
+        3 => format!("attach {} to bridge {}", spec.host_name, spec.bridge),
+        4 if with_ipv6_step => format!("turn IPv6 address generation off on {}", spec.host_name),
         _ => format!("bring {} up", spec.host_name),
     };
     let master = (master_message(index, spec.bridge_index), 0);
-    let mut steps = vec![(alias_message(index, &owner.alias()), 0), qdisc, filter, rename(), master];
+    let mut steps = vec![(alias_message(index, &owner.alias()), 0), filter, rename(), master];
     steps.extend(no_ipv6.map(|m| (m, 0)));
     steps.push((up_message(index), 0));
     match host.request_all(steps) {
@@ -224,17 +236,8 @@ fn create_veth(nl: &mut Netlink, name: &str, mtu: u32, netns: BorrowedFd<'_>) ->
     // link refuses, and the job end gets its MAC before it goes up.
     let mut peer = LinkMessage::default();
     peer.attributes.push(LinkAttribute::IfName(JOB_IFNAME.to_string()));
-    peer.attributes.push(LinkAttribute::Mtu(mtu));
     peer.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
-
-    let mut msg = LinkMessage::default();
-    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-    msg.attributes.push(LinkAttribute::Mtu(mtu));
-    msg.attributes.push(LinkAttribute::LinkInfo(vec![
-        LinkInfo::Kind(InfoKind::Veth),
-        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-    ]));
-    let echoed = nl.request_echo(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
+    let echoed = nl.request_echo(veth_pair_message(name, mtu, peer), NLM_F_CREATE | NLM_F_EXCL)?;
     Ok(echoed.iter().find_map(|m| match m {
         RouteNetlinkMessage::NewLink(l) if link_name(l) == Some(name) => {
             let peer = l.attributes.iter().find_map(|a| match a {
@@ -348,6 +351,10 @@ mod tests {
         let mut pending = create_pending(&mut host, spec.mtu, job_ns.as_fd()).unwrap();
         assert!(pending.name.starts_with(super::super::link::PENDING_PREFIX), "{}", pending.name);
         let peer = pending.peer_index.take().expect("this kernel echoes new links");
+        assert!(
+            port_filter::has_ingress_qdisc(&mut host, pending.host_index),
+            "the filter's qdisc comes with the veth"
+        );
         let attached = finish_pending(&mut host, pending, &spec, job_ns.as_fd(), &owner).unwrap();
         let filter = port_filter::installed_len(&mut host, attached.host_index);
         assert_eq!(filter, Some(port_filter::program(spec.ip).len()), "the port filter, as made for the job");
@@ -363,6 +370,12 @@ mod tests {
         assert!(eth0.header.flags.contains(LinkFlags::Up));
         assert!(eth0.attributes.contains(&LinkAttribute::Address(mac_for_ip(spec.ip).to_vec())));
         assert!(eth0.attributes.contains(&LinkAttribute::Mtu(1400)));
+        // One queue each way on both ends (see `veth_pair_message`).
+        for end in [&h, &eth0] {
+            for queues in [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)] {
+                assert!(end.attributes.contains(&queues), "{queues:?}: {end:?}");
+            }
+        }
         let lo = get_link(&mut job, "lo").unwrap().unwrap();
         assert!(lo.header.flags.contains(LinkFlags::Up));
         let routes = job.dump(RouteNetlinkMessage::GetRoute(RouteMessage::default())).unwrap();

@@ -62,7 +62,7 @@ impl Netlink {
     /// stays bound to the netns it was created in, whatever the thread does
     /// later, which is how we talk to a job's netns from the host.
     pub fn new() -> io::Result<Self> {
-        Ok(Netlink { sock: open_socket(NETLINK_ROUTE)?, seq: 0, buf: vec![0; RECV_BUF], netns: None })
+        Ok(Netlink { sock: open_socket(NETLINK_ROUTE)?, seq: 0, buf: Vec::with_capacity(RECV_BUF), netns: None })
     }
 
     /// A socket inside the network namespace `netns`, created on a
@@ -118,16 +118,11 @@ impl Netlink {
     }
 
     fn recv(&mut self) -> Result<usize, NlError> {
-        loop {
-            match self.sock.recv(&mut &mut self.buf[..], 0) {
-                Ok(n) if n > self.buf.len() => {
-                    return Err(invalid(format!("netlink datagram of {n} bytes truncated")));
-                }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
+        let n = recv_datagram(&self.sock, &mut self.buf)?;
+        if n > self.buf.len() {
+            return Err(invalid(format!("netlink datagram of {n} bytes truncated")));
         }
+        Ok(n)
     }
 
     /// Sends a request that changes something and waits for its ACK.
@@ -293,6 +288,20 @@ enum Reply {
     Done,
     Error(NlError),
     Msg(RouteNetlinkMessage, u16),
+}
+
+/// Receives one datagram into `buf` (cleared first), whose length is then
+/// what was written. It goes into the buffer's spare capacity, which is
+/// never zeroed: zeroing (`vec![0; RECV_BUF]`) had every socket fault in
+/// and clear 16 pages, where nearly every reply fits in one.
+pub(super) fn recv_datagram(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.clear();
+    loop {
+        match sock.recv(buf, 0) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
 }
 
 /// With NETLINK_CAP_ACK the error payload is the request's 16-byte header

@@ -11,7 +11,7 @@ use std::io;
 
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
-use super::netlink::{NlError, ext_ack_msg, open_socket};
+use super::netlink::{NlError, ext_ack_msg, open_socket, recv_datagram};
 
 /// `NFNL_SUBSYS_NFTABLES`: the high byte of every nf_tables message type.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -83,7 +83,7 @@ pub struct NfNetlink {
 
 impl NfNetlink {
     pub fn new() -> io::Result<NfNetlink> {
-        Ok(NfNetlink { sock: open_socket(NETLINK_NETFILTER)?, seq: 0, buf: vec![0; RECV_BUF] })
+        Ok(NfNetlink { sock: open_socket(NETLINK_NETFILTER)?, seq: 0, buf: Vec::with_capacity(RECV_BUF) })
     }
 
     /// Sends `msgs` as one batch and waits for the ACK of each. The kernel
@@ -111,13 +111,7 @@ impl NfNetlink {
         let mut acked = 0;
         let mut failed: Option<(usize, NlError)> = None;
         while acked < msgs.len() {
-            let n = loop {
-                match self.sock.recv(&mut &mut self.buf[..], 0) {
-                    Ok(n) => break n.min(self.buf.len()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err((acked, e.into())),
-                }
-            };
+            let n = recv_datagram(&self.sock, &mut self.buf).map_err(|e| (acked, e.into()))?.min(self.buf.len());
             let mut off = 0;
             while off + NLMSG_HDRLEN <= n {
                 let h = &self.buf[off..n];

@@ -412,31 +412,6 @@ fn leases_json_while_jobs_run_and_after() {
     assert_eq!(stdout(&out), "nothing to clean\n", "{}", stderr(&out));
 }
 
-/// A runner whose job runs holds no POSIX lock: SQLite's connection (a
-/// shared lock on state.db and one on state.db-shm, for its whole life) is
-/// closed once the lease is taken, since every lock call on those files
-/// walks every lock held on them. Its release opens the database again.
-#[test]
-fn a_waiting_runner_holds_no_sqlite_locks() {
-    if !require_root() {
-        return;
-    }
-    let net = TestNet::new("r", 27, 24);
-    with_rootfs(&net);
-    let holder = net.job(&["--name", "quiet"], HOLD).stdout(Stdio::null()).spawn().unwrap();
-    net.wait_files(1);
-    let pid = holder.id().to_string();
-    let locks = std::fs::read_to_string("/proc/locks").unwrap();
-    let posix: Vec<&str> =
-        locks.lines().filter(|l| l.contains("POSIX") && l.split_whitespace().nth(4) == Some(pid.as_str())).collect();
-    assert!(posix.is_empty(), "the waiting runner {pid} holds POSIX locks: {posix:?}");
-    assert!(locks.lines().any(|l| l.contains("FLOCK") && l.split_whitespace().nth(4) == Some(pid.as_str())), "{locks}");
-    net.release_all();
-    let out = wait_all(vec![holder]);
-    assert!(out[0].status.success(), "{}", stderr(&out[0]));
-    assert!(net.leases_json().is_empty(), "the release went through");
-}
-
 #[test]
 fn gc_reclaims_and_deletes_leftovers() {
     if !require_root() {

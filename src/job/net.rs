@@ -67,10 +67,6 @@ impl JobNet {
                         log::warn!("{e}");
                     }
                 })?;
-                // Nothing more to read or write until the release: no open
-                // connection (and its POSIX locks) while the job runs. Here,
-                // beside the veth's creation, its wait for the lock is hidden.
-                state.close_connection();
                 Ok::<_, Error>((state, lease))
             });
             let made = make_veth(&mut host, state_dir, &config, job);

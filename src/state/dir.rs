@@ -112,13 +112,14 @@ impl StateDir {
         Ok(())
     }
 
-    /// The connection every operation of this process uses, opened when
-    /// first needed. One connection serves all of a lease's start-up
-    /// (opening one costs a dozen syscalls and the schema check); a runner
-    /// closes it while its job runs (`close_connection`) and opens it again
-    /// to release. (A connection in the runner crosses the clone of the job
-    /// child harmlessly: the child never touches it, its copies of the fds
-    /// close at exec, and POSIX locks belong to the process that took them.)
+    /// The connection every operation of this process uses. A runner opens
+    /// it once and keeps it until its lease is released: when the last
+    /// connection to a WAL database closes, SQLite checkpoints the WAL into
+    /// the database with fsyncs, and one connection per operation would put
+    /// three of those on every job's start path. (A connection in the runner
+    /// crosses the clone of the job child harmlessly: the child never
+    /// touches it, its copies of the fds close at exec, and POSIX locks
+    /// belong to the process that took them.)
     ///
     /// If `gc --rebuild` replaced the file meanwhile (another inode at the
     /// path), the old connection is dropped and the new file opened, so a
@@ -139,32 +140,6 @@ impl StateDir {
         }
         RefMut::filter_map(slot, |s| s.as_mut().map(|(c, _)| c))
             .map_err(|_| StateError::Request("state connection unavailable".into()))
-    }
-
-    /// Closes the connection, if one is open; the next operation opens
-    /// another. A runner calls it once its lease is taken, for as long as its
-    /// job runs: an open connection to a WAL database holds two POSIX locks
-    /// (a shared lock on `state.db` and the "DMS" byte of `state.db-shm`)
-    /// for its whole life, and the kernel keeps an inode's POSIX locks in
-    /// one list that every `fcntl` lock call walks. With a thousand jobs
-    /// waiting, each of the dozen lock calls of every other runner's
-    /// transaction walked a thousand entries (`posix_lock_inode`, 1.6% of
-    /// all CPU in a 1000-job burst). The close takes no checkpoint
-    /// (`schema::connect`), so it costs no write.
-    ///
-    /// It happens under the shared state lock, so no `rebuild` can swap the
-    /// files while SQLite's close works on them by name; a connection to a
-    /// file that was already swapped is not closed at all (see `conn`).
-    pub fn close_connection(&self) {
-        let Some((conn, ino)) = self.conn.borrow_mut().take() else {
-            return;
-        };
-        let _lock = StateLock::acquire_shared(&self.dir);
-        if self.db_inode().ok() == Some(ino) {
-            drop(conn);
-        } else {
-            std::mem::forget(conn);
-        }
     }
 
     /// The size of `state.db-wal` (0 when missing or unreadable).
@@ -288,8 +263,20 @@ impl StateDir {
 }
 
 impl Drop for StateDir {
+    /// Closes the connection under the shared state lock, so no `rebuild`
+    /// can swap the files while SQLite's close works on them by name; a
+    /// connection to a file that was already swapped is not closed at all
+    /// (see `conn`).
     fn drop(&mut self) {
-        self.close_connection();
+        let Some((conn, ino)) = self.conn.get_mut().take() else {
+            return;
+        };
+        let _lock = StateLock::acquire_shared(&self.dir);
+        if self.db_inode().ok() == Some(ino) {
+            drop(conn);
+        } else {
+            std::mem::forget(conn);
+        }
     }
 }
 

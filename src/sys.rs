@@ -397,6 +397,40 @@ pub fn malloc_trim() {
     }
 }
 
+/// One `getdents64` call on the open directory `dir`, into `buf`: how many
+/// bytes of `linux_dirent64` records it wrote (0 at the directory's end).
+/// Read them with [`dirents`].
+pub fn getdents64(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
+    // outlives the call; `dir` is an open fd for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    check(ret).map(|n| n as usize)
+}
+
+/// The `(d_type, name)` of each `linux_dirent64` record in `buf`, as
+/// [`getdents64`] filled it. A record that does not parse ends the list.
+pub fn dirents(buf: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        // d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1), the name
+        // and its NUL, padded to 8.
+        let rec = buf.get(off..)?;
+        let reclen = usize::from(u16::from_ne_bytes([*rec.get(16)?, *rec.get(17)?]));
+        let body = rec.get(19..reclen)?;
+        let name = &body[..body.iter().position(|&b| b == 0)?];
+        off += reclen;
+        Some((rec[18], name))
+    })
+}
+
+/// Moves the read position of the open directory `dir` to `pos`, a value
+/// of the filesystem's own: see `cgroup::gc` for what kernfs makes of it.
+pub fn seek_dir(dir: BorrowedFd<'_>, pos: i64) -> io::Result<()> {
+    // SAFETY: plain integers; `dir` is an open fd for the call.
+    let ret = unsafe { libc::lseek(dir.as_raw_fd(), pos, libc::SEEK_SET) };
+    check(ret as libc::c_long).map(drop)
+}
+
 /// Marks every fd from `first` up close-on-exec, so that nothing the runner
 /// inherited or opened reaches the job (runc CVE-2024-21626).
 pub fn cloexec_from(first: u32) -> io::Result<()> {
@@ -825,6 +859,36 @@ pub fn drop_own_code_pages() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The records of a real directory, then a cut and a zero-length one.
+    #[test]
+    fn dirents_reads_each_record_and_stops_at_a_broken_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "bb", "a-longer-name-than-eight"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let d = std::fs::File::open(dir.path()).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = getdents64(d.as_fd(), &mut buf).unwrap();
+        let mut got: Vec<(u8, String)> =
+            dirents(&buf[..n]).map(|(t, name)| (t, String::from_utf8_lossy(name).into_owned())).collect();
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        let dir_t = libc::DT_DIR;
+        let want = [(dir_t, "."), (dir_t, ".."), (dir_t, "a"), (dir_t, "a-longer-name-than-eight"), (dir_t, "bb")];
+        let want: Vec<(u8, String)> = want.iter().map(|(t, n)| (*t, n.to_string())).collect();
+        assert_eq!(got.iter().filter(|(_, n)| n != "file").cloned().collect::<Vec<_>>(), want);
+        assert!(got.contains(&(libc::DT_REG, "file".to_string())));
+        assert_eq!(getdents64(d.as_fd(), &mut buf).unwrap(), 0, "the end");
+
+        // A record cut short, then one whose length is zero, end the walk.
+        let first = usize::from(u16::from_ne_bytes([buf[16], buf[17]]));
+        assert_eq!(dirents(&buf[..first - 1]).count(), 0);
+        let mut zero = buf[..n].to_vec();
+        zero[first + 16] = 0;
+        zero[first + 17] = 0;
+        assert_eq!(dirents(&zero).count(), 1);
+    }
 
     #[test]
     fn stat_fields_are_counted_from_the_last_parenthesis() {

@@ -4,7 +4,10 @@
 //! hierarchy, since the dead runner may have been in other cgroups than gc
 //! is, and removes (and reports) its own state dir's, as it does links.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::discover;
@@ -12,6 +15,7 @@ use super::error::CgroupError;
 use super::files;
 use super::names;
 use crate::state::Reclaimed;
+use crate::sys;
 
 /// How deep a gc walk goes below a hierarchy's root.
 const MAX_DEPTH: usize = 16;
@@ -23,6 +27,10 @@ const MAX_DEPTH: usize = 16;
 /// many), and `repeatr gc` removes them all at once.
 const SHARE: usize = 8;
 
+/// What one look at a directory reads: a few dozen entries of our names
+/// (~60 bytes of `linux_dirent64` each).
+const LOOK: usize = 4096;
+
 /// Removes the cgroups of dead runners among up to [`SHARE`] of ours
 /// directly in each of `dirs`, of whatever state dir: a dead runner's
 /// cgroup is garbage whoever finds it, and one whose state dir was deleted
@@ -31,36 +39,58 @@ pub fn reclaim_under(dirs: &[&Path]) -> Reclaimed {
     let mut out = Reclaimed::default();
     let me = std::process::id() as libc::pid_t;
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        // Ours, but for this runner's own (alive, by definition).
-        let ours: Vec<(std::path::PathBuf, names::Runner)> = entries
-            .flatten()
-            .filter_map(|e| Some((e.path(), names::owner(e.file_name().to_str()?)?)))
-            .filter(|(_, r)| r.pid != me)
-            .collect();
-        for (path, runner) in window(&ours, start_point(), SHARE) {
+        let Ok(ours) = sample(dir, start_point(), me) else { continue };
+        for (path, runner) in ours.into_iter().take(SHARE) {
             if !runner.alive() {
-                remove(path.clone(), &mut out);
+                remove(path, &mut out);
             }
         }
     }
     out
 }
 
-/// `n` items of `items` from `start` on, wrapping around.
-fn window<T>(items: &[T], start: usize, n: usize) -> impl Iterator<Item = &T> {
-    let len = items.len();
-    (0..n.min(len)).map(move |i| &items[(start + i) % len])
+/// Our cgroups in `dir` (but those of runner `me`), from one [`LOOK`] at
+/// its listing from position `start` on, plus one from its beginning if
+/// that look found fewer than [`SHARE`]: not a listing of all of it, which
+/// next to 1000 live jobs cost every start 1.7% of all the host's CPU in
+/// a burst (getdents64 and a path per entry).
+///
+/// A cgroup directory is kernfs, which lists entries in the order of their
+/// names' 31-bit hashes and takes a position as a hash: from a random
+/// position the listing starts at a random entry, so runs that start
+/// together judge different cgroups. Elsewhere a position past the end
+/// only means the look from the beginning.
+fn sample(dir: &Path, start: i64, me: libc::pid_t) -> std::io::Result<Vec<(PathBuf, names::Runner)>> {
+    let d = std::fs::File::open(dir)?;
+    sys::seek_dir(d.as_fd(), start)?;
+    let mut buf = vec![0u8; LOOK];
+    let mut ours = Vec::new();
+    let mut from_start = false;
+    loop {
+        let n = sys::getdents64(d.as_fd(), &mut buf)?;
+        for (kind, name) in sys::dirents(&buf[..n]) {
+            let Some(runner) = std::str::from_utf8(name).ok().and_then(names::owner) else { continue };
+            if kind == libc::DT_DIR && runner.pid != me {
+                ours.push((dir.join(OsStr::from_bytes(name)), runner));
+            }
+        }
+        if ours.len() >= SHARE || from_start {
+            return Ok(ours);
+        }
+        sys::seek_dir(d.as_fd(), 0)?;
+        from_start = true;
+    }
 }
 
-/// Where in the listing a run starts judging: different for runs that
-/// start together, so that they share the work instead of all judging the
-/// same few (std's RandomState is keyed at random in each process).
-fn start_point() -> usize {
+/// Where in the listing a run starts judging: a kernfs position (a name
+/// hash: 2 up to i32::MAX - 1; 0, 1 and i32::MAX are the kernel's own), at
+/// random in each process (std's RandomState is keyed at random), so that
+/// runs that start together share the work.
+fn start_point() -> i64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
-    h.finish() as usize
+    2 + (h.finish() % (i32::MAX as u64 - 3)) as i64
 }
 
 /// Removes (or lists) the cgroups of the dead runners of the state dir
@@ -142,13 +172,55 @@ fn reclaim(dir: &Path) -> Result<bool, CgroupError> {
 mod tests {
     use super::*;
 
+    /// In a real cgroup directory (kernfs) beside the test's own: a look
+    /// from a random position starts at a random entry, a position past the
+    /// last one starts over from the beginning, and only our directories
+    /// (but the given runner's) are taken.
     #[test]
-    fn a_window_wraps_around_and_never_takes_one_twice() {
-        let items: Vec<u32> = (0..20).collect();
-        let w: Vec<u32> = window(&items, 17, 8).copied().collect();
-        assert_eq!(w, [17, 18, 19, 0, 1, 2, 3, 4]);
-        let few = [1, 2, 3];
-        assert_eq!(window(&few, 5, 8).copied().collect::<Vec<_>>(), [3, 1, 2]);
-        assert_eq!(window::<u32>(&[], 5, 8).count(), 0);
+    fn a_sample_starts_where_it_is_told_and_takes_only_ours() {
+        if !crate::test_require_root() {
+            return;
+        }
+        let h = discover::discover().unwrap();
+        let own = h.v2.clone().or_else(|| h.v1.first().map(|v| v.own.clone())).expect("a cgroup hierarchy");
+        let parent = own.join(format!("repeatr-test-sample-{}", std::process::id()));
+        std::fs::create_dir(&parent).unwrap();
+        struct Remove(PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                if let Ok(entries) = std::fs::read_dir(&self.0) {
+                    for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let _guard = Remove(parent.clone());
+        let name =
+            |pid: u32| names::Runner { state: "0123456789abcdef".into(), pid: pid as i32, start: 7 }.job_cgroup("j");
+        for pid in 100..300 {
+            std::fs::create_dir(parent.join(name(pid))).unwrap();
+        }
+        std::fs::create_dir(parent.join("not-ours")).unwrap();
+
+        let all: std::collections::HashSet<PathBuf> = (100..300).map(|p| parent.join(name(p))).collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut firsts = std::collections::HashSet::new();
+        for k in 0..16i64 {
+            let got = sample(&parent, 2 + k * (i32::MAX as i64 / 16), 150).unwrap();
+            assert!(got.len() >= SHARE, "a look reads at least a share: {}", got.len());
+            assert!(got.len() < 200, "one look, not the whole listing: {}", got.len());
+            for (path, runner) in &got {
+                assert!(all.contains(path), "{path:?}");
+                assert_ne!(runner.pid, 150, "the given runner's own is left out");
+            }
+            firsts.insert(got[0].0.clone());
+            seen.extend(got.into_iter().map(|(p, _)| p));
+        }
+        assert!(firsts.len() > 8, "looks from 16 places start at {} entries", firsts.len());
+        assert!(seen.len() > 100, "16 looks saw {} of 200", seen.len());
+        let past_the_end = sample(&parent, i32::MAX as i64 - 1, 0).unwrap();
+        assert!(past_the_end.len() >= SHARE, "from the beginning again: {}", past_the_end.len());
     }
 }

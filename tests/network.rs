@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use repeatr::network::{
-    AttachedVeth, Deletion, HostNet, LinkOwner, NetworkError, OtherOwner, Role, VethSpec, delete_link, delete_own_link,
-    ensure_bridge, host_ipv4_routes, links_with_prefix, loopback_up, mac_for_ip,
+    AttachedVeth, Deletion, HostNet, JobSide, LinkOwner, NetworkError, OtherOwner, Role, VethSpec, delete_link,
+    delete_own_link, ensure_bridge, host_ipv4_routes, links_with_prefix, loopback_up, mac_for_ip,
 };
 use serde_json::Value;
 
@@ -145,7 +145,9 @@ fn spec(bridge: &str, subnet: Ipv4Net, slot: u32, mtu: u32) -> VethSpec {
 fn attach(bridge: u32, s: &VethSpec, netns: &OwnedFd) -> Result<AttachedVeth, NetworkError> {
     let mut host = HostNet::open(owner())?;
     let pending = host.create_pending(s.mtu, netns.as_fd())?;
-    host.finish_pending(pending, &VethSpec { bridge_index: bridge, ..s.clone() }, netns.as_fd())
+    // On a thread that ends with it, as the runner's lease thread does.
+    let mut job = std::thread::scope(|t| t.spawn(|| JobSide::from_here(netns.as_fd())).join().unwrap())?;
+    host.finish_pending(pending, &VethSpec { bridge_index: bridge, ..s.clone() }, &mut job)
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! child creates both files in the job's view only; their text comes with
 //! the runner's go, once a bridged job's address is leased.
 
+use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use crate::config::{Egress, NetworkConfig};
@@ -19,8 +20,11 @@ pub fn hosts(hostname: &str, ip: Option<Ipv4Addr>, peers: &[(String, Ipv4Addr)])
         Some(ip) => format!("127.0.0.1\tlocalhost\n{v6}{ip}\t{hostname}\n"),
         None => format!("127.0.0.1\tlocalhost {hostname}\n{v6}"),
     };
+    // Into the one string: next to a thousand peers, a string per line
+    // was a measurable part of a start.
+    text.reserve(peers.len() * 32);
     for (job, addr) in peers.iter().filter(|(job, _)| job != hostname) {
-        text += &format!("{addr}\t{job}\n");
+        let _ = writeln!(text, "{addr}\t{job}");
     }
     text
 }

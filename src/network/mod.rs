@@ -52,6 +52,20 @@ pub use owner::{Foreign, LinkOwner, OtherOwner, Role};
 pub use routes::host_ipv4_routes;
 pub use veth::{AttachedVeth, PendingVeth, VethSpec};
 
+/// An rtnetlink socket in a job's netns, for the job side of its veth
+/// (see [`HostNet::finish_pending`]).
+pub struct JobSide(netlink::Netlink);
+
+impl JobSide {
+    /// Made by moving the calling thread into `netns` for good: see
+    /// `Netlink::in_netns_from_here` for the one kind of thread that may.
+    pub fn from_here(netns: std::os::fd::BorrowedFd<'_>) -> Result<JobSide, NetworkError> {
+        netlink::Netlink::in_netns_from_here(netns)
+            .map(JobSide)
+            .map_err(|source| NetworkError::Socket { place: "in the job netns".into(), source })
+    }
+}
+
 /// One rtnetlink socket in the host netns for all of a job's host-side
 /// steps: the bridge check, the veth, its retirement, all as `owner`'s.
 /// The free functions above open a socket per call; a runner on the job's
@@ -110,9 +124,9 @@ impl HostNet {
         &mut self,
         pending: PendingVeth,
         spec: &VethSpec,
-        netns: std::os::fd::BorrowedFd<'_>,
+        job: &mut JobSide,
     ) -> Result<AttachedVeth, NetworkError> {
-        veth::finish_pending(&mut self.nl, pending, spec, netns, &self.owner)
+        veth::finish_pending(&mut self.nl, pending, spec, &mut job.0, &self.owner)
     }
 
     /// Deletes a pending veth whose job got no lease.

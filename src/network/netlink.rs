@@ -68,8 +68,22 @@ impl Netlink {
     /// A socket inside the network namespace `netns`, created on a
     /// short-lived thread that setns()es into it. The calling thread's own
     /// namespace never changes, so a failure cannot leave it in a job's netns.
+    #[cfg(test)]
     pub fn in_netns(netns: BorrowedFd<'_>) -> io::Result<Self> {
         let mut nl = on_thread_in(netns, Netlink::new)??;
+        nl.netns = Some(netns.try_clone_to_owned()?);
+        Ok(nl)
+    }
+
+    /// A socket inside the network namespace `netns`, made by moving the
+    /// calling thread there for good: only for a thread that ends right
+    /// after and touches nothing of the host's network before it does (the
+    /// lease thread, see `job::net`). It spares a job's start the thread
+    /// that [`Netlink::in_netns`] makes and ends.
+    pub fn in_netns_from_here(netns: BorrowedFd<'_>) -> io::Result<Self> {
+        // setns of a thread (not the process) is allowed for CLONE_NEWNET.
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        let mut nl = Netlink::new()?;
         nl.netns = Some(netns.try_clone_to_owned()?);
         Ok(nl)
     }

@@ -129,8 +129,9 @@ pub(crate) fn create_pending(host: &mut Netlink, mtu: u32, netns: BorrowedFd<'_>
 /// Gives a pending veth its job's lease: the host end `owner`'s marker,
 /// the filter that lets the job send only from its own MAC and IPv4
 /// address, its name `spec.host_name`, its bridge and up; the job end its MAC (from
-/// the IP), address, up, `lo` up and the default route. On failure the
-/// veth is deleted again (which removes both ends).
+/// the IP), address, up, `lo` up and the default route, through `job`, a
+/// socket in its netns. On failure the veth is deleted again (which
+/// removes both ends).
 ///
 /// A leftover host link of the final name that carries `owner`'s marker
 /// (a runner of this state dir killed before its teardown; names are per
@@ -141,12 +142,12 @@ pub(crate) fn finish_pending(
     host: &mut Netlink,
     pending: PendingVeth,
     spec: &VethSpec,
-    netns: BorrowedFd<'_>,
+    job: &mut Netlink,
     owner: &LinkOwner,
 ) -> Result<AttachedVeth, NetworkError> {
     let result = check_spec(spec)
         .and_then(|()| name_and_up(host, &pending, spec, owner))
-        .and_then(|()| configure_job_side(spec, pending.peer_index, netns));
+        .and_then(|()| configure_job_side(spec, pending.peer_index, job));
     match result {
         Ok(()) => Ok(AttachedVeth { host_index: pending.host_index }),
         Err(e) => Err(match discard_index(host, pending.host_index) {
@@ -250,15 +251,14 @@ fn create_veth(nl: &mut Netlink, name: &str, mtu: u32, netns: BorrowedFd<'_>) ->
     }))
 }
 
-/// Address, `eth0` and `lo` up, default route: one batch over a socket in
-/// the job netns. `eth0` is the peer's ifindex if known, else looked up.
-fn configure_job_side(spec: &VethSpec, eth0: Option<u32>, netns: BorrowedFd<'_>) -> Result<(), NetworkError> {
-    let mut nl =
-        Netlink::in_netns(netns).map_err(|source| NetworkError::Socket { place: "in the job netns".into(), source })?;
+/// Address, `eth0` and `lo` up, default route: one batch over `nl`, a
+/// socket in the job netns. `eth0` is the peer's ifindex if known, else
+/// looked up.
+fn configure_job_side(spec: &VethSpec, eth0: Option<u32>, nl: &mut Netlink) -> Result<(), NetworkError> {
     let index = match eth0 {
         Some(i) => i,
         None => {
-            get_link(&mut nl, JOB_IFNAME)
+            get_link(nl, JOB_IFNAME)
                 .map_err(|e| NetworkError::netlink(format!("look up {JOB_IFNAME} in the job netns"), e))?
                 .ok_or_else(|| NetworkError::Unexpected {
                     op: format!("configure {JOB_IFNAME} in the job netns"),
@@ -322,6 +322,11 @@ mod tests {
 
     use crate::network::owner::test_owner;
 
+    /// A socket in the job netns, as the lease thread makes it for a run.
+    fn job_side(netns: BorrowedFd<'_>) -> Netlink {
+        Netlink::in_netns(netns).unwrap()
+    }
+
     /// A veth made before its lease, then finished: the host end renamed
     /// and up, eth0 with the IP's MAC, address, default route, lo up. The
     /// peer's index is dropped first, to take the path of kernels that do
@@ -355,7 +360,7 @@ mod tests {
             port_filter::has_ingress_qdisc(&mut host, pending.host_index),
             "the filter's qdisc comes with the veth"
         );
-        let attached = finish_pending(&mut host, pending, &spec, job_ns.as_fd(), &owner).unwrap();
+        let attached = finish_pending(&mut host, pending, &spec, &mut job_side(job_ns.as_fd()), &owner).unwrap();
         let filter = port_filter::installed_len(&mut host, attached.host_index);
         assert_eq!(filter, Some(port_filter::program(spec.ip).len()), "the port filter, as made for the job");
 
@@ -422,10 +427,18 @@ mod tests {
             mtu: 1500,
         };
         let leftover = create_pending(&mut host, 1500, other_ns.as_fd()).unwrap();
-        finish_pending(&mut host, leftover, &spec(Ipv4Addr::new(198, 18, 251, 3)), other_ns.as_fd(), &owner).unwrap();
+        finish_pending(
+            &mut host,
+            leftover,
+            &spec(Ipv4Addr::new(198, 18, 251, 3)),
+            &mut job_side(other_ns.as_fd()),
+            &owner,
+        )
+        .unwrap();
         let p = create_pending(&mut host, 1500, job_ns.as_fd()).unwrap();
         let attached =
-            finish_pending(&mut host, p, &spec(Ipv4Addr::new(198, 18, 251, 4)), job_ns.as_fd(), &owner).unwrap();
+            finish_pending(&mut host, p, &spec(Ipv4Addr::new(198, 18, 251, 4)), &mut job_side(job_ns.as_fd()), &owner)
+                .unwrap();
         let h = get_link(&mut host, "rptv-3").unwrap().unwrap();
         assert_eq!(h.header.index, attached.host_index, "the new veth took the name");
         assert!(h.header.flags.contains(LinkFlags::Up));
@@ -449,7 +462,7 @@ mod tests {
             gateway: Ipv4Addr::new(198, 18, 99, 1),
             ..spec(Ipv4Addr::new(198, 18, 251, 5))
         };
-        let e = finish_pending(&mut host, p, &bad, third_ns.as_fd(), &owner).unwrap_err();
+        let e = finish_pending(&mut host, p, &bad, &mut job_side(third_ns.as_fd()), &owner).unwrap_err();
         assert!(e.to_string().contains("default route"), "{e}");
         assert!(
             get_link(&mut host, "rptv-4").unwrap().is_none() && get_link(&mut host, &name).unwrap().is_none(),
@@ -482,10 +495,11 @@ mod tests {
         };
         let (their_ns, job_ns) = (new_netns(), new_netns());
         let theirs_pending = create_pending(&mut host, 1500, their_ns.as_fd()).unwrap();
-        let kept = finish_pending(&mut host, theirs_pending, &spec(0), their_ns.as_fd(), &theirs).unwrap();
+        let kept =
+            finish_pending(&mut host, theirs_pending, &spec(0), &mut job_side(their_ns.as_fd()), &theirs).unwrap();
         let p = create_pending(&mut host, 1500, job_ns.as_fd()).unwrap();
         let pending_name = p.name.clone();
-        let e = finish_pending(&mut host, p, &spec(0), job_ns.as_fd(), &ours).unwrap_err();
+        let e = finish_pending(&mut host, p, &spec(0), &mut job_side(job_ns.as_fd()), &ours).unwrap_err();
         assert!(matches!(&e, NetworkError::NotOurs(f) if f.role == Role::Veth), "{e}");
         assert!(e.to_string().contains(theirs.label()), "{e}");
         let h = get_link(&mut host, "rptw-0").unwrap().expect("their veth is still there");

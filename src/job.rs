@@ -150,7 +150,7 @@ pub fn launch(host: &Host, mut spec: Spec, net: &NetRequest, limits: &Limits) ->
     };
     record.launched(launched.pid(), net.as_ref().and_then(JobNet::ip));
     let go = GoMessage {
-        hosts: etc::hosts(&spec.hostname, net.as_ref().and_then(JobNet::ip), net.as_ref().map_or(&[], JobNet::peers)),
+        hosts: etc::hosts(&spec.hostname, net.as_ref().and_then(JobNet::ip), net.as_ref().map_or("", JobNet::peers)),
         resolv_conf: etc::resolv_conf(net.as_ref().map(JobNet::config)),
     };
 

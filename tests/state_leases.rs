@@ -1015,3 +1015,22 @@ fn acquire_latency() {
     }
     println!("release: {:?} each", t.elapsed() / n as u32);
 }
+
+/// A lease's peers are the other jobs of its bridge as /etc/hosts lines, in
+/// slot order; a damaged row (an address that is no dotted quad, a job id
+/// with a newline) is left out rather than written into a job's file.
+#[test]
+fn peers_are_hosts_lines_of_the_other_jobs() {
+    let (tmp, state) = fresh();
+    let net = "198.18.30.0/24";
+    let a = state.acquire(&req("web", net)).unwrap();
+    let b = state.acquire(&req("db.main", net)).unwrap();
+    assert_eq!(a.peers, "", "the first job has no peers");
+    assert_eq!(b.peers, format!("{}\tweb\n", a.record.ip));
+    let conn = Connection::open(tmp.path().join("state/state.db")).unwrap();
+    conn.execute("UPDATE leases SET ip = '198.18.30.x' || char(10) || '1.2.3.4 evil' WHERE job = 'web'", params![])
+        .unwrap();
+    drop(conn);
+    let c = state.acquire(&req("client", net)).unwrap();
+    assert_eq!(c.peers, format!("{}\tdb.main\n", b.record.ip), "the damaged row is left out");
+}

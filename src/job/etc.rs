@@ -2,7 +2,6 @@
 //! child creates both files in the job's view only; their text comes with
 //! the runner's go, once a bridged job's address is leased.
 
-use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use crate::config::{Egress, NetworkConfig};
@@ -10,21 +9,21 @@ use crate::config::{Egress, NetworkConfig};
 /// The job's own name resolves to its own address; a job with no address
 /// of its own (`--net none`) finds its name on the loopback, so that a
 /// program looking itself up (hostname -f, many test suites) still works.
-/// The live jobs on its bridge when it leased (`peers`: job id, address)
-/// follow, each by its id, so that "start `web`, then a client of
-/// `http://web:8000`" needs no DNS server; a peer whose id is the job's
-/// own hostname is left out (the job's own line wins).
-pub fn hosts(hostname: &str, ip: Option<Ipv4Addr>, peers: &[(String, Ipv4Addr)]) -> String {
+/// The live jobs on its bridge when it leased (`peers`: /etc/hosts lines,
+/// see `Lease::peers`) follow, each by its id, so that "start `web`, then
+/// a client of `http://web:8000`" needs no DNS server; a peer whose id is
+/// the job's own hostname is left out (the job's own line wins).
+pub fn hosts(hostname: &str, ip: Option<Ipv4Addr>, peers: &str) -> String {
     let v6 = "::1\tlocalhost ip6-localhost ip6-loopback\n";
     let mut text = match ip {
         Some(ip) => format!("127.0.0.1\tlocalhost\n{v6}{ip}\t{hostname}\n"),
         None => format!("127.0.0.1\tlocalhost {hostname}\n{v6}"),
     };
-    // Into the one string: next to a thousand peers, a string per line
-    // was a measurable part of a start.
-    text.reserve(peers.len() * 32);
-    for (job, addr) in peers.iter().filter(|(job, _)| job != hostname) {
-        let _ = writeln!(text, "{addr}\t{job}");
+    text.reserve(peers.len());
+    for line in peers.split_inclusive('\n') {
+        if line.split_once('\t').is_some_and(|(_, name)| name.trim_end() != hostname) {
+            text.push_str(line);
+        }
     }
     text
 }
@@ -53,19 +52,16 @@ mod tests {
 
     #[test]
     fn hosts_names_the_job_on_its_address_or_the_loopback() {
-        let bridged = hosts("web", Some(Ipv4Addr::new(198, 18, 0, 7)), &[]);
+        let bridged = hosts("web", Some(Ipv4Addr::new(198, 18, 0, 7)), "");
         assert!(bridged.ends_with("198.18.0.7\tweb\n") && bridged.starts_with("127.0.0.1\tlocalhost\n"), "{bridged}");
-        let none = hosts("web", None, &[]);
+        let none = hosts("web", None, "");
         assert!(none.starts_with("127.0.0.1\tlocalhost web\n") && !none.contains("198."), "{none}");
     }
 
     #[test]
     fn hosts_lists_the_jobs_before_it_by_name() {
-        let peers = vec![
-            ("web".to_string(), Ipv4Addr::new(198, 18, 0, 2)),
-            ("client".to_string(), Ipv4Addr::new(198, 18, 0, 9)),
-        ];
-        let text = hosts("client", Some(Ipv4Addr::new(198, 18, 0, 3)), &peers);
+        let peers = "198.18.0.2\tweb\n198.18.0.9\tclient\n";
+        let text = hosts("client", Some(Ipv4Addr::new(198, 18, 0, 3)), peers);
         assert!(text.ends_with("198.18.0.3\tclient\n198.18.0.2\tweb\n"), "{text}");
     }
 

@@ -170,8 +170,8 @@ impl JobNet {
     }
 
     /// The live jobs of the domain when this one leased (see `Lease::peers`).
-    pub fn peers(&self) -> &[(String, Ipv4Addr)] {
-        self.lease.as_ref().map_or(&[], |l| &l.peers)
+    pub fn peers(&self) -> &str {
+        self.lease.as_ref().map_or("", |l| &l.peers)
     }
 
     /// The network section of the config this job was plugged in with.

@@ -98,7 +98,12 @@ pub(crate) fn migrate(conn: &mut Connection, db: &Path, fresh: bool) -> Result<(
             ),
         });
     }
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(err(db))?;
+    // A file in WAL mode already (every open but the first) needs no switch.
+    let mode = if mode.eq_ignore_ascii_case("wal") {
+        mode
+    } else {
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0)).map_err(err(db))?
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StateError::Corrupt {
             path: db.to_path_buf(),

@@ -70,8 +70,10 @@ fn sample(dir: &Path, start: i64, me: libc::pid_t) -> std::io::Result<Vec<(PathB
         let n = sys::getdents64(d.as_fd(), &mut buf)?;
         for (kind, name) in sys::dirents(&buf[..n]) {
             let Some(runner) = std::str::from_utf8(name).ok().and_then(names::owner) else { continue };
-            if kind == libc::DT_DIR && runner.pid != me {
-                ours.push((dir.join(OsStr::from_bytes(name)), runner));
+            let path = dir.join(OsStr::from_bytes(name));
+            // The look from the beginning may meet the first one's again.
+            if kind == libc::DT_DIR && runner.pid != me && !ours.iter().any(|(p, _)| *p == path) {
+                ours.push((path, runner));
             }
         }
         if ours.len() >= SHARE || from_start {
@@ -222,5 +224,18 @@ mod tests {
         assert!(seen.len() > 100, "16 looks saw {} of 200", seen.len());
         let past_the_end = sample(&parent, i32::MAX as i64 - 1, 0).unwrap();
         assert!(past_the_end.len() >= SHARE, "from the beginning again: {}", past_the_end.len());
+        // A directory smaller than one look: each of ours once, whatever
+        // the start.
+        let small = parent.join("small");
+        std::fs::create_dir(&small).unwrap();
+        let _small_guard = Remove(small.clone());
+        for pid in 1..=5 {
+            std::fs::create_dir(small.join(name(pid))).unwrap();
+        }
+        for k in 0..8i64 {
+            let got = sample(&small, 2 + k * (i32::MAX as i64 / 8), 0).unwrap();
+            let distinct: std::collections::HashSet<_> = got.iter().map(|(p, _)| p.clone()).collect();
+            assert_eq!((got.len(), distinct.len()), (5, 5), "{got:?}");
+        }
     }
 }

@@ -103,10 +103,12 @@ pub fn launch(host: &Host, mut spec: Spec, net: &NetRequest, limits: &Limits) ->
     // The job's record (`repeatr ps`), held until the end, unlinked on
     // drop: a name a live job has is refused here, before anything is made.
     let record = record::Claim::take(&state, &spec.id, &spec.argv, spec.net)?;
-    // Before anything of the job runs; removed when it drops, on every
-    // path out of here (after the job is dead: `launched` drops first).
+    // The state dir's id: its cgroups' names here, its links' marker in
+    // `JobNet::plug_in`.
     let state_id = crate::network::LinkOwner::of_dir(&host.state_dir)
         .map_err(|err| Error::StateDir { path: host.state_dir.clone(), err })?;
+    // Before anything of the job runs; removed when it drops, on every
+    // path out of here (after the job is dead: `launched` drops first).
     let cgroup = JobCgroup::create(&spec.id, limits, state_id.id())?;
 
     // The heap's free pages go back to the kernel before the clone: pages
@@ -128,7 +130,13 @@ pub fn launch(host: &Host, mut spec: Spec, net: &NetRequest, limits: &Limits) ->
     let net = match spec.net {
         NetMode::Bridge => {
             let asked = (spec.id.as_str(), net.ip, net.publish.as_slice());
-            let leased = JobNet::plug_in(&host.state_dir, host.config.as_deref(), &launched, asked, &spec.argv);
+            let leased = JobNet::plug_in(
+                (&host.state_dir, state_id.clone()),
+                host.config.as_deref(),
+                &launched,
+                asked,
+                &spec.argv,
+            );
             match leased {
                 Ok(n) => Some(n),
                 Err(e) => {

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::network::port_map::{self, Element};
 use crate::network::{Deletion, HostNet, JobSide, LeafSpec, LinkOwner, NetworkError, PendingVeth, VethSpec};
 use crate::publish::{Publish, PublishError};
-use crate::state::{Lease, LeaseRecord, LeaseRequest, StateDir, leaf_of, private_dir, uplink_names};
+use crate::state::{Lease, LeaseRecord, LeaseRequest, StateDir, leaf_of, uplink_names};
 
 pub struct JobNet {
     state: StateDir,
@@ -40,10 +40,12 @@ impl JobNet {
     /// ~2 ms for a lone job here, the veth ~0.3 ms). The thread also makes
     /// the socket in the job's netns for the veth's job side, as it ends.
     ///
-    /// `publish`: host ports to forward to the job, recorded with its lease
-    /// and added to the bridge's map once the job's veth is up.
+    /// `owner`: the state dir's marker for the links (the runner has it
+    /// already, for the job's cgroups). `publish`: host ports to forward to
+    /// the job, recorded with its lease and added to the bridge's map once
+    /// the job's veth is up.
     pub fn plug_in(
-        state_dir: &Path,
+        (state_dir, owner): (&Path, LinkOwner),
         config_path: Option<&Path>,
         job: &Launched,
         (id, ip, publish): (&str, Option<Ipv4Addr>, &[Publish]),
@@ -53,7 +55,7 @@ impl JobNet {
         if !publish.is_empty() && config.egress == Egress::None {
             return Err(PublishError::NoEgress.into());
         }
-        let mut host = HostNet::open(state_owner(state_dir)?)?;
+        let mut host = HostNet::open(owner)?;
         let routes = host.routes_overlapping(config.subnet)?;
         config.validate(&routes)?;
         log::trace!("config checked against the {} host routes that overlap its subnet", routes.len());
@@ -211,20 +213,6 @@ impl JobNet {
         }
         log::debug!("lease released");
         if errors.is_empty() { Ok(()) } else { Err(Error::Teardown(errors.join("; "))) }
-    }
-}
-
-/// Whose links this job's bridge and veth are: its state dir's, made
-/// here if this is its first run (the lease thread makes it too, but the
-/// bridge is checked against it meanwhile). One statx on the usual path.
-fn state_owner(dir: &Path) -> Result<LinkOwner, Error> {
-    let err = |err| Error::StateDir { path: dir.to_path_buf(), err };
-    match LinkOwner::of_dir(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            private_dir(dir).map_err(err)?;
-            LinkOwner::of_dir(dir).map_err(err)
-        }
-        r => r.map_err(err),
     }
 }
 

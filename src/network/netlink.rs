@@ -79,7 +79,7 @@ impl Netlink {
     /// calling thread there for good: only for a thread that ends right
     /// after and touches nothing of the host's network before it does (the
     /// lease thread, see `job::net`). It spares a job's start the thread
-    /// that [`Netlink::in_netns`] makes and ends.
+    /// that `Netlink::in_netns` (tests only now) makes and ends.
     pub fn in_netns_from_here(netns: BorrowedFd<'_>) -> io::Result<Self> {
         // setns of a thread (not the process) is allowed for CLONE_NEWNET.
         nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;

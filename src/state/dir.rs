@@ -280,18 +280,6 @@ impl Drop for StateDir {
     }
 }
 
-/// Creates a directory inside the state dir (and its parents), 0700: what
-/// is in it concerns root's jobs only. Every directory on the path is
-/// checked as `StateDir::open` checks the state dir's, and the last name
-/// must not be a link (see `private`).
-pub fn private_dir(path: &Path) -> std::io::Result<()> {
-    match PrivateDir::open_inner(path, true) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(std::io::ErrorKind::NotFound.into()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// `name` in the state dir `root`, created 0700 if missing (both are
 /// checked, see `private`); returned with every symlink resolved.
 pub fn private_subdir(root: &Path, name: &str) -> Result<PathBuf, StateError> {

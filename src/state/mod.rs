@@ -24,7 +24,7 @@ mod schema;
 mod sidecar;
 mod slot;
 
-pub use dir::{StateDir, private_dir, private_subdir};
+pub use dir::{StateDir, private_subdir};
 pub use egress::{EgressMark, egress_marks, read_egress_mark, update_egress_mark};
 pub use error::{Hint, REBUILD_HINT, StateError};
 pub use leases::{GcReport, Lease, LeaseInfo, LeaseRequest, LeaseState};

@@ -118,10 +118,7 @@ pub(crate) fn create_pending(host: &mut Netlink, mtu: u32, netns: BorrowedFd<'_>
             format!("add an ingress qdisc to {name} (its port filter's; needs the kernel's sch_ingress)"),
             e,
         );
-        return Err(match discard_index(host, host_index) {
-            Ok(()) => failed,
-            Err(d) => NetworkError::Multiple(vec![failed, d]),
-        });
+        return Err(discarded(host, host_index, failed));
     }
     Ok(PendingVeth { name, host_index, peer_index })
 }
@@ -150,10 +147,7 @@ pub(crate) fn finish_pending(
         .and_then(|()| configure_job_side(spec, pending.peer_index, job));
     match result {
         Ok(()) => Ok(AttachedVeth { host_index: pending.host_index }),
-        Err(e) => Err(match discard_index(host, pending.host_index) {
-            Ok(()) => e,
-            Err(d) => NetworkError::Multiple(vec![e, d]),
-        }),
+        Err(e) => Err(discarded(host, pending.host_index, e)),
     }
 }
 
@@ -228,6 +222,15 @@ pub(crate) fn discard(host: &mut Netlink, pending: PendingVeth) -> Result<(), Ne
 
 fn discard_index(host: &mut Netlink, index: u32) -> Result<(), NetworkError> {
     delete_index(host, index, "veth").map(drop)
+}
+
+/// `failed`, after deleting the veth `index` that the failed step leaves
+/// (with the deletion's own error too, if it failed).
+fn discarded(host: &mut Netlink, index: u32, failed: NetworkError) -> NetworkError {
+    match discard_index(host, index) {
+        Ok(()) => failed,
+        Err(d) => NetworkError::Multiple(vec![failed, d]),
+    }
 }
 
 /// Creates the pair; `Some((host, peer))` ifindexes if the kernel echoed

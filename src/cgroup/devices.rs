@@ -55,12 +55,28 @@ pub fn v1_lines() -> Vec<String> {
 // linux/bpf.h: `struct bpf_cgroup_dev_ctx { u32 access_type; u32 major;
 // u32 minor; }`, access_type = access << 16 | type.
 const DEV_CHAR: i32 = 2;
+#[cfg(test)] // the program grants mknod by not testing for it
 const ACC_MKNOD: i32 = 1;
 const ACC_READ: i32 = 2;
 const ACC_WRITE: i32 = 4;
 
+/// Where a jump to one of the v2 program's shared tails goes.
+#[derive(Clone, Copy)]
+enum Tail {
+    /// Read and write, and mknod too if `true`.
+    Allow(bool),
+    Deny,
+}
+
 /// The v2 program: 1 (allow) for an access a rule covers, 0 (EPERM)
 /// otherwise.
+///
+/// Laid out for the verifier, which walks every path of a program at each
+/// job's start: the device type is tested once, the rules are grouped by
+/// major (one test each), and a group's minors jump straight to one of
+/// two shared access checks. With a block of tests per rule, as runc lays
+/// it out, loading took ~180 us against ~70 us for this on a 2-core VM (of
+/// ~13 ms of host CPU per networked job).
 pub fn program() -> Vec<BpfInsn> {
     let (access, kind, major, minor) = (Reg(2), Reg(3), Reg(4), Reg(5));
     let mut p = vec![
@@ -70,28 +86,72 @@ pub fn program() -> Vec<BpfInsn> {
         ebpf::rsh_imm(access, 16),
         ebpf::load_u32(major, R1, 4),
         ebpf::load_u32(minor, R1, 8),
+        // Every exit below that does not set r0 denies.
+        ebpf::mov_imm(R0, 0),
     ];
+    // Jumps to the tails, whose offsets are known once the rules are laid out.
+    let mut to_tail = vec![(p.len(), Tail::Deny)];
+    p.push(ebpf::jne_imm(kind, DEV_CHAR, 0));
+    let mut majors: Vec<u32> = Vec::new();
     for r in ALLOWED {
-        let allowed = ACC_READ | ACC_WRITE | if r.mknod { ACC_MKNOD } else { 0 };
-        let len: i16 = if r.minor.is_some() { 8 } else { 7 };
-        // Each test jumps past the rest of this rule's block.
-        let mut block = vec![ebpf::jne_imm(kind, DEV_CHAR, len - 1), ebpf::jne_imm(major, r.major as i32, len - 2)];
-        if let Some(m) = r.minor {
-            block.push(ebpf::jne_imm(minor, m as i32, len - 3));
+        if !majors.contains(&r.major) {
+            majors.push(r.major);
         }
-        block.extend([
-            ebpf::mov_reg(R0, access),
-            // Any bit of the access this rule does not grant: not this rule.
-            ebpf::and_imm(R0, !allowed & (ACC_MKNOD | ACC_READ | ACC_WRITE)),
-            ebpf::jne_imm(R0, 0, 2),
-            ebpf::mov_imm(R0, 1),
-            ebpf::exit(),
-        ]);
-        debug_assert_eq!(block.len(), len as usize);
-        p.extend(block);
     }
+    for m in majors {
+        let group = || ALLOWED.iter().filter(move |r| r.major == m);
+        // The rules of a major are a union: a wildcard rule's rights go to
+        // every minor, a fixed minor's rules are one test.
+        let wildcard = group().filter(|r| r.minor.is_none()).map(|r| r.mknod).reduce(|a, b| a | b);
+        let mut minors: Vec<(u32, bool)> = Vec::new();
+        for r in group() {
+            if let Some(n) = r.minor {
+                match minors.iter_mut().find(|(x, _)| *x == n) {
+                    Some((_, mknod)) => *mknod |= r.mknod,
+                    None => minors.push((n, r.mknod)),
+                }
+            }
+        }
+        // A fixed minor that grants no more than the wildcard is the wildcard's.
+        minors.retain(|&(_, mknod)| wildcard.is_none_or(|w| mknod && !w));
+        let skip = p.len();
+        p.push(ebpf::jne_imm(major, m as i32, 0));
+        for (n, mknod) in minors {
+            to_tail.push((p.len(), Tail::Allow(mknod)));
+            p.push(ebpf::jeq_imm(minor, n as i32, 0));
+        }
+        match wildcard {
+            Some(mknod) => {
+                to_tail.push((p.len(), Tail::Allow(mknod)));
+                p.push(ebpf::ja(0));
+            }
+            None => p.push(ebpf::exit()),
+        }
+        p[skip].off = offset(skip, p.len());
+    }
+    p.push(ebpf::exit());
+    let allow_rw = p.len();
+    // Any access beyond read and write (mknod): denied.
+    p.extend([ebpf::mov_reg(R0, access), ebpf::and_imm(R0, !(ACC_READ | ACC_WRITE)), ebpf::jne_imm(R0, 0, 2)]);
+    let allow_rwm = p.len();
+    p.extend([ebpf::mov_imm(R0, 1), ebpf::exit()]);
+    let deny = p.len();
     p.extend([ebpf::mov_imm(R0, 0), ebpf::exit()]);
+    for (at, tail) in to_tail {
+        let to = match tail {
+            Tail::Allow(false) => allow_rw,
+            Tail::Allow(true) => allow_rwm,
+            Tail::Deny => deny,
+        };
+        p[at].off = offset(at, to);
+    }
     p
+}
+
+/// The offset of a jump at `at` to `to`: from the instruction after it.
+/// The program is a few dozen instructions, far inside i16.
+fn offset(at: usize, to: usize) -> i16 {
+    (to - at - 1) as i16
 }
 
 #[cfg(test)]
@@ -128,6 +188,12 @@ mod tests {
                         pc = (pc as i64 + i.off as i64) as usize;
                     }
                 }
+                0x15 => {
+                    if r[dst] == i.imm as i64 as u64 {
+                        pc = (pc as i64 + i.off as i64) as usize;
+                    }
+                }
+                0x05 => pc = (pc as i64 + i.off as i64) as usize,
                 0x95 => return r[0],
                 c => panic!("opcode {c:#x}"),
             }
@@ -150,6 +216,35 @@ mod tests {
         assert_eq!(run(&p, ACC_READ, 1, 1, 3), 0);
         assert_eq!(run(&p, rw, DEV_CHAR, 1, 1), 0);
         assert_eq!(run(&p, ACC_READ, DEV_CHAR, 1, 11), 0);
+    }
+
+    /// What the list allows, by its definition: the program must agree.
+    fn allowed(access: i32, kind: i32, major: u32, minor: u32) -> bool {
+        kind == DEV_CHAR
+            && ALLOWED.iter().any(|r| {
+                let rights = ACC_READ | ACC_WRITE | if r.mknod { ACC_MKNOD } else { 0 };
+                r.major == major && r.minor.is_none_or(|m| m == minor) && access & !rights == 0
+            })
+    }
+
+    #[test]
+    fn the_program_is_the_list_for_every_access() {
+        let p = program();
+        let mut majors: Vec<u32> = ALLOWED.iter().flat_map(|r| [r.major, r.major + 1]).collect();
+        majors.extend([0, 2, 4, 7, 10, 135, 137, 254]);
+        for access in 0..8 {
+            for kind in [1, DEV_CHAR, 3] {
+                for &major in &majors {
+                    for minor in (0..12).chain([127, 128, 255, 1 << 19]) {
+                        assert_eq!(
+                            run(&p, access, kind, major, minor) == 1,
+                            allowed(access, kind, major, minor),
+                            "access {access} type {kind} {major}:{minor}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// The v2 program on the real kernel: this machine's cgroup2 (a

@@ -1,6 +1,6 @@
 //! Just enough eBPF to write the device program: 64-bit moves, AND and
 //! right shifts by a constant, 32-bit loads from the context, jumps on
-//! "not equal to a constant", exit. (`crate::cbpf` is classic BPF, a
+//! "(not) equal to a constant" and always, exit. (`crate::cbpf` is classic BPF, a
 //! different machine; no crate is worth its weight for ten opcodes: the
 //! program is built once per job, and a waiting runner's RSS is its code.)
 
@@ -17,6 +17,8 @@ const BPF_X: u8 = 0x08;
 const BPF_AND: u8 = 0x50;
 const BPF_RSH: u8 = 0x70;
 const BPF_MOV: u8 = 0xb0;
+const BPF_JA: u8 = 0x00;
+const BPF_JEQ: u8 = 0x10;
 const BPF_JNE: u8 = 0x50;
 const BPF_EXIT: u8 = 0x90;
 
@@ -61,6 +63,16 @@ pub fn jne_imm(dst: Reg, imm: i32, off: i16) -> BpfInsn {
     insn(BPF_JMP | BPF_JNE | BPF_K, dst, R0, off, imm)
 }
 
+/// `if dst == imm goto +off`
+pub fn jeq_imm(dst: Reg, imm: i32, off: i16) -> BpfInsn {
+    insn(BPF_JMP | BPF_JEQ | BPF_K, dst, R0, off, imm)
+}
+
+/// `goto +off`
+pub fn ja(off: i16) -> BpfInsn {
+    insn(BPF_JMP | BPF_JA, R0, R0, off, 0)
+}
+
 pub fn exit() -> BpfInsn {
     insn(BPF_JMP | BPF_EXIT, R0, R0, 0, 0)
 }
@@ -78,6 +90,8 @@ mod tests {
         assert_eq!(and_imm(Reg(3), 0xffff), BpfInsn { code: 0x57, regs: 0x03, off: 0, imm: 0xffff });
         assert_eq!(rsh_imm(Reg(2), 16), BpfInsn { code: 0x77, regs: 0x02, off: 0, imm: 16 });
         assert_eq!(jne_imm(Reg(4), 136, 5), BpfInsn { code: 0x55, regs: 0x04, off: 5, imm: 136 });
+        assert_eq!(jeq_imm(Reg(5), 3, 7), BpfInsn { code: 0x15, regs: 0x05, off: 7, imm: 3 });
+        assert_eq!(ja(4), BpfInsn { code: 0x05, regs: 0, off: 4, imm: 0 });
         assert_eq!(exit(), BpfInsn { code: 0x95, regs: 0, off: 0, imm: 0 });
     }
 }

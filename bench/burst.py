@@ -9,7 +9,7 @@ per live job: runners, containers, veths, cgroups and page cache together.
 
 Every @I@ in CMD becomes the job's index. The runner processes are the
 started processes and their descendants whose /proc/PID/status Name is NAME
-(repeatr: the started processes themselves; runc+CNI: the `runc` under each
+(repeatr: the started processes themselves, not their job inits; runc+CNI: the `runc` under each
 bench/cni-run.sh). Writes a JSON summary to F.json; no timing assertions.
 """
 import argparse
@@ -59,7 +59,9 @@ def kb(v):
 
 
 def runners(roots, name):
-    """PIDs named `name` among `roots` and their descendants."""
+    """PIDs named `name` among `roots` and their descendants, the topmost
+    of each chain only: repeatr's job init is a fork of its runner, of the
+    same name, and is not a runner."""
     parent, names = {}, {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -78,6 +80,8 @@ def runners(roots, name):
                 found.append(pid)
                 break
             p = parent.get(p, 0)
+            if names.get(p) == name:
+                break  # not the topmost of its name
     return found
 
 

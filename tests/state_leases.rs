@@ -569,6 +569,50 @@ fn gc_reclaims_and_dry_run_only_reports() {
     state.release(live).unwrap();
 }
 
+/// After a host-wide crash `gc` removes hundreds of sidecars at once (on
+/// two threads: `Subdirs::remove_all`): every dead one goes, with or
+/// without its row, and the live job's stays.
+#[test]
+fn gc_after_a_crash_removes_every_dead_sidecar_and_keeps_the_live_one() {
+    let (_tmp, state) = fresh();
+    let live = state.acquire(&req("live", "198.18.12.0/22")).unwrap();
+    let slots = state.root().join("slots").join(BRIDGE);
+    let dead: Vec<u16> = (0..700).filter(|&s| s != live.record.slot).collect();
+    let mut conn = Connection::open(state.root().join("state.db")).unwrap();
+    let tx = conn.transaction().unwrap();
+    // The first 600 have a row (a runner killed after its commit), the
+    // rest none (killed before it); every slot lock is free.
+    for &slot in &dead[..600] {
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 12, 10)) + u32::from(slot));
+        tx.execute(
+            "INSERT INTO leases (job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at)
+             VALUES (?1, ?2, '198.18.12.0/22', ?3, '198.18.12.1', ?4, ?5, 1, 1, ?6, 'true', '2026-01-01T00:00:00Z')",
+            params![format!("dead{slot}"), BRIDGE, ip.to_string(), slot, format!("{BRIDGE}-{slot}"), current_boot_id()],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    for &slot in &dead {
+        std::fs::write(slots.join(format!("{slot}.json")), "{}").unwrap();
+        drop(state.try_lock_slot(BRIDGE, slot).unwrap().unwrap());
+    }
+    assert_eq!(sidecars(state.root()), dead.len() + 1);
+
+    let report = state.gc(false).unwrap();
+    assert_eq!(report.reclaimed.len(), 600);
+    let mut removed = report.sidecars_removed.clone();
+    removed.sort();
+    let mut want: Vec<_> = dead.iter().map(|s| slots.join(format!("{s}.json"))).collect();
+    want.sort();
+    assert_eq!(removed, want);
+    assert_eq!(sidecars(state.root()), 1, "the live job's sidecar stays");
+    assert!(slots.join(format!("{}.json", live.record.slot)).exists());
+    let listed = state.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].lease.job, "live");
+    state.release(live).unwrap();
+}
+
 /// `gc` in a child pid namespace with its own /proc, where /proc/locks
 /// leaves out the locks of processes it cannot see: it must not take their
 /// absence for freedom (the lock snapshot proves nothing there, every

@@ -602,12 +602,13 @@ impl StateDir {
             }
             removed.push(temp.path);
         }
+        // The unread ones (in free slots: all of them after a host-wide
+        // crash) go at the end, together.
+        let mut unread = Vec::new();
         for found in found.sidecars {
             let row = by_slot.get(&(found.bridge.as_str(), found.slot));
             if !found.read {
-                if let Some(dir) = bridges.get(&found.bridge)? {
-                    dir.remove(&found.name)?;
-                }
+                unread.push((found.bridge, found.name));
                 removed.push(found.path);
                 continue;
             }
@@ -632,6 +633,7 @@ impl StateDir {
             }
             removed.push(found.path);
         }
+        bridges.remove_all(&unread)?;
         Ok(removed)
     }
 }

@@ -408,6 +408,44 @@ impl<'p> Subdirs<'p> {
         Ok(self.open.get(name).and_then(Option::as_ref))
     }
 
+    /// Unlinks each `(subdir, file)` of `files` as [`PrivateDir::remove`]
+    /// does, on two threads when there are many: `gc` after a host-wide
+    /// crash removes thousands of sidecars at once, and on a tmpfs each
+    /// unlink is the kernel freeing a page and an inode (~7 us on a 2-core
+    /// VM, 60% of a 10,000-lease gc), which a second core halves. The
+    /// halves meet in at most one subdir (`files` comes grouped by subdir;
+    /// unlinks in one directory queue on its inode lock).
+    pub(crate) fn remove_all(&mut self, files: &[(String, String)]) -> Result<(), StateError> {
+        for (sub, _) in files {
+            self.get(sub)?;
+        }
+        let open = &self.open;
+        let remove = |part: &[(String, String)]| -> Result<(), StateError> {
+            for (sub, name) in part {
+                if let Some(Some(dir)) = open.get(sub) {
+                    dir.remove(name)?;
+                }
+            }
+            Ok(())
+        };
+        // Below this, a thread's start costs more than it saves.
+        const ON_TWO_THREADS_FROM: usize = 256;
+        if files.len() < ON_TWO_THREADS_FROM {
+            return remove(files);
+        }
+        let (mine, theirs) = files.split_at(files.len() / 2);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| remove(theirs));
+            let first = remove(mine);
+            let second = other.join().unwrap_or_else(|_| {
+                Err(StateError::io("remove files in", &self.parent.path)(io::Error::other(
+                    "the removing thread panicked",
+                )))
+            });
+            first.and(second)
+        })
+    }
+
     /// `name`, created if missing.
     pub(crate) fn create(&mut self, name: &str) -> Result<&PrivateDir, StateError> {
         if !matches!(self.open.get(name), Some(Some(_))) {

@@ -1,8 +1,9 @@
 //! Just enough eBPF to write the device program: 64-bit moves, AND and
 //! right shifts by a constant, 32-bit loads from the context, jumps on
-//! "(not) equal to a constant" and always, exit. (`crate::cbpf` is classic BPF, a
-//! different machine; no crate is worth its weight for ten opcodes: the
-//! program is built once per job, and a waiting runner's RSS is its code.)
+//! "equal" and "not equal to a constant" and always, exit. (`crate::cbpf`
+//! is classic BPF, a different machine; no crate is worth its weight for a
+//! dozen opcodes: the program is built once per job, and a waiting
+//! runner's RSS is its code.)
 
 use crate::sys::BpfInsn;
 

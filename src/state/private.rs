@@ -435,7 +435,10 @@ impl<'p> Subdirs<'p> {
         }
         let (mine, theirs) = files.split_at(files.len() / 2);
         std::thread::scope(|s| {
-            let other = s.spawn(|| remove(theirs));
+            // No thread to be had (a pids limit, no memory): all on this one.
+            let Ok(other) = std::thread::Builder::new().spawn_scoped(s, || remove(theirs)) else {
+                return remove(files);
+            };
             let first = remove(mine);
             let second = other.join().unwrap_or_else(|_| {
                 Err(StateError::io("remove files in", &self.parent.path)(io::Error::other(

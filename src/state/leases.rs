@@ -688,10 +688,16 @@ fn start_time(pid: u32) -> u64 {
 }
 
 pub(crate) fn load(conn: &Connection, db: &std::path::Path) -> Result<Vec<LeaseRecord>, StateError> {
-    let sql = format!("SELECT {COLUMNS} FROM leases ORDER BY bridge, slot");
+    // Read in the table's own order and sorted here: `ORDER BY bridge,
+    // slot` walks the (bridge, slot) index and seeks the table once per
+    // row, which at 10,000 rows costs more than the whole sort.
+    let sql = format!("SELECT {COLUMNS} FROM leases");
     let mut stmt = conn.prepare(&sql).map_err(StateError::db(db))?;
     let rows = stmt.query_map([], from_row).map_err(StateError::db(db))?;
-    rows.collect::<Result<_, _>>().map_err(StateError::db(db))
+    let mut rows: Vec<LeaseRecord> = rows.collect::<Result<_, _>>().map_err(StateError::db(db))?;
+    // (bridge, slot) is unique: the order is total.
+    rows.sort_unstable_by(|a, b| (&a.bridge, a.slot).cmp(&(&b.bridge, b.slot)));
+    Ok(rows)
 }
 
 /// The one row `condition` (on a unique key) selects, if any.

@@ -37,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             gateway,
             ip: None,
             command: "lease_bench".into(),
+            named: false,
             pid,
             slots_per_bridge: repeatr::state::ports_per_bridge(),
         };

@@ -62,6 +62,8 @@ fn request(bridge: &str, subnet: Ipv4Net, job: String) -> Result<LeaseRequest, S
         gateway,
         ip: None,
         command: "lease_hold".into(),
+        // Anonymous, as the jobs of a burst are: no peer of a later job.
+        named: false,
         pid: std::process::id(),
         slots_per_bridge: repeatr::state::ports_per_bridge(),
     })

@@ -466,6 +466,7 @@ mod tests {
             boot_id: "b".into(),
             command: "sh -c 'printf \"\u{1b}[2J\"'\nforged line".into(),
             started_at: "2026-12-01T00:00:00Z".into(),
+            named: true,
         };
         let web = crate::publish::Publish { proto: crate::publish::Proto::Tcp, host_port: 18080, job_port: 80 };
         let out = table(&[LeaseInfo { lease, state: LeaseState::Running, published: vec![web] }]);

@@ -187,7 +187,7 @@ fn work(args: RunArgs, config: Option<&Path>) -> Result<Work, Error> {
         // Set from the limits at launch.
         tmpfs: Default::default(),
     };
-    Ok(Work::Command { spec, net: NetRequest { ip: args.ip, publish }, limits, in_use })
+    Ok(Work::Command { spec, net: NetRequest { ip: args.ip, publish, named: id.given() }, limits, in_use })
 }
 
 /// A `--rootfs` tar is placed from the ware cache (unpacked into it on its

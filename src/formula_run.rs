@@ -119,7 +119,8 @@ pub fn run(host: &Host, job: FormulaJob) -> Result<i32, Error> {
 
     let limits =
         formula.action.limits.clone().or(&crate::config::Config::load_limits(host.config.as_deref())?).parse(false)?;
-    let outcome = job::launch(host, spec, &job::NetRequest::default(), &limits)?;
+    let net = job::NetRequest { named: id.given(), ..Default::default() };
+    let outcome = job::launch(host, spec, &net, &limits)?;
     let usage = UsageRecord::of(&outcome);
     let ended = outcome.ended;
     let exit_code = match &ended.exit {

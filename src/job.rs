@@ -55,6 +55,9 @@ pub struct NetRequest {
     pub ip: Option<Ipv4Addr>,
     /// `--publish`: host ports forwarded to the job.
     pub publish: Vec<crate::publish::Publish>,
+    /// The job was named (`--name`): the jobs started after it on its
+    /// bridge find it by that name in their `/etc/hosts`.
+    pub named: bool,
 }
 
 /// How a job ended, and whether the OOM killer ended it.
@@ -129,7 +132,7 @@ pub fn launch(host: &Host, mut spec: Spec, net: &NetRequest, limits: &Limits) ->
     // Lease: an address and a bridge slot, held until `teardown`.
     let net = match spec.net {
         NetMode::Bridge => {
-            let asked = (spec.id.as_str(), net.ip, net.publish.as_slice());
+            let asked = (spec.id.as_str(), net);
             let leased = JobNet::plug_in(
                 (&host.state_dir, state_id.clone()),
                 host.config.as_deref(),

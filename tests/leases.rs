@@ -224,6 +224,7 @@ fn hundred_concurrent_jobs_get_distinct_addresses_and_leave_nothing() {
     net.assert_no_veths();
 }
 
+/// ... and find the named ones, only those, by name in /etc/hosts.
 #[test]
 fn jobs_reach_each_other_and_the_gateway() {
     if !require_root() {
@@ -232,16 +233,20 @@ fn jobs_reach_each_other_and_the_gateway() {
     let net = TestNet::new("b", 11, 24);
     with_rootfs(&net);
     let server = net.job(&["--name", "srv", "--ip", "198.18.11.50"], HOLD).stdout(Stdio::null()).spawn().unwrap();
-    net.wait_files(1);
+    let anonymous = net.job(&[], HOLD).stdout(Stdio::null()).spawn().unwrap();
+    let files = net.wait_files(2);
+    let anon_id = files.iter().find_map(|f| f.strip_prefix("ip-").filter(|h| *h != "srv")).unwrap().to_string();
     // busybox's ping needs a raw socket (it has no fallback to ping
     // sockets, unlike iputils'): NET_RAW is not in the default set.
     let out = net
-        .job(&["--cap-add", "NET_RAW"], &format!("ping -c1 -W3 {} >/dev/null && echo gw-ok; ping -c1 -W3 198.18.11.50 >/dev/null && echo peer-ok; cat /etc/resolv.conf; grep $(hostname) /etc/hosts", net.gateway))
+        .job(&["--cap-add", "NET_RAW"], &format!("ping -c1 -W3 {} >/dev/null && echo gw-ok; ping -c1 -W3 198.18.11.50 >/dev/null && echo peer-ok; cat /etc/resolv.conf; cat /etc/hosts", net.gateway))
         .output()
         .unwrap();
     net.release_all();
-    wait_all(vec![server]);
+    wait_all(vec![server, anonymous]);
     let o = stdout(&out);
+    assert!(o.lines().any(|l| l == "198.18.11.50\tsrv"), "the named job, by its name: {o}");
+    assert!(!o.contains(&anon_id), "the anonymous job {anon_id} is no one's peer: {o}");
     assert!(o.contains("gw-ok") && o.contains("peer-ok"), "{o}\n{}", stderr(&out));
     assert!(o.contains("nameserver 198.18.11.1"), "{o}");
     assert!(o.contains("198.18.11."), "the job's own address in /etc/hosts: {o}");

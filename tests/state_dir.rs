@@ -93,6 +93,7 @@ fn req(job: &str) -> LeaseRequest {
         gateway: Ipv4Addr::new(198, 18, 40, 1),
         ip: None,
         command: format!("test {job}"),
+        named: true,
         pid: std::process::id(),
         slots_per_bridge: repeatr::state::PORTS_PER_BRIDGE,
     }

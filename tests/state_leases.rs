@@ -41,6 +41,7 @@ fn req(job: &str, net: &str) -> LeaseRequest {
         gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
         ip: None,
         command: format!("sleep {job}"),
+        named: true,
         pid: std::process::id(),
         slots_per_bridge: repeatr::state::PORTS_PER_BRIDGE,
     }
@@ -1077,4 +1078,32 @@ fn peers_are_hosts_lines_of_the_other_jobs() {
     drop(conn);
     let c = state.acquire(&req("client", net)).unwrap();
     assert_eq!(c.peers, format!("{}\tdb.main\n", b.record.ip), "the damaged row is left out");
+}
+
+/// Only named jobs are peers: an anonymous job's id is random, no name
+/// anyone looks up, and a thousand of them would be read at every start
+/// and fill every job's /etc/hosts. A database from before `named`
+/// (schema 3) keeps listing its rows once migrated, as it did.
+#[test]
+fn only_named_jobs_are_peers_and_older_rows_count_as_named() {
+    let (tmp, state) = fresh();
+    let net = "198.18.31.0/24";
+    let web = state.acquire(&req("web", net)).unwrap();
+    let anon = state.acquire(&LeaseRequest { named: false, ..req("3f2a9c0d1e4b", net) }).unwrap();
+    let client = state.acquire(&req("client", net)).unwrap();
+    assert_eq!(client.peers, format!("{}\tweb\n", web.record.ip), "the anonymous job is left out");
+    assert!(web.record.named && !anon.record.named);
+    let listed = state.list().unwrap();
+    assert!(listed.iter().any(|l| l.lease.job == anon.record.job && !l.lease.named), "the row keeps it: {listed:?}");
+
+    // Back to schema 3, as a binary before `named` left it, with its rows.
+    let conn = Connection::open(tmp.path().join("state/state.db")).unwrap();
+    conn.execute_batch("DROP INDEX leases_named; ALTER TABLE leases DROP COLUMN named; PRAGMA user_version = 3;")
+        .unwrap();
+    drop(conn);
+    let reopened = StateDir::open(&tmp.path().join("state")).unwrap();
+    let later = reopened.acquire(&req("later", net)).unwrap();
+    let lines: Vec<&str> = later.peers.lines().collect();
+    assert_eq!(lines.len(), 3, "every older row is listed: {lines:?}");
+    assert!(lines.contains(&format!("{}\t{}", anon.record.ip, anon.record.job).as_str()), "{lines:?}");
 }

@@ -16,6 +16,7 @@ fn req(job: &str, bridge: &str, net: u8) -> LeaseRequest {
         gateway: format!("198.19.{net}.1").parse().unwrap(),
         ip: None,
         command: "test".into(),
+        named: true,
         pid: std::process::id(),
         slots_per_bridge: repeatr::state::PORTS_PER_BRIDGE,
     }

@@ -11,22 +11,33 @@ use crate::container::SpecError;
 use crate::container::spec::check_hostname;
 use crate::error::Error;
 
-/// A checked job id.
+/// A checked job id, and whether the user gave it (`--name`) or it was made.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobId(String);
+pub struct JobId {
+    id: String,
+    given: bool,
+}
 
 impl JobId {
     /// `name` checked, or a new id when none is given.
     pub fn new(name: Option<&str>) -> Result<JobId, Error> {
         match name {
-            Some(n) if valid(n) => Ok(JobId(n.to_string())),
+            Some(n) if valid(n) => Ok(JobId { id: n.to_string(), given: true }),
             Some(n) => Err(SpecError::Name(n.to_string()).into()),
-            None => generate().map(JobId).map_err(Error::io("generating a job id from /dev/urandom")),
+            None => generate()
+                .map(|id| JobId { id, given: false })
+                .map_err(Error::io("generating a job id from /dev/urandom")),
         }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.id
+    }
+
+    /// Whether the user named the job: only such a job is a name other
+    /// jobs can look up (their `/etc/hosts`, see `state::LeaseRequest`).
+    pub fn given(&self) -> bool {
+        self.given
     }
 
     /// The job's hostname: `explicit` if given, else the id itself, which
@@ -35,16 +46,16 @@ impl JobId {
     pub fn hostname(&self, explicit: Option<&str>) -> Result<String, SpecError> {
         match explicit {
             Some(h) => check_hostname(h).map(|()| h.to_string()),
-            None => {
-                check_hostname(&self.0).map(|()| self.0.clone()).map_err(|_| SpecError::NameNotHostname(self.0.clone()))
-            }
+            None => check_hostname(&self.id)
+                .map(|()| self.id.clone())
+                .map_err(|_| SpecError::NameNotHostname(self.id.clone())),
         }
     }
 }
 
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.id)
     }
 }
 
@@ -71,12 +82,13 @@ mod tests {
 
     #[test]
     fn ids_are_checked_or_made() {
-        assert_eq!(JobId::new(Some("job-1.a_b")).unwrap().as_str(), "job-1.a_b");
+        let given = JobId::new(Some("job-1.a_b")).unwrap();
+        assert_eq!((given.as_str(), given.given()), ("job-1.a_b", true));
         for bad in ["-x", "a/b", "", ".", "..", ".hidden", &"x".repeat(64)] {
             assert!(JobId::new(Some(bad)).is_err(), "{bad:?}");
         }
         let made = JobId::new(None).unwrap();
-        assert_eq!(made.as_str().len(), 12);
+        assert_eq!((made.as_str().len(), made.given()), (12, false));
         assert!(made.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
     }
 

@@ -12,7 +12,7 @@ use crate::container::Launched;
 use crate::error::Error;
 use crate::network::port_map::{self, Element};
 use crate::network::{Deletion, HostNet, JobSide, LeafSpec, LinkOwner, NetworkError, PendingVeth, VethSpec};
-use crate::publish::{Publish, PublishError};
+use crate::publish::PublishError;
 use crate::state::{Lease, LeaseRecord, LeaseRequest, StateDir, leaf_of, uplink_names};
 
 pub struct JobNet {
@@ -41,16 +41,17 @@ impl JobNet {
     /// the socket in the job's netns for the veth's job side, as it ends.
     ///
     /// `owner`: the state dir's marker for the links (the runner has it
-    /// already, for the job's cgroups). `publish`: host ports to forward to
-    /// the job, recorded with its lease and added to the bridge's map once
-    /// the job's veth is up.
+    /// already, for the job's cgroups). `asked`: the job's `--ip`, whether
+    /// it was named, and its host ports to forward, recorded with its lease
+    /// and added to the bridge's map once the job's veth is up.
     pub fn plug_in(
         (state_dir, owner): (&Path, LinkOwner),
         config_path: Option<&Path>,
         job: &Launched,
-        (id, ip, publish): (&str, Option<Ipv4Addr>, &[Publish]),
+        (id, asked): (&str, &super::NetRequest),
         command: &[String],
     ) -> Result<JobNet, Error> {
+        let publish = asked.publish.as_slice();
         let config = Config::load(config_path)?.network;
         if !publish.is_empty() && config.egress == Egress::None {
             return Err(PublishError::NoEgress.into());
@@ -59,7 +60,8 @@ impl JobNet {
         let routes = host.routes_overlapping(config.subnet)?;
         config.validate(&routes)?;
         log::trace!("config checked against the {} host routes that overlap its subnet", routes.len());
-        let req = LeaseRequest { ip, ..LeaseRequest::new(&config, id, &command.join(" ")) };
+        let req =
+            LeaseRequest { ip: asked.ip, named: asked.named, ..LeaseRequest::new(&config, id, &command.join(" ")) };
 
         let netns = job.netns().map_err(Error::io("opening the job's network namespace"))?;
         let (leased, made) = std::thread::scope(|s| {

@@ -41,6 +41,9 @@ pub struct LeaseRequest {
     pub ip: Option<Ipv4Addr>,
     /// For display (`repeatr leases`); not interpreted.
     pub command: String,
+    /// The user named the job (`--name`): it goes into the `/etc/hosts` of
+    /// the jobs leased after it on its bridge (see [`Lease::peers`]).
+    pub named: bool,
     /// The runner's pid: the process that holds the slot lock.
     pub pid: u32,
     /// Job slots per bridge of the domain: [`PORTS_PER_BRIDGE`] but in
@@ -59,8 +62,8 @@ pub struct Lease {
     /// `{bridge}-{slot}` may be left over for each: delete it only while
     /// holding [`StateDir::try_lock_slot`] for it.
     pub reclaimed: Vec<(String, u16)>,
-    /// The other live jobs of this domain as /etc/hosts lines (`ip\tjob\n`
-    /// each, in slot order), as the lease transaction saw them: a snapshot
+    /// The other live named jobs (`--name`) of this domain as /etc/hosts
+    /// lines (`ip\tjob\n` each, in slot order), as the lease transaction saw them: a snapshot
     /// for the job's /etc/hosts, so jobs started before this one resolve by
     /// name. Jobs started later, and addresses that change, are not in it.
     /// Text, not a list: next to a thousand jobs, a string and a parse per
@@ -117,13 +120,15 @@ impl LeaseRequest {
             gateway: net.gateway,
             ip: None,
             command: command.to_string(),
+            named: true,
             pid: std::process::id(),
             slots_per_bridge: ports_per_bridge(),
         }
     }
 }
 
-const COLUMNS: &str = "job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at";
+const COLUMNS: &str =
+    "job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at, named";
 
 impl StateDir {
     /// Leases an address and a bridge slot for `req.job`. The returned
@@ -223,6 +228,7 @@ impl StateDir {
             boot_id: self.boot_id.clone(),
             command: req.command.clone(),
             started_at: civil_time::rfc3339_now(),
+            named: req.named,
         };
         insert(&tx, &record, &self.db)?;
         if req.ip.is_none() {
@@ -712,8 +718,9 @@ fn row_where(
     stmt.query_row(args, from_row).optional().map_err(StateError::db(db))
 }
 
-/// The jobs of a bridge as /etc/hosts lines (`ip\tjob\n`), onto `out`,
-/// for a new job's /etc/hosts: one indexed read, no liveness check (a dead
+/// The named jobs of a bridge as /etc/hosts lines (`ip\tjob\n`), onto `out`,
+/// for a new job's /etc/hosts: one read of an index that holds only those
+/// (`leases_named`), so anonymous jobs cost a start nothing; no liveness check (a dead
 /// job's row not reclaimed yet is listed too, as a live job that ends later
 /// would be). The columns are read in place, never copied or parsed into
 /// values; a row whose address is no dotted quad or whose job is no job id
@@ -721,7 +728,11 @@ fn row_where(
 /// the file.
 fn peers(conn: &Connection, bridge: &str, db: &std::path::Path, out: &mut String) -> Result<(), StateError> {
     let mut stmt = conn
-        .prepare_cached("SELECT job, ip FROM leases WHERE bridge = ?1 ORDER BY slot")
+        // `named = 1` as the index's own condition: SQLite uses a partial
+        // index only for a query whose WHERE implies it.
+        .prepare_cached(
+            "SELECT job, ip FROM leases INDEXED BY leases_named WHERE bridge = ?1 AND named = 1 ORDER BY slot",
+        )
         .map_err(StateError::db(db))?;
     let mut rows = stmt.query(params![bridge]).map_err(StateError::db(db))?;
     while let Some(row) = rows.next().map_err(StateError::db(db))? {
@@ -738,7 +749,7 @@ fn peers(conn: &Connection, bridge: &str, db: &std::path::Path, out: &mut String
 }
 
 pub(crate) fn insert(conn: &Connection, r: &LeaseRecord, db: &std::path::Path) -> Result<(), StateError> {
-    let sql = format!("INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+    let sql = format!("INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
     conn.execute(
         &sql,
         params![
@@ -754,7 +765,8 @@ pub(crate) fn insert(conn: &Connection, r: &LeaseRecord, db: &std::path::Path) -
             i64::try_from(r.start_time).unwrap_or(i64::MAX),
             r.boot_id,
             r.command,
-            r.started_at
+            r.started_at,
+            r.named
         ],
     )
     .map(drop)
@@ -779,6 +791,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<LeaseRecord> {
         boot_id: row.get(9)?,
         command: row.get(10)?,
         started_at: row.get(11)?,
+        named: row.get(12)?,
     })
 }
 

@@ -24,6 +24,14 @@ pub struct LeaseRecord {
     pub command: String,
     /// RFC 3339, UTC.
     pub started_at: String,
+    /// Named by its user (`--name`): listed in later jobs' `/etc/hosts`.
+    /// A sidecar from before the field was listed, so it reads as named.
+    #[serde(default = "named_by_default")]
+    pub named: bool,
+}
+
+fn named_by_default() -> bool {
+    true
 }
 
 /// Ipv4Net as its CIDR text (ipnet's serde support is an optional feature).
@@ -38,5 +46,35 @@ pub(crate) mod cidr {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Net, D::Error> {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sidecar written before `named` existed (what `gc --rebuild` may
+    /// read) is a named job's, as every job was then listed by its id.
+    #[test]
+    fn a_sidecar_without_named_reads_as_named() {
+        let r = LeaseRecord {
+            job: "web".into(),
+            bridge: "repeatr0".into(),
+            subnet: "198.18.0.0/24".parse().unwrap(),
+            ip: "198.18.0.2".parse().unwrap(),
+            gateway: "198.18.0.1".parse().unwrap(),
+            slot: 0,
+            iface: "repeatr0-0".into(),
+            pid: 7,
+            start_time: 9,
+            boot_id: "b".into(),
+            command: "sleep".into(),
+            started_at: "2026-12-01T00:00:00Z".into(),
+            named: false,
+        };
+        let mut json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(serde_json::from_value::<LeaseRecord>(json.clone()).unwrap(), r, "round trip");
+        json.as_object_mut().unwrap().remove("named");
+        assert!(serde_json::from_value::<LeaseRecord>(json).unwrap().named);
     }
 }

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../../migrations/0001_init.sql")),
     ("0002_generation.sql", include_str!("../../migrations/0002_generation.sql")),
     ("0003_published_ports.sql", include_str!("../../migrations/0003_published_ports.sql")),
+    ("0004_named.sql", include_str!("../../migrations/0004_named.sql")),
 ];
 
 /// The `user_version` of a database with every migration applied.

@@ -8,7 +8,6 @@
 //! run, `formula_run`, builds one from its formula and launches it here).
 //! Who made the request (the command line) is not this module's business.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::cgroup::JobCgroup;
@@ -26,6 +25,7 @@ pub mod record;
 
 pub use id::JobId;
 use net::JobNet;
+pub use net::NetRequest;
 
 /// Where the host's shared state and configuration are: the same for
 /// every job on a host.
@@ -46,18 +46,6 @@ pub struct Request {
     pub spec: Spec,
     pub net: NetRequest,
     pub limits: Limits,
-}
-
-/// What a bridged job asks of its network beyond an address.
-#[derive(Clone, Debug, Default)]
-pub struct NetRequest {
-    /// `--ip`: this address on the bridge.
-    pub ip: Option<Ipv4Addr>,
-    /// `--publish`: host ports forwarded to the job.
-    pub publish: Vec<crate::publish::Publish>,
-    /// The job was named (`--name`): the jobs started after it on its
-    /// bridge find it by that name in their `/etc/hosts`.
-    pub named: bool,
 }
 
 /// How a job ended, and whether the OOM killer ended it.

@@ -15,6 +15,18 @@ use crate::network::{Deletion, HostNet, JobSide, LeafSpec, LinkOwner, NetworkErr
 use crate::publish::PublishError;
 use crate::state::{Lease, LeaseRecord, LeaseRequest, StateDir, leaf_of, uplink_names};
 
+/// What a bridged job asks of its network beyond an address.
+#[derive(Clone, Debug, Default)]
+pub struct NetRequest {
+    /// `--ip`: this address on the bridge.
+    pub ip: Option<Ipv4Addr>,
+    /// `--publish`: host ports forwarded to the job.
+    pub publish: Vec<crate::publish::Publish>,
+    /// The job was named (`--name`): the jobs started after it on its
+    /// bridge find it by that name in their `/etc/hosts`.
+    pub named: bool,
+}
+
 pub struct JobNet {
     state: StateDir,
     config: NetworkConfig,
@@ -48,7 +60,7 @@ impl JobNet {
         (state_dir, owner): (&Path, LinkOwner),
         config_path: Option<&Path>,
         job: &Launched,
-        (id, asked): (&str, &super::NetRequest),
+        (id, asked): (&str, &NetRequest),
         command: &[String],
     ) -> Result<JobNet, Error> {
         let publish = asked.publish.as_slice();

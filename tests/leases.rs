@@ -399,6 +399,7 @@ fn leases_json_while_jobs_run_and_after() {
     assert_eq!(leases.len(), 1);
     let l = &leases[0];
     assert_eq!(l["job"], "listed");
+    assert_eq!(l["named"], true, "--name: a name other jobs' /etc/hosts list");
     assert_eq!(l["ip"], "198.18.17.33");
     assert_eq!(l["state"], "running");
     assert_eq!(l["pid"], holder.id());

@@ -455,18 +455,8 @@ mod tests {
     fn the_table_shows_control_characters_escaped() {
         let lease = LeaseRecord {
             job: "j\u{1b}[1m".into(),
-            bridge: "rpt0".into(),
-            subnet: "198.18.0.0/24".parse().unwrap(),
-            ip: "198.18.0.2".parse().unwrap(),
-            gateway: "198.18.0.1".parse().unwrap(),
-            slot: 0,
-            iface: "rpt0-0".into(),
-            pid: 1,
-            start_time: 1,
-            boot_id: "b".into(),
             command: "sh -c 'printf \"\u{1b}[2J\"'\nforged line".into(),
-            started_at: "2026-12-01T00:00:00Z".into(),
-            named: true,
+            ..crate::state::example_record()
         };
         let web = crate::publish::Publish { proto: crate::publish::Proto::Tcp, host_port: 18080, job_port: 80 };
         let out = table(&[LeaseInfo { lease, state: LeaseState::Running, published: vec![web] }]);

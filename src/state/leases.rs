@@ -110,8 +110,9 @@ pub struct GcReport {
 }
 
 impl LeaseRequest {
-    /// A request for this process (the runner) on the configured network;
-    /// set `ip` for `--ip`.
+    /// A request for this process (the runner) on the configured network,
+    /// for a named job; set `ip` for `--ip`, `named` false for a job without
+    /// `--name`.
     pub fn new(net: &NetworkConfig, job: &str, command: &str) -> LeaseRequest {
         LeaseRequest {
             job: job.to_string(),

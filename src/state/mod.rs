@@ -19,6 +19,8 @@ mod private;
 mod rebuild;
 mod reclaimed;
 mod record;
+#[cfg(test)]
+pub(crate) use record::example as example_record;
 mod removable_lock;
 mod schema;
 mod sidecar;

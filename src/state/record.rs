@@ -49,6 +49,26 @@ pub(crate) mod cidr {
     }
 }
 
+/// A plausible record for tests that need one, with every field set.
+#[cfg(test)]
+pub(crate) fn example() -> LeaseRecord {
+    LeaseRecord {
+        job: "web".into(),
+        bridge: "rpt0".into(),
+        subnet: "198.18.0.0/24".parse().unwrap(),
+        ip: "198.18.0.2".parse().unwrap(),
+        gateway: "198.18.0.1".parse().unwrap(),
+        slot: 0,
+        iface: "rpt0-0".into(),
+        pid: 7,
+        start_time: 9,
+        boot_id: "b".into(),
+        command: "sleep".into(),
+        started_at: "2026-12-01T00:00:00Z".into(),
+        named: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,21 +77,7 @@ mod tests {
     /// read) is a named job's, as every job was then listed by its id.
     #[test]
     fn a_sidecar_without_named_reads_as_named() {
-        let r = LeaseRecord {
-            job: "web".into(),
-            bridge: "repeatr0".into(),
-            subnet: "198.18.0.0/24".parse().unwrap(),
-            ip: "198.18.0.2".parse().unwrap(),
-            gateway: "198.18.0.1".parse().unwrap(),
-            slot: 0,
-            iface: "repeatr0-0".into(),
-            pid: 7,
-            start_time: 9,
-            boot_id: "b".into(),
-            command: "sleep".into(),
-            started_at: "2026-12-01T00:00:00Z".into(),
-            named: false,
-        };
+        let r = LeaseRecord { named: false, ..example() };
         let mut json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(serde_json::from_value::<LeaseRecord>(json.clone()).unwrap(), r, "round trip");
         json.as_object_mut().unwrap().remove("named");

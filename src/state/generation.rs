@@ -24,13 +24,16 @@ pub(crate) const FILE: &str = "state.gen";
 
 /// The database's count.
 pub(crate) fn in_db(conn: &Connection, db: &Path) -> Result<i64, StateError> {
-    conn.query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0)).map_err(StateError::db(db))
+    conn.prepare_cached("SELECT value FROM meta WHERE key = 'generation'")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(StateError::db(db))
 }
 
 /// Counts one more change, inside the caller's write transaction; returns
 /// the new count, for [`write_file`] once the transaction has committed.
 pub(crate) fn bump(conn: &Connection, db: &Path) -> Result<i64, StateError> {
-    conn.query_row("UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value", [], |r| r.get(0))
+    conn.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(StateError::db(db))
 }
 

@@ -408,16 +408,16 @@ impl StateDir {
         let tx = schema::write_tx(&mut conn, &self.db)?;
         // Matching the slot too: after a rebuild the job id may have been
         // restored with the same slot; anything else is not ours to delete.
-        tx.execute(
-            "DELETE FROM leases WHERE job = ?1 AND bridge = ?2 AND slot = ?3",
-            params![lease.record.job, lease.record.bridge, lease.record.slot],
-        )
-        .map_err(StateError::db(&self.db))?;
+        tx.prepare_cached("DELETE FROM leases WHERE job = ?1 AND bridge = ?2 AND slot = ?3")
+            .and_then(|mut s| s.execute(params![lease.record.job, lease.record.bridge, lease.record.slot]))
+            .map_err(StateError::db(&self.db))?;
         if !lease.published.is_empty() {
             ports::release(&tx, &self.db, &lease.record.job, &lease.record.bridge)?;
         }
         let count = generation::bump(&tx, &self.db)?;
-        let last = tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM leases)", [], |r| r.get::<_, bool>(0));
+        let last = tx
+            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM leases)")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, bool>(0)));
         tx.commit().map_err(StateError::db(&self.db))?;
         generation::write_file(&self.dir, count);
         if last.unwrap_or(false) && self.wal_size() > schema::QUIET_WAL_LIMIT {
@@ -727,13 +727,17 @@ fn row_where(
 /// values; a row whose address is no dotted quad or whose job is no job id
 /// (only a damaged database has one) is left out, so nothing else reaches
 /// the file.
+const PEERS: &str = "SELECT job, ip FROM leases INDEXED BY leases_named WHERE bridge = +?1 AND named = 1 ORDER BY slot";
+
 fn peers(conn: &Connection, bridge: &str, db: &std::path::Path, out: &mut String) -> Result<(), StateError> {
     let mut stmt = conn
         // `named = 1` as the index's own condition: SQLite uses a partial
-        // index only for a query whose WHERE implies it.
-        .prepare_cached(
-            "SELECT job, ip FROM leases INDEXED BY leases_named WHERE bridge = ?1 AND named = 1 ORDER BY slot",
-        )
+        // index only for a query whose WHERE implies it. `+?1`, not `?1`:
+        // proving that implication compares the index's condition with a
+        // bare parameter's value, which marks the statement to be prepared
+        // again at every bind (each run parsed it twice); an expression is
+        // not compared, and the plan is the same seek.
+        .prepare_cached(PEERS)
         .map_err(StateError::db(db))?;
     let mut rows = stmt.query(params![bridge]).map_err(StateError::db(db))?;
     while let Some(row) = rows.next().map_err(StateError::db(db))? {
@@ -751,27 +755,27 @@ fn peers(conn: &Connection, bridge: &str, db: &std::path::Path, out: &mut String
 
 pub(crate) fn insert(conn: &Connection, r: &LeaseRecord, db: &std::path::Path) -> Result<(), StateError> {
     let sql = format!("INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
-    conn.execute(
-        &sql,
-        params![
-            r.job,
-            r.bridge,
-            r.subnet.to_string(),
-            r.ip.to_string(),
-            r.gateway.to_string(),
-            r.slot,
-            r.iface,
-            r.pid,
-            // Clock ticks since boot: centuries away from i64::MAX.
-            i64::try_from(r.start_time).unwrap_or(i64::MAX),
-            r.boot_id,
-            r.command,
-            r.started_at,
-            r.named
-        ],
-    )
-    .map(drop)
-    .map_err(StateError::db(db))
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.execute(params![
+                r.job,
+                r.bridge,
+                r.subnet.to_string(),
+                r.ip.to_string(),
+                r.gateway.to_string(),
+                r.slot,
+                r.iface,
+                r.pid,
+                // Clock ticks since boot: centuries away from i64::MAX.
+                i64::try_from(r.start_time).unwrap_or(i64::MAX),
+                r.boot_id,
+                r.command,
+                r.started_at,
+                r.named
+            ])
+        })
+        .map(drop)
+        .map_err(StateError::db(db))
 }
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<LeaseRecord> {
@@ -811,8 +815,8 @@ where
 
 fn last_ip(conn: &Connection, bridge: &str, db: &std::path::Path) -> Result<Option<Ipv4Addr>, StateError> {
     let text: Option<String> = conn
-        .query_row("SELECT ip FROM last_ip WHERE bridge = ?1", params![bridge], |r| r.get(0))
-        .optional()
+        .prepare_cached("SELECT ip FROM last_ip WHERE bridge = ?1")
+        .and_then(|mut s| s.query_row(params![bridge], |r| r.get(0)).optional())
         .map_err(StateError::db(db))?;
     // An unparsable position only costs the round-robin its place.
     Ok(text.and_then(|t| t.parse().ok()))
@@ -824,10 +828,10 @@ pub(crate) fn set_last_ip(
     ip: Ipv4Addr,
     db: &std::path::Path,
 ) -> Result<(), StateError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO last_ip (bridge, ip) VALUES (?1, ?2) ON CONFLICT (bridge) DO UPDATE SET ip = excluded.ip",
-        params![bridge, ip.to_string()],
     )
+    .and_then(|mut s| s.execute(params![bridge, ip.to_string()]))
     .map(drop)
     .map_err(StateError::db(db))
 }
@@ -856,4 +860,31 @@ fn set_meta(conn: &Connection, key: &str, value: i64, db: &std::path::Path) -> R
     .and_then(|mut s| s.execute(params![key, value]))
     .map(drop)
     .map_err(StateError::db(db))
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    /// The peers query runs once per start: parsed once, and a seek of
+    /// the covering partial index, whatever bridge it is bound to.
+    #[test]
+    fn the_peers_query_is_prepared_once_and_seeks_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let mut conn = schema::connect(&db, true).unwrap();
+        schema::migrate(&mut conn, &db, true).unwrap();
+        let mut out = String::new();
+        for bridge in ["rpt0", "rpt1", "rpt0"] {
+            peers(&conn, bridge, &db, &mut out).unwrap();
+        }
+        let stmt = conn.prepare_cached(PEERS).unwrap();
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "prepared again at a bind");
+        drop(stmt);
+        let plan: String =
+            conn.query_row(&format!("EXPLAIN QUERY PLAN {PEERS}"), params!["rpt0"], |r| r.get(3)).unwrap();
+        assert_eq!(plan, "SEARCH leases USING COVERING INDEX leases_named (bridge=?)");
+    }
 }

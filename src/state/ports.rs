@@ -123,26 +123,27 @@ pub(super) fn restore(
 }
 
 fn insert(conn: &Connection, db: &Path, p: &PublishedPort) -> Result<(), StateError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO published_ports (proto, host_port, job, bridge, ip, job_port) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![p.port.proto.name(), p.port.host_port, p.job, p.bridge, p.ip.to_string(), p.port.job_port],
     )
+    .and_then(|mut s| {
+        s.execute(params![p.port.proto.name(), p.port.host_port, p.job, p.bridge, p.ip.to_string(), p.port.job_port])
+    })
     .map(drop)
     .map_err(StateError::db(db))
 }
 
 fn delete(conn: &Connection, db: &Path, p: &PublishedPort) -> Result<(), StateError> {
-    conn.execute(
-        "DELETE FROM published_ports WHERE proto = ?1 AND host_port = ?2",
-        params![p.port.proto.name(), p.port.host_port],
-    )
-    .map(drop)
-    .map_err(StateError::db(db))
+    conn.prepare_cached("DELETE FROM published_ports WHERE proto = ?1 AND host_port = ?2")
+        .and_then(|mut s| s.execute(params![p.port.proto.name(), p.port.host_port]))
+        .map(drop)
+        .map_err(StateError::db(db))
 }
 
 /// Deletes the rows of `job` on `bridge` (its release).
 pub(super) fn release(conn: &Connection, db: &Path, job: &str, bridge: &str) -> Result<(), StateError> {
-    conn.execute("DELETE FROM published_ports WHERE job = ?1 AND bridge = ?2", params![job, bridge])
+    conn.prepare_cached("DELETE FROM published_ports WHERE job = ?1 AND bridge = ?2")
+        .and_then(|mut s| s.execute(params![job, bridge]))
         .map(drop)
         .map_err(StateError::db(db))
 }

@@ -570,29 +570,37 @@ fn gc_reclaims_and_dry_run_only_reports() {
     state.release(live).unwrap();
 }
 
-/// After a host-wide crash `gc` removes hundreds of sidecars at once (on
+/// Rows of runners that died (pid 1 of another start time, this boot) in
+/// `slots` of `bridge`, addresses from `first` on (`first` + slot), in one
+/// transaction.
+fn insert_dead_rows(dir: &Path, bridge: &str, first: Ipv4Addr, slots: &[u16]) {
+    let mut conn = Connection::open(dir.join("state.db")).unwrap();
+    let tx = conn.transaction().unwrap();
+    for &slot in slots {
+        let ip = Ipv4Addr::from(u32::from(first) + u32::from(slot));
+        tx.execute(
+            "INSERT INTO leases (job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at)
+             VALUES (?1, ?2, '198.18.12.0/22', ?3, '198.18.12.1', ?4, ?5, 1, 1, ?6, 'true', '2026-01-01T00:00:00Z')",
+            params![format!("dead-{bridge}-{slot}"), bridge, ip.to_string(), slot, format!("{bridge}-{slot}"), current_boot_id()],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// After a host-wide crash `gc` removes a thousand sidecars at once (on
 /// two threads: `Subdirs::remove_all`): every dead one goes, with or
-/// without its row, and the live job's stays.
+/// without its row, and the live job's stays. With 1000 rows or more
+/// (`SNAPSHOT_FROM`), the sweep judges them with the lock snapshot.
 #[test]
 fn gc_after_a_crash_removes_every_dead_sidecar_and_keeps_the_live_one() {
     let (_tmp, state) = fresh();
     let live = state.acquire(&req("live", "198.18.12.0/22")).unwrap();
     let slots = state.root().join("slots").join(BRIDGE);
-    let dead: Vec<u16> = (0..700).filter(|&s| s != live.record.slot).collect();
-    let mut conn = Connection::open(state.root().join("state.db")).unwrap();
-    let tx = conn.transaction().unwrap();
-    // The first 600 have a row (a runner killed after its commit), the
+    let dead: Vec<u16> = (0..1023).filter(|&s| s != live.record.slot).collect();
+    // The first 1000 have a row (a runner killed after its commit), the
     // rest none (killed before it); every slot lock is free.
-    for &slot in &dead[..600] {
-        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 12, 10)) + u32::from(slot));
-        tx.execute(
-            "INSERT INTO leases (job, bridge, subnet, ip, gateway, slot, iface, pid, start_time, boot_id, command, started_at)
-             VALUES (?1, ?2, '198.18.12.0/22', ?3, '198.18.12.1', ?4, ?5, 1, 1, ?6, 'true', '2026-01-01T00:00:00Z')",
-            params![format!("dead{slot}"), BRIDGE, ip.to_string(), slot, format!("{BRIDGE}-{slot}"), current_boot_id()],
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
+    insert_dead_rows(state.root(), BRIDGE, Ipv4Addr::new(198, 18, 12, 10), &dead[..1000]);
     for &slot in &dead {
         std::fs::write(slots.join(format!("{slot}.json")), "{}").unwrap();
         drop(state.try_lock_slot(BRIDGE, slot).unwrap().unwrap());
@@ -600,7 +608,7 @@ fn gc_after_a_crash_removes_every_dead_sidecar_and_keeps_the_live_one() {
     assert_eq!(sidecars(state.root()), dead.len() + 1);
 
     let report = state.gc(false).unwrap();
-    assert_eq!(report.reclaimed.len(), 600);
+    assert_eq!(report.reclaimed.len(), 1000);
     let mut removed = report.sidecars_removed.clone();
     removed.sort();
     let mut want: Vec<_> = dead.iter().map(|s| slots.join(format!("{s}.json"))).collect();
@@ -618,7 +626,8 @@ fn gc_after_a_crash_removes_every_dead_sidecar_and_keeps_the_live_one() {
 /// leaves out the locks of processes it cannot see: it must not take their
 /// absence for freedom (the lock snapshot proves nothing there, every
 /// lock is probed). Here the live lease is this process's, invisible to
-/// the child.
+/// the child, among enough dead ones (1000 on another bridge) for the
+/// sweep to take the snapshot.
 #[test]
 fn gc_in_a_child_pid_namespace_keeps_a_live_lease_held_outside_it() {
     if !common::require_root() {
@@ -627,6 +636,8 @@ fn gc_in_a_child_pid_namespace_keeps_a_live_lease_held_outside_it() {
     let (_tmp, state) = fresh();
     let live = state.acquire(&req("outside", "198.18.9.0/24")).unwrap();
     insert_row(state.root(), "dead", "198.18.9.77", 5, 1, 1, &current_boot_id());
+    let many: Vec<u16> = (0..1000).collect();
+    insert_dead_rows(state.root(), "rtest1", Ipv4Addr::new(198, 18, 12, 10), &many);
     let out = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc"])
         .arg(std::env::current_exe().unwrap())
@@ -637,7 +648,12 @@ fn gc_in_a_child_pid_namespace_keeps_a_live_lease_held_outside_it() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "child gc failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
     let reclaimed = stdout.lines().find_map(|l| l.split_once("RECLAIMED ")).map(|(_, r)| r.trim().to_string());
-    assert_eq!(reclaimed.as_deref(), Some("dead"), "{stdout}");
+    let mut want = vec!["dead".to_string()];
+    want.extend(many.iter().map(|s| format!("dead-rtest1-{s}")));
+    want.sort();
+    let mut got: Vec<String> = reclaimed.unwrap_or_default().split(',').map(String::from).collect();
+    got.sort();
+    assert_eq!(got, want, "{stdout}");
     let listed = state.list().unwrap();
     assert_eq!(listed.iter().map(|i| i.lease.job.as_str()).collect::<Vec<_>>(), ["outside"]);
     assert_eq!(listed[0].state, LeaseState::Running);

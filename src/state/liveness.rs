@@ -48,8 +48,10 @@ pub(crate) fn lock_held(dir: Option<&PrivateDir>, name: &str) -> Result<Option<b
 /// those alone). It only ever proves a lock free: a lock file whose inode
 /// no lock names is free; one it names is probed as before, since the
 /// number may be another filesystem's inode or its holder may have died
-/// since. Taken after the rows it judges were read: a lease's holder locks
-/// its slot before its row is committed, so a live row's lock is listed.
+/// since. Taken while no row can be committed (under the state lock that
+/// the rows it judges were read under, or after they were read): a lease's
+/// holder locks its slot before its row is committed, so a live row's lock
+/// is listed.
 ///
 /// Listed, that is, unless another lock goes away while the file is read:
 /// `/proc/locks` is a seq_file, read a page per `read` call, each call
@@ -75,6 +77,9 @@ pub(crate) struct LockSnapshot {
 
 impl LockSnapshot {
     /// Reads `/proc/locks`; a snapshot that proves nothing if it cannot.
+    /// The read takes the kernel's lock table for writing (fs/locks.c,
+    /// `locks_start`: `percpu_down_write(&file_rwsem)`), which first waits
+    /// for an RCU grace period: milliseconds, however few locks there are.
     pub(crate) fn take() -> LockSnapshot {
         let locked = if procfs_sees_every_pid() {
             std::fs::read_to_string("/proc/locks").ok().map(|text| locked_inodes(&text))
@@ -84,6 +89,11 @@ impl LockSnapshot {
         // After the locks: a runner running through both reads is in this.
         let running = locked.as_ref().and_then(|_| running_pids());
         LockSnapshot { locked, running, inodes: HashMap::new() }
+    }
+
+    /// A snapshot that proves nothing: every lock is probed.
+    pub(crate) fn none() -> LockSnapshot {
+        LockSnapshot { locked: None, running: None, inodes: HashMap::new() }
     }
 
     /// Whether the lock of `slot` in the dir of `bridge`, of a lease whose

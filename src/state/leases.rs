@@ -697,9 +697,10 @@ fn start_time(pid: u32) -> u64 {
 /// Rows from which a sweep judges its leases with a [`LockSnapshot`]
 /// rather than a probe of each slot lock. A probe is four syscalls (~4 us
 /// on a 2-core VM); the snapshot's read of /proc/locks waits out an RCU
-/// grace period (~8 ms there) whatever the number of locks: it pays from
-/// a few thousand rows on, and below that it is the wait of a `leases` of
-/// ten jobs.
+/// grace period (~8 ms there) however few locks there are, partly hidden
+/// behind the read of the rows. The two break even between 1000 and 2000
+/// rows there; far below, the snapshot would be most of a `leases` of ten
+/// jobs.
 const SNAPSHOT_FROM: i64 = 1000;
 
 /// Every row (see [`load`]) and the snapshot to judge them with: one that
@@ -755,6 +756,14 @@ fn row_where(
     stmt.query_row(args, from_row).optional().map_err(StateError::db(db))
 }
 
+/// The query of [`peers`]. `named = 1` as the index's own condition:
+/// SQLite uses a partial index only for a query whose WHERE implies it.
+/// `+?1`, not `?1`: proving that implication compares the index's
+/// condition with a bare parameter's value, which marks the statement to
+/// be prepared again at every bind (a second parse per start); an
+/// expression is not compared, and the plan is the same seek.
+const PEERS: &str = "SELECT job, ip FROM leases INDEXED BY leases_named WHERE bridge = +?1 AND named = 1 ORDER BY slot";
+
 /// The named jobs of a bridge as /etc/hosts lines (`ip\tjob\n`), onto `out`,
 /// for a new job's /etc/hosts: one read of an index that holds only those
 /// (`leases_named`), so anonymous jobs cost a start nothing; no liveness check (a dead
@@ -763,18 +772,8 @@ fn row_where(
 /// values; a row whose address is no dotted quad or whose job is no job id
 /// (only a damaged database has one) is left out, so nothing else reaches
 /// the file.
-const PEERS: &str = "SELECT job, ip FROM leases INDEXED BY leases_named WHERE bridge = +?1 AND named = 1 ORDER BY slot";
-
 fn peers(conn: &Connection, bridge: &str, db: &std::path::Path, out: &mut String) -> Result<(), StateError> {
-    let mut stmt = conn
-        // `named = 1` as the index's own condition: SQLite uses a partial
-        // index only for a query whose WHERE implies it. `+?1`, not `?1`:
-        // proving that implication compares the index's condition with a
-        // bare parameter's value, which marks the statement to be prepared
-        // again at every bind (each run parsed it twice); an expression is
-        // not compared, and the plan is the same seek.
-        .prepare_cached(PEERS)
-        .map_err(StateError::db(db))?;
+    let mut stmt = conn.prepare_cached(PEERS).map_err(StateError::db(db))?;
     let mut rows = stmt.query(params![bridge]).map_err(StateError::db(db))?;
     while let Some(row) = rows.next().map_err(StateError::db(db))? {
         let text = |i| row.get_ref(i).ok().and_then(|v| v.as_str().ok());

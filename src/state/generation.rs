@@ -18,23 +18,24 @@ use rusqlite::Connection;
 
 use super::error::StateError;
 use super::private::PrivateDir;
+use super::schema;
 
 /// The file, in the state dir.
 pub(crate) const FILE: &str = "state.gen";
 
 /// The database's count.
 pub(crate) fn in_db(conn: &Connection, db: &Path) -> Result<i64, StateError> {
-    conn.prepare_cached("SELECT value FROM meta WHERE key = 'generation'")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+    schema::query_row(conn, "SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0))
         .map_err(StateError::db(db))
 }
 
 /// Counts one more change, inside the caller's write transaction; returns
 /// the new count, for [`write_file`] once the transaction has committed.
 pub(crate) fn bump(conn: &Connection, db: &Path) -> Result<i64, StateError> {
-    conn.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
-        .map_err(StateError::db(db))
+    schema::query_row(conn, "UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value", [], |r| {
+        r.get(0)
+    })
+    .map_err(StateError::db(db))
 }
 
 /// The file's count; `None` when it is missing or unreadable, which reads

@@ -408,16 +408,14 @@ impl StateDir {
         let tx = schema::write_tx(&mut conn, &self.db)?;
         // Matching the slot too: after a rebuild the job id may have been
         // restored with the same slot; anything else is not ours to delete.
-        tx.prepare_cached("DELETE FROM leases WHERE job = ?1 AND bridge = ?2 AND slot = ?3")
-            .and_then(|mut s| s.execute(params![lease.record.job, lease.record.bridge, lease.record.slot]))
+        let sql = "DELETE FROM leases WHERE job = ?1 AND bridge = ?2 AND slot = ?3";
+        schema::execute(&tx, sql, params![lease.record.job, lease.record.bridge, lease.record.slot])
             .map_err(StateError::db(&self.db))?;
         if !lease.published.is_empty() {
             ports::release(&tx, &self.db, &lease.record.job, &lease.record.bridge)?;
         }
         let count = generation::bump(&tx, &self.db)?;
-        let last = tx
-            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM leases)")
-            .and_then(|mut s| s.query_row([], |r| r.get::<_, bool>(0)));
+        let last = schema::query_row(&tx, "SELECT NOT EXISTS (SELECT 1 FROM leases)", [], |r| r.get::<_, bool>(0));
         tx.commit().map_err(StateError::db(&self.db))?;
         generation::write_file(&self.dir, count);
         if last.unwrap_or(false) && self.wal_size() > schema::QUIET_WAL_LIMIT {
@@ -558,8 +556,7 @@ impl StateDir {
     /// at that path may belong to a live job the database lost, and is then
     /// the only record of that job's address.
     fn forget(&self, conn: &Connection, row: &LeaseRecord) -> Result<(), StateError> {
-        conn.prepare_cached("DELETE FROM leases WHERE job = ?1")
-            .and_then(|mut s| s.execute(params![row.job]))
+        schema::execute(conn, "DELETE FROM leases WHERE job = ?1", params![row.job])
             .map(drop)
             .map_err(StateError::db(&self.db))
     }
@@ -712,10 +709,8 @@ const SNAPSHOT_FROM: i64 = 1000;
 /// and the snapshot are taken: a row's runner locked its slot before its
 /// commit, so before the snapshot's read (what [`LockSnapshot`] needs).
 fn load_for_sweep(conn: &Connection, db: &std::path::Path) -> Result<(Vec<LeaseRecord>, LockSnapshot), StateError> {
-    let count: i64 = conn
-        .prepare_cached("SELECT count(*) FROM leases")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
-        .map_err(StateError::db(db))?;
+    let count: i64 =
+        schema::query_row(conn, "SELECT count(*) FROM leases", [], |r| r.get(0)).map_err(StateError::db(db))?;
     if count < SNAPSHOT_FROM {
         return Ok((load(conn, db)?, LockSnapshot::none()));
     }
@@ -752,8 +747,7 @@ fn row_where(
     db: &std::path::Path,
 ) -> Result<Option<LeaseRecord>, StateError> {
     let sql = format!("SELECT {COLUMNS} FROM leases WHERE {condition}");
-    let mut stmt = conn.prepare_cached(&sql).map_err(StateError::db(db))?;
-    stmt.query_row(args, from_row).optional().map_err(StateError::db(db))
+    schema::query_row(conn, &sql, args, from_row).optional().map_err(StateError::db(db))
 }
 
 /// The query of [`peers`]. `named = 1` as the index's own condition:
@@ -790,27 +784,23 @@ fn peers(conn: &Connection, bridge: &str, db: &std::path::Path, out: &mut String
 
 pub(crate) fn insert(conn: &Connection, r: &LeaseRecord, db: &std::path::Path) -> Result<(), StateError> {
     let sql = format!("INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.execute(params![
-                r.job,
-                r.bridge,
-                r.subnet.to_string(),
-                r.ip.to_string(),
-                r.gateway.to_string(),
-                r.slot,
-                r.iface,
-                r.pid,
-                // Clock ticks since boot: centuries away from i64::MAX.
-                i64::try_from(r.start_time).unwrap_or(i64::MAX),
-                r.boot_id,
-                r.command,
-                r.started_at,
-                r.named
-            ])
-        })
-        .map(drop)
-        .map_err(StateError::db(db))
+    let values = params![
+        r.job,
+        r.bridge,
+        r.subnet.to_string(),
+        r.ip.to_string(),
+        r.gateway.to_string(),
+        r.slot,
+        r.iface,
+        r.pid,
+        // Clock ticks since boot: centuries away from i64::MAX.
+        i64::try_from(r.start_time).unwrap_or(i64::MAX),
+        r.boot_id,
+        r.command,
+        r.started_at,
+        r.named
+    ];
+    schema::execute(conn, &sql, values).map(drop).map_err(StateError::db(db))
 }
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<LeaseRecord> {
@@ -849,10 +839,10 @@ where
 }
 
 fn last_ip(conn: &Connection, bridge: &str, db: &std::path::Path) -> Result<Option<Ipv4Addr>, StateError> {
-    let text: Option<String> = conn
-        .prepare_cached("SELECT ip FROM last_ip WHERE bridge = ?1")
-        .and_then(|mut s| s.query_row(params![bridge], |r| r.get(0)).optional())
-        .map_err(StateError::db(db))?;
+    let text: Option<String> =
+        schema::query_row(conn, "SELECT ip FROM last_ip WHERE bridge = ?1", params![bridge], |r| r.get(0))
+            .optional()
+            .map_err(StateError::db(db))?;
     // An unparsable position only costs the round-robin its place.
     Ok(text.and_then(|t| t.parse().ok()))
 }
@@ -863,12 +853,8 @@ pub(crate) fn set_last_ip(
     ip: Ipv4Addr,
     db: &std::path::Path,
 ) -> Result<(), StateError> {
-    conn.prepare_cached(
-        "INSERT INTO last_ip (bridge, ip) VALUES (?1, ?2) ON CONFLICT (bridge) DO UPDATE SET ip = excluded.ip",
-    )
-    .and_then(|mut s| s.execute(params![bridge, ip.to_string()]))
-    .map(drop)
-    .map_err(StateError::db(db))
+    let sql = "INSERT INTO last_ip (bridge, ip) VALUES (?1, ?2) ON CONFLICT (bridge) DO UPDATE SET ip = excluded.ip";
+    schema::execute(conn, sql, params![bridge, ip.to_string()]).map(drop).map_err(StateError::db(db))
 }
 
 /// The `meta` key of a domain's round-robin slot position
@@ -883,18 +869,14 @@ fn leaves_key(hub: &str) -> String {
 }
 
 fn meta_value(conn: &Connection, key: &str, db: &std::path::Path) -> Result<Option<i64>, StateError> {
-    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")
-        .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+    schema::query_row(conn, "SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+        .optional()
         .map_err(StateError::db(db))
 }
 
 fn set_meta(conn: &Connection, key: &str, value: i64, db: &std::path::Path) -> Result<(), StateError> {
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .and_then(|mut s| s.execute(params![key, value]))
-    .map(drop)
-    .map_err(StateError::db(db))
+    let sql = "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+    schema::execute(conn, sql, params![key, value]).map(drop).map_err(StateError::db(db))
 }
 
 #[cfg(test)]

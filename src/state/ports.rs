@@ -16,6 +16,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::error::StateError;
+use super::schema;
 use crate::publish::{Proto, Publish};
 
 /// One published host port as stored.
@@ -123,29 +124,21 @@ pub(super) fn restore(
 }
 
 fn insert(conn: &Connection, db: &Path, p: &PublishedPort) -> Result<(), StateError> {
-    conn.prepare_cached(
-        "INSERT INTO published_ports (proto, host_port, job, bridge, ip, job_port) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![p.port.proto.name(), p.port.host_port, p.job, p.bridge, p.ip.to_string(), p.port.job_port])
-    })
-    .map(drop)
-    .map_err(StateError::db(db))
+    let sql =
+        "INSERT INTO published_ports (proto, host_port, job, bridge, ip, job_port) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    let values = params![p.port.proto.name(), p.port.host_port, p.job, p.bridge, p.ip.to_string(), p.port.job_port];
+    schema::execute(conn, sql, values).map(drop).map_err(StateError::db(db))
 }
 
 fn delete(conn: &Connection, db: &Path, p: &PublishedPort) -> Result<(), StateError> {
-    conn.prepare_cached("DELETE FROM published_ports WHERE proto = ?1 AND host_port = ?2")
-        .and_then(|mut s| s.execute(params![p.port.proto.name(), p.port.host_port]))
-        .map(drop)
-        .map_err(StateError::db(db))
+    let sql = "DELETE FROM published_ports WHERE proto = ?1 AND host_port = ?2";
+    schema::execute(conn, sql, params![p.port.proto.name(), p.port.host_port]).map(drop).map_err(StateError::db(db))
 }
 
 /// Deletes the rows of `job` on `bridge` (its release).
 pub(super) fn release(conn: &Connection, db: &Path, job: &str, bridge: &str) -> Result<(), StateError> {
-    conn.prepare_cached("DELETE FROM published_ports WHERE job = ?1 AND bridge = ?2")
-        .and_then(|mut s| s.execute(params![job, bridge]))
-        .map(drop)
-        .map_err(StateError::db(db))
+    let sql = "DELETE FROM published_ports WHERE job = ?1 AND bridge = ?2";
+    schema::execute(conn, sql, params![job, bridge]).map(drop).map_err(StateError::db(db))
 }
 
 /// The rows `filter` (a WHERE clause, or nothing) selects.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Params, Row, Transaction, TransactionBehavior};
 
 use super::error::StateError;
 
@@ -151,6 +151,24 @@ pub(crate) fn checkpoint(conn: &Connection, db: &Path) {
         Ok(_) => log::debug!("{}: WAL checkpoint blocked by a reader; the WAL is cut later", db.display()),
         Err(e) => log::warn!("{}: WAL checkpoint failed: {e}", db.display()),
     }
+}
+
+/// `sql`'s one row, through the connection's statement cache: every
+/// statement of a lease and its release goes through here or [`execute`],
+/// so a connection parses each once (see [`STATEMENT_CACHE`]).
+pub(crate) fn query_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
+/// Runs `sql` through the statement cache (see [`query_row`]); returns the
+/// number of rows it changed.
+pub(crate) fn execute(conn: &Connection, sql: &str, params: impl Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 /// BEGIN IMMEDIATE: takes SQLite's write lock up front, because in WAL mode
